@@ -1,0 +1,6 @@
+"""srdc-studies: SRDC (Tang, Chen and Jia, CVPR 2020) as a research harness."""
+
+from srdc.config import VARIANTS, SRDCConfig
+from srdc.errors import NonFiniteLossError, SRDCInputError
+
+__all__ = ["VARIANTS", "NonFiniteLossError", "SRDCConfig", "SRDCInputError"]

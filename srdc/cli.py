@@ -1,0 +1,128 @@
+"""``srdc-train``: one run from the command line.
+
+Every :class:`srdc.config.SRDCConfig` field is an option under its own name (``--lambda_scale 0.5``; dashes
+work too: ``--data-root``). Writes ``OUT/summary.json``, ``OUT/history.jsonl`` and ``OUT/checkpoint.pt`` after
+every epoch; ``--resume`` continues from the checkpoint in OUT, bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from srdc.config import CHOICES, SRDCConfig, config_fields
+from srdc.errors import NonFiniteLossError, SRDCInputError
+from srdc.runio import CHECKPOINT, read_checkpoint, save_run
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _converter(annotation: str) -> Any:
+    """A string -> value converter for a dataclass field annotation such as ``int | None``."""
+    optional = "None" in annotation
+    base = annotation.replace("| None", "").strip()
+    convert = {"bool": parse_bool, "int": int, "float": float, "str": str}[base]
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() == "none":
+            return None
+        return convert(text)
+
+    parse.__name__ = base
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srdc-train",
+        description="Train SRDC (or a baseline/ablation variant) on one source->target task.",
+    )
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run directory (default: outputs/DATASET/SOURCE_to_TARGET/VARIANT/seedN)")
+    parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    parser.add_argument("--quiet", action="store_true", help="no per-iteration progress bar")
+    defaults = SRDCConfig()
+    for field in config_fields():
+        names = [f"--{field.name}"]
+        if "_" in field.name:
+            names.append(f"--{field.name.replace('_', '-')}")
+        default = getattr(defaults, field.name)
+        parser.add_argument(*names, dest=field.name, type=_converter(str(field.type)), default=default,
+                            choices=CHOICES.get(field.name), help=f"(default: {default})")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> SRDCConfig:
+    return SRDCConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SRDCConfig)})
+
+
+def default_out(config: SRDCConfig) -> Path:
+    safe = lambda name: Path(name).stem if ("/" in name or "." in name) else name  # noqa: E731
+    return Path("outputs") / config.dataset / f"{safe(config.source)}_to_{safe(config.target)}" / \
+        config.variant / f"seed{config.seed}"
+
+
+def format_row(row: dict[str, Any], epochs: int) -> str:
+    test = f"  test {row['acc_target_test']:.2f}" if "acc_target_test" in row else ""
+    return (f"epoch {row['epoch']:>3}/{epochs}  acc_target {row['acc_target']:6.2f}{test}  "
+            f"kmeans {row['acc_kmeans_pooled']:6.2f}  infomax {row['infomax']:.3f}  "
+            f"loss {row.get('loss_total', float('nan')):.4f}  lr {row.get('lr', float('nan')):.5f}  "
+            f"lambda {row.get('lambda', float('nan')):.3f}  {row['wall_s_epoch']:.1f}s")
+
+
+def run(config: SRDCConfig, out: Path, resume: bool, progress: bool) -> dict[str, Any]:
+    """Train (or continue) the run in ``out``; returns its summary."""
+    from srdc.trainer import Trainer
+
+    has_checkpoint = (out / CHECKPOINT).is_file()
+    if has_checkpoint and not resume:
+        raise SRDCInputError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    trainer = Trainer(config, progress=progress)
+    if resume and has_checkpoint:
+        trainer.load_state_dict(read_checkpoint(out))
+        print(f"resumed {out} at epoch {trainer.epoch}/{config.epochs}", file=sys.stderr)
+    print(f"{config.dataset} {config.task_name} variant={config.variant} seed={config.seed} device={trainer.device} "
+          f"source={len(trainer.task.source)} target={len(trainer.task.target)} out={out}", file=sys.stderr)
+    trainer.initialise()
+    if trainer.epoch == 0:
+        print(format_row(trainer.history[0], config.epochs), file=sys.stderr)
+    save_run(out, trainer)
+
+    def on_epoch(trainer: Trainer, row: dict[str, Any]) -> None:
+        print(format_row(row, config.epochs), file=sys.stderr)
+        save_run(out, trainer)
+
+    return trainer.fit(on_epoch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        out = args.out or default_out(config)
+        summary = run(config, out, args.resume, progress=not args.quiet)
+    except SRDCInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"acc_last {summary['acc_last']:.2f}  acc_best_oracle {summary['acc_best_oracle']:.2f} "
+          f"(epoch {summary['best_oracle_epoch']}, selected with target labels)  acc_labelfree "
+          f"{summary['acc_labelfree']:.2f} (epoch {summary['labelfree_epoch']}, {summary['labelfree_selector']})")
+    print(f"wrote {out}/summary.json and {out}/history.jsonl")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Every hyper-parameter of an SRDC run, with the paper's defaults (Section 5.1, Appendix A).
+
+The same field names are used on the command line (``--field value``) and in a Ray Tune ``param_space``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from srdc.errors import SRDCInputError
+
+VARIANTS = ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc", "oracle")
+
+# variant -> (structural_source_reg, feature_discrimination, soft_source_selection, target_clustering)
+_VARIANT_SWITCHES: dict[str, tuple[bool, bool, bool, bool]] = {
+    "source_only": (True, False, False, False),
+    "srdc_no_struct": (False, True, False, True),
+    "srdc_no_featdisc": (True, False, True, True),
+    "srdc_no_softsel": (True, True, False, True),
+    "srdc": (True, True, True, True),
+    "oracle": (False, False, False, False),
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "variant": VARIANTS,
+    "setting": ("transductive", "inductive"),
+    "feature_spaces": ("both", "pooled", "bottleneck"),
+    "loss_weighting": ("code", "paper"),
+    "aux_normalizer": ("batch", "dataset"),
+    "mu_init": ("mean", "target"),
+    "labelfree_selector": ("infomax", "clustering"),
+    "device": ("auto", "cpu", "cuda"),
+}
+
+
+@dataclass
+class SRDCConfig:
+    """One run. Defaults are the paper's (and the released code's where the text is silent).
+
+    ``structural_source_reg``, ``feature_discrimination`` and ``soft_source_selection`` default to
+    ``None``: the variant decides them; set one explicitly to override the variant (full factorial).
+    """
+
+    # what to train on
+    dataset: str = "embedded"
+    source: str = "digits"
+    target: str = "digits_photo"
+    task: str | None = None
+    data_root: str = "data"
+    setting: str = "transductive"
+    split_seed: int = 0
+    # what to train
+    variant: str = "srdc"
+    seed: int = 0
+    epochs: int = 200
+    structural_source_reg: bool | None = None
+    feature_discrimination: bool | None = None
+    soft_source_selection: bool | None = None
+    source_pretrain_epochs: int | None = None
+    # model (Appendix A)
+    backbone: str = "auto"
+    weights: str = "imagenet"
+    bottleneck_dim: int = 512
+    feature_spaces: str = "both"
+    # optimisation (Section 5.1, Appendix A)
+    batch_size: int = 64
+    lr: float = 0.01
+    backbone_lr_mult: float | None = None
+    centres_lr_mult: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_alpha: float = 10.0
+    lr_beta: float = 0.75
+    lambda_gamma: float = 10.0
+    lambda_scale: float = 1.0
+    # clustering (Appendix A, released code)
+    kmeans_iters: int = 5
+    kmeans_chunk: int = 4096
+    mu_init: str = "mean"
+    # where the paper's text and the released code differ (docs/fidelity_notes.md)
+    loss_weighting: str = "code"
+    aux_normalizer: str = "batch"
+    aux_grad: bool = True
+    # model selection without target labels
+    labelfree_selector: str = "infomax"
+    # execution
+    device: str = "auto"
+    num_workers: int = 0
+    pin_memory: bool = False
+    bf16: bool = False
+    channels_last: bool = False
+    image_size: int | None = None
+    max_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.task is not None:
+            from srdc.data.base import parse_task
+
+            self.source, self.target = parse_task(self.task)
+            self.task = None
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise SRDCInputError(
+                    f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}"
+                )
+        if self.epochs < 1:
+            raise SRDCInputError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise SRDCInputError(f"batch_size must be >= 2, got {self.batch_size}")
+
+    @property
+    def uses_structural_source_reg(self) -> bool:
+        return _switch(self.structural_source_reg, _VARIANT_SWITCHES[self.variant][0])
+
+    @property
+    def uses_feature_discrimination(self) -> bool:
+        return _switch(self.feature_discrimination, _VARIANT_SWITCHES[self.variant][1])
+
+    @property
+    def uses_soft_source_selection(self) -> bool:
+        return _switch(self.soft_source_selection, _VARIANT_SWITCHES[self.variant][2])
+
+    @property
+    def uses_target_clustering(self) -> bool:
+        return _VARIANT_SWITCHES[self.variant][3]
+
+    @property
+    def pretrain_epochs(self) -> int:
+        """Source-only epochs before target fine-tuning (variant ``srdc_no_struct`` only)."""
+        if self.variant != "srdc_no_struct":
+            return 0
+        if self.source_pretrain_epochs is not None:
+            return min(self.source_pretrain_epochs, self.epochs - 1)
+        return max(1, self.epochs // 10)
+
+    @property
+    def task_name(self) -> str:
+        return f"{self.source}->{self.target}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SRDCConfig:
+        """Build from a dict such as a Tune trial config; unknown keys are an error, not silently dropped."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise SRDCInputError(f"unknown config field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**values)
+
+
+def _switch(explicit: bool | None, from_variant: bool) -> bool:
+    return from_variant if explicit is None else explicit
+
+
+def config_fields() -> list[dataclasses.Field]:
+    return list(dataclasses.fields(SRDCConfig))

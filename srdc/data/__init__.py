@@ -1,0 +1,31 @@
+"""Datasets: the registry behind ``--dataset`` and :func:`load_task`, which builds a run's source/target data."""
+
+from __future__ import annotations
+
+from srdc.config import SRDCConfig
+from srdc.data import digits, embedded  # noqa: F401  (registers the datasets)
+from srdc.data.base import DATASETS, DatasetSpec, Domain, TaskData, check_same_label_space, get_dataset, parse_task
+from srdc.data.splits import stratified_split, stratified_subsample
+
+__all__ = ["DATASETS", "DatasetSpec", "Domain", "TaskData", "get_dataset", "load_task", "parse_task"]
+
+
+def load_task(config: SRDCConfig) -> TaskData:
+    """Load source and target for ``config``; in the inductive setting split the target 50/50 (stratified).
+
+    Unknown dataset or domain, missing files and label-space mismatches raise ``SRDCInputError``.
+    """
+    spec = get_dataset(config.dataset)
+    source = spec.load_domain(spec.resolve_domain(config.source), config)
+    target = spec.load_domain(spec.resolve_domain(config.target), config)
+    check_same_label_space(source, target)
+    if config.max_samples is not None:
+        source = source.subset(stratified_subsample(source.labels, config.max_samples, config.split_seed))
+        target = target.subset(stratified_subsample(target.labels, config.max_samples, config.split_seed))
+    target_test = None
+    if config.setting == "inductive":
+        train_idx, test_idx = stratified_split(target.labels, config.split_seed)
+        target, target_test = target.subset(train_idx, f"{target.name}/train"), target.subset(
+            test_idx, f"{target.name}/test"
+        )
+    return TaskData(source=source, target=target, target_test=target_test, default_backbone=spec.default_backbone)

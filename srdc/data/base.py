@@ -1,0 +1,158 @@
+"""The dataset interface every dataset module implements, and the registry that ``--dataset`` looks up."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from srdc.errors import SRDCInputError
+
+
+@dataclass
+class Domain:
+    """The samples of one domain (or one split of it).
+
+    ``train_set`` and ``eval_set`` hold the same samples in the same order and differ only in their transform
+    (train: random crop + flip; eval: centre crop). Items are ``(input, label)``. In-memory domains
+    (digits, embedded, features) use one ``TensorDataset`` for both and are indexed directly, without a
+    ``DataLoader``.
+    """
+
+    name: str
+    classes: list[str]
+    labels: np.ndarray
+    train_set: Dataset
+    eval_set: Dataset
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.train_set, TensorDataset)
+
+    def subset(self, indices: np.ndarray, name: str | None = None) -> Domain:
+        """The samples at ``indices`` (used by the inductive split and ``max_samples``)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return Domain(
+            name=name or self.name,
+            classes=self.classes,
+            labels=self.labels[indices],
+            train_set=_subset(self.train_set, indices),
+            eval_set=_subset(self.eval_set, indices),
+        )
+
+
+def tensor_domain(name: str, classes: list[str], inputs: torch.Tensor, labels: torch.Tensor) -> Domain:
+    """An in-memory domain: ``inputs`` N x ... float tensor, ``labels`` N int64 tensor."""
+    labels = labels.to(torch.int64)
+    dataset = TensorDataset(inputs, labels)
+    return Domain(name=name, classes=classes, labels=labels.numpy(), train_set=dataset, eval_set=dataset)
+
+
+def _subset(dataset: Dataset, indices: np.ndarray) -> Dataset:
+    if isinstance(dataset, TensorDataset):
+        index = torch.from_numpy(indices)
+        return TensorDataset(*(t[index] for t in dataset.tensors))
+    return torch.utils.data.Subset(dataset, indices.tolist())
+
+
+@dataclass
+class TaskData:
+    """What one run trains and evaluates on.
+
+    ``target`` is the unlabelled target training set (its labels are used only to evaluate). In the
+    inductive setting ``target_test`` holds the held-out half of the target domain; in the transductive
+    setting it is ``None`` and the target training set is also the evaluation set (paper protocol).
+    ``default_backbone`` is what ``backbone="auto"`` resolves to for this dataset.
+    """
+
+    source: Domain
+    target: Domain
+    target_test: Domain | None
+    default_backbone: str
+
+    @property
+    def num_classes(self) -> int:
+        return self.source.num_classes
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source.classes
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset.
+
+    ``load_domain(domain, config) -> Domain`` loads one whole domain; ``domains`` lists the accepted names
+    (empty for user data, where a domain is a path); ``aliases`` maps short names (``A``) to domain names
+    (``amazon``); ``default_backbone`` is used when the config asks for ``backbone="auto"``.
+    """
+
+    name: str
+    load_domain: Callable[..., Domain]
+    domains: tuple[str, ...] = ()
+    aliases: dict[str, str] | None = None
+    default_backbone: str = "resnet50"
+    description: str = ""
+
+    def resolve_domain(self, domain: str) -> str:
+        """The canonical domain name for ``domain`` (a name, an alias such as ``A``, or a user path)."""
+        if not self.domains:
+            return domain
+        aliases = self.aliases or {}
+        canonical = aliases.get(domain, domain)
+        if canonical not in self.domains:
+            known = ", ".join(list(self.domains) + [f"{k} (= {v})" for k, v in aliases.items()])
+            raise SRDCInputError(f"unknown domain {domain!r} for dataset {self.name!r}; known domains: {known}")
+        return canonical
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS[spec.name] = spec
+    return spec
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise SRDCInputError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def parse_task(task: str) -> tuple[str, str]:
+    """``"A->W"`` (also ``"A→W"``, ``"A-W"`` is not accepted: domain names may contain dashes) -> ("A", "W")."""
+    for arrow in ("->", "→"):
+        if arrow in task:
+            source, target = (part.strip() for part in task.split(arrow, 1))
+            if source and target:
+                return source, target
+    raise SRDCInputError(f"cannot read task {task!r}: write it as SOURCE->TARGET, e.g. A->W")
+
+
+def check_same_label_space(source: Domain, target: Domain) -> None:
+    """Source and target must share the label space (same class count, labels in range)."""
+    if source.num_classes != target.num_classes:
+        raise SRDCInputError(
+            f"class-count mismatch: source {source.name!r} has {source.num_classes} classes, target "
+            f"{target.name!r} has {target.num_classes}; UDA needs one shared label space"
+        )
+    for domain in (source, target):
+        if len(domain) == 0:
+            raise SRDCInputError(f"domain {domain.name!r} has no samples")
+        low, high = int(domain.labels.min()), int(domain.labels.max())
+        if low < 0 or high >= domain.num_classes:
+            raise SRDCInputError(
+                f"labels of {domain.name!r} range over [{low}, {high}] but there are {domain.num_classes} classes"
+            )

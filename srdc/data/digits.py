@@ -1,0 +1,108 @@
+"""Digits: MNIST and USPS, 3-channel, resized to one common size, held in memory.
+
+Users download with torchvision:
+``python -c "import torchvision as tv; tv.datasets.MNIST('DATA/digits', download=True); tv.datasets.USPS('DATA/digits/usps', download=True)"``.
+MNIST is read from its IDX files (``.gz`` or not) in ``DATA/digits/mnist/`` or torchvision's
+``DATA/digits/MNIST/raw/``; the training split (60,000) is used when present, else the official test split
+(10,000). USPS is read by torchvision's reader from ``DATA/digits/usps/usps.bz2`` (7,291 training images).
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from srdc.config import SRDCConfig
+from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
+from srdc.errors import SRDCInputError
+
+CLASSES = [str(d) for d in range(10)]
+DEFAULT_SIZE = 28
+DOWNLOAD_HINT = (
+    "download it with: python -c \"import torchvision as tv; tv.datasets.MNIST('{root}/digits', download=True); "
+    "tv.datasets.USPS('{root}/digits/usps', download=True)\""
+)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (MNIST's format), gzip-compressed or not, into an array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        raw = handle.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise SRDCInputError(f"{path} is not an unsigned-byte IDX file (corrupt download?); delete it and download again")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise SRDCInputError(f"{path} holds {data.size} values, its header says {shape}: truncated; download again")
+    return data.reshape(shape)
+
+
+def _find_idx(folders: list[Path], stem: str) -> Path | None:
+    for folder in folders:
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST images (N x 28 x 28 uint8) and labels: the training split if present, else the test split."""
+    folders = [root / "digits" / "mnist", root / "digits" / "MNIST" / "raw"]
+    for prefix in ("train", "t10k"):
+        images = _find_idx(folders, f"{prefix}-images-idx3-ubyte")
+        labels = _find_idx(folders, f"{prefix}-labels-idx1-ubyte")
+        if images and labels:
+            if prefix == "t10k":
+                print(f"note: MNIST training split not found under {folders[0]}; using the 10,000-image test split",
+                      file=sys.stderr)
+            return read_idx(images), read_idx(labels).astype(np.int64)
+    raise SRDCInputError(
+        f"MNIST not found: looked for train-/t10k-images-idx3-ubyte[.gz] in {folders[0]} and {folders[1]}; "
+        + DOWNLOAD_HINT.format(root=root)
+    )
+
+
+def load_usps(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """USPS training images (7291 x 16 x 16 uint8) and labels, through torchvision's reader."""
+    folder = root / "digits" / "usps"
+    if not (folder / "usps.bz2").is_file():
+        raise SRDCInputError(f"USPS not found: expected {folder / 'usps.bz2'}; " + DOWNLOAD_HINT.format(root=root))
+    dataset = torchvision.datasets.USPS(str(folder), train=True)
+    return np.asarray(dataset.data, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
+
+
+def to_tensor_images(images: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 N x H x W grey images -> float N x 3 x size x size in [-1, 1]."""
+    x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+
+
+_LOADERS = {"mnist": load_mnist, "usps": load_usps}
+
+
+def load_domain(domain: str, config: SRDCConfig) -> Domain:
+    images, labels = _LOADERS[domain](Path(config.data_root))
+    size = config.image_size or DEFAULT_SIZE
+    return tensor_domain(domain, CLASSES, to_tensor_images(images, size), torch.from_numpy(labels))
+
+
+SPEC = register(
+    DatasetSpec(
+        name="digits",
+        load_domain=load_domain,
+        domains=("mnist", "usps"),
+        aliases={"M": "mnist", "U": "usps"},
+        default_backbone="digits_cnn",
+        description="MNIST and USPS (10 classes), 3-channel 28x28, in memory",
+    )
+)

@@ -1,0 +1,85 @@
+"""The embedded default pair: needs no files, only data shipped inside scikit-learn.
+
+* ``digits``: one stratified half of scikit-learn's bundled handwritten digits (1,797 8x8 images), grey.
+* ``digits_photo``: the other half, blended MNIST-M style with patches of scikit-learn's two bundled sample
+  photos (``china.jpg``, ``flower.jpg``): ``|patch - digit|`` per colour channel.
+
+Both are upsampled to 16x16 (``image_size`` overrides) and held in memory. The patches are drawn from a fixed
+seed, so the pair is the same in every run and on every machine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits, load_sample_images
+
+from srdc.config import SRDCConfig
+from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
+from srdc.data.splits import stratified_split
+
+CLASSES = [str(d) for d in range(10)]
+DEFAULT_SIZE = 16
+PAIR_SEED = 0
+
+
+def _digit_halves() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    bunch = load_digits()
+    images = bunch.images.astype(np.float32) / 16.0
+    labels = bunch.target.astype(np.int64)
+    first, second = stratified_split(labels, seed=PAIR_SEED)
+    return (images[first], labels[first]), (images[second], labels[second])
+
+
+def _upsample(images: np.ndarray, size: int) -> torch.Tensor:
+    """N x H x W (or N x 3 x H x W) in [0, 1] -> N x C x size x size."""
+    x = torch.from_numpy(images)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+
+
+def photo_patches(count: int, patch: int, seed: int) -> np.ndarray:
+    """``count`` random ``patch x patch`` RGB crops of scikit-learn's sample photos, N x 3 x patch x patch in [0, 1]."""
+    photos = [np.asarray(img, dtype=np.float32) / 255.0 for img in load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    crops = np.empty((count, 3, patch, patch), dtype=np.float32)
+    for i in range(count):
+        photo = photos[rng.integers(len(photos))]
+        top = rng.integers(photo.shape[0] - patch)
+        left = rng.integers(photo.shape[1] - patch)
+        crops[i] = photo[top : top + patch, left : left + patch].transpose(2, 0, 1)
+    return crops
+
+
+def blend_with_photos(digits: torch.Tensor, seed: int) -> torch.Tensor:
+    """MNIST-M style blend: ``|patch - digit|`` per channel; ``digits`` N x 1 x S x S in [0, 1]."""
+    size = digits.shape[-1]
+    patches = torch.from_numpy(photo_patches(len(digits), size, seed))
+    return (patches - digits).abs()
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
+
+
+def load_domain(domain: str, config: SRDCConfig) -> Domain:
+    size = config.image_size or DEFAULT_SIZE
+    (src_images, src_labels), (tgt_images, tgt_labels) = _digit_halves()
+    if domain == "digits":
+        images, labels = _normalise(_upsample(src_images, size)), src_labels
+    else:
+        images, labels = _normalise(blend_with_photos(_upsample(tgt_images, size), PAIR_SEED)), tgt_labels
+    return tensor_domain(domain, CLASSES, images, torch.from_numpy(labels))
+
+
+SPEC = register(
+    DatasetSpec(
+        name="embedded",
+        load_domain=load_domain,
+        domains=("digits", "digits_photo"),
+        default_backbone="digits_cnn",
+        description="scikit-learn digits (grey) -> the same kind of digits blended with photo patches; no files",
+    )
+)
