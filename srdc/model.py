@@ -137,7 +137,9 @@ class Centres(nn.Module):
 
     def __init__(self, spaces: dict[str, int], num_classes: int) -> None:
         super().__init__()
-        self.mu = nn.ParameterDict({space: nn.Parameter(torch.zeros(num_classes, dim)) for space, dim in spaces.items()})
+        self.mu = nn.ParameterDict(
+            {space: nn.Parameter(torch.zeros(num_classes, dim)) for space, dim in spaces.items()}
+        )
 
     @property
     def spaces(self) -> list[str]:

@@ -232,8 +232,7 @@ class Trainer:
 
     def _target_loss(self, out: Any, index: torch.Tensor, first_epoch: bool) -> torch.Tensor:
         """Eq. (6) on a target mini-batch: auxiliary targets by eq. (2), one-hot K-means labels at the first epoch."""
-        plan, config = self.plan, self.config
-        mu = self.centres.mu
+        plan, mu = self.plan, self.centres.mu
         feature_outputs = {"pooled": out.pooled, "bottleneck": out.bottleneck}
         kernels = {space: losses.kernel_logits(feature_outputs[space], mu[space]) for space in self.centres.spaces}
         num_classes = self.task.num_classes

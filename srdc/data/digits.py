@@ -1,7 +1,10 @@
 """Digits: MNIST and USPS, 3-channel, resized to one common size, held in memory.
 
-Users download with torchvision:
-``python -c "import torchvision as tv; tv.datasets.MNIST('DATA/digits', download=True); tv.datasets.USPS('DATA/digits/usps', download=True)"``.
+Users download with torchvision::
+
+    python -c "import torchvision as tv; tv.datasets.MNIST('DATA/digits', download=True);
+               tv.datasets.USPS('DATA/digits/usps', download=True)"
+
 MNIST is read from its IDX files (``.gz`` or not) in ``DATA/digits/mnist/`` or torchvision's
 ``DATA/digits/MNIST/raw/``; the training split (60,000) is used when present, else the official test split
 (10,000). USPS is read by torchvision's reader from ``DATA/digits/usps/usps.bz2`` (7,291 training images).
@@ -36,7 +39,9 @@ def read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as handle:
         raw = handle.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise SRDCInputError(f"{path} is not an unsigned-byte IDX file (corrupt download?); delete it and download again")
+        raise SRDCInputError(
+            f"{path} is not an unsigned-byte IDX file (corrupt download?); delete it and download again"
+        )
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)

@@ -1,8 +1,12 @@
 """The embedded default pair: needs no files, only data shipped inside scikit-learn.
 
-* ``digits``: one stratified half of scikit-learn's bundled handwritten digits (1,797 8x8 images), grey.
-* ``digits_photo``: the other half, blended MNIST-M style with patches of scikit-learn's two bundled sample
+* ``digits``: one stratified third of scikit-learn's bundled handwritten digits (1,797 8x8 images), grey.
+* ``digits_photo``: another third, blended MNIST-M style with patches of scikit-learn's two bundled sample
   photos (``china.jpg``, ``flower.jpg``): ``|patch - digit|`` per colour channel.
+* ``digits_color``: the last third, each digit in a random colour on a random background colour.
+
+The three thirds are disjoint, so no image is both a source and a target. Three domains give the same grid
+shape as Office-31's A/D/W, which the studies' ``--smoke-test`` uses.
 
 Both are upsampled to 16x16 (``image_size`` overrides) and held in memory. The patches are drawn from a fixed
 seed, so the pair is the same in every run and on every machine.
@@ -24,12 +28,17 @@ DEFAULT_SIZE = 16
 PAIR_SEED = 0
 
 
-def _digit_halves() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+DOMAINS = ("digits", "digits_photo", "digits_color")
+
+
+def _digit_thirds() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Disjoint stratified thirds of scikit-learn's digits, one per domain: images in [0, 1], labels."""
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
     labels = bunch.target.astype(np.int64)
-    first, second = stratified_split(labels, seed=PAIR_SEED)
-    return (images[first], labels[first]), (images[second], labels[second])
+    first, rest = stratified_split(labels, seed=PAIR_SEED, fraction=1 / 3)
+    second, third = (rest[part] for part in stratified_split(labels[rest], seed=PAIR_SEED))
+    return {name: (images[idx], labels[idx]) for name, idx in zip(DOMAINS, (first, second, third), strict=True)}
 
 
 def _upsample(images: np.ndarray, size: int) -> torch.Tensor:
@@ -60,26 +69,33 @@ def blend_with_photos(digits: torch.Tensor, seed: int) -> torch.Tensor:
     return (patches - digits).abs()
 
 
+def colourise(digits: torch.Tensor, seed: int) -> torch.Tensor:
+    """Each digit (N x 1 x S x S in [0, 1]) painted in a random colour over a random background colour."""
+    rng = np.random.default_rng(seed)
+    foreground = torch.from_numpy(rng.uniform(0.0, 1.0, size=(len(digits), 3, 1, 1)).astype(np.float32))
+    background = torch.from_numpy(rng.uniform(0.0, 1.0, size=(len(digits), 3, 1, 1)).astype(np.float32))
+    return digits * foreground + (1.0 - digits) * background
+
+
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
 
 
 def load_domain(domain: str, config: SRDCConfig) -> Domain:
     size = config.image_size or DEFAULT_SIZE
-    (src_images, src_labels), (tgt_images, tgt_labels) = _digit_halves()
-    if domain == "digits":
-        images, labels = _normalise(_upsample(src_images, size)), src_labels
-    else:
-        images, labels = _normalise(blend_with_photos(_upsample(tgt_images, size), PAIR_SEED)), tgt_labels
-    return tensor_domain(domain, CLASSES, images, torch.from_numpy(labels))
+    images, labels = _digit_thirds()[domain]
+    digits = _upsample(images, size)
+    styled = {"digits": lambda: digits, "digits_photo": lambda: blend_with_photos(digits, PAIR_SEED),
+              "digits_color": lambda: colourise(digits, PAIR_SEED)}[domain]()
+    return tensor_domain(domain, CLASSES, _normalise(styled), torch.from_numpy(labels))
 
 
 SPEC = register(
     DatasetSpec(
         name="embedded",
         load_domain=load_domain,
-        domains=("digits", "digits_photo"),
+        domains=DOMAINS,
         default_backbone="digits_cnn",
-        description="scikit-learn digits (grey) -> the same kind of digits blended with photo patches; no files",
+        description="scikit-learn digits: grey, photo-blended and colourised thirds (10 classes); no files",
     )
 )
