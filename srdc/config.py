@@ -51,6 +51,8 @@ class SRDCConfig:
     data_root: str = "data"
     setting: str = "transductive"
     split_seed: int = 0
+    path_prefix: str | None = None  # OLD=NEW: rewrite absolute paths in image lists (docs/datasets.md)
+    classes_file: str | None = None  # class names, one per line, for --dataset imagelist / features
     # what to train
     variant: str = "srdc"
     seed: int = 0

@@ -33,6 +33,8 @@ from srdc.model import Centres, SRDCNet, build_backbone, feature_space_dims, is_
 from srdc.selection import summarize
 
 EVAL_BATCH = 256
+TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s"})
+"""History keys that measure time: the only ones allowed to differ between a run and its exact resume."""
 
 
 def lr_at(config: SRDCConfig, progress: float) -> float:
@@ -182,7 +184,7 @@ class Trainer:
 
         mu = {space: target_centres[space] if config.mu_init == "target"
               else 0.5 * (source_centres[space] + target_centres[space]) for space in self.centres.spaces}
-        if config.uses_soft_source_selection:
+        if config.uses_soft_source_selection and self.epoch > 0:  # Algorithm 1: w = 1 in the first epoch
             weights = losses.source_weights(source.spaces["pooled"], source.labels, target_centres["pooled"])
         else:
             weights = torch.ones(len(source.labels), device=self.device)
@@ -192,6 +194,7 @@ class Trainer:
         self.plan = EpochPlan(mu=mu, target_centres=target_centres, kmeans_labels=kmeans_labels,
                               column_mass=column_mass, source_weights=weights)
 
+        start = time.perf_counter()
         objective = sum(losses.clustering_objective(losses.auxiliary_distribution(p), p)
                         for p in [p_target, *feature_p.values()])
         metrics = {
@@ -209,6 +212,7 @@ class Trainer:
             metrics[f"acc_kmeans_{space}"] = _accuracy(kmeans_labels[space], target.labels)
         if test is not None:
             metrics["acc_target_test"] = _accuracy(test.logits.argmax(dim=1), test.labels)
+        metrics["time_eval_s"] = time.perf_counter() - start
         return metrics
 
     # -- training -----------------------------------------------------------------------------------------
@@ -309,7 +313,7 @@ class Trainer:
             loss, target_part, source_part = self._iteration_loss(phase, lam, source_batch, target_batch, first_epoch)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"the loss became {float(loss)} at epoch {self.epoch + 1}, iteration {iteration + 1}; "
+                    f"the loss became {float(loss.detach())} at epoch {self.epoch + 1}, iteration {iteration + 1}; "
                     f"lower --lr (now {config.lr}) or --lambda_scale; epochs 1..{self.epoch} are kept in the history"
                 )
             self.optimizer.zero_grad(set_to_none=True)

@@ -11,9 +11,7 @@ from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.data.base import Domain, TaskData
 from srdc.errors import NonFiniteLossError
-from srdc.trainer import Trainer, lambda_at, lr_at
-
-TIMING_KEYS = {"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s"}
+from srdc.trainer import TIMING_KEYS, Trainer, lambda_at, lr_at
 
 
 def small_config(**overrides) -> SRDCConfig:

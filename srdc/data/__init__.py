@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from srdc.config import SRDCConfig
-from srdc.data import digits, embedded  # noqa: F401  (registers the datasets)
+from srdc.data import benchmarks, digits, embedded, user  # noqa: F401  (registers the datasets)
 from srdc.data.base import DATASETS, DatasetSpec, Domain, TaskData, check_same_label_space, get_dataset, parse_task
 from srdc.data.splits import stratified_split, stratified_subsample
 

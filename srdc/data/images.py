@@ -1,0 +1,227 @@
+"""Image domains on disk: the two layouts, the paper's transforms, and the Dataset that reads the files.
+
+Layouts:
+
+* class folders: ``DOMAIN/CLASS/*.jpg``; the class index is the position of the folder name in sorted order
+  (Python's ``sorted``, as torchvision's ``ImageFolder``: upper case before lower case). Files are taken
+  recursively under each class folder, in sorted path order; hidden files and folders are skipped.
+* image lists: one ``PATH LABEL`` per line. The label is the last whitespace-separated token, so paths may
+  contain spaces. Relative paths are relative to the list file's folder. A prefix rewrite ``OLD=NEW`` turns
+  lists written with absolute paths on another machine into paths here.
+
+Transforms (paper, released code): train ``Resize(256)`` (shorter side), ``RandomCrop(224)``,
+``RandomHorizontalFlip``, ImageNet normalisation; eval ``Resize(256)``, ``CenterCrop(224)``, normalisation.
+With ``image_size`` set the crop is ``image_size`` and the resize ``round(image_size * 256 / 224)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+from srdc.data.base import Domain
+from srdc.errors import SRDCInputError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PAPER_RESIZE = 256
+PAPER_CROP = 224
+
+Sample = tuple[Path, int]
+
+
+# -- transforms ----------------------------------------------------------------------------------------------
+def transform_sizes(image_size: int | None) -> tuple[int, int]:
+    """``(resize, crop)``: the paper's ``(256, 224)``, or ``(round(size * 256 / 224), size)``."""
+    if image_size is None:
+        return PAPER_RESIZE, PAPER_CROP
+    if image_size < 1:
+        raise SRDCInputError(f"image_size must be >= 1, got {image_size}")
+    return round(image_size * PAPER_RESIZE / PAPER_CROP), image_size
+
+
+def train_transform(image_size: int | None) -> Callable:
+    """Resize the shorter side, random crop, horizontal flip, ImageNet normalisation."""
+    resize, crop = transform_sizes(image_size)
+    return transforms.Compose([
+        transforms.Resize(resize),
+        transforms.RandomCrop(crop),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def eval_transform(image_size: int | None) -> Callable:
+    """Resize the shorter side, centre crop, ImageNet normalisation."""
+    resize, crop = transform_sizes(image_size)
+    return transforms.Compose([
+        transforms.Resize(resize),
+        transforms.CenterCrop(crop),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+# -- reading images ------------------------------------------------------------------------------------------
+def load_rgb(path: Path) -> Image.Image:
+    """The image at ``path`` as RGB; an unreadable or corrupt file raises ``SRDCInputError`` naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise SRDCInputError(
+            f"cannot read image {path}: {error}. Replace or remove the file (for a benchmark, "
+            f"`srdc-data verify NAME --root DIR` checks the counts; download it again if it was damaged)"
+        ) from None
+
+
+class ImageDataset(Dataset):
+    """``(transform(image), label)`` for each ``(path, label)`` sample, in order."""
+
+    def __init__(self, samples: list[Sample], transform: Callable) -> None:
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return self.transform(load_rgb(path)), label
+
+
+def image_domain(name: str, classes: list[str], samples: list[Sample], image_size: int | None) -> Domain:
+    """A :class:`Domain` reading ``samples`` from disk: train view randomly cropped, eval view centre-cropped."""
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    return Domain(
+        name=name,
+        classes=classes,
+        labels=labels,
+        train_set=ImageDataset(samples, train_transform(image_size)),
+        eval_set=ImageDataset(samples, eval_transform(image_size)),
+    )
+
+
+# -- class folders -------------------------------------------------------------------------------------------
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def class_folders(root: Path) -> list[str]:
+    """The class folder names directly under ``root``, sorted (the class index order); hidden ones skipped."""
+    return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _images_under(folder: Path) -> list[Path]:
+    found = []
+    for directory, subdirs, files in os.walk(folder):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found.extend(Path(directory) / f for f in files if is_image_file(Path(f)))
+    return sorted(found)
+
+
+def scan_class_folders(root: Path) -> tuple[list[str], list[Sample]]:
+    """Class names (sorted) and ``(path, label)`` samples of a ``root/CLASS/*.jpg`` tree.
+
+    No class folder, or a class folder without images, is an error naming the folder.
+    """
+    if not root.is_dir():
+        raise SRDCInputError(f"folder {root} does not exist; expected the layout {root}/CLASS/*.jpg")
+    classes = class_folders(root)
+    if not classes:
+        raise SRDCInputError(f"{root} holds no class folders; expected the layout {root}/CLASS/*.jpg")
+    samples: list[Sample] = []
+    for label, name in enumerate(classes):
+        images = _images_under(root / name)
+        if not images:
+            extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise SRDCInputError(f"class folder {root / name} holds no images ({extensions}); add images or remove it")
+        samples.extend((path, label) for path in images)
+    return classes, samples
+
+
+# -- image lists ---------------------------------------------------------------------------------------------
+def parse_path_prefix(text: str) -> tuple[str, str]:
+    """``"OLD=NEW"`` -> ``("OLD", "NEW")`` (split at the first ``=``); ``OLD`` must not be empty."""
+    old, sep, new = text.partition("=")
+    if not sep or not old:
+        raise SRDCInputError(
+            f"cannot read path prefix {text!r}: write it as OLD=NEW, "
+            "e.g. --path_prefix /data/office31=/home/me/office31"
+        )
+    return old, new
+
+
+def parse_list_line(line: str, where: str) -> tuple[str, int]:
+    """``"some dir/img 1.jpg 3"`` -> ``("some dir/img 1.jpg", 3)``: the label is the last token."""
+    parts = line.strip().rsplit(maxsplit=1)
+    if len(parts) != 2:
+        raise SRDCInputError(f"{where}: expected 'PATH LABEL', got {line.strip()!r}")
+    path, label_text = parts
+    try:
+        label = int(label_text)
+    except ValueError:
+        raise SRDCInputError(
+            f"{where}: label {label_text!r} is not an integer; each line is 'relative/path label' "
+            "(the label is the last token, so paths may contain spaces)"
+        ) from None
+    if label < 0:
+        raise SRDCInputError(f"{where}: label {label} is negative; labels are class indices 0..K-1")
+    return path, label
+
+
+def rewrite_path(raw: str, prefix: tuple[str, str] | None) -> str:
+    """Replace the leading ``OLD`` of ``raw`` by ``NEW`` when ``prefix = (OLD, NEW)`` matches."""
+    if prefix is not None and raw.startswith(prefix[0]):
+        return prefix[1] + raw[len(prefix[0]):]
+    return raw
+
+
+def read_image_list(list_path: Path, prefix: tuple[str, str] | None = None) -> list[Sample]:
+    """``(path, label)`` samples of an image-list file; relative paths are taken from the list's folder.
+
+    Blank lines are skipped. Whether the files exist is checked by :func:`check_files_exist`.
+    """
+    if not list_path.is_file():
+        raise SRDCInputError(f"image list {list_path} does not exist; expected a text file of 'PATH LABEL' lines")
+    folder = list_path.parent
+    samples: list[Sample] = []
+    with list_path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            raw, label = parse_list_line(line, f"{list_path}:{number}")
+            samples.append((folder / rewrite_path(raw, prefix), label))
+    if not samples:
+        raise SRDCInputError(f"image list {list_path} has no entries")
+    return samples
+
+
+def check_files_exist(samples: list[Sample], source: str) -> None:
+    """Every sample's file must exist; the error names the first missing ones and how to fix absolute paths."""
+    missing = [path for path, _ in samples if not path.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:3])
+        raise SRDCInputError(
+            f"{len(missing)} of {len(samples)} images listed by {source} do not exist (first: {shown}). "
+            "Relative paths are taken from the list file's folder; for lists written with absolute paths on "
+            "another machine, rewrite them with --path_prefix OLD=NEW"
+        )
+
+
+def write_image_list(samples: list[Sample], list_path: Path) -> None:
+    """Write ``PATH LABEL`` lines, paths relative to the list's folder (atomically: temporary file + rename)."""
+    folder = list_path.parent
+    lines = "".join(f"{os.path.relpath(path, folder)} {label}\n" for path, label in samples)
+    tmp = list_path.with_name(list_path.name + ".tmp")
+    tmp.write_text(lines, encoding="utf-8")
+    os.replace(tmp, list_path)

@@ -1,0 +1,177 @@
+"""Your own data: ``--dataset imagelist``, ``--dataset folder`` and ``--dataset features``; a domain is a path.
+
+* ``imagelist``: ``--source SRC.txt --target TGT.txt``, lines ``PATH LABEL`` (paths relative to the list
+  file's folder; ``--path_prefix OLD=NEW`` rewrites absolute ones).
+* ``folder``: ``--source DIR --target DIR``, class folders ``DIR/CLASS/*.jpg``; both domains must have the
+  same class folder names (the sorted names are the labels).
+* ``features``: ``--source A.npz --target B.npz`` with arrays ``features`` (N x d float) and ``labels`` (N int),
+  optionally ``classes`` (K names, written by ``srdc-data extract-features``). Held in memory; the default
+  backbone is ``identity``, so only the head (bottleneck + classifier) trains.
+
+Classes of ``imagelist`` and ``features``: the names in ``--classes_file`` (one per line, line k is label k)
+if given; else, for ``features``, the ``classes`` arrays of the files (they must agree); else the class
+count is ``max label + 1`` over source and target together and the names are ``"0" .. "K-1"``. Every class
+must have at least one source sample (SRDC initialises its cluster centres from the source class means).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from srdc.config import SRDCConfig
+from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
+from srdc.data.images import (
+    check_files_exist,
+    class_folders,
+    image_domain,
+    parse_path_prefix,
+    read_image_list,
+    scan_class_folders,
+)
+from srdc.errors import SRDCInputError
+
+
+def read_classes_file(path: Path) -> list[str]:
+    """Class names, one per non-blank line; line k names label k."""
+    if not path.is_file():
+        raise SRDCInputError(f"classes file {path} does not exist; write one class name per line (line k = label k)")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(set(names)) != len(names):
+        raise SRDCInputError(f"classes file {path} names a class twice")
+    if not names:
+        raise SRDCInputError(f"classes file {path} is empty")
+    return names
+
+
+def resolve_classes(config: SRDCConfig, source_labels: np.ndarray, target_labels: np.ndarray,
+                    embedded: list[str] | None = None) -> list[str]:
+    """The class names of a user pair (module docstring), checked against the labels of both domains."""
+    high = int(max(source_labels.max(), target_labels.max()))
+    if config.classes_file:
+        classes = read_classes_file(Path(config.classes_file))
+        origin = f"classes file {config.classes_file}"
+    elif embedded is not None:
+        classes, origin = embedded, "the 'classes' array of the feature files"
+    else:
+        classes, origin = [str(k) for k in range(high + 1)], "max label + 1"
+    if high >= len(classes):
+        raise SRDCInputError(f"label {high} is out of range for {len(classes)} classes (from {origin})")
+    absent = sorted(set(range(len(classes))) - set(source_labels.tolist()))
+    if absent:
+        raise SRDCInputError(
+            f"no source samples for class(es) {absent} of {len(classes)} ({origin}): SRDC needs every class in the "
+            "source domain; fix the labels, or pass --classes_file naming only the classes you use"
+        )
+    return classes
+
+
+# -- imagelist -----------------------------------------------------------------------------------------------
+def _prefix(config: SRDCConfig) -> tuple[str, str] | None:
+    return parse_path_prefix(config.path_prefix) if config.path_prefix else None
+
+
+def _list_labels(path: str, config: SRDCConfig) -> np.ndarray:
+    return np.array([label for _, label in read_image_list(Path(path), _prefix(config))], dtype=np.int64)
+
+
+def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
+    samples = read_image_list(Path(domain), _prefix(config))
+    check_files_exist(samples, domain)
+    classes = resolve_classes(config, _list_labels(config.source, config), _list_labels(config.target, config))
+    return image_domain(domain, classes, samples, config.image_size)
+
+
+# -- folder --------------------------------------------------------------------------------------------------
+def check_same_class_folders(source: Path, target: Path) -> None:
+    """Source and target must hold the same class folder names; the error names the ones that differ."""
+    for root in (source, target):
+        if not root.is_dir():
+            raise SRDCInputError(f"folder {root} does not exist; expected the layout {root}/CLASS/*.jpg")
+    source_classes, target_classes = set(class_folders(source)), set(class_folders(target))
+    if source_classes != target_classes:
+        raise SRDCInputError(
+            f"class folders differ between source {source} and target {target}: only in source "
+            f"{sorted(source_classes - target_classes) or 'none'}, only in target "
+            f"{sorted(target_classes - source_classes) or 'none'}; both need the same class folders "
+            "(their sorted names are the labels)"
+        )
+
+
+def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
+    check_same_class_folders(Path(config.source), Path(config.target))
+    classes, samples = scan_class_folders(Path(domain))
+    return image_domain(domain, classes, samples, config.image_size)
+
+
+# -- features ------------------------------------------------------------------------------------------------
+def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """``features`` (N x d float32), ``labels`` (N int64) and the optional ``classes`` of a ``.npz`` file."""
+    if not path.is_file():
+        raise SRDCInputError(
+            f"features file {path} does not exist; make one with: srdc-data extract-features --dataset NAME "
+            f"--domain X --root DIR --out {path}"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise SRDCInputError(f"{path} is not a readable .npz file ({error})") from None
+    for key in ("features", "labels"):
+        if key not in arrays:
+            raise SRDCInputError(
+                f"{path} has no array {key!r} (it has: {', '.join(sorted(arrays)) or 'none'}); expected "
+                "'features' (N x d float) and 'labels' (N int)"
+            )
+    features, labels = arrays["features"], arrays["labels"]
+    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
+        raise SRDCInputError(f"{path}: 'features' must be an N x d float array, got {features.dtype} {features.shape}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise SRDCInputError(f"{path}: 'labels' must be a 1-d integer array, got {labels.dtype} {labels.shape}")
+    if len(labels) != len(features) or len(labels) == 0:
+        raise SRDCInputError(f"{path}: {len(features)} feature rows but {len(labels)} labels (need equal, > 0)")
+    if labels.min() < 0:
+        raise SRDCInputError(f"{path}: labels must be >= 0, found {int(labels.min())}")
+    if not np.isfinite(features).all():
+        raise SRDCInputError(f"{path}: 'features' holds NaN or infinite values")
+    classes = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else None
+    return features.astype(np.float32), labels.astype(np.int64), classes
+
+
+def _embedded_classes(source: tuple, target: tuple, config: SRDCConfig) -> list[str] | None:
+    if source[2] is not None and target[2] is not None and source[2] != target[2]:
+        raise SRDCInputError(
+            f"the 'classes' arrays of {config.source} and {config.target} differ; the two files come from "
+            "different label spaces (pass --classes_file to choose the names explicitly)"
+        )
+    return source[2] if source[2] is not None else target[2]
+
+
+def load_features_domain(domain: str, config: SRDCConfig) -> Domain:
+    source, target = read_features(Path(config.source)), read_features(Path(config.target))
+    if source[0].shape[1] != target[0].shape[1]:
+        raise SRDCInputError(
+            f"feature dimension mismatch: source {config.source} has d={source[0].shape[1]}, target "
+            f"{config.target} has d={target[0].shape[1]}; extract both with the same backbone"
+        )
+    embedded = None if config.classes_file else _embedded_classes(source, target, config)
+    classes = resolve_classes(config, source[1], target[1], embedded)
+    features, labels, _ = source if domain == config.source else target
+    return tensor_domain(domain, classes, torch.from_numpy(features), torch.from_numpy(labels))
+
+
+IMAGELIST = register(DatasetSpec(
+    name="imagelist", load_domain=load_imagelist_domain, default_backbone="resnet50",
+    description="your image lists: --source SRC.txt --target TGT.txt ('PATH LABEL' lines)",
+))
+FOLDER = register(DatasetSpec(
+    name="folder", load_domain=load_folder_domain, default_backbone="resnet50",
+    description="your class folders: --source DIR --target DIR (DIR/CLASS/*.jpg)",
+))
+FEATURES = register(DatasetSpec(
+    name="features", load_domain=load_features_domain, default_backbone="identity",
+    description="pre-extracted features: --source A.npz --target B.npz (features N x d, labels N)",
+))

@@ -1,0 +1,347 @@
+"""``srdc-report``: a study's results table from MLflow, beside the paper's numbers.
+
+Rows are variants (or another config field, ``--rows``), columns the tasks and their average; a cell is the
+mean±std over seeds of the finished trials (sample std, ddof=1) with ``n=k`` when fewer than the planned seeds
+have finished, and the paper's number with our difference where the paper reports that cell. It works at any
+time: mid-study, unfinished trials are left out. The model-selection protocol is named in every caption.
+
+The aggregation (:func:`aggregate`, :func:`aggregate_study`) and rendering (:func:`render`) are pure functions of
+records (one dict per trial); :func:`load_study` is the MLflow side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+
+from srdc.config import VARIANTS
+from srdc.errors import SRDCInputError
+from srdc.paper_results import paper_average, paper_reference, paper_task, reference_tables, reference_task_order
+from srdc.tracking import (
+    DEFAULT_EXPERIMENT,
+    FINISHED,
+    SUMMARY_KEYS,
+    StudyStore,
+    limit_http_retries,
+    resolve_tracking_uri,
+    sync_study,
+)
+
+AVG = "Avg"
+FORMATS = ("md", "csv", "latex")
+# selection -> (metric, how the epoch was chosen)
+SELECTIONS = {
+    "oracle": ("acc_best_oracle", "epoch chosen with target labels (paper protocol, optimistic)"),
+    "labelfree": ("acc_labelfree", "epoch chosen without target labels by {selector}"),
+    "last": ("acc_last", "final epoch"),
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: mean and sample std over ``n`` seeds (std ``None`` below two), the paper's number."""
+
+    mean: float
+    std: float | None
+    n: int
+    paper: float | None = None
+
+    @property
+    def diff(self) -> float | None:
+        """Ours minus the paper's."""
+        return None if self.paper is None else self.mean - self.paper
+
+
+@dataclass(frozen=True)
+class Table:
+    """A results table: ``cells[(row, column)]``; the columns are the tasks and then ``Avg``."""
+
+    title: str
+    caption: str
+    row_label: str
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell]
+    planned: int
+    selection: str
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof=1; ``None`` for a single value)."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def order_rows(values: set[str]) -> list[str]:
+    """Variants in the paper's order (source_only ... srdc, oracle), then the others: numerically when they all
+    are numbers, else alphabetically."""
+    known = [variant for variant in VARIANTS if variant in values]
+    others = values - set(known)
+    try:
+        return known + sorted(others, key=float)
+    except ValueError:
+        return known + sorted(others)
+
+
+def order_tasks(dataset: str, tasks: set[str]) -> list[str]:
+    """The paper's task order where the paper has the tasks, the others alphabetically after them."""
+    paper_order = [task for task in reference_task_order(dataset) if task in tasks]
+    return paper_order + sorted(tasks - set(paper_order))
+
+
+def selection_caption(selection: str, selectors: set[str]) -> str:
+    """``"oracle = epoch chosen with target labels (...)"`` and so on."""
+    metric, description = SELECTIONS[selection]
+    selector = "/".join(sorted(selectors)) or "the label-free selector"
+    return f"{selection} = {description.format(selector=selector)}"
+
+
+def _cell_values(records: list[dict[str, Any]], metric: str, where: str) -> list[float]:
+    """The metric of each seed; a seed twice in one cell is an error (another field varies too)."""
+    seeds = [str(record["seed"]) for record in records]
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise SRDCInputError(
+            f"{where} holds several finished trials with seed {', '.join(repeated)}: the study varies a config "
+            f"field besides the rows; choose it with --rows FIELD"
+        )
+    return [float(record[metric]) for record in records]
+
+
+def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
+              planned: int | None = None, study: str = "") -> Table:
+    """The results table of records that share one dataset and setting.
+
+    A record is one trial: ``dataset``, ``setting``, ``task``, ``seed``, ``status``, the ``rows`` field, and
+    the accuracies ``acc_last``/``acc_best_oracle``/``acc_labelfree`` (for finished trials), optionally
+    ``labelfree_selector``. Rows and columns come from every record, cells from FINISHED ones only.
+    ``planned``: the seeds planned per cell (default: the most any cell has).
+    """
+    metric = SELECTIONS[selection][0]
+    groups = {_group(record) for record in records}
+    if len(groups) != 1:
+        raise ValueError(f"aggregate() takes the records of one dataset and setting, got {sorted(groups)}")
+    (dataset, setting), = groups
+    keyed = [(str(record[rows]), paper_task(dataset, str(record["task"])), record) for record in records]
+    row_names = order_rows({row for row, _, _ in keyed})
+    tasks = order_tasks(dataset, {task for _, task, _ in keyed})
+    finished = [(row, task, r) for row, task, r in keyed if r["status"] == FINISHED and r.get(metric) is not None]
+    compare = rows == "variant"
+    cells: dict[tuple[str, str], Cell] = {}
+    for row in row_names:
+        for task in tasks:
+            found = [r for row_, task_, r in finished if (row_, task_) == (row, task)]
+            if found:
+                mean, std = mean_std(_cell_values(found, metric, f"cell {row} / {task}"))
+                paper = paper_reference(dataset, setting, row, task) if compare else None
+                cells[row, task] = Cell(mean, std, len(found), paper)
+        if all((row, task) in cells for task in tasks):
+            task_cells = [cells[row, task] for task in tasks]
+            paper = paper_average(dataset, setting, row, tasks) if compare else None
+            cells[row, AVG] = Cell(statistics.mean(c.mean for c in task_cells), None,
+                                   min(c.n for c in task_cells), paper)
+    planned = planned or max((cell.n for cell in cells.values()), default=0)
+    selectors = {str(r["labelfree_selector"]) for _, _, r in finished if "labelfree_selector" in r}
+    title = f"Study {study}: {dataset}, {setting}" if study else f"{dataset}, {setting}"
+    has_paper = any(cell.paper is not None for cell in cells.values())
+    caption = _caption(title, selection, selectors, planned, dataset, setting if has_paper else None)
+    return Table(title, caption, rows, row_names, [*tasks, AVG], cells, planned, selection)
+
+
+def _group(record: dict[str, Any]) -> tuple[str, str]:
+    """A record's (dataset, setting); the setting defaults to transductive."""
+    return str(record["dataset"]), str(record.get("setting", "transductive"))
+
+
+def _caption(title: str, selection: str, selectors: set[str], planned: int, dataset: str,
+             paper_setting: str | None) -> str:
+    caption = (
+        f"{title}. Target accuracy (%), mean±std over seeds (sample std, ddof=1); n=k: only k of the {planned} "
+        f"planned seeds have finished. Avg: mean over tasks of the per-task means. "
+        f"Model selection: {selection_caption(selection, selectors)}."
+    )
+    if paper_setting is not None:
+        tables = "/".join(str(t) for t in reference_tables(dataset, paper_setting))
+        caption += (f" In parentheses: the paper's number (Table {tables}, epoch chosen with target labels) "
+                    f"and ours minus it.")
+    return caption
+
+
+def aggregate_study(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
+                    planned: int | None = None, study: str = "") -> list[Table]:
+    """One table per (dataset, setting) in ``records``; see :func:`aggregate`."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(_group(record), []).append(record)
+    return [aggregate(group, selection, rows, planned, study) for _, group in sorted(groups.items())]
+
+
+# -- rendering ---------------------------------------------------------------------------------------------
+def cell_text(cell: Cell | None, planned: int, plus_minus: str = "±") -> str:
+    """``"94.8±0.3 n=2 (paper 95.7, -0.9)"``; empty for a missing cell."""
+    if cell is None:
+        return ""
+    text = f"{cell.mean:.1f}"
+    if cell.std is not None:
+        text += f"{plus_minus}{cell.std:.1f}"
+    if cell.n < planned:
+        text += f" n={cell.n}"
+    if cell.paper is not None:
+        text += f" (paper {cell.paper:.1f}, {cell.diff:+.1f})"
+    return text
+
+
+def _markdown(table: Table) -> str:
+    lines = [f"**{table.title}**", "", f"| {table.row_label} | " + " | ".join(table.columns) + " |",
+             "|---" * (len(table.columns) + 1) + "|"]
+    for row in table.rows:
+        texts = [cell_text(table.cells.get((row, column)), table.planned) or "—" for column in table.columns]
+        lines.append(f"| {row} | " + " | ".join(texts) + " |")
+    return "\n".join([*lines, "", f"*{table.caption}*", ""])
+
+
+def _latex_escape(text: str) -> str:
+    for plain, latex in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"),
+                         ("->", r"$\to$"), ("±", r"$\pm$")):
+        text = text.replace(plain, latex)
+    return text
+
+
+def _latex(table: Table) -> str:
+    header = " & ".join(_latex_escape(text) for text in [table.row_label, *table.columns])
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_latex_escape(table.caption)}}}",
+             r"\begin{tabular}{l|" + "c" * (len(table.columns) - 1) + "|c}", r"\hline", header + r" \\",
+             r"\hline"]
+    for row in table.rows:
+        texts = [_latex_escape(cell_text(table.cells.get((row, column)), table.planned)) or "--"
+                 for column in table.columns]
+        lines.append(" & ".join([_latex_escape(row), *texts]) + r" \\")
+    return "\n".join([*lines, r"\hline", r"\end{tabular}", r"\end{table}", ""])
+
+
+def _csv(tables: list[Table]) -> str:
+    out = io.StringIO()
+    for table in tables:
+        out.write(f"# {table.caption}\n")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["table", "row", "column", "mean", "std", "n", "planned", "paper", "diff", "selection"])
+    for table in tables:
+        for row in table.rows:
+            for column in table.columns:
+                cell = table.cells.get((row, column))
+                if cell is not None:
+                    writer.writerow([table.title, row, column, _number(cell.mean), _number(cell.std), cell.n,
+                                     table.planned, _number(cell.paper), _number(cell.diff), table.selection])
+    return out.getvalue()
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def render(tables: list[Table], fmt: str) -> str:
+    """The tables as Markdown (``md``), CSV (one line per cell, captions as ``#`` lines) or LaTeX."""
+    if fmt == "csv":
+        return _csv(tables)
+    render_one = {"md": _markdown, "latex": _latex}[fmt]
+    return "\n".join(render_one(table) for table in tables)
+
+
+# -- MLflow ------------------------------------------------------------------------------------------------
+def planned_seeds(value: str | None) -> int | None:
+    """The parent's ``seeds`` param: a count (``"3"``) or the seeds (``"[0, 1, 2]"``, ``"0,1,2"``)."""
+    if value is None or not value.strip():
+        return None
+    if value.strip().isdigit():
+        return int(value)
+    try:
+        seeds = json.loads(value)
+    except ValueError:
+        seeds = [part for part in value.split(",") if part.strip()]
+    return len(seeds) if isinstance(seeds, list) else None
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """A child run as a record: its params (the trial config), its task tag, status and summary metrics."""
+    metrics = {key: run.data.metrics[key] for key in SUMMARY_KEYS if key in run.data.metrics}
+    return {**run.data.params, "task": run.data.tags.get("task", ""), "status": run.info.status, **metrics}
+
+
+def load_study(tracking_uri: str, experiment: str, study: str) -> tuple[list[dict[str, Any]], int | None]:
+    """The study's records (one per child run) and the planned seed count (the parent's ``seeds`` param)."""
+    store = StudyStore(tracking_uri, experiment, study)
+    if store.client.get_experiment_by_name(experiment) is None:
+        raise SRDCInputError(f"no MLflow experiment {experiment!r} at {tracking_uri}; pass --experiment")
+    parent = store.find_parent()
+    children = store.children()
+    if parent is None and not children:
+        parents = store.search("tags.`srdc.role` = 'parent'")
+        known = sorted({run.data.tags.get("srdc.study", "") for run in parents})
+        raise SRDCInputError(f"no study {study!r} in experiment {experiment!r} at {tracking_uri}; known studies: "
+                             f"{', '.join(known) or 'none'}")
+    planned = planned_seeds(parent.data.params.get("seeds")) if parent is not None else None
+    return [run_record(run) for run in children], planned
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srdc-report", description=__doc__.splitlines()[0])
+    parser.add_argument("--study", required=True, help="the study's name (tag srdc.study)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"(default: {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--format", choices=FORMATS, default="md")
+    parser.add_argument("--selection", choices=tuple(SELECTIONS), default="oracle",
+                        help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
+                             "without them (labelfree), or the final one (last)")
+    parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
+    parser.add_argument("--sync", action="store_true",
+                        help="first backfill MLflow from the Tune results in --storage-path")
+    parser.add_argument("--storage-path", type=Path, default=None,
+                        help="the study's Tune experiment directory (for --sync)")
+    return parser
+
+
+def report(args: argparse.Namespace) -> str:
+    """Sync if asked, then the rendered tables (or a line saying that nothing has finished yet)."""
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if args.sync:
+        if args.storage_path is None:
+            raise SRDCInputError("--sync needs --storage-path: the study's Tune experiment directory")
+        done = sync_study(args.storage_path, args.study, uri, args.experiment)
+        print(f"synced {done.trials} trial(s) into {uri}: {done.runs_created} run(s) created, "
+              f"{done.epochs_logged} epoch(s) logged", file=sys.stderr)
+    records, planned = load_study(uri, args.experiment, args.study)
+    if records and args.rows not in records[0]:
+        raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {args.study!r}")
+    tables = aggregate_study(records, args.selection, args.rows, planned, args.study)
+    if not any(table.cells for table in tables):
+        return f"study {args.study}: no finished trials yet ({len(records)} started)\n"
+    return render(tables, args.format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    limit_http_retries()
+    try:
+        sys.stdout.write(report(args))
+    except SRDCInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (MlflowException, OSError) as error:  # requests' errors are OSErrors
+        print(f"error: cannot read MLflow at {resolve_tracking_uri(args.tracking_uri)} ({error}); start the "
+              f"server (mlflow_server/start.sh) or pass --tracking-uri", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
