@@ -131,8 +131,9 @@ class SRDCConfig:
 
     @property
     def pretrain_epochs(self) -> int:
-        """Source-only epochs before target fine-tuning (variant ``srdc_no_struct`` only)."""
-        if self.variant != "srdc_no_struct":
+        """Source-only epochs before target fine-tuning: only when target clustering runs without structural
+        source regularisation (variant ``srdc_no_struct``, or the switch turned off in a factorial)."""
+        if self.uses_structural_source_reg or not self.uses_target_clustering:
             return 0
         if self.source_pretrain_epochs is not None:
             return min(self.source_pretrain_epochs, self.epochs - 1)

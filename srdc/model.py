@@ -34,19 +34,19 @@ class Outputs(NamedTuple):
 
 
 class DigitsCNN(nn.Module):
-    """LeNet-style CNN for small digit images (any size >= 16): two conv blocks, global 4x4 pooling, 1024-d."""
+    """LeNet-style CNN for 28x28 digit images (as in ADDA/CyCADA digit experiments): 800-d pooled features."""
 
-    out_dim = 1024
+    out_dim = 800
 
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 32, 5, padding=2),
-            nn.BatchNorm2d(32),
+            nn.Conv2d(3, 20, 5),
+            nn.BatchNorm2d(20),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 5, padding=2),
-            nn.BatchNorm2d(64),
+            nn.Conv2d(20, 50, 5),
+            nn.BatchNorm2d(50),
             nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(4),

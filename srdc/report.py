@@ -100,7 +100,7 @@ def order_tasks(dataset: str, tasks: set[str]) -> list[str]:
 
 def selection_caption(selection: str, selectors: set[str]) -> str:
     """``"oracle = epoch chosen with target labels (...)"`` and so on."""
-    metric, description = SELECTIONS[selection]
+    description = SELECTIONS[selection][1]
     selector = "/".join(sorted(selectors)) or "the label-free selector"
     return f"{selection} = {description.format(selector=selector)}"
 
@@ -293,7 +293,8 @@ def load_study(tracking_uri: str, experiment: str, study: str) -> tuple[list[dic
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srdc-report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="srdc-report", description="A study's results table from MLflow (mean±std over seeds) and the paper's.")
     parser.add_argument("--study", required=True, help="the study's name (tag srdc.study)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
@@ -310,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_store_exists(uri: str) -> None:
+    """A SQLite store must exist already: reading one must not create an empty one."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise SRDCInputError(f"no MLflow store at {uri}; run the report where the study ran, or pass --tracking-uri")
+
+
 def report(args: argparse.Namespace) -> str:
     """Sync if asked, then the rendered tables (or a line saying that nothing has finished yet)."""
     uri = resolve_tracking_uri(args.tracking_uri)
@@ -319,6 +326,8 @@ def report(args: argparse.Namespace) -> str:
         done = sync_study(args.storage_path, args.study, uri, args.experiment)
         print(f"synced {done.trials} trial(s) into {uri}: {done.runs_created} run(s) created, "
               f"{done.epochs_logged} epoch(s) logged", file=sys.stderr)
+    else:
+        check_store_exists(uri)
     records, planned = load_study(uri, args.experiment, args.study)
     if records and args.rows not in records[0]:
         raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {args.study!r}")

@@ -8,7 +8,7 @@
 The three thirds are disjoint, so no image is both a source and a target. Three domains give the same grid
 shape as Office-31's A/D/W, which the studies' ``--smoke-test`` uses.
 
-Both are upsampled to 16x16 (``image_size`` overrides) and held in memory. The patches are drawn from a fixed
+All are upsampled to 28x28 like MNIST (``image_size`` overrides) and held in memory. The patches are drawn from a fixed
 seed, so the pair is the same in every run and on every machine.
 """
 
@@ -24,7 +24,7 @@ from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
 from srdc.data.splits import stratified_split
 
 CLASSES = [str(d) for d in range(10)]
-DEFAULT_SIZE = 16
+DEFAULT_SIZE = 28
 PAIR_SEED = 0
 
 

@@ -1,0 +1,259 @@
+"""srdc-report: aggregation on canned records (expected numbers worked out by hand), rendering, the paper's
+numbers, and the command line against an embedded SQLite MLflow store."""
+
+import csv
+import io
+import json
+import math
+import socket
+
+import pytest
+
+from srdc.errors import SRDCInputError
+from srdc.paper_results import TABLES, paper_cell, paper_task, paper_value
+from srdc.report import aggregate, aggregate_study, main, planned_seeds, render
+from srdc.tracking import StudyStore
+
+
+@pytest.fixture(autouse=True)
+def fast_http(monkeypatch):
+    """What ``main`` sets for itself, undone after each test."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+
+def record(variant: str, task: tuple[str, str], seed: int, oracle: float, status: str = "FINISHED", **extra):
+    """A trial as the report sees it: config params, task, status and the summary accuracies."""
+    return {"dataset": "office31", "setting": "transductive", "variant": variant, "source": task[0],
+            "target": task[1], "task": f"{task[0]}->{task[1]}", "seed": str(seed), "status": status,
+            "acc_best_oracle": oracle, "acc_labelfree": oracle - 1.0, "acc_last": oracle - 2.0,
+            "labelfree_selector": "infomax", **extra}
+
+
+AW, WA = ("amazon", "webcam"), ("webcam", "amazon")
+RECORDS = [
+    # srdc A->W: 80, 82, 84 -> mean 82.0, sample std sqrt((4 + 0 + 4) / 2) = 2.0; paper 95.7 -> -13.7
+    record("srdc", AW, 0, 80.0), record("srdc", AW, 1, 82.0), record("srdc", AW, 2, 84.0),
+    # srdc W->A: 70, 74 finished (seed 2 still running) -> 72.0 ± sqrt(8) = 2.83, n=2; paper 77.1 -> -5.1
+    record("srdc", WA, 0, 70.0), record("srdc", WA, 1, 74.0), record("srdc", WA, 2, 99.0, status="RUNNING"),
+    # source_only A->W: 60, 61, 65 -> 62.0 ± sqrt((4 + 1 + 9) / 2) = sqrt(7) = 2.65; paper 77.8 -> -15.8
+    record("source_only", AW, 0, 60.0), record("source_only", AW, 1, 61.0), record("source_only", AW, 2, 65.0),
+    # source_only W->A: nothing finished -> empty cell, no Avg
+    record("source_only", WA, 0, 50.0, status="FAILED"),
+    # a variant the paper does not have, one seed
+    record("srdc_wide", AW, 0, 90.0),
+]
+
+
+def cells(table):
+    return {key: (round(c.mean, 4), None if c.std is None else round(c.std, 4), c.n, c.paper)
+            for key, c in table.cells.items()}
+
+
+# -- aggregation ---------------------------------------------------------------------------------------------
+def test_aggregate_mean_sample_std_n_and_paper_numbers_by_hand():
+    table = aggregate(RECORDS, "oracle", planned=3, study="demo")
+    assert table.rows == ["source_only", "srdc", "srdc_wide"]
+    assert table.columns == ["A->W", "W->A", "Avg"]  # our domain names in the paper's letters and order
+    assert cells(table) == {
+        ("srdc", "A->W"): (82.0, 2.0, 3, 95.7),
+        ("srdc", "W->A"): (72.0, round(math.sqrt(8), 4), 2, 77.1),
+        ("srdc", "Avg"): (77.0, None, 2, None),  # (82 + 72) / 2; the paper has no Avg over these two tasks
+        ("source_only", "A->W"): (62.0, round(math.sqrt(7), 4), 3, 77.8),
+        ("srdc_wide", "A->W"): (90.0, None, 1, None),
+    }
+    assert table.cells["srdc", "A->W"].diff == pytest.approx(-13.7)
+
+
+def test_selection_picks_the_metric_and_is_named_in_the_caption():
+    oracle = aggregate(RECORDS, "oracle", planned=3)
+    labelfree = aggregate(RECORDS, "labelfree", planned=3)
+    last = aggregate(RECORDS, "last", planned=3)
+    assert (labelfree.cells["srdc", "A->W"].mean, last.cells["srdc", "A->W"].mean) == (81.0, 80.0)
+    assert "oracle = epoch chosen with target labels (paper protocol, optimistic)" in oracle.caption
+    assert "labelfree = epoch chosen without target labels by infomax" in labelfree.caption
+    assert "last = final epoch" in last.caption
+    for table in (oracle, labelfree, last):
+        assert "sample std, ddof=1" in table.caption
+        assert "only k of the 3 planned seeds" in table.caption
+    assert "Table 1/6" in oracle.caption
+
+
+def test_paper_average_only_when_the_task_set_is_the_papers():
+    # Table 1's four tasks (the paper's ablation): 90, 95, 75, 80 -> Avg 85.0 against the paper's 82.1
+    ours = {("amazon", "webcam"): 90.0, ("amazon", "dslr"): 95.0, ("dslr", "amazon"): 75.0,
+            ("webcam", "amazon"): 80.0}
+    records = [record("srdc_no_struct", task, 0, value) for task, value in ours.items()]
+    table = aggregate(records, planned=1)
+    assert table.columns == ["A->W", "A->D", "D->A", "W->A", "Avg"]
+    avg = table.cells["srdc_no_struct", "Avg"]
+    assert (avg.mean, avg.paper) == (85.0, 82.1)
+    assert avg.diff == pytest.approx(2.9)
+    assert table.cells["srdc_no_struct", "A->W"].paper == 87.3
+
+
+def test_other_rows_are_ordered_numerically_and_get_no_paper_numbers():
+    records = [record("srdc", AW, seed, 80.0 + seed, lambda_scale=scale)
+               for scale in ("2.0", "0.5", "10.0") for seed in (0, 1)]
+    table = aggregate(records, rows="lambda_scale")
+    assert table.rows == ["0.5", "2.0", "10.0"]
+    assert table.planned == 2  # no planned count given: the most seeds any cell has
+    assert cells(table)[("0.5", "A->W")] == (80.5, round(math.sqrt(0.5), 4), 2, None)
+
+
+def test_a_seed_twice_in_a_cell_asks_for_rows():
+    records = [record("srdc", AW, 0, 80.0, lambda_scale="1.0"), record("srdc", AW, 0, 81.0, lambda_scale="2.0")]
+    with pytest.raises(SRDCInputError, match="--rows"):
+        aggregate(records)
+
+
+def test_one_table_per_dataset_and_setting():
+    inductive = [dict(r, setting="inductive") for r in RECORDS[:3]]
+    tables = aggregate_study(RECORDS + inductive, planned=3)
+    assert [table.title for table in tables] == ["office31, inductive", "office31, transductive"]
+    assert tables[0].cells["srdc", "A->W"].paper == 91.9  # Table 2, inductive
+
+
+@pytest.mark.parametrize(("text", "planned"), [("3", 3), ("[0, 1, 2]", 3), ("0,1", 2), (None, None)])
+def test_planned_seeds_from_the_parent_param(text, planned):
+    assert planned_seeds(text) == planned
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+def test_markdown_cells_show_std_n_and_the_paper():
+    text = render([aggregate(RECORDS, planned=3, study="demo")], "md")
+    lines = text.splitlines()
+    assert lines[0] == "**Study demo: office31, transductive**"
+    assert "| variant | A->W | W->A | Avg |" in lines
+    assert "| source_only | 62.0±2.6 (paper 77.8, -15.8) | — | — |" in lines
+    assert "| srdc | 82.0±2.0 (paper 95.7, -13.7) | 72.0±2.8 n=2 (paper 77.1, -5.1) | 77.0 n=2 |" in lines
+    assert "| srdc_wide | 90.0 n=1 | — | — |" in lines
+    assert "Model selection: oracle = epoch chosen with target labels (paper protocol, optimistic)" in text
+
+
+def test_csv_one_line_per_cell_with_the_caption_as_comment():
+    text = render([aggregate(RECORDS, "labelfree", planned=3)], "csv")
+    assert text.startswith("# office31, transductive. Target accuracy")
+    rows = list(csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#")))
+    assert len(rows) == 5
+    srdc = next(row for row in rows if (row["row"], row["column"]) == ("srdc", "A->W"))
+    assert srdc == {"table": "office31, transductive", "row": "srdc", "column": "A->W", "mean": "81.0000",
+                    "std": "2.0000", "n": "3", "planned": "3", "paper": "95.7000", "diff": "-14.7000",
+                    "selection": "labelfree"}
+
+
+def test_latex_escapes_and_captions():
+    text = render([aggregate(RECORDS, "last", planned=3)], "latex")
+    assert r"\caption{office31, transductive. Target accuracy (\%), mean$\pm$std" in text
+    assert "last = final epoch" in text
+    assert r"variant & A$\to$W & W$\to$A & Avg \\" in text
+    assert r"srdc & 80.0$\pm$2.0 (paper 95.7, -15.7) & 70.0$\pm$2.8 n=2 (paper 77.1, -7.1) & 75.0 n=2 \\" in text
+    assert r"source\_only & 60.0$\pm$2.6 (paper 77.8, -17.8) & -- & -- \\" in text
+
+
+# -- the paper's numbers -------------------------------------------------------------------------------------
+def test_paper_values_copied_from_the_paper():
+    assert paper_cell(6, "srdc", "A->W") == (95.7, 0.2)
+    assert paper_cell(1, "srdc_no_struct", "A->W") == (87.3, 0.0)
+    assert paper_value(1, "srdc_no_featdisc", "D->A") == 74.3
+    assert paper_value(1, "srdc_no_softsel", "Avg") == 84.9
+    assert paper_value(2, "oracle", "Avg") == 93.0
+    assert paper_value(2, "MCD", "W->A") == 70.9
+    assert paper_value(2, "srdc", "D->W") is None
+    assert paper_value(3, "source_only", "W->D") == 99.3
+    assert paper_cell(7, "srdc", "P->C") == (97.7, 0.1)
+    assert paper_value(7, "CAN", "I->P") == 77.2
+    assert paper_cell(8, "srdc", "Ar->Cl") == (52.3, None)
+    assert paper_value(8, "CADA-P", "Rw->Pr") == 84.1
+    assert paper_value(8, "nobody", "Ar->Cl") is None
+    assert [len(TABLES[t].rows) for t in range(1, 9)] == [5, 5, 21, 9, 14, 27, 15, 16]
+
+
+def test_paper_tables_are_consistent():
+    for small, full in ((3, 6), (4, 7), (5, 8)):  # Tables 6-8 repeat Tables 3-5 with more methods
+        assert all(TABLES[full].rows[row] == cells for row, cells in TABLES[small].rows.items())
+    for table in TABLES.values():
+        for row, values in table.rows.items():
+            mean = sum(values[task][0] for task in table.tasks) / len(table.tasks)
+            assert abs(mean - values["Avg"][0]) < 0.15, (table.table_id, row)
+
+
+def test_paper_task_names():
+    assert paper_task("office31", "amazon->webcam") == "A->W"
+    assert paper_task("Office-Home", "Real_World->Art") == "Rw->Ar"
+    assert paper_task("imageclef", "c->p") == "C->P"
+    assert paper_task("digits", "mnist->usps") == "mnist->usps"
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory):
+    """An embedded SQLite store holding study "cli": srdc on A->W with seeds 0, 1 finished and 2 running."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    store = StudyStore(uri, "tests", "cli")
+    parent = store.attach_parent({"seeds": "[0, 1, 2]"})
+    for seed, accuracy, status in ((0, 80.0, "FINISHED"), (1, 84.0, "FINISHED"), (2, 10.0, "RUNNING")):
+        config = {"dataset": "office31", "source": "A", "target": "W", "variant": "srdc", "seed": seed,
+                  "setting": "transductive", "labelfree_selector": "infomax", "epochs": 2}
+        run, _ = store.attach_child(parent.info.run_id, f"c_{seed}", config)
+        store.log_summary(run, {"acc_last": accuracy, "acc_best_oracle": accuracy, "acc_labelfree": accuracy,
+                                "epochs": 2})
+        store.set_status(run, status)
+    return uri
+
+
+def test_cli_prints_the_table_mid_study(tracking_uri, capsys):
+    assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests"]) == 0
+    out = capsys.readouterr().out
+    # 80, 84 -> 82.0 ± sqrt(8) = 2.8; seed 2 still running -> n=2 of 3 planned
+    assert "| srdc | 82.0±2.8 n=2 (paper 95.7, -13.7) | 82.0 n=2 |" in out
+
+
+def test_cli_unknown_study_names_the_known_ones(tracking_uri, capsys):
+    assert main(["--study", "nope", "--tracking-uri", tracking_uri, "--experiment", "tests"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no study 'nope'") and "known studies: cli" in err
+
+
+def test_cli_unreachable_server_is_one_clear_error(capsys):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert main(["--study", "x", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read MLflow at http://127.0.0.1:{port}") and len(err.splitlines()) == 1
+
+
+def test_cli_missing_sqlite_store_is_not_created(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["--study", "x", "--tracking-uri", uri]) == 2
+    assert capsys.readouterr().err == f"error: no MLflow store at {uri}; run the report where the study ran, " \
+        "or pass --tracking-uri\n"
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an embedded store keeps artifacts in ./mlruns
+    trial = tmp_path / "tune" / "study" / "train_s_00000_0"
+    trial.mkdir(parents=True)
+    config = {"dataset": "office31", "source": "A", "target": "D", "variant": "srdc", "seed": 0, "epochs": 2}
+    (trial / "params.json").write_text(json.dumps(config))
+    (trial / "result.json").write_text("".join(
+        json.dumps({"epoch": e, "acc_target": a, "acc_best_oracle": 90.0, "trial_id": "s_00000", "timestamp": 1})
+        + "\n" for e, a in ((1, 90.0), (2, 85.0))))
+    (trial / "summary.json").write_text(json.dumps(
+        {"acc_last": 85.0, "acc_best_oracle": 90.0, "acc_labelfree": 85.0, "epochs": 2}))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["--study", "study", "--tracking-uri", uri, "--sync", "--storage-path", str(tmp_path / "tune"),
+                 "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert "synced 1 trial(s)" in captured.err and "1 run(s) created, 2 epoch(s) logged" in captured.err
+    assert "study: office31, transductive\",srdc,A->D,90.0000,,1,1,95.8000,-5.8000,oracle" in captured.out
+
+
+def test_cli_sync_needs_a_tune_experiment_directory(tracking_uri, tmp_path, capsys):
+    assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--sync"]) == 2
+    assert "--sync needs --storage-path" in capsys.readouterr().err
+    assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--sync",
+                 "--storage-path", str(tmp_path)]) == 2
+    assert "no Tune trial folders" in capsys.readouterr().err
