@@ -412,7 +412,7 @@ class Trainer:
         self.generator.set_state(rng["batches"])
 
 
-_EXECUTION_FIELDS = {"device", "num_workers", "pin_memory", "data_root"}
+_EXECUTION_FIELDS = {"device", "num_workers", "pin_memory", "data_root", "path_prefix"}
 
 
 def _identity(config: SRDCConfig) -> dict[str, Any]:

@@ -197,8 +197,8 @@ def domain_samples(bench: Benchmark, dataset_dir: Path, domain: BenchmarkDomain,
     if path is None:
         root = dataset_dir.parent
         raise SRDCInputError(
-            f"{bench.title} domain {domain.name!r} not found under {dataset_dir}. Download it with: "
-            f"srdc-data download {bench.name} --root {root} ; {bench.layout_hint(root, domain)}"
+            f"{bench.title} domain {domain.name!r} not found under {dataset_dir}. Download it with "
+            f"`srdc-data download {bench.name} --root {root}`; {bench.layout_hint(root, domain)}"
         )
     if path.is_file():
         samples = read_image_list(path, prefix or bench.list_prefix)
@@ -209,8 +209,8 @@ def domain_samples(bench: Benchmark, dataset_dir: Path, domain: BenchmarkDomain,
     if domain.count is not None and len(samples) != domain.count:
         raise SRDCInputError(
             f"{path} holds {len(samples)} images, {bench.title} domain {domain.name!r} has {domain.count}: "
-            f"incomplete or different copy; move it away and run srdc-data download {bench.name} "
-            f"--root {dataset_dir.parent}"
+            f"incomplete or different copy; move it away and run "
+            f"`srdc-data download {bench.name} --root {dataset_dir.parent}`"
         )
     check_files_exist(samples, str(path))
     return samples

@@ -34,12 +34,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         for url in bench.urls:
             print(f"  url {url}")
         for domain in bench.domains:
-            count = domain.count if domain.count is not None else "unverified"
+            count = f"{domain.count} images" if domain.count is not None else "count unverified"
             status = ""
             if args.root is not None:
                 found = find_domain_path(bench, Path(args.root) / bench.name, domain)
                 status = f"  found at {found}" if found else "  not downloaded"
-            print(f"  {domain.letter:>2} {domain.name:<12} {count:>5} images{status}")
+            print(f"  {domain.letter:>2} {domain.name:<12} {count:>16}{status}")
     return 0
 
 

@@ -22,6 +22,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import urllib.response
 import zipfile
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _open(url: str, start: int) -> http.client.HTTPResponse:
+def _open(url: str, start: int) -> http.client.HTTPResponse | urllib.response.addinfourl:
+    """The response to GET ``url`` (http, https or file), asking for the bytes from ``start`` on."""
     request = urllib.request.Request(url, headers={"User-Agent": "srdc-data"})
     if start:
         request.add_header("Range", f"bytes={start}-")
@@ -114,11 +116,11 @@ def obtain_archive(bench: Benchmark, downloads: Path, progress: bool = True) -> 
                 continue
         part.replace(archive)
         return archive
-    kept = f" The partial file {part} is kept: run the same command again to resume." if part.exists() else ""
-    raise DownloadError(
-        f"could not download {bench.archive} for {bench.title}:\n  " + "\n  ".join(failures) + f"\n{kept} "
-        f"Or download {bench.archive} by hand (see {bench.homepage}) and pass --archive FILE."
-    )
+    lines = [f"could not download {bench.archive} for {bench.title}:", *(f"  {failure}" for failure in failures)]
+    if part.exists():
+        lines.append(f"The partial file {part} is kept: run the same command again to resume.")
+    lines.append(f"Or download {bench.archive} by hand (see {bench.homepage}) and pass --archive FILE.")
+    raise DownloadError("\n".join(lines))
 
 
 def check_md5(bench: Benchmark, archive: Path) -> None:
