@@ -1,12 +1,13 @@
 """The embedded default pair: needs no files, only data shipped inside scikit-learn.
 
-* ``digits``: one stratified third of scikit-learn's bundled handwritten digits (1,797 8x8 images), grey.
-* ``digits_photo``: another third, blended MNIST-M style with patches of scikit-learn's two bundled sample
+* ``digits``: one stratified quarter of scikit-learn's bundled handwritten digits (1,797 8x8 images), grey.
+* ``digits_photo``: another quarter, blended MNIST-M style with patches of scikit-learn's two bundled sample
   photos (``china.jpg``, ``flower.jpg``): ``|patch - digit|`` per colour channel.
-* ``digits_color``: the last third, each digit in a random colour on a random background colour.
+* ``digits_color``: another quarter, each digit in a random colour on a random background colour.
+* ``digits_inverted``: the last quarter, dark digits on a light background with pixel noise.
 
-The three thirds are disjoint, so no image is both a source and a target. Three domains give the same grid
-shape as Office-31's A/D/W, which the studies' ``--smoke-test`` uses.
+The quarters are disjoint, so no image is both a source and a target. Three or four domains give the grid
+shapes of Office-31 (A/D/W), ImageCLEF-DA (C/I/P) and Office-Home (Ar/Cl/Pr/Rw) for the studies' ``--smoke-test``.
 
 All are upsampled to 28x28 like MNIST (``image_size`` overrides) and held in memory. The patches are drawn from a fixed
 seed, so the pair is the same in every run and on every machine.
@@ -28,17 +29,17 @@ DEFAULT_SIZE = 28
 PAIR_SEED = 0
 
 
-DOMAINS = ("digits", "digits_photo", "digits_color")
+DOMAINS = ("digits", "digits_photo", "digits_color", "digits_inverted")
 
 
-def _digit_thirds() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Disjoint stratified thirds of scikit-learn's digits, one per domain: images in [0, 1], labels."""
+def _digit_quarters() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Disjoint stratified quarters of scikit-learn's digits, one per domain: images in [0, 1], labels."""
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0
     labels = bunch.target.astype(np.int64)
-    first, rest = stratified_split(labels, seed=PAIR_SEED, fraction=1 / 3)
-    second, third = (rest[part] for part in stratified_split(labels[rest], seed=PAIR_SEED))
-    return {name: (images[idx], labels[idx]) for name, idx in zip(DOMAINS, (first, second, third), strict=True)}
+    halves = stratified_split(labels, seed=PAIR_SEED)
+    quarters = [half[part] for half in halves for part in stratified_split(labels[half], seed=PAIR_SEED)]
+    return {name: (images[idx], labels[idx]) for name, idx in zip(DOMAINS, quarters, strict=True)}
 
 
 def _upsample(images: np.ndarray, size: int) -> torch.Tensor:
@@ -77,16 +78,24 @@ def colourise(digits: torch.Tensor, seed: int) -> torch.Tensor:
     return digits * foreground + (1.0 - digits) * background
 
 
+def invert_with_noise(digits: torch.Tensor, seed: int) -> torch.Tensor:
+    """Dark digits on a light background, with Gaussian pixel noise (sigma 0.15), clamped to [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = 0.15 * torch.randn(digits.shape, generator=generator)
+    return (1.0 - digits + noise).clamp(0.0, 1.0)
+
+
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
 
 
 def load_domain(domain: str, config: SRDCConfig) -> Domain:
     size = config.image_size or DEFAULT_SIZE
-    images, labels = _digit_thirds()[domain]
+    images, labels = _digit_quarters()[domain]
     digits = _upsample(images, size)
     styled = {"digits": lambda: digits, "digits_photo": lambda: blend_with_photos(digits, PAIR_SEED),
-              "digits_color": lambda: colourise(digits, PAIR_SEED)}[domain]()
+              "digits_color": lambda: colourise(digits, PAIR_SEED),
+              "digits_inverted": lambda: invert_with_noise(digits, PAIR_SEED)}[domain]()
     return tensor_domain(domain, CLASSES, _normalise(styled), torch.from_numpy(labels))
 
 
@@ -96,6 +105,6 @@ SPEC = register(
         load_domain=load_domain,
         domains=DOMAINS,
         default_backbone="digits_cnn",
-        description="scikit-learn digits: grey, photo-blended and colourised thirds (10 classes); no files",
+        description="scikit-learn digits: grey, photo-blended, colourised and inverted quarters (10 classes)",
     )
 )
