@@ -5,11 +5,14 @@ A trial config is a flat dict of :class:`srdc.config.SRDCConfig` fields plus the
 0 is the untrained model), the running model-selection results of :meth:`Trainer.summary` and a checkpoint of
 the complete training state, so a retried or resumed trial continues bit for bit from its last epoch.
 ``summary.json`` and ``history.jsonl`` are rewritten in the trial directory after every epoch (the MLflow
-callback logs them as artifacts).
+callback logs them as artifacts). Ray's ``get_trial_dir()`` is the driver's copy of the trial folder in a fresh
+worker and the worker's working directory in a reused one; the study runner syncs the latter to the trial
+folder in storage (``SyncConfig(sync_artifacts=True)``). Every checkpoint holds both files as well.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +66,7 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
 
     ``after_epoch`` lets a test trainable wrap this one (fault injection); the study harness passes none.
     """
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the study's console
     trainer = Trainer(config_from_trial(trial_config))
     restore_latest(trainer)
     trial_dir = Path(ray.tune.get_context().get_trial_dir())

@@ -1,0 +1,79 @@
+"""What the study harness costs: one trial run bare (``srdc-train``'s loop, in this process) and under the harness
+(Ray Tune trial with a checkpoint every epoch + the MLflow callback), wall times and their ratio. Prints figures;
+asserts nothing. Target: harness / bare <= 1.05 for a trial of a minute or more.
+
+    python benchmarks/harness_overhead.py                                 # embedded data, CPU, ~1-minute trial
+    python benchmarks/harness_overhead.py --gpus 1 --epochs 10 --set device=cuda --set backbone=resnet50 \\
+        --set weights=none --set image_size=224                           # ResNet-50 checkpoints on a GPU
+
+The bare run uses as many CPU threads as the trial gets CPUs. The harness figures: the whole ``run_study`` call
+(Tune loop, the trial's worker start, MLflow) and the trial itself (Tune's ``time_total_s``: from the trainable's
+start to its last report). Starting Ray is timed apart: it happens once per study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+
+from srdc.cli import run
+from srdc.config import SRDCConfig
+from srdc.studies import Study, parse_overrides, run_study
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="embedded")
+    parser.add_argument("--task", default="digits->digits_photo")
+    parser.add_argument("--variant", default="srdc")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--cpus", type=int, default=1, help="CPUs per trial (and threads of the bare run)")
+    parser.add_argument("--gpus", type=float, default=0.0, help="GPUs per trial")
+    parser.add_argument("--tracking-uri", default=None, help="(default: a SQLite file in a temporary folder)")
+    return parser.parse_args()
+
+
+def timed(action: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = action()
+    return value, time.perf_counter() - start
+
+
+def main() -> None:
+    args = parse_args()
+    fields = {"epochs": args.epochs, **parse_overrides(args.overrides)}
+    config = SRDCConfig(dataset=args.dataset, task=args.task, variant=args.variant, **fields)
+    torch.set_num_threads(args.cpus)
+    with tempfile.TemporaryDirectory(prefix="harness-overhead-") as folder:
+        work = Path(folder)
+        summary, bare_s = timed(lambda: run(config, work / "bare", resume=False, progress=False))
+        _, ray_s = timed(lambda: ray.init(num_cpus=args.cpus))
+        study = Study(name="harness_overhead", dataset=args.dataset, tasks=(args.task,), variants=(args.variant,),
+                      seeds=(0,), config=fields, smoke=None)
+        argv = ["--storage-path", str(work / "ray"), "--experiment", "harness_overhead", "--tracking-uri",
+                args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}", "--cpus-per-trial", str(args.cpus),
+                "--gpus-per-trial", str(args.gpus)]
+        outcome, harness_s = timed(lambda: run_study(study, argv))
+        ray.shutdown()
+        (record,) = outcome.records
+        last = json.loads((Path(record["path"]) / "result.json").read_text().splitlines()[-1])
+    trial_s = last["time_total_s"]
+    same = record["acc_last"] == summary["acc_last"]
+    print(f"trial: {config.dataset} {config.task_name} {config.variant}, {config.epochs} epochs, "
+          f"{args.cpus} CPU(s), {args.gpus} GPU(s); same final accuracy bare and under the harness: {same}")
+    print(f"bare (srdc-train loop, saves every epoch)   {bare_s:8.1f} s")
+    print(f"harness: the trial (Tune time_total_s)      {trial_s:8.1f} s   ratio {trial_s / bare_s:.3f}")
+    print(f"harness: the whole run_study call           {harness_s:8.1f} s   ratio {harness_s / bare_s:.3f}")
+    print(f"ray.init (once per study)                   {ray_s:8.1f} s")
+
+
+if __name__ == "__main__":
+    main()

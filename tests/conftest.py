@@ -1,0 +1,107 @@
+"""Shared fixtures: a real MLflow tracking server (mlflow_server/start.sh) and a small local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_PREFIXES = ("time_", "wall_s")  # wall-clock figures differ between runs; nothing else may
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON objects of a ``.jsonl`` file (history.jsonl, Tune's result.json)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def without_timings(rows: list[dict]) -> list[dict]:
+    """History rows without their wall-clock keys: what must be identical between two runs of one config."""
+    return [{key: value for key, value in row.items() if not key.startswith(TIMING_PREFIXES)} for row in rows]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class MLflowServer:
+    """``mlflow server`` (SQLite store and artifacts under ``home``, job execution off) on 127.0.0.1:``port``.
+
+    ``stop()`` and ``start()`` again keep the same store: a server that goes down and comes back.
+    """
+
+    home: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Start it and wait until ``/health`` answers OK."""
+        env = {**os.environ, "MLFLOW_HOME": str(self.home), "MLFLOW_PORT": str(self.port), "MLFLOW_WORKERS": "1",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_TRACKING_URI"):
+            env.pop(name, None)
+        self.home.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "server.log", "a") as log:
+            self.process = subprocess.Popen([str(REPO / "mlflow_server" / "start.sh")], env=env, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not self.healthy():
+            assert self.process.poll() is None, (self.home / "server.log").read_text()
+            assert time.monotonic() < deadline, f"mlflow server did not answer /health in {timeout_s:.0f} s"
+            time.sleep(0.5)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as answer:
+                return answer.read().strip() == b"OK"
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the server and its workers (its own process group)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One MLflow server for the whole test session; yields its URL (use a fresh experiment name per test)."""
+    server = MLflowServer(tmp_path_factory.mktemp("mlflow_home"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray instance with 2 CPUs for the session (tests on a 2-core machine keep Tune trials small)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,110 @@
+"""The Tune trainable: trial configs, what each epoch reports, and a crashed trial retried from its checkpoint."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import read_jsonl, without_timings
+from mlflow import MlflowClient
+
+from srdc.config import SRDCConfig
+from srdc.errors import SRDCInputError
+from srdc.studies import Study, run_study
+from srdc.trainer import Trainer
+from srdc.tune import SUMMARY_METRICS, config_from_trial, epoch_metrics, run_trial
+
+RUN = {"dataset": "embedded", "task": "digits->digits_photo", "variant": "srdc", "seed": 0, "epochs": 3,
+       "max_samples": 200, "batch_size": 32}
+
+
+def bare_history(config: dict) -> list[dict]:
+    """The history of the same run trained in this process, without Ray (one thread, like a 1-CPU trial)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(config_from_trial(config))
+        trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
+    return trainer.history
+
+
+def test_trial_config_drops_the_study_keys_and_rejects_unknown_fields():
+    config = config_from_trial({**RUN, "study": "ablation"})
+    assert (config.source, config.target, config.epochs) == ("digits", "digits_photo", 3)
+    with pytest.raises(SRDCInputError, match="unknown config field"):
+        config_from_trial({**RUN, "lambda": 0.5})
+
+
+def test_each_report_holds_the_history_row_and_the_running_summary():
+    trainer = Trainer(SRDCConfig(**{**RUN, "epochs": 1}))
+    trainer.fit()
+    metrics = epoch_metrics(trainer.history[-1], trainer.summary())
+    assert metrics["epoch"] == 1 and metrics["acc_target"] == trainer.history[-1]["acc_target"]
+    assert {"loss_total", "lr", "lambda", "infomax", "wall_s_epoch"} <= set(metrics)
+    assert all(metrics[key] == trainer.summary()[key] for key in SUMMARY_METRICS)
+    assert "config" not in metrics
+
+
+def crash_once_after(epoch: int, marker: Path):
+    """A trainable that wraps the real one and raises once, right after reporting ``epoch``."""
+
+    def crashing_trainable(config: dict) -> None:
+        def crash(trainer: Trainer) -> None:
+            if trainer.epoch == epoch and not marker.exists():
+                marker.touch()
+                raise RuntimeError(f"injected failure after epoch {epoch}")
+
+        run_trial(config, after_epoch=crash)
+
+    return crashing_trainable
+
+
+CRASH_STUDY = Study(name="crash", dataset="embedded", tasks=(RUN["task"],), variants=("srdc",), seeds=(0,),
+                    config={key: RUN[key] for key in ("epochs", "max_samples", "batch_size")})
+
+
+def assert_as_if_never_interrupted(outcome, tracking_uri: str, experiment: str) -> None:
+    """One finished trial that reported each epoch once, resumed at epoch 2 (not restarted), whose history,
+    summary and MLflow run equal those of the same run trained bare."""
+    assert outcome.exit_code == 0 and outcome.counts["FINISHED"] == 1
+    trial_dir = Path(outcome.records[0]["path"])
+    results = read_jsonl(trial_dir / "result.json")
+    # epochs 0 and 1 before the crash, 2 and 3 after it: the trial resumed at epoch 1, it did not start over
+    assert [row["epoch"] for row in results] == [0, 1, 2, 3]
+    expected = without_timings(bare_history(RUN))
+    assert without_timings(read_jsonl(trial_dir / "history.jsonl")) == expected
+    assert [row["acc_target"] for row in results] == [row["acc_target"] for row in expected]
+    summary = json.loads((trial_dir / "summary.json").read_text())
+    assert summary["acc_last"] == expected[-1]["acc_target"] and summary["epochs"] == 3
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    (child,) = client.search_runs([found.experiment_id], "tags.`srdc.role` = 'child'")
+    assert child.info.status == "FINISHED"
+    history = client.get_metric_history(child.info.run_id, "acc_target")
+    assert sorted((m.step, m.value) for m in history) == [(row["epoch"], row["acc_target"]) for row in expected]
+
+
+@pytest.mark.slow
+def test_a_crashed_trial_is_retried_from_its_checkpoint_with_the_uninterrupted_metrics(
+        tmp_path, mlflow_server, ray_cluster, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    marker = tmp_path / "crashed"
+    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_retry"]
+    outcome = run_study(CRASH_STUDY, argv, trainable=crash_once_after(1, marker))
+    assert marker.exists(), "the injected failure did not happen"
+    assert_as_if_never_interrupted(outcome, mlflow_server, "tune_retry")
+
+
+@pytest.mark.slow
+def test_an_errored_trial_continues_from_its_checkpoint_on_resume(tmp_path, mlflow_server, ray_cluster, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    trainable = crash_once_after(1, tmp_path / "crashed")
+    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_errored",
+            "--max-failures", "0"]
+    first = run_study(CRASH_STUDY, argv, trainable=trainable)
+    assert first.exit_code == 1 and first.counts["FAILED"] == 1 and not first.interrupted
+    assert_as_if_never_interrupted(run_study(CRASH_STUDY, [*argv, "--resume"], trainable=trainable), mlflow_server,
+                                   "tune_errored")
