@@ -29,6 +29,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "feature_spaces": ("both", "pooled", "bottleneck"),
     "loss_weighting": ("code", "paper"),
     "aux_normalizer": ("batch", "dataset"),
+    "feature_kernel": ("paper", "student_t"),
     "mu_init": ("mean", "target"),
     "labelfree_selector": ("infomax", "clustering"),
     "device": ("auto", "cpu", "cuda"),
@@ -85,6 +86,7 @@ class SRDCConfig:
     loss_weighting: str = "code"
     aux_normalizer: str = "batch"
     aux_grad: bool = True
+    feature_kernel: str = "paper"
     # model selection without target labels
     labelfree_selector: str = "infomax"
     # execution

@@ -30,14 +30,23 @@ def squared_distances(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     return (z.pow(2).sum(1, keepdim=True) - 2.0 * z @ centres.t() + centres.pow(2).sum(1)).clamp_min(0.0)
 
 
-def kernel_logits(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """The Student-t-like kernel of eqs. (4)/(9) before the softmax: ``(1 + ||z_i - mu_k||^2)^-1``, N x K."""
-    return 1.0 / (1.0 + squared_distances(z, centres))
+def kernel_logits(z: torch.Tensor, centres: torch.Tensor, kind: str = "paper") -> torch.Tensor:
+    """Logits whose softmax is the soft assignment ``p~`` of eqs. (4)/(9), N x K.
+
+    ``kind="paper"`` (eqs. 4/9 as printed, and the released code): the kernel ``(1 + ||z_i - mu_k||^2)^-1`` itself,
+    so ``p~ = softmax(kernel)``. ``kind="student_t"`` (the soft assignment of reference [58], DEC, that the paper
+    says it follows): ``-log(1 + ||z_i - mu_k||^2)``, so ``p~ = kernel / sum_k kernel``.
+    """
+    squared = squared_distances(z, centres)
+    if kind == "student_t":
+        return -torch.log1p(squared)
+    return 1.0 / (1.0 + squared)
 
 
-def soft_assignment(z: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Eqs. (4) and (9): ``p~_ik = exp((1+||z_i-mu_k||^2)^-1) / sum_k' exp((1+||z_i-mu_k'||^2)^-1)``."""
-    return torch.softmax(kernel_logits(z, centres), dim=1)
+def soft_assignment(z: torch.Tensor, centres: torch.Tensor, kind: str = "paper") -> torch.Tensor:
+    """Eqs. (4) and (9): ``p~_ik = exp((1+||z_i-mu_k||^2)^-1) / sum_k' exp((1+||z_i-mu_k'||^2)^-1)``
+    (``kind="paper"``), or DEC's ``(1+||z_i-mu_k||^2)^-1 / sum_k' (1+||z_i-mu_k'||^2)^-1`` (``"student_t"``)."""
+    return torch.softmax(kernel_logits(z, centres, kind), dim=1)
 
 
 def kl_divergence(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

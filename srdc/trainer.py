@@ -189,7 +189,8 @@ class Trainer:
         else:
             weights = torch.ones(len(source.labels), device=self.device)
         p_target = torch.softmax(target.logits, dim=1)
-        feature_p = {space: losses.soft_assignment(target.spaces[space], mu[space]) for space in mu}
+        feature_p = {space: losses.soft_assignment(target.spaces[space], mu[space], config.feature_kernel)
+                     for space in mu}
         column_mass = {"output": p_target.sum(0), **{s: p.sum(0) for s, p in feature_p.items()}}
         self.plan = EpochPlan(mu=mu, target_centres=target_centres, kmeans_labels=kmeans_labels,
                               column_mass=column_mass, source_weights=weights)
@@ -236,9 +237,8 @@ class Trainer:
 
     def _target_loss(self, out: Any, index: torch.Tensor, first_epoch: bool) -> torch.Tensor:
         """Eq. (6) on a target mini-batch: auxiliary targets by eq. (2), one-hot K-means labels at the first epoch."""
-        plan, mu = self.plan, self.centres.mu
-        feature_outputs = {"pooled": out.pooled, "bottleneck": out.bottleneck}
-        kernels = {space: losses.kernel_logits(feature_outputs[space], mu[space]) for space in self.centres.spaces}
+        plan = self.plan
+        kernels = self._kernels(out)
         num_classes = self.task.num_classes
         if first_epoch:
             hard = plan.kmeans_labels
@@ -249,6 +249,12 @@ class Trainer:
             q_feature = {s: self._auxiliary(torch.softmax(k, dim=1), s) for s, k in kernels.items()}
         return losses.target_objective(out.logits, q, [(kernels[s], q_feature[s]) for s in kernels])
 
+    def _kernels(self, out: Any) -> dict[str, torch.Tensor]:
+        """Soft-assignment logits (eqs. 4/9) of a mini-batch in each feature space that has centres."""
+        features = {"pooled": out.pooled, "bottleneck": out.bottleneck}
+        return {space: losses.kernel_logits(features[space], self.centres.mu[space], self.config.feature_kernel)
+                for space in self.centres.spaces}
+
     def _auxiliary(self, p: torch.Tensor, space: str) -> torch.Tensor:
         mass = self.plan.column_mass[space] if self.config.aux_normalizer == "dataset" else None
         q = losses.auxiliary_distribution(p, mass)
@@ -256,8 +262,7 @@ class Trainer:
 
     def _source_loss(self, out: Any, labels: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eqs. (10)/(13)/(14) on a source mini-batch."""
-        feature_outputs = {"pooled": out.pooled, "bottleneck": out.bottleneck}
-        kernels = [losses.kernel_logits(feature_outputs[s], self.centres.mu[s]) for s in self.centres.spaces]
+        kernels = list(self._kernels(out).values())
         weights = self.plan.source_weights[index] if self.config.uses_soft_source_selection else None
         return losses.source_objective(out.logits, labels, kernels, weights)
 

@@ -82,6 +82,19 @@ def test_soft_assignment_eq4_matches_numpy():
     assert (p_tilde.argmax(axis=1) == nearest).all()
 
 
+def test_student_t_option_is_decs_normalised_kernel():
+    kernel = np.array([[1.0 / (1.0 + ((z - m) ** 2).sum()) for m in MU] for z in Z])
+    expected = kernel / kernel.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(losses.soft_assignment(t(Z), t(MU), "student_t").numpy(), expected, rtol=1e-12)
+
+
+def test_paper_kernel_cannot_be_sharper_than_e_to_1():
+    """exp of a kernel in (0, 1]: no centre gets more than e times another's probability, however close."""
+    z = t(np.array([[0.0, 0.0]]))
+    p = losses.soft_assignment(z, t(np.array([[0.0, 0.0], [100.0, 100.0]]))).numpy()[0]
+    assert p[0] / p[1] == pytest.approx(math.e, rel=1e-3)
+
+
 def test_kernel_gradient_is_finite_when_a_point_sits_on_its_centre():
     z = torch.zeros(2, 3, requires_grad=True)
     mu = torch.zeros(2, 3, requires_grad=True)

@@ -176,7 +176,8 @@ def test_single_feature_space_option():
 
 def test_paper_text_options_run_and_change_the_result():
     code = run_variant("srdc")
-    paper = run_variant("srdc", loss_weighting="paper", aux_normalizer="dataset", aux_grad=False)
+    paper = run_variant("srdc", loss_weighting="paper", aux_normalizer="dataset", aux_grad=False,
+                        feature_kernel="student_t")
     assert code.history[-1]["loss_total"] != paper.history[-1]["loss_total"]
     assert np.isfinite(paper.history[-1]["acc_target"])
 
