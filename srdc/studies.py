@@ -93,6 +93,7 @@ class Study:
     * ``task_config``: config fields of single tasks, ``{"W->A": {"mu_init": "target"}}``.
     * ``rows``: the config field that makes the rows of the printed tables (the other grid fields split them).
     * ``smoke``: the ``--smoke-test`` mapping (``None``: the study has none).
+    * ``data_root``: the default of ``--data-root``.
     """
 
     name: str
@@ -109,6 +110,7 @@ class Study:
     num_samples: int = 1
     searcher: Callable[[], Any] | None = None
     description: str = ""
+    data_root: str = "data"
 
     def __post_init__(self) -> None:
         names = {f.name for f in fields(SRDCConfig)}
@@ -180,7 +182,8 @@ def build_parser(study: Study) -> argparse.ArgumentParser:
     parser.add_argument("--variants", nargs="+", default=None, help="a subset of the study's variants")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="a config field for every trial, e.g. --set num_workers=4 --set bf16=true")
-    parser.add_argument("--data-root", default="data", help="where the datasets are (default: data)")
+    parser.add_argument("--data-root", default=study.data_root,
+                        help=f"where the datasets are (default: {study.data_root})")
     parser.add_argument("--storage-path", default=DEFAULT_STORAGE,
                         help="Tune's results and checkpoints: a local folder, a shared NFS path, s3:// or gs:// "
                              f"(default: ./{DEFAULT_STORAGE})")

@@ -1,10 +1,19 @@
 """2^k effects against hand-computed values."""
 
+import itertools
 import math
 
 import pytest
 
-from srdc.factorial import block_effects, estimate_effects
+from srdc.factorial import (
+    Effect,
+    block_effects,
+    cell_label,
+    estimate_effects,
+    factorial_tables,
+    paper_variant,
+    render_effects,
+)
 
 FACTORS = ("A", "B")
 
@@ -51,3 +60,43 @@ def test_effects_across_blocks_with_standard_error_and_incomplete_blocks_left_ou
     # AB per block: 3, 2, 4 -> mean 3
     assert effects[("A", "B")].mean == pytest.approx(3.0)
     assert effects[("A", "B")].name == "A x B"
+
+
+def test_cells_are_labelled_by_their_switches_and_named_after_the_papers_variants():
+    assert [cell_label(levels) for levels in ((True, True, True), (True, True, False), (False, True, False),
+                                              (False, True, True))] == \
+        ["S+ F+ W+ = srdc", "S+ F+ W- = srdc_no_softsel", "S- F+ W- = srdc_no_struct", "S- F+ W+"]
+    assert paper_variant((True, False, True)) == "srdc_no_featdisc" and paper_variant((False, False, False)) is None
+
+
+def test_the_factorial_table_has_a_row_per_cell_and_the_effects_under_it():
+    # y = 60 + 10 S + 4 F + 2 W (W only with S on, as in the trainer), + seed; task x seed blocks 0 and 1
+    records = []
+    for seed in (0, 1):
+        for s, f, w in itertools.product((True, False), repeat=3):
+            y = 60 + 10 * s + 4 * f + 2 * (w and s) + seed
+            records.append({"dataset": "office31", "task": "A->W", "seed": seed, "status": "FINISHED",
+                            "structural_source_reg": s, "feature_discrimination": f, "soft_source_selection": w,
+                            "variant": "srdc", "acc_best_oracle": float(y), "acc_labelfree": 0.0, "acc_last": 0.0})
+    # an incomplete block (seed 2, one cell): in the results table, not in the effects
+    records.append({**records[-1], "seed": 2, "acc_best_oracle": 62.0})
+    text = factorial_tables(records, "oracle", 3, "f")
+    lines = text.splitlines()
+    header = lines.index("| switches | A->W | Avg |")
+    assert [line.split(" |")[0] for line in lines[header + 2: header + 10]] == [
+        "| S+ F+ W+ = srdc", "| S+ F+ W- = srdc_no_softsel", "| S+ F- W+ = srdc_no_featdisc", "| S+ F- W-",
+        "| S- F+ W+", "| S- F+ W- = srdc_no_struct", "| S- F- W+", "| S- F- W-"]
+    assert "| S+ F+ W+ = srdc | 76.5±0.7 n=2 (paper 95.7, -19.2) | 76.5 n=2 |" in text  # 2 of 3 planned seeds
+    assert "| S- F- W- | 61.0±1.0 | 61.0 |" in text
+    # S: 10 + 2 * P(W) = 11; W: 2 * P(S) = 1, and S x W the same; seeds shift every cell alike: s.e. 0
+    for effect, mean in (("structural_source_reg", "+11.0"), ("feature_discrimination", "+4.0"),
+                         ("soft_source_selection", "+1.0"), ("structural_source_reg x soft_source_selection", "+1.0"),
+                         ("structural_source_reg x feature_discrimination", "+0.0")):
+        assert f"| {effect} | {mean} ± 0.0 | 2 |" in text
+    assert "Model selection: oracle = epoch chosen with target labels" in text
+
+
+def test_effects_render_a_dash_for_one_block_and_a_line_when_no_block_is_complete():
+    text = render_effects([Effect(("A",), 2.5, float("nan"), 1)], "T", "C")
+    assert "| A | +2.5 ± — | 1 |" in text and text.startswith("**T**") and "*C*" in text
+    assert "no task x seed block has all its cells finished yet" in render_effects([], "T", "C")

@@ -1,0 +1,27 @@
+"""Paper Table 4 (all methods: Table 7): SRDC and the source model on the six ImageCLEF-DA tasks (transductive,
+ResNet-50).
+
+    python studies/benchmark_imageclef.py --data-root DATA         # the table: 2 variants x 6 tasks x 3 seeds
+    python studies/benchmark_imageclef.py --smoke-test             # the same 36 trials on the embedded data
+
+Needs ImageCLEF-DA under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
+``srdc/studies.py``.
+"""
+
+import sys
+
+from srdc.studies import SmokeTest, Study, main
+
+STUDY = Study(
+    name="benchmark_imageclef",
+    paper_table="Table 4/7",
+    dataset="imageclef",
+    tasks=("I->P", "P->I", "I->C", "C->I", "C->P", "P->C"),
+    variants=("source_only", "srdc"),
+    seeds=(0, 1, 2),
+    smoke=SmokeTest(domains={"I": "digits", "P": "digits_photo", "C": "digits_color"}),
+    description="Rows: the source-only model and SRDC.",
+)
+
+if __name__ == "__main__":
+    sys.exit(main(STUDY))

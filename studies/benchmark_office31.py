@@ -1,0 +1,31 @@
+"""Paper Table 3 (all methods: Table 6): SRDC and the source model on all six Office-31 tasks (transductive,
+ResNet-50).
+
+    python studies/benchmark_office31.py --data-root DATA          # the table: 2 variants x 6 tasks x 3 seeds
+    python studies/benchmark_office31.py --smoke-test              # the same 36 trials on the embedded data
+
+Needs Office-31 under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
+``srdc/studies.py``.
+"""
+
+import sys
+
+from srdc.studies import OFFICE31_SMOKE, Study, main
+from srdc.study_defs import office31_task_config
+
+TASKS = ("A->W", "D->W", "W->D", "A->D", "D->A", "W->A")
+
+STUDY = Study(
+    name="benchmark_office31",
+    paper_table="Table 3/6",
+    dataset="office31",
+    tasks=TASKS,
+    variants=("source_only", "srdc"),
+    seeds=(0, 1, 2),
+    task_config=office31_task_config(TASKS),
+    smoke=OFFICE31_SMOKE,
+    description="Rows: the source-only model and SRDC.",
+)
+
+if __name__ == "__main__":
+    sys.exit(main(STUDY))
