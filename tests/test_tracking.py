@@ -319,9 +319,8 @@ def test_server_down_never_stops_the_study_and_sync_backfills_it(server, tmp_pat
 
 
 @pytest.mark.slow
-def test_real_tuner_with_the_callback(server, tmp_path):
+def test_real_tuner_with_the_callback(server, ray_cluster, tmp_path):
     """A tiny real Ray Tune study: the callback is pickled with the Tuner and driven by Tune's hooks."""
-    import ray
     from ray import tune
 
     def trainable(config):
@@ -337,14 +336,10 @@ def test_real_tuner_with_the_callback(server, tmp_path):
     param_space = {"dataset": "office31", "source": "A", "target": "W", "variant": "srdc", "epochs": 2,
                    "seed": tune.grid_search([0, 1])}
     callback = MLflowStudyCallback("ray", EXPERIMENT, server, {"seeds": 2})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        tuner = tune.Tuner(trainable, param_space=param_space,
-                           run_config=tune.RunConfig(name="ray", storage_path=str(tmp_path), callbacks=[callback],
-                                                     verbose=0))
-        assert not tuner.fit().errors
-    finally:
-        ray.shutdown()
+    tuner = tune.Tuner(trainable, param_space=param_space,
+                       run_config=tune.RunConfig(name="ray", storage_path=str(tmp_path), callbacks=[callback],
+                                                 verbose=0))
+    assert not tuner.fit().errors
 
     client = MlflowClient(server)
     parents, children = runs_of(client, "ray")
