@@ -124,7 +124,7 @@ def test_the_digits_study_reads_the_shared_data_by_default(monkeypatch, tmp_path
 def test_the_digits_study_has_no_paper_table_and_fits_the_cpu_budget():
     study = load_study("benchmark_digits")
     assert study.paper_table == "" and "no paper table" in study.description.lower()
-    assert study.tasks == ("usps->mnist", "mnist->usps") and study.config["epochs"] == 10
+    assert study.tasks == ("usps->mnist", "mnist->usps") and study.config["epochs"] == 6
     assert study.variants == ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc")
     text = summary_tables(plan_of(study, "--data-root", "/data"), fake_records(study))
     assert "| srdc | 51.0±1.0 | 51.0±1.0 | 51.0 |" in text and not PAPER_NUMBER.search(text)
