@@ -105,3 +105,18 @@ def ray_cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A miniature Office-31-like benchmark registered as a dataset and installed under ``tmp_path``."""
+    from test_data_helpers import make_office_like, tiny_benchmark
+
+    from srdc.data import DATASETS
+    from srdc.data.benchmarks import BENCHMARKS, benchmark_spec
+
+    bench = tiny_benchmark()
+    monkeypatch.setitem(BENCHMARKS, bench.name, bench)
+    monkeypatch.setitem(DATASETS, bench.name, benchmark_spec(bench))
+    make_office_like(tmp_path / bench.name)
+    return bench

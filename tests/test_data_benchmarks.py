@@ -1,7 +1,7 @@
 """The registry of the paper's benchmarks, their task names, and layout checks on miniature copies."""
 
 import pytest
-from test_data_helpers import TINY_CLASSES, make_class_folders, make_jpeg, make_office_like, tiny_benchmark
+from test_data_helpers import TINY_CLASSES, make_class_folders, make_jpeg, tiny_benchmark
 
 from srdc.config import SRDCConfig
 from srdc.data import DATASETS, load_task
@@ -12,7 +12,6 @@ from srdc.data.benchmarks import (
     OFFICEHOME,
     Benchmark,
     BenchmarkDomain,
-    benchmark_spec,
     verify_benchmark,
 )
 from srdc.errors import SRDCInputError
@@ -71,15 +70,6 @@ def test_missing_benchmark_names_path_download_command_and_layout(tmp_path):
     assert f"srdc-data download office31 --root {tmp_path}" in message
     assert f"{tmp_path}/office31/amazon/images or {tmp_path}/office31/amazon" in message
     assert "class folders CLASS/*.jpg (31 classes), 2817 images" in message
-
-
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    bench = tiny_benchmark()
-    monkeypatch.setitem(BENCHMARKS, bench.name, bench)
-    monkeypatch.setitem(DATASETS, bench.name, benchmark_spec(bench))
-    make_office_like(tmp_path / bench.name)
-    return bench
 
 
 def test_a_miniature_copy_verifies_and_loads_with_letters(tiny, tmp_path):

@@ -4,22 +4,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from test_data_helpers import TINY_CLASSES, make_class_folders, make_office_like, tiny_benchmark
+from test_data_helpers import TINY_CLASSES, make_class_folders
 
 from srdc.config import SRDCConfig
-from srdc.data import DATASETS, load_task
-from srdc.data.benchmarks import BENCHMARKS, benchmark_spec
+from srdc.data import load_task
 from srdc.data.cli import main
 from srdc.data.images import read_image_list
-
-
-@pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    bench = tiny_benchmark()
-    monkeypatch.setitem(BENCHMARKS, bench.name, bench)
-    monkeypatch.setitem(DATASETS, bench.name, benchmark_spec(bench))
-    make_office_like(tmp_path / bench.name)
-    return bench
 
 
 def resolved(samples):
