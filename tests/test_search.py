@@ -1,7 +1,6 @@
 """The Optuna search: a trial's runs in lockstep and its objective, the command line, and the smoke search end to
 end (ASHA stopping weak trials, one MLflow child per trial, interrupted and resumed; the two-tier variant)."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import pytest
 import torch
 from conftest import read_jsonl, without_timings
 from mlflow import MlflowClient
+from study_helpers import load_declaration
 
 from srdc.config import SRDCConfig
 from srdc.search import (
@@ -37,14 +37,7 @@ RUN = {"dataset": "embedded", "variant": "srdc", "epochs": 2, "max_samples": 100
 TASKS = [{"task": "digits->digits_photo"}, {"task": "digits_color->digits", "mu_init": "target"}]
 
 
-def load_script_search():
-    spec = importlib.util.spec_from_file_location("search_lambda_lr", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SEARCH
-
-
-SEARCH = load_script_search()
+SEARCH = load_declaration("search_lambda_lr", "SEARCH")
 
 
 def trial_config(tasks: list[dict], seeds: list[int], objective: str = "labelfree") -> dict:

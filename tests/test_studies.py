@@ -1,7 +1,6 @@
 """The study runner: grids as declared, clear input errors, and real Tune studies logged to a real MLflow server
 (a slice of the Table 1 smoke grid), interrupted and resumed, or losing its tracking server mid-run."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ from conftest import MLflowServer, read_jsonl, without_timings
 from mlflow import MlflowClient
 from ray import tune
 from ray.tune.search.variant_generator import generate_variants
+from study_helpers import load_declaration, plan_of
 
 from srdc import report
 from srdc.errors import SRDCInputError
@@ -27,7 +27,6 @@ from srdc.studies import (
     load_launch,
     main,
     param_space,
-    plan_study,
     resolve_locations,
     save_launch,
     summary_tables,
@@ -42,18 +41,7 @@ SMOKE_TASKS = {"digits->digits_photo": "A->W", "digits->digits_color": "A->D", "
                "digits_photo->digits": "W->A"}
 
 
-def load_script_study() -> Study:
-    spec = importlib.util.spec_from_file_location("ablation_office31", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.STUDY
-
-
-ABLATION = load_script_study()
-
-
-def plan_of(study: Study, *argv: str):
-    return plan_study(study, build_parser(study).parse_args(list(argv)))
+ABLATION = load_declaration("ablation_office31")
 
 
 def tune_configs(plan) -> list[dict]:

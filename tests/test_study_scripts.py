@@ -1,7 +1,6 @@
 """Every script in studies/: its declaration against the paper's table, and its ``--smoke-test`` run end to end
 (one full smoke grid, the others sliced to one seed), its printed tables checked against the trials' results."""
 
-import importlib.util
 import json
 import os
 import re
@@ -11,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from study_helpers import load_declaration, plan_of
 
 from srdc.factorial import SWITCHES, estimate_effects, factorial_tables
 from srdc.paper_results import TABLES, paper_value
 from srdc.report import INDUCTIVE_NOTE
-from srdc.studies import Study, build_parser, grid_configs, plan_study, summary_tables
+from srdc.studies import Study, build_parser, grid_configs, summary_tables
 from srdc.study_defs import office31_task_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,19 +29,6 @@ SELECTIONS = {"oracle": ("acc_best_oracle", "Model selection: oracle = epoch cho
                                              "by infomax")}
 
 
-def load_study(name: str) -> Study:
-    """The ``STUDY`` a script in studies/ declares."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "studies" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.STUDY
-
-
-def plan_of(study: Study, *argv: str):
-    """What the study's script would run for the command line ``argv``."""
-    return plan_study(study, build_parser(study).parse_args(list(argv)))
-
-
 def fake_records(study: Study) -> list[dict]:
     """A finished record per trial of the real grid, accuracy 50 + seed (cells: 51.0±1.0 over seeds 0-2)."""
     return [{**config, "status": "FINISHED", "acc_best_oracle": 50.0 + config["seed"], "acc_labelfree": 40.0,
@@ -51,7 +38,7 @@ def fake_records(study: Study) -> list[dict]:
 # -- declarations -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, table_ids", PAPER_STUDIES.items())
 def test_each_study_declares_its_paper_tables_tasks_in_the_papers_order(name, table_ids):
-    study = load_study(name)
+    study = load_declaration(name)
     assert study.paper_table == "Table " + "/".join(map(str, table_ids))
     setting = study.config.get("setting", "transductive")
     for table_id in table_ids:
@@ -61,7 +48,7 @@ def test_each_study_declares_its_paper_tables_tasks_in_the_papers_order(name, ta
 
 
 def test_office_home_has_the_twelve_tasks_and_the_paper_rows_source_model_and_srdc():
-    study = load_study("benchmark_officehome")
+    study = load_declaration("benchmark_officehome")
     assert study.tasks == ("Ar->Cl", "Ar->Pr", "Ar->Rw", "Cl->Ar", "Cl->Pr", "Cl->Rw",
                            "Pr->Ar", "Pr->Cl", "Pr->Rw", "Rw->Ar", "Rw->Cl", "Rw->Pr")
     assert study.variants == ("source_only", "srdc") and len(grid_configs(plan_of(study))) == 12 * 2 * 3
@@ -70,7 +57,7 @@ def test_office_home_has_the_twelve_tasks_and_the_paper_rows_source_model_and_sr
 @pytest.mark.parametrize("name", ["benchmark_office31", "benchmark_imageclef", "benchmark_officehome",
                                   "inductive_office31"])
 def test_the_paper_numbers_stand_beside_ours_in_every_cell(name):
-    study = load_study(name)
+    study = load_declaration(name)
     text = summary_tables(plan_of(study, "--data-root", "/data"), fake_records(study))
     table_id = PAPER_STUDIES[name][0]
     for variant in study.variants:
@@ -83,14 +70,14 @@ def test_the_paper_numbers_stand_beside_ours_in_every_cell(name):
 
 @pytest.mark.parametrize("name", OFFICE31_STUDIES)
 def test_office31_studies_share_the_amazon_target_setting(name):
-    study = load_study(name)
+    study = load_declaration(name)
     assert study.task_config == office31_task_config(study.tasks)
     configs = grid_configs(plan_of(study))
     assert {c["task"] for c in configs if c.get("mu_init") == "target"} == {t for t in study.tasks if t[-1] == "A"}
 
 
 def test_the_inductive_study_runs_every_trial_on_the_50_50_splits_and_says_so_in_its_captions():
-    study = load_study("inductive_office31")
+    study = load_declaration("inductive_office31")
     configs = grid_configs(plan_of(study))
     assert len(configs) == 4 * 3 * 3 and {c["setting"] for c in configs} == {"inductive"}
     assert {c["variant"] for c in configs} == {"source_only", "srdc", "oracle"}
@@ -99,7 +86,7 @@ def test_the_inductive_study_runs_every_trial_on_the_50_50_splits_and_says_so_in
 
 
 def test_the_factorial_crosses_the_three_switches_in_every_task_and_seed():
-    study = load_study("factorial_office31")
+    study = load_declaration("factorial_office31")
     assert tuple(study.grid) == SWITCHES and study.variants == ("srdc",)
     configs = grid_configs(plan_of(study))
     assert len(configs) == 8 * 4 * 3
@@ -114,15 +101,15 @@ def test_the_factorial_crosses_the_three_switches_in_every_task_and_seed():
 
 def test_the_digits_study_reads_the_shared_data_by_default(monkeypatch, tmp_path):
     monkeypatch.delenv("SRDC_DATA_ROOT", raising=False)
-    study = load_study("benchmark_digits")
+    study = load_declaration("benchmark_digits")
     assert build_parser(study).parse_args([]).data_root == str(REPO.parent / "shared" / "data")
     monkeypatch.setenv("SRDC_DATA_ROOT", str(tmp_path))
-    assert plan_of(load_study("benchmark_digits")).fixed["data_root"] == str(tmp_path)
-    assert plan_of(load_study("benchmark_digits"), "--data-root", "/d").fixed["data_root"] == "/d"
+    assert plan_of(load_declaration("benchmark_digits")).fixed["data_root"] == str(tmp_path)
+    assert plan_of(load_declaration("benchmark_digits"), "--data-root", "/d").fixed["data_root"] == "/d"
 
 
 def test_the_digits_study_has_no_paper_table_and_fits_the_cpu_budget():
-    study = load_study("benchmark_digits")
+    study = load_declaration("benchmark_digits")
     assert study.paper_table == "" and "no paper table" in study.description.lower()
     assert study.tasks == ("usps->mnist", "mnist->usps") and study.config["epochs"] == 6
     assert study.variants == ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc")
@@ -199,7 +186,7 @@ def check_tables(out: str, name: str, tmp_path: Path, rows: tuple[str, ...], set
 
 @pytest.mark.slow
 def test_benchmark_digits_full_smoke_grid(tmp_path):
-    study = load_study("benchmark_digits")
+    study = load_declaration("benchmark_digits")
     out = run_smoke("benchmark_digits", tmp_path)
     assert "study benchmark_digits-smoke: 30 trials, 30 finished, 0 failed" in out
     records = check_tables(out, "benchmark_digits", tmp_path, study.variants)
@@ -211,7 +198,7 @@ def test_benchmark_digits_full_smoke_grid(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["benchmark_office31", "benchmark_imageclef", "benchmark_officehome"])
 def test_benchmark_smoke_tests_one_seed(name, tmp_path):
-    study = load_study(name)
+    study = load_declaration(name)
     out = run_smoke(name, tmp_path, "--seeds", "0", "--epochs", "1")
     trials = len(study.tasks) * len(study.variants)
     assert f"study {name}-smoke: {trials} trials, {trials} finished, 0 failed" in out
