@@ -20,12 +20,13 @@ import time
 
 import torch
 
+from srdc.base import resolve_device
 from srdc.cli import parse_bool
 from srdc.clustering import kmeans
 from srdc.config import SRDCConfig
 from srdc.data import TaskData, load_task
 from srdc.data.base import tensor_domain
-from srdc.trainer import Trainer, resolve_device
+from srdc.trainer import Trainer
 
 PARTS = ("time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s", "wall_s_epoch")
 

@@ -13,9 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from srdc.base import run_main
 from srdc.config import CHOICES, SRDCConfig, config_fields
-from srdc.errors import NonFiniteLossError, SRDCInputError
+from srdc.errors import SRDCInputError
+from srdc.methods import METHODS
 from srdc.runio import CHECKPOINT, read_checkpoint, save_run
+from srdc.validators import VALIDATORS
+
+# fields whose values are registry names: the registered methods and label-free validators
+REGISTRY_CHOICES = {"variant": METHODS, "labelfree_selector": VALIDATORS}
 
 
 def parse_bool(text: str) -> bool:
@@ -58,8 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
             names.append(f"--{field.name.replace('_', '-')}")
         default = getattr(defaults, field.name)
         parser.add_argument(*names, dest=field.name, type=_converter(str(field.type)), default=default,
-                            choices=CHOICES.get(field.name), help=f"(default: {default})")
+                            choices=_choices(field.name), help=f"(default: {default})")
     return parser
+
+
+def _choices(name: str) -> list[str] | None:
+    if name in REGISTRY_CHOICES:
+        return list(REGISTRY_CHOICES[name])
+    return list(CHOICES[name]) if name in CHOICES else None
 
 
 def config_from_args(args: argparse.Namespace) -> SRDCConfig:
@@ -73,11 +85,18 @@ def default_out(config: SRDCConfig) -> Path:
 
 
 def format_row(row: dict[str, Any], epochs: int) -> str:
-    test = f"  test {row['acc_target_test']:.2f}" if "acc_target_test" in row else ""
-    return (f"epoch {row['epoch']:>3}/{epochs}  acc_target {row['acc_target']:6.2f}{test}  "
-            f"kmeans {row['acc_kmeans_pooled']:6.2f}  infomax {row['infomax']:.3f}  "
-            f"loss {row.get('loss_total', float('nan')):.4f}  lr {row.get('lr', float('nan')):.5f}  "
-            f"lambda {row.get('lambda', float('nan')):.3f}  {row['wall_s_epoch']:.1f}s")
+    """One history row as a progress line: accuracies, the validators, and (after training) loss, lr, lambda."""
+    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"acc_target {row['acc_target']:6.2f}"]
+    if "acc_target_test" in row:
+        parts.append(f"test {row['acc_target_test']:.2f}")
+    if "acc_kmeans_pooled" in row:
+        parts.append(f"kmeans {row['acc_kmeans_pooled']:6.2f}")
+    parts += [f"{validator.metric} {row[validator.metric]:.3f}" for validator in VALIDATORS.values()
+              if validator.metric in row]
+    if "loss_total" in row:
+        parts += [f"loss {row['loss_total']:.4f}", f"lr {row['lr']:.5f}", f"lambda {row['lambda']:.3f}"]
+    parts.append(f"{row['wall_s_epoch']:.1f}s")
+    return "  ".join(parts)
 
 
 def run(config: SRDCConfig, out: Path, resume: bool, progress: bool) -> dict[str, Any]:
@@ -105,23 +124,22 @@ def run(config: SRDCConfig, out: Path, resume: bool, progress: bool) -> dict[str
     return trainer.fit(on_epoch)
 
 
-def main(argv: list[str] | None = None) -> int:
+def train(argv: list[str] | None = None) -> int:
+    """Parse, train, print the three accuracies; errors propagate to :func:`main`."""
     args = build_parser().parse_args(argv)
-    try:
-        config = config_from_args(args)
-        out = args.out or default_out(config)
-        summary = run(config, out, args.resume, progress=not args.quiet)
-    except SRDCInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    config = config_from_args(args)
+    out = args.out or default_out(config)
+    summary = run(config, out, args.resume, progress=not args.quiet)
     print(f"acc_last {summary['acc_last']:.2f}  acc_best_oracle {summary['acc_best_oracle']:.2f} "
           f"(epoch {summary['best_oracle_epoch']}, selected with target labels)  acc_labelfree "
           f"{summary['acc_labelfree']:.2f} (epoch {summary['labelfree_epoch']}, {summary['labelfree_selector']})")
     print(f"wrote {out}/summary.json and {out}/history.jsonl")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``srdc-train``: bad input is one line and exit 2, a diverged run one line and exit 1."""
+    return run_main(lambda: train(argv))
 
 
 if __name__ == "__main__":

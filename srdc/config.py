@@ -9,8 +9,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from srdc.base import parse_task
 from srdc.errors import SRDCInputError
 
+# the paper's variants, in the order of its Table 1 (reports and studies list them so); which variants can run
+# is the method registry's business (srdc.methods.METHODS), which sits above this module
 VARIANTS = ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc", "oracle")
 
 # variant -> (structural_source_reg, feature_discrimination, soft_source_selection, target_clustering)
@@ -22,16 +25,18 @@ _VARIANT_SWITCHES: dict[str, tuple[bool, bool, bool, bool]] = {
     "srdc": (True, True, True, True),
     "oracle": (False, False, False, False),
 }
+# a variant outside the paper's (a method added to the registry) has none of SRDC's components unless set
+_NO_SWITCHES = (False, False, False, False)
 
+# fields with a fixed set of values; ``variant`` and ``labelfree_selector`` are checked against their registries
+# (srdc.methods, srdc.validators) where a run is built
 CHOICES: dict[str, tuple[str, ...]] = {
-    "variant": VARIANTS,
     "setting": ("transductive", "inductive"),
     "feature_spaces": ("both", "pooled", "bottleneck"),
     "loss_weighting": ("code", "paper"),
     "aux_normalizer": ("batch", "dataset"),
     "feature_kernel": ("paper", "student_t"),
     "mu_init": ("mean", "target"),
-    "labelfree_selector": ("infomax", "clustering"),
     "device": ("auto", "cpu", "cuda"),
 }
 
@@ -100,8 +105,6 @@ class SRDCConfig:
 
     def __post_init__(self) -> None:
         if self.task is not None:
-            from srdc.data.base import parse_task
-
             self.source, self.target = parse_task(self.task)
             self.task = None
         for name, allowed in CHOICES.items():
@@ -116,20 +119,24 @@ class SRDCConfig:
             raise SRDCInputError(f"batch_size must be >= 2, got {self.batch_size}")
 
     @property
+    def _variant_switches(self) -> tuple[bool, bool, bool, bool]:
+        return _VARIANT_SWITCHES.get(self.variant, _NO_SWITCHES)
+
+    @property
     def uses_structural_source_reg(self) -> bool:
-        return _switch(self.structural_source_reg, _VARIANT_SWITCHES[self.variant][0])
+        return _switch(self.structural_source_reg, self._variant_switches[0])
 
     @property
     def uses_feature_discrimination(self) -> bool:
-        return _switch(self.feature_discrimination, _VARIANT_SWITCHES[self.variant][1])
+        return _switch(self.feature_discrimination, self._variant_switches[1])
 
     @property
     def uses_soft_source_selection(self) -> bool:
-        return _switch(self.soft_source_selection, _VARIANT_SWITCHES[self.variant][2])
+        return _switch(self.soft_source_selection, self._variant_switches[2])
 
     @property
     def uses_target_clustering(self) -> bool:
-        return _VARIANT_SWITCHES[self.variant][3]
+        return self._variant_switches[3]
 
     @property
     def pretrain_epochs(self) -> int:

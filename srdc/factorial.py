@@ -23,7 +23,7 @@ from typing import Any
 
 from srdc import report
 from srdc.config import VARIANTS, SRDCConfig
-from srdc.tracking import FINISHED
+from srdc.report import FINISHED
 
 # the factorial study's factors: SRDCConfig's three component switches, and their letters in row labels
 SWITCHES = ("structural_source_reg", "feature_discrimination", "soft_source_selection")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,6 +32,15 @@ class Outputs(NamedTuple):
     pooled: torch.Tensor
     bottleneck: torch.Tensor
     logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Features:
+    """The network's view of a whole domain (rows in index order): features per space, logits, labels."""
+
+    spaces: dict[str, torch.Tensor]
+    logits: torch.Tensor
+    labels: torch.Tensor
 
 
 class DigitsCNN(nn.Module):

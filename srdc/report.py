@@ -1,4 +1,4 @@
-"""``srdc-report``: a study's results table from MLflow, beside the paper's numbers.
+"""A study's results tables, beside the paper's numbers: pure arithmetic and rendering of trial records.
 
 Rows are variants (or another config field, ``--rows``), columns the tasks and their average; a cell is the
 mean±std over seeds of the finished trials (sample std, ddof=1) with ``n=k`` when fewer than the planned seeds
@@ -6,37 +6,25 @@ have finished, and the paper's number with our difference where the paper report
 time: mid-study, unfinished trials are left out. The model-selection protocol is named in every caption.
 
 The aggregation (:func:`aggregate`, :func:`aggregate_study`) and rendering (:func:`render`) are pure functions of
-records (one dict per trial); :func:`load_study` is the MLflow side.
+records (one dict per trial). Where the records come from (a tracking store, Tune's results) is the caller's
+business: :mod:`srdc.report_cli` is the ``srdc-report`` command, reading them from the tracking store.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import statistics
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from mlflow.entities import Run
-from mlflow.exceptions import MlflowException
 
 from srdc.config import VARIANTS
 from srdc.errors import SRDCInputError
 from srdc.paper_results import paper_average, paper_reference, paper_task, reference_tables, reference_task_order
-from srdc.tracking import (
-    DEFAULT_EXPERIMENT,
-    FINISHED,
-    SUMMARY_KEYS,
-    StudyStore,
-    limit_http_retries,
-    resolve_tracking_uri,
-    sync_study,
-)
 
+# a record's status when its trial has ended normally (the tracking store's and Tune's name)
+FINISHED = "FINISHED"
 AVG = "Avg"
 FORMATS = ("md", "csv", "latex")
 # selection -> (metric, how the epoch was chosen)
@@ -261,7 +249,7 @@ def render(tables: list[Table], fmt: str) -> str:
     return "\n".join(render_one(table) for table in tables)
 
 
-# -- MLflow ------------------------------------------------------------------------------------------------
+# -- the planned seeds --------------------------------------------------------------------------------------
 def planned_seeds(value: str | None) -> int | None:
     """The parent's ``seeds`` param: a count (``"3"``) or the seeds (``"[0, 1, 2]"``, ``"0,1,2"``)."""
     if value is None or not value.strip():
@@ -273,89 +261,3 @@ def planned_seeds(value: str | None) -> int | None:
     except ValueError:
         seeds = [part for part in value.split(",") if part.strip()]
     return len(seeds) if isinstance(seeds, list) else None
-
-
-def run_record(run: Run) -> dict[str, Any]:
-    """A child run as a record: its params (the trial config), its task tag, status and summary metrics."""
-    metrics = {key: run.data.metrics[key] for key in SUMMARY_KEYS if key in run.data.metrics}
-    return {**run.data.params, "task": run.data.tags.get("task", ""), "status": run.info.status, **metrics}
-
-
-def load_study(tracking_uri: str, experiment: str, study: str) -> tuple[list[dict[str, Any]], int | None]:
-    """The study's records (one per child run) and the planned seed count (the parent's ``seeds`` param)."""
-    store = StudyStore(tracking_uri, experiment, study)
-    if store.client.get_experiment_by_name(experiment) is None:
-        raise SRDCInputError(f"no MLflow experiment {experiment!r} at {tracking_uri}; pass --experiment")
-    parent = store.find_parent()
-    children = store.children()
-    if parent is None and not children:
-        parents = store.search("tags.`srdc.role` = 'parent'")
-        known = sorted({run.data.tags.get("srdc.study", "") for run in parents})
-        raise SRDCInputError(f"no study {study!r} in experiment {experiment!r} at {tracking_uri}; known studies: "
-                             f"{', '.join(known) or 'none'}")
-    planned = planned_seeds(parent.data.params.get("seeds")) if parent is not None else None
-    return [run_record(run) for run in children], planned
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="srdc-report", description="A study's results table from MLflow (mean±std over seeds) and the paper's.")
-    parser.add_argument("--study", required=True, help="the study's name (tag srdc.study)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"(default: {DEFAULT_EXPERIMENT})")
-    parser.add_argument("--format", choices=FORMATS, default="md")
-    parser.add_argument("--selection", choices=tuple(SELECTIONS), default="oracle",
-                        help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
-                             "without them (labelfree), or the final one (last)")
-    parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
-    parser.add_argument("--sync", action="store_true",
-                        help="first backfill MLflow from the Tune results in --storage-path")
-    parser.add_argument("--storage-path", type=Path, default=None,
-                        help="the study's Tune experiment directory (for --sync)")
-    return parser
-
-
-def check_store_exists(uri: str) -> None:
-    """A SQLite store must exist already: reading one must not create an empty one."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise SRDCInputError(f"no MLflow store at {uri}; run the report where the study ran, or pass --tracking-uri")
-
-
-def report(args: argparse.Namespace) -> str:
-    """Sync if asked, then the rendered tables (or a line saying that nothing has finished yet)."""
-    uri = resolve_tracking_uri(args.tracking_uri)
-    if args.sync:
-        if args.storage_path is None:
-            raise SRDCInputError("--sync needs --storage-path: the study's Tune experiment directory")
-        done = sync_study(args.storage_path, args.study, uri, args.experiment)
-        print(f"synced {done.trials} trial(s) into {uri}: {done.runs_created} run(s) created, "
-              f"{done.epochs_logged} epoch(s) logged", file=sys.stderr)
-    else:
-        check_store_exists(uri)
-    records, planned = load_study(uri, args.experiment, args.study)
-    if records and args.rows not in records[0]:
-        raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {args.study!r}")
-    tables = aggregate_study(records, args.selection, args.rows, planned, args.study)
-    if not any(table.cells for table in tables):
-        return f"study {args.study}: no finished trials yet ({len(records)} started)\n"
-    return render(tables, args.format)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    limit_http_retries()
-    try:
-        sys.stdout.write(report(args))
-    except SRDCInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (MlflowException, OSError) as error:  # requests' errors are OSErrors
-        print(f"error: cannot read MLflow at {resolve_tracking_uri(args.tracking_uri)} ({error}); start the "
-              f"server (mlflow_server/start.sh) or pass --tracking-uri", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,10 +3,11 @@
 * ``acc_last``: the model after the final epoch.
 * ``acc_best_oracle``: the epoch with the best target accuracy, measured WITH target labels -- the paper's and
   the released code's protocol (Appendix A item 5). Optimistic: it tunes on the test labels.
-* ``acc_labelfree``: the epoch chosen WITHOUT target labels, by the information-maximisation validator
-  ``H(mean p) - mean H(p)`` on the target training set (``labelfree_selector="infomax"``, the default), or
-  by the lowest target clustering objective, eq. (6) (``"clustering"``; see docs/fidelity_notes.md for why
-  it is not the default).
+* ``acc_labelfree``: the epoch chosen WITHOUT target labels by the run's label-free validator
+  (``labelfree_selector``, :mod:`srdc.validators`): by default the information-maximisation validator
+  ``H(mean p) - mean H(p)`` on the target training set (``"infomax"``), or the lowest target clustering
+  objective, eq. (6) (``"clustering"``; see docs/fidelity_notes.md for why it is not the default).
+  ``acc_labelfree_<name>`` / ``labelfree_epoch_<name>`` give the same for every registered validator.
 
 Candidates are the models after each training epoch (epochs 1..E; epoch 0 is the untrained model).
 In the inductive setting, selection uses the target training half and the reported accuracy is measured on
@@ -17,7 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-LABELFREE_KEYS = {"infomax": ("infomax", max), "clustering": ("clustering_objective", min)}
+from srdc.base import SELECTION_KEYS
+from srdc.validators import VALIDATORS, get_validator
+
+_BETTER = {"max": max, "min": min}
 
 
 def reported_accuracy_key(row: dict[str, Any]) -> str:
@@ -25,24 +29,43 @@ def reported_accuracy_key(row: dict[str, Any]) -> str:
     return "acc_target_test" if "acc_target_test" in row else "acc_target"
 
 
-def _pick(rows: list[dict[str, Any]], key: str, better: Any) -> dict[str, Any]:
+def _candidates(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trained models (epochs >= 1); the untrained one only when nothing has been trained yet."""
+    return [row for row in history if row["epoch"] >= 1] or history
+
+
+def _pick(rows: list[dict[str, Any]], key: str, better: str) -> dict[str, Any]:
     """The first row with the best ``key`` (ties go to the earlier epoch)."""
-    best_value = better(row[key] for row in rows)
+    best_value = _BETTER[better](row[key] for row in rows)
     return next(row for row in rows if row[key] == best_value)
 
 
 def summarize(history: list[dict[str, Any]], selector: str) -> dict[str, Any]:
-    """acc_last / acc_best_oracle / acc_labelfree and the epochs they come from, from a run's history."""
-    candidates = [row for row in history if row["epoch"] >= 1] or history
+    """acc_last / acc_best_oracle / acc_labelfree and the epochs they come from, from a run's history; plus
+    ``acc_labelfree_<name>`` and ``labelfree_epoch_<name>`` for every registered validator the history holds."""
+    candidates = _candidates(history)
     accuracy = reported_accuracy_key(candidates[-1])
-    oracle = _pick(candidates, "acc_target", max)
-    key, better = LABELFREE_KEYS[selector]
-    labelfree = _pick(candidates, key, better)
-    return {
-        "acc_last": candidates[-1][accuracy],
-        "acc_best_oracle": oracle[accuracy],
-        "acc_labelfree": labelfree[accuracy],
+    oracle = _pick(candidates, "acc_target", "max")
+    selected = get_validator(selector)
+    labelfree = _pick(candidates, selected.metric, selected.better)
+    reported = (candidates[-1][accuracy], oracle[accuracy], labelfree[accuracy])
+    summary = {
+        **dict(zip(SELECTION_KEYS, reported, strict=True)),
         "best_oracle_epoch": oracle["epoch"],
         "labelfree_epoch": labelfree["epoch"],
         "labelfree_selector": selector,
     }
+    for name, validator in VALIDATORS.items():
+        if all(validator.metric in row for row in candidates):
+            row = _pick(candidates, validator.metric, validator.better)
+            summary[f"acc_labelfree_{name}"] = row[accuracy]
+            summary[f"labelfree_epoch_{name}"] = row["epoch"]
+    return summary
+
+
+def labelfree_score(history: list[dict[str, Any]], selector: str) -> float:
+    """The best value so far of the selector's validator over epochs >= 1 (the value behind ``acc_labelfree``),
+    negated when lower is better, so that higher is always better: a search objective."""
+    validator = get_validator(selector)
+    best = _BETTER[validator.better](row[validator.metric] for row in _candidates(history))
+    return best if validator.better == "max" else -best

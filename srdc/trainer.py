@@ -1,36 +1,42 @@
-"""Algorithm 1 of the paper, epoch by epoch, with complete, exactly resumable training state.
+"""The generic training loop (Algorithm 1's skeleton), epoch by epoch, with complete, exactly resumable state.
 
 Each epoch begins with ONE no-grad preparation pass over the source and the target training set (eval
-transform). It serves everything the epoch needs: the target evaluation (labels used only to measure), K-means
-in each feature space, the target centres c^t, the re-initialisation of mu, the source weights (eq. 12) and the
-label-free validators. The training iterations follow. The pass that follows epoch e doubles as the evaluation
-of the model after e epochs and the preparation of epoch e+1, so the target set is never passed twice.
+transform). It serves everything the epoch needs: the target evaluation (labels used only to measure), the
+method's preparation (for SRDC: K-means in each feature space, the target centres c^t, the re-initialisation of
+mu, the source weights of eq. 12) and every label-free validator (:mod:`srdc.validators`). The training
+iterations follow, with the losses of the run's method (:mod:`srdc.methods`, chosen by ``variant``). The pass
+that follows epoch e doubles as the evaluation of the model after e epochs and the preparation of epoch e+1, so
+the target set is never passed twice.
+
+History keys of the training part: ``loss_total`` and ``loss_<part>`` for each part the method reports (SRDC and
+the baselines: ``loss_target``, the label-free target term of eq. 6, and ``loss_source``, the supervised term),
+``lr``, ``lambda``, ``phase``, ``iterations``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from srdc import losses
+from srdc.base import capture_rng, resolve_device, restore_rng
 from srdc.batches import batches_per_pass, endless_batches, ordered_batches
-from srdc.clustering import centroids_with_fallback, class_means, kmeans
 from srdc.config import SRDCConfig
 from srdc.data import TaskData, load_task
 from srdc.data.base import Domain
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.model import Centres, SRDCNet, build_backbone, feature_space_dims, is_pretrained
+from srdc.methods import Batch, Draw, Method, Preparation, Step, build_method, check_variant
+from srdc.model import Features, Outputs, SRDCNet, build_backbone, feature_space_dims, is_pretrained
 from srdc.selection import summarize
+from srdc.validators import ValidationInput, check_selector, validate
 
 EVAL_BATCH = 256
 TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s"})
@@ -47,79 +53,44 @@ def lambda_at(config: SRDCConfig, progress: float) -> float:
     return config.lambda_scale * (2.0 / (1.0 + math.exp(-config.lambda_gamma * progress)) - 1.0)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SRDCInputError("--device cuda was asked for but CUDA is not available; use --device cpu or auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@dataclass
-class Features:
-    """What the preparation pass records for one domain (rows in index order)."""
-
-    spaces: dict[str, torch.Tensor]
-    logits: torch.Tensor
-    labels: torch.Tensor
-
-
-@dataclass
-class EpochPlan:
-    """What the preparation pass hands to the next training epoch (small: O(N + K d))."""
-
-    mu: dict[str, torch.Tensor]
-    target_centres: dict[str, torch.Tensor]
-    kmeans_labels: dict[str, torch.Tensor]
-    column_mass: dict[str, torch.Tensor]
-    source_weights: torch.Tensor
-
-    def to(self, device: torch.device) -> EpochPlan:
-        move = {key: {k: v.to(device) for k, v in value.items()} for key, value in vars(self).items()
-                if isinstance(value, dict)}
-        return EpochPlan(**move, source_weights=self.source_weights.to(device))
-
-
 class Trainer:
-    """One SRDC (or baseline) run: ``step()`` trains one epoch and evaluates the result."""
+    """One run of the config's method (``variant``): ``step()`` trains one epoch and evaluates the result."""
 
     def __init__(self, config: SRDCConfig, task: TaskData | None = None, progress: bool = False) -> None:
+        check_variant(config.variant)
+        check_selector(config.labelfree_selector)
         self.config = config
         self.device = resolve_device(config.device)
         self.task = task if task is not None else load_task(config)
         self.progress = progress
-        seed_everything(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.model, self.centres = self._build_model()
+        self.model, self.method = self._build_model()
         self.optimizer = self._build_optimizer()
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
-        self.plan: EpochPlan | None = None
+        self.plan: Any = None
         self.wall_s = 0.0
 
     # -- construction -------------------------------------------------------------------------------------
     def _backbone_name(self) -> str:
         return self.task.default_backbone if self.config.backbone == "auto" else self.config.backbone
 
-    def _build_model(self) -> tuple[SRDCNet, Centres]:
+    def _build_model(self) -> tuple[SRDCNet, Method]:
         name = self._backbone_name()
         sample = self.task.source.train_set[0][0]
         backbone, dim = build_backbone(name, self.config.weights, in_dim=int(sample.numel()))
         model = SRDCNet(backbone, dim, self.task.num_classes, self.config.bottleneck_dim).to(self.device)
         if self.config.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        spaces = feature_space_dims(self.config.feature_spaces, dim, self.config.bottleneck_dim)
-        centres = Centres(spaces if self.config.uses_feature_discrimination else {}, self.task.num_classes)
-        return model, centres.to(self.device)
+        dims = feature_space_dims(self.config.feature_spaces, dim, self.config.bottleneck_dim)
+        return model, build_method(self.config, self.task.num_classes, dims, self.device)
 
     def _build_optimizer(self) -> torch.optim.SGD:
-        """SGD, three groups: new layers (lr), backbone (lr x backbone_lr_mult), centres mu (lr x centres_lr_mult).
+        """SGD: new layers (lr), backbone (lr x backbone_lr_mult), then the method's own groups (SRDC: centres mu
+        at lr x centres_lr_mult).
 
         ``backbone_lr_mult`` defaults to 0.1 for a pretrained backbone (paper) and 1 for one trained from scratch.
         """
@@ -130,7 +101,7 @@ class Trainer:
         groups = [
             {"params": self.model.new_layers(), "lr_mult": 1.0},
             {"params": list(self.model.backbone.parameters()), "lr_mult": backbone_mult},
-            {"params": list(self.centres.parameters()), "lr_mult": config.centres_lr_mult},
+            *self.method.parameter_groups(),
         ]
         groups = [g for g in groups if g["params"]]
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -163,171 +134,91 @@ class Trainer:
         return Features(spaces, torch.cat(logits), labels)
 
     def prepare(self) -> dict[str, Any]:
-        """The epoch's preparation pass: evaluation, K-means, centres, mu, source weights; returns metrics."""
-        config, num_classes = self.config, self.task.num_classes
+        """The epoch's preparation pass: evaluation, the method's preparation, the validators; returns metrics."""
         start = time.perf_counter()
         source, target = self.extract(self.task.source), self.extract(self.task.target)
         test = self.extract(self.task.target_test) if self.task.target_test is not None else None
         time_prepare = time.perf_counter() - start
 
-        start = time.perf_counter()
-        predictions = target.logits.argmax(dim=1)
-        kmeans_spaces = ["pooled", *[s for s in self.centres.spaces if s != "pooled"]]
-        source_centres, target_centres, kmeans_labels = {}, {}, {}
-        for space in kmeans_spaces:
-            source_centres[space] = class_means(source.spaces[space], source.labels, num_classes)[0]
-            init = source_centres[space] if self.epoch == 0 else centroids_with_fallback(
-                target.spaces[space], predictions, source_centres[space])
-            kmeans_labels[space], target_centres[space] = kmeans(
-                target.spaces[space], init, config.kmeans_iters, config.kmeans_chunk)
-        time_kmeans = time.perf_counter() - start
-
-        mu = {space: target_centres[space] if config.mu_init == "target"
-              else 0.5 * (source_centres[space] + target_centres[space]) for space in self.centres.spaces}
-        if config.uses_soft_source_selection and self.epoch > 0:  # Algorithm 1: w = 1 in the first epoch
-            weights = losses.source_weights(source.spaces["pooled"], source.labels, target_centres["pooled"])
-        else:
-            weights = torch.ones(len(source.labels), device=self.device)
-        p_target = torch.softmax(target.logits, dim=1)
-        feature_p = {space: losses.soft_assignment(target.spaces[space], mu[space], config.feature_kernel)
-                     for space in mu}
-        column_mass = {"output": p_target.sum(0), **{s: p.sum(0) for s, p in feature_p.items()}}
-        self.plan = EpochPlan(mu=mu, target_centres=target_centres, kmeans_labels=kmeans_labels,
-                              column_mass=column_mass, source_weights=weights)
+        target_probs = torch.softmax(target.logits, dim=1)
+        prepared = self.method.prepare(Preparation(self.epoch, self.task.num_classes, source, target, target_probs))
+        self.plan = prepared.plan
 
         start = time.perf_counter()
-        objective = sum(losses.clustering_objective(losses.auxiliary_distribution(p), p)
-                        for p in [p_target, *feature_p.values()])
+        view = ValidationInput(target_probs, target, source, self.method.validation_centres(self.plan),
+                               self.config.feature_kernel)
         metrics = {
-            "acc_target": _accuracy(predictions, target.labels),
+            "acc_target": _accuracy(target.logits.argmax(dim=1), target.labels),
             "acc_source": _accuracy(source.logits.argmax(dim=1), source.labels),
-            "clustering_objective": float(objective),
-            "infomax": float(losses.information_maximization(p_target)),
-            "source_weight_mean": float(weights.mean()),
-            "source_weight_min": float(weights.min()),
-            "source_weight_max": float(weights.max()),
+            **validate(view),
+            **prepared.metrics,
             "time_prepare_s": time_prepare,
-            "time_kmeans_s": time_kmeans,
         }
-        for space in kmeans_spaces:
-            metrics[f"acc_kmeans_{space}"] = _accuracy(kmeans_labels[space], target.labels)
         if test is not None:
             metrics["acc_target_test"] = _accuracy(test.logits.argmax(dim=1), test.labels)
         metrics["time_eval_s"] = time.perf_counter() - start
         return metrics
 
     # -- training -----------------------------------------------------------------------------------------
-    def _phase(self) -> str:
-        """What epoch ``self.epoch`` trains: ``oracle``, ``source`` (source-only/pre-training) or ``adapt``."""
-        config = self.config
-        if config.variant == "oracle":
-            return "oracle"
-        if not config.uses_target_clustering or self.epoch < config.pretrain_epochs:
-            return "source"
-        return "adapt"
-
-    def _iterations(self, phase: str) -> int:
-        sizes = {"oracle": [len(self.task.target)], "source": [len(self.task.source)],
-                 "adapt": [len(self.task.source), len(self.task.target)]}[phase]
-        return max(batches_per_pass(n, self.config.batch_size) for n in sizes)
-
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
 
-    def _target_loss(self, out: Any, index: torch.Tensor, first_epoch: bool) -> torch.Tensor:
-        """Eq. (6) on a target mini-batch: auxiliary targets by eq. (2), one-hot K-means labels at the first epoch."""
-        plan = self.plan
-        kernels = self._kernels(out)
-        num_classes = self.task.num_classes
-        if first_epoch:
-            hard = plan.kmeans_labels
-            q = F.one_hot(hard["pooled"][index], num_classes).float()
-            q_feature = {s: F.one_hot(hard[s][index], num_classes).float() for s in kernels}
-        else:
-            q = self._auxiliary(torch.softmax(out.logits, dim=1), "output")
-            q_feature = {s: self._auxiliary(torch.softmax(k, dim=1), s) for s, k in kernels.items()}
-        return losses.target_objective(out.logits, q, [(kernels[s], q_feature[s]) for s in kernels])
+    def _iterations(self, draw: Draw) -> int:
+        """The draw's iterations, else one pass over the larger drawn domain."""
+        if draw.iterations is not None:
+            return draw.iterations
+        sizes = [len(domain) for domain, drawn in ((self.task.source, draw.source), (self.task.target, draw.target))
+                 if drawn]
+        return max(batches_per_pass(n, self.config.batch_size) for n in sizes)
 
-    def _kernels(self, out: Any) -> dict[str, torch.Tensor]:
-        """Soft-assignment logits (eqs. 4/9) of a mini-batch in each feature space that has centres."""
-        features = {"pooled": out.pooled, "bottleneck": out.bottleneck}
-        return {space: losses.kernel_logits(features[space], self.centres.mu[space], self.config.feature_kernel)
-                for space in self.centres.spaces}
+    def _stream(self, domain: Domain, drawn: bool) -> Iterator[Batch] | None:
+        """Endless shuffled batches of ``domain`` on the device (``None`` when the epoch does not draw it)."""
+        if not drawn:
+            return None
+        config = self.config
+        batches = endless_batches(domain, config.batch_size, self.generator, config.num_workers, config.pin_memory)
+        return (Batch(self._to_device(inputs), self._to_device(labels), index.to(self.device))
+                for inputs, labels, index in batches)
 
-    def _auxiliary(self, p: torch.Tensor, space: str) -> torch.Tensor:
-        mass = self.plan.column_mass[space] if self.config.aux_normalizer == "dataset" else None
-        q = losses.auxiliary_distribution(p, mass)
-        return q if self.config.aux_grad else q.detach()
-
-    def _source_loss(self, out: Any, labels: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eqs. (10)/(13)/(14) on a source mini-batch."""
-        kernels = list(self._kernels(out).values())
-        weights = self.plan.source_weights[index] if self.config.uses_soft_source_selection else None
-        return losses.source_objective(out.logits, labels, kernels, weights)
-
-    def _iteration_loss(self, phase: str, lam: float, source_batch: Any, target_batch: Any,
-                        first_epoch: bool) -> tuple[torch.Tensor, float, float]:
-        """Total loss (eq. 11 for ``adapt``), target part, source part."""
-        if phase == "oracle":
-            inputs, labels, _ = target_batch
-            with self._autocast():
-                logits = self.model(self._to_device(inputs)).logits.float()
-            loss = F.cross_entropy(logits, self._to_device(labels))
-            return loss, 0.0, float(loss.detach())
-        inputs, labels, index = source_batch
+    def _forward(self, inputs: torch.Tensor) -> Outputs:
+        """The network on a training batch, under autocast, outputs in float32."""
         with self._autocast():
-            out_s = self.model(self._to_device(inputs))
-        out_s = type(out_s)(*(t.float() for t in out_s))
-        labels, index = self._to_device(labels), index.to(self.device)
-        if phase == "source":
-            loss = F.cross_entropy(out_s.logits, labels)
-            return loss, 0.0, float(loss.detach())
-        zero = out_s.logits.new_zeros(())
-        source_out, source_feat = self._source_loss(out_s, labels, index) if \
-            self.config.uses_structural_source_reg else (zero, zero)
-        t_inputs, _, t_index = target_batch
-        with self._autocast():
-            out_t = self.model(self._to_device(t_inputs))
-        out_t = type(out_t)(*(t.float() for t in out_t))
-        target_loss = self._target_loss(out_t, t_index.to(self.device), first_epoch)
-        total = losses.total_objective(target_loss, source_out, source_feat, lam, self.config.loss_weighting)
-        return total, float(target_loss.detach()), float((source_out + source_feat).detach())
+            out = self.model(inputs)
+        return Outputs(*(t.float() for t in out))
 
     def train_epoch(self) -> dict[str, Any]:
-        """The training iterations of one epoch (Algorithm 1, lines 3-9)."""
-        config, phase = self.config, self._phase()
+        """The training iterations of one epoch (Algorithm 1, lines 3-9) with the method's losses."""
+        config, draw = self.config, self.method.draw(self.epoch)
         progress = self.epoch / config.epochs
         lr, lam = lr_at(config, progress), lambda_at(config, progress)
         self._set_lr(lr)
-        self.centres.reset(self.plan.mu)
-        first_epoch = self.epoch == max(config.pretrain_epochs, 0) and phase == "adapt"
-        source_stream = endless_batches(self.task.source, config.batch_size, self.generator,
-                                        config.num_workers, config.pin_memory)
-        target_stream = endless_batches(self.task.target, config.batch_size, self.generator,
-                                        config.num_workers, config.pin_memory)
-        iterations = self._iterations(phase)
-        sums = np.zeros(3)
+        self.method.start_epoch(self.plan, self.epoch)
+        source_stream = self._stream(self.task.source, draw.source)
+        target_stream = self._stream(self.task.target, draw.target)
+        iterations = self._iterations(draw)
+        sums: dict[str, float] = {}
         self.model.train()
         start = time.perf_counter()
         bar = tqdm(range(iterations), desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
                    disable=not self.progress, mininterval=2.0)
         for iteration in bar:
-            source_batch = next(source_stream) if phase != "oracle" else None
-            target_batch = next(target_stream) if phase != "source" else None
-            loss, target_part, source_part = self._iteration_loss(phase, lam, source_batch, target_batch, first_epoch)
-            if not torch.isfinite(loss):
+            source = next(source_stream) if source_stream is not None else None
+            target = next(target_stream) if target_stream is not None else None
+            loss = self.method.loss(Step(self._forward, source, target, self.plan, self.epoch, draw.phase, lam))
+            if not torch.isfinite(loss.total):
                 raise NonFiniteLossError(
-                    f"the loss became {float(loss.detach())} at epoch {self.epoch + 1}, iteration {iteration + 1}; "
-                    f"lower --lr (now {config.lr}) or --lambda_scale; epochs 1..{self.epoch} are kept in the history"
+                    f"the loss became {float(loss.total.detach())} at epoch {self.epoch + 1}, iteration "
+                    f"{iteration + 1}; lower --lr (now {config.lr}) or --lambda_scale; epochs 1..{self.epoch} are "
+                    f"kept in the history"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.total.backward()
             self.optimizer.step()
-            sums += (float(loss.detach()), target_part, source_part)
-        means = sums / iterations
-        return {"loss_total": means[0], "loss_target": means[1], "loss_source": means[2], "lr": lr,
-                "lambda": lam, "phase": phase, "iterations": iterations,
+            for name, value in {"total": float(loss.total.detach()), **loss.parts}.items():
+                sums[name] = sums.get(name, 0.0) + value
+        return {**{f"loss_{name}": total / iterations for name, total in sums.items()}, "lr": lr,
+                "lambda": lam, "phase": draw.phase, "iterations": iterations,
                 "time_train_s": time.perf_counter() - start}
 
     # -- the epoch loop -----------------------------------------------------------------------------------
@@ -366,31 +257,25 @@ class Trainer:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        """acc_last / acc_best_oracle / acc_labelfree with their epochs, plus epochs, wall time and config."""
+        """acc_last / acc_best_oracle / acc_labelfree with their epochs (and per validator), plus epochs, wall
+        time and config."""
         return {**summarize(self.history, self.config.labelfree_selector), "epochs": self.epoch,
                 "wall_s": self.wall_s, "config": self.config.to_dict()}
 
     # -- complete training state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue bit for bit: weights, optimizer (momentum), mu, epoch, plan (source
-        weights, centres), history (and so best-so-far), wall time and every random generator."""
-        plan = self.plan.to(torch.device("cpu")) if self.plan is not None else None
+        """Everything needed to continue bit for bit: weights, optimizer (momentum), what the method owns (mu),
+        epoch, plan (source weights, centres), history (and so best-so-far), wall time and every random generator."""
         return {
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
-            "centres": self.centres.state_dict(),
+            "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
-            "plan": vars(plan) if plan is not None else None,
+            "plan": _move(self.plan, torch.device("cpu")),
             "history": [dict(row) for row in self.history],
             "wall_s": self.wall_s,
-            "rng": {
-                "python": random.getstate(),
-                "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "batches": self.generator.get_state(),
-            },
+            "rng": {**capture_rng(), "batches": self.generator.get_state()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -402,19 +287,14 @@ class Trainer:
                 + "); use another --out directory or drop --resume"
             )
         self.model.load_state_dict(state["model"])
-        self.centres.load_state_dict(state["centres"])
+        self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
-        self.plan = EpochPlan(**state["plan"]).to(self.device) if state["plan"] is not None else None
+        self.plan = _move(state["plan"], self.device)
         self.history = [dict(row) for row in state["history"]]
         self.wall_s = state["wall_s"]
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.generator.set_state(rng["batches"])
+        restore_rng(state["rng"])
+        self.generator.set_state(state["rng"]["batches"])
 
 
 _EXECUTION_FIELDS = {"device", "num_workers", "pin_memory", "data_root", "path_prefix"}
@@ -423,6 +303,20 @@ _EXECUTION_FIELDS = {"device", "num_workers", "pin_memory", "data_root", "path_p
 def _identity(config: SRDCConfig) -> dict[str, Any]:
     """The config fields that must match for a checkpoint to continue a run (not where or how fast it runs)."""
     return {k: v for k, v in config.to_dict().items() if k not in _EXECUTION_FIELDS}
+
+
+def _move(value: Any, device: torch.device) -> Any:
+    """``value`` (a plan: tensors in dicts, lists and dataclasses) with every tensor on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {key: _move(item, device) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_move(item, device) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _move(getattr(value, f.name), device)
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
 
 
 def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:

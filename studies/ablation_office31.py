@@ -4,13 +4,13 @@
     python studies/ablation_office31.py --smoke-test              # the same 60 trials on the embedded data, 2 epochs
 
 Needs Office-31 under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
-``srdc/studies.py``.
+``srdc/harness/``.
 """
 
 import sys
 
-from srdc.studies import OFFICE31_SMOKE, Study, main
-from srdc.study_defs import AMAZON_TARGET
+from srdc.harness.declarations import AMAZON_TARGET, OFFICE31_SMOKE, Study
+from srdc.harness.main import main
 
 STUDY = Study(
     name="ablation_office31",

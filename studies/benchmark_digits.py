@@ -10,13 +10,13 @@ MNIST is its 10,000-image test split where the training split is absent (as in .
                                                                    # else ../shared/data beside the repository
     python studies/benchmark_digits.py --smoke-test                # the same 30 trials on the embedded data
 
-Every option: ``--help``; the harness is ``srdc/studies.py``.
+Every option: ``--help``; the harness is ``srdc/harness/``.
 """
 
 import sys
 
-from srdc.studies import SmokeTest, Study, main
-from srdc.study_defs import shared_data_root
+from srdc.harness.declarations import SmokeTest, Study, shared_data_root
+from srdc.harness.main import main
 
 EPOCHS = 6
 

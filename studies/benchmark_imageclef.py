@@ -5,12 +5,13 @@ ResNet-50).
     python studies/benchmark_imageclef.py --smoke-test             # the same 36 trials on the embedded data
 
 Needs ImageCLEF-DA under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
-``srdc/studies.py``.
+``srdc/harness/``.
 """
 
 import sys
 
-from srdc.studies import SmokeTest, Study, main
+from srdc.harness.declarations import SmokeTest, Study
+from srdc.harness.main import main
 
 STUDY = Study(
     name="benchmark_imageclef",

@@ -5,12 +5,13 @@
     python studies/benchmark_officehome.py --smoke-test            # the same 72 trials on the embedded data
 
 Needs Office-Home under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
-``srdc/studies.py``.
+``srdc/harness/``.
 """
 
 import sys
 
-from srdc.studies import SmokeTest, Study, main
+from srdc.harness.declarations import SmokeTest, Study
+from srdc.harness.main import main
 
 STUDY = Study(
     name="benchmark_officehome",

@@ -15,13 +15,14 @@ feature kernel F's gradients are small (docs/fidelity_notes.md, 15b; the smoke t
     python studies/factorial_office31.py --smoke-test              # the same 96 trials on the embedded data
 
 Needs Office-31 under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
-``srdc/studies.py``.
+``srdc/harness/``.
 """
 
 import sys
 
-from srdc.studies import OFFICE31_SMOKE, Study
-from srdc.study_defs import factorial_main, office31_task_config
+from srdc.factorial import factorial_tables
+from srdc.harness.declarations import OFFICE31_SMOKE, Study, office31_task_config
+from srdc.harness.main import main
 
 TASKS = ("A->W", "A->D", "D->A", "W->A")
 
@@ -35,9 +36,10 @@ STUDY = Study(
     grid={"structural_source_reg": [True, False], "feature_discrimination": [True, False],
           "soft_source_selection": [True, False]},
     task_config=office31_task_config(TASKS),
+    tables=factorial_tables,
     smoke=OFFICE31_SMOKE,
     description="Rows: the 8 cells of the three component switches; effects and interactions under the table.",
 )
 
 if __name__ == "__main__":
-    sys.exit(factorial_main(STUDY))
+    sys.exit(main(STUDY))

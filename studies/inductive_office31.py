@@ -8,13 +8,13 @@ the target training half and its accuracy is reported on the held-out target tes
     python studies/inductive_office31.py --smoke-test              # the same 36 trials on the embedded data
 
 Needs Office-31 under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
-``srdc/studies.py``.
+``srdc/harness/``.
 """
 
 import sys
 
-from srdc.studies import OFFICE31_SMOKE, Study, main
-from srdc.study_defs import office31_task_config
+from srdc.harness.declarations import OFFICE31_SMOKE, Study, office31_task_config
+from srdc.harness.main import main
 
 TASKS = ("A->W", "A->D", "D->A", "W->A")
 

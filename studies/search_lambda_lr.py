@@ -8,16 +8,15 @@
 
 One trial runs SRDC on A->W and D->A with seeds 0 and 1; its objective is the mean over these four runs. The
 winner is re-run on seeds 100-102 and tabled with both epoch selections. Every option: ``--help``; the harness is
-``srdc/search.py``.
+``srdc/harness/search.py``.
 """
 
 import sys
 
 from ray import tune
 
-from srdc.search import Search, main
-from srdc.studies import OFFICE31_SMOKE, SmokeTest, Study
-from srdc.study_defs import office31_task_config
+from srdc.harness.declarations import OFFICE31_SMOKE, Search, SmokeTest, Study, office31_task_config
+from srdc.harness.main import main
 
 TASKS = ("A->W", "D->A")
 

@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+# one torch thread in this process and every process it starts (srdc-train, study drivers): on a loaded machine
+# unpinned threads ran 5-10x slower; Ray pins its trial workers to their CPUs itself
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
 REPO = Path(__file__).resolve().parents[1]
 TIMING_PREFIXES = ("time_", "wall_s")  # wall-clock figures differ between runs; nothing else may
 
@@ -28,6 +33,30 @@ def read_jsonl(path: Path) -> list[dict]:
 def without_timings(rows: list[dict]) -> list[dict]:
     """History rows without their wall-clock keys: what must be identical between two runs of one config."""
     return [{key: value for key, value in row.items() if not key.startswith(TIMING_PREFIXES)} for row in rows]
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    """Poll ``condition()`` until it is true; fail after ``timeout_s`` naming ``what`` was awaited."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def interrupt_when(driver: subprocess.Popen, log: Path, condition, timeout_s: float, what: str) -> None:
+    """Wait (the study ``driver`` still running) until ``condition()``, then SIGINT it: it must exit 130."""
+
+    def ready() -> bool:
+        assert driver.poll() is None, log.read_text()
+        return condition()
+
+    try:
+        wait_for(ready, timeout_s, what)
+        driver.send_signal(signal.SIGINT)
+        assert driver.wait(timeout=120) == 130, log.read_text()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
 
 
 def free_port() -> int:
@@ -110,7 +139,7 @@ def ray_cluster() -> Iterator[None]:
 @pytest.fixture
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A miniature Office-31-like benchmark registered as a dataset and installed under ``tmp_path``."""
-    from test_data_helpers import make_office_like, tiny_benchmark
+    from data_helpers import make_office_like, tiny_benchmark
 
     from srdc.data import DATASETS
     from srdc.data.benchmarks import BENCHMARKS, benchmark_spec

@@ -1,4 +1,4 @@
-"""Helpers shared by the study tests: load what a script in studies/ declares, and plan it."""
+"""Helpers shared by the harness tests: load what a script in studies/ declares, and plan it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from srdc.studies import Plan, Study, build_parser, plan_study
+from srdc.harness.declarations import Study
+from srdc.harness.options import build_parser, launch_from_args
+from srdc.harness.plan import Plan, plan_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,4 +23,4 @@ def load_declaration(name: str, attribute: str = "STUDY") -> Any:
 
 def plan_of(study: Study, *argv: str) -> Plan:
     """What the study's script would run for the command line ``argv``."""
-    return plan_study(study, build_parser(study).parse_args(list(argv)))
+    return plan_study(study, launch_from_args(study, build_parser(study).parse_args(list(argv))))

@@ -5,9 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from toys import ToyMethod
 
-from srdc.cli import main
+from srdc.cli import format_row, main
 from srdc.data.base import DatasetSpec, register, tensor_domain
+from srdc.methods import METHODS
 from srdc.runio import read_history
 
 QUICK = ["--epochs", "2", "--max_samples", "200", "--batch_size", "32", "--quiet"]
@@ -81,10 +83,34 @@ def test_missing_data_message_names_the_download_command(tmp_path, capsys):
     assert "MNIST not found" in err and "download=True" in err and str(tmp_path) in err
 
 
-def test_unknown_variant_is_rejected_by_the_parser_with_exit_code_2():
-    result = subprocess.run([sys.executable, "-m", "srdc.cli", "--variant", "magic"], capture_output=True, text=True)
+@pytest.mark.parametrize("option", ["--variant", "--labelfree_selector"])
+def test_unknown_registry_name_is_rejected_by_the_parser_with_exit_code_2(option):
+    result = subprocess.run([sys.executable, "-m", "srdc.cli", option, "magic"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice: 'magic'" in result.stderr
+
+
+def test_progress_rows_show_what_the_row_holds():
+    row0 = {"epoch": 0, "acc_target": 12.5, "acc_kmeans_pooled": 30.0, "infomax": 0.1234,
+            "clustering_objective": -2.5, "wall_s_epoch": 1.25}
+    line = format_row(row0, 10)
+    assert line == ("epoch   0/10  acc_target  12.50  kmeans  30.00  infomax 0.123  clustering_objective -2.500  "
+                    "1.2s")
+    assert "nan" not in line and "loss" not in line
+    row1 = {"epoch": 1, "acc_target": 50.0, "acc_target_test": 48.0, "infomax": 0.5, "loss_total": 1.5,
+            "lr": 0.01, "lambda": 0.25, "wall_s_epoch": 2.0}  # no K-means accuracy, no clustering objective
+    assert format_row(row1, 10) == ("epoch   1/10  acc_target  50.00  test 48.00  infomax 0.500  loss 1.5000  "
+                                    "lr 0.01000  lambda 0.250  2.0s")
+
+
+def test_a_registered_method_is_a_variant_of_srdc_train(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(METHODS, "toy", ToyMethod)
+    assert main([*QUICK, "--out", str(tmp_path), "--variant", "toy"]) == 0
+    history = read_history(tmp_path)
+    assert [row.get("phase") for row in history] == [None, "toy", "toy"]
+    assert history[-1]["toy_class0_share"] == 100.0
+    progress = capsys.readouterr().err
+    assert "epoch   2/2  acc_target" in progress and "kmeans" not in progress
 
 
 def test_non_finite_loss_exits_1_and_keeps_the_finished_epochs(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """The registry of the paper's benchmarks, their task names, and layout checks on miniature copies."""
 
 import pytest
-from test_data_helpers import TINY_CLASSES, make_class_folders, make_jpeg, tiny_benchmark
+from data_helpers import TINY_CLASSES, make_class_folders, make_jpeg, tiny_benchmark
 
 from srdc.config import SRDCConfig
 from srdc.data import DATASETS, load_task

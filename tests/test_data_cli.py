@@ -1,7 +1,7 @@
 """``srdc-data list`` and ``verify``: the registry as printed, and the messages for missing or broken copies."""
 
 import pytest
-from test_data_helpers import make_office_like, tiny_benchmark
+from data_helpers import make_office_like, tiny_benchmark
 
 from srdc.data.benchmarks import BENCHMARKS
 from srdc.data.cli import main

@@ -7,7 +7,7 @@ a hand-downloaded archive, damaged archives, an existing copy that does not veri
 from pathlib import Path
 
 import pytest
-from test_data_helpers import make_office_like, make_tar, make_zip, md5_bytes, serving, tiny_benchmark
+from data_helpers import make_office_like, make_tar, make_zip, md5_bytes, serving, tiny_benchmark
 
 from srdc.data.benchmarks import BENCHMARKS
 from srdc.data.cli import main

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from data_helpers import TINY_CLASSES, make_class_folders, make_jpeg
 from PIL import Image
-from test_data_helpers import TINY_CLASSES, make_class_folders, make_jpeg
 
 from srdc.data.images import (
     IMAGENET_MEAN,

@@ -1,9 +1,9 @@
-"""Your own data: --dataset imagelist / folder / features, and every mismatch with its message."""
+"""Your own data: --dataset imagelist / folder, every mismatch with its message, and ``srdc-train`` on lists."""
 
-import numpy as np
 import pytest
-from test_data_helpers import TINY_CLASSES, make_class_folders, make_jpeg, write_features
+from data_helpers import TINY_CLASSES, check_summary, make_class_folders, make_jpeg
 
+from srdc.cli import main
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import SRDCInputError
@@ -79,44 +79,22 @@ def test_folder_missing_target_names_the_path(tmp_path):
         load_task(SRDCConfig(dataset="folder", source=str(tmp_path / "src"), target=str(tmp_path / "nowhere")))
 
 
-def test_features_pair_loads_in_memory_with_identity_backbone(tmp_path):
-    src = write_features(tmp_path / "a.npz", 12, 5, 3, seed=0, classes=np.array(["x", "y", "z"]))
-    tgt = write_features(tmp_path / "b.npz", 9, 5, 3, seed=1)
-    task = load_task(SRDCConfig(dataset="features", source=str(src), target=str(tgt), setting="inductive"))
-    assert task.default_backbone == "identity" and task.classes == ["x", "y", "z"]
-    assert task.source.in_memory and task.source.train_set.tensors[0].shape == (12, 5)
-    assert len(task.target) + len(task.target_test) == 9
-    with np.load(src) as data:
-        assert np.array_equal(task.source.train_set.tensors[0].numpy(), data["features"])
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"dim": 4}, r"feature dimension mismatch: source .*a\.npz has d=5, target .*b\.npz has d=4"),
-    ({"classes": 4}, r"label 3 is out of range for 3 classes \(from the 'classes' array of the feature files\)"),
-    ({"labels_key": False}, r"b\.npz has no array 'labels' \(it has: features\)"),
-    ({"float": False}, r"'features' must be an N x d float array, got int64"),
-    ({"names": ["p", "q", "r"]}, r"the 'classes' arrays of .*a\.npz and .*b\.npz differ"),
-])
-def test_features_mismatches_are_named(tmp_path, change, message):
-    src = write_features(tmp_path / "a.npz", 6, 5, 3, seed=0, classes=np.array(["x", "y", "z"]))
-    rng = np.random.default_rng(0)
-    arrays = {"features": rng.normal(size=(6, change.get("dim", 5))).astype(np.float32),
-              "labels": np.arange(6) % change.get("classes", 3)}
-    if not change.get("float", True):
-        arrays["features"] = np.ones((6, 5), dtype=np.int64)
-    if not change.get("labels_key", True):
-        del arrays["labels"]
-    if "names" in change:
-        arrays["classes"] = np.array(change["names"])
-    np.savez(tmp_path / "b.npz", **arrays)
-    with pytest.raises(SRDCInputError, match=message):
-        load_task(SRDCConfig(dataset="features", source=str(src), target=str(tmp_path / "b.npz")))
-
-
-def test_missing_or_unreadable_features_file(tmp_path):
-    src = write_features(tmp_path / "a.npz", 6, 5, 3, seed=0)
-    with pytest.raises(SRDCInputError, match=r"features file .*nope\.npz does not exist; make one with: srdc-data"):
-        load_task(SRDCConfig(dataset="features", source=str(src), target=str(tmp_path / "nope.npz")))
-    (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(SRDCInputError, match=r"junk\.npz is not a readable \.npz file"):
-        load_task(SRDCConfig(dataset="features", source=str(src), target=str(tmp_path / "junk.npz")))
+def test_train_on_image_lists(tmp_path):
+    lines = {"src": [], "tgt": []}
+    for domain, shade in (("src", 0), ("tgt", 60)):
+        for label in range(3):
+            for i in range(4):
+                path = make_jpeg(tmp_path / "images" / domain / f"class {label}" / f"{i}.jpg", shade + 60 * label + i)
+                lines[domain].append(f"../images/{domain}/class {label}/{i}.jpg {label}\n")
+    (tmp_path / "lists").mkdir()
+    for domain, entries in lines.items():
+        (tmp_path / "lists" / f"{domain}.txt").write_text("".join(entries))
+    assert path.is_file()
+    out = tmp_path / "run"
+    code = main(["--dataset", "imagelist", "--source", str(tmp_path / "lists" / "src.txt"),
+                 "--target", str(tmp_path / "lists" / "tgt.txt"), "--backbone", "digits_cnn",
+                 "--image_size", "16", "--batch_size", "6", "--epochs", "2", "--device", "cpu", "--quiet",
+                 "--out", str(out)])
+    assert code == 0
+    summary = check_summary(out, 2)
+    assert summary["config"]["dataset"] == "imagelist" and summary["config"]["image_size"] == 16

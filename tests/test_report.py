@@ -1,5 +1,5 @@
-"""srdc-report: aggregation on canned records (expected numbers worked out by hand), rendering, the paper's
-numbers, and the command line against an embedded SQLite MLflow store."""
+"""Tables: aggregation on canned records (expected numbers worked out by hand), rendering, the paper's numbers;
+and the srdc-report command line (srdc.report_cli) against an embedded SQLite MLflow store."""
 
 import csv
 import io
@@ -11,8 +11,9 @@ import pytest
 
 from srdc.errors import SRDCInputError
 from srdc.paper_results import TABLES, paper_cell, paper_task, paper_value
-from srdc.report import aggregate, aggregate_study, main, planned_seeds, render
-from srdc.tracking import StudyStore
+from srdc.report import aggregate, aggregate_study, planned_seeds, render
+from srdc.report_cli import main
+from srdc.tracking import MLflowTracker
 
 
 @pytest.fixture(autouse=True)
@@ -190,15 +191,15 @@ def test_paper_task_names():
 def tracking_uri(tmp_path_factory):
     """An embedded SQLite store holding study "cli": srdc on A->W with seeds 0, 1 finished and 2 running."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-    store = StudyStore(uri, "tests", "cli")
-    parent = store.attach_parent({"seeds": "[0, 1, 2]"})
+    tracker = MLflowTracker(uri, "tests")
+    parent_id = tracker.attach_study("cli", {"seeds": "[0, 1, 2]"})
     for seed, accuracy, status in ((0, 80.0, "FINISHED"), (1, 84.0, "FINISHED"), (2, 10.0, "RUNNING")):
         config = {"dataset": "office31", "source": "A", "target": "W", "variant": "srdc", "seed": seed,
                   "setting": "transductive", "labelfree_selector": "infomax", "epochs": 2}
-        run, _ = store.attach_child(parent.info.run_id, f"c_{seed}", config)
-        store.log_summary(run, {"acc_last": accuracy, "acc_best_oracle": accuracy, "acc_labelfree": accuracy,
-                                "epochs": 2})
-        store.set_status(run, status)
+        run_id, _ = tracker.attach_trial("cli", parent_id, f"c_{seed}", config)
+        tracker.log_summary(run_id, {"acc_last": accuracy, "acc_best_oracle": accuracy, "acc_labelfree": accuracy,
+                                     "epochs": 2})
+        tracker.set_status(run_id, status)
     return uri
 
 
@@ -213,6 +214,8 @@ def test_cli_unknown_study_names_the_known_ones(tracking_uri, capsys):
     assert main(["--study", "nope", "--tracking-uri", tracking_uri, "--experiment", "tests"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no study 'nope'") and "known studies: cli" in err
+    assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "other"]) == 2
+    assert "no study 'cli' in experiment 'other'" in capsys.readouterr().err
 
 
 def test_cli_unreachable_server_is_one_clear_error(capsys):
@@ -222,6 +225,7 @@ def test_cli_unreachable_server_is_one_clear_error(capsys):
     assert main(["--study", "x", "--tracking-uri", f"http://127.0.0.1:{port}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot read MLflow at http://127.0.0.1:{port}") and len(err.splitlines()) == 1
+    assert err.rstrip().endswith("start the server (mlflow_server/start.sh) or pass --tracking-uri")
 
 
 def test_cli_missing_sqlite_store_is_not_created(tmp_path, capsys):

@@ -2,7 +2,10 @@
 
 import pytest
 
-from srdc.selection import summarize
+from srdc.base import SELECTION_KEYS
+from srdc.errors import SRDCInputError
+from srdc.selection import labelfree_score, summarize
+from srdc.validators import VALIDATORS, Validator
 
 HISTORY = [
     {"epoch": 0, "acc_target": 95.0, "infomax": 0.0, "clustering_objective": -2.3},
@@ -35,3 +38,35 @@ def test_inductive_selects_on_target_train_and_reports_target_test():
     assert summary["acc_best_oracle"] == pytest.approx(60.0)  # chosen by train accuracy, reported on test
     assert summary["acc_labelfree"] == pytest.approx(65.0)
     assert summary["acc_last"] == pytest.approx(60.0)
+
+
+def test_every_registered_validator_in_the_history_gets_its_own_selection():
+    summary = summarize(HISTORY, "infomax")
+    assert set(SELECTION_KEYS) <= set(summary)
+    assert (summary["acc_labelfree_infomax"], summary["labelfree_epoch_infomax"]) == (75.0, 3)
+    assert (summary["acc_labelfree_clustering"], summary["labelfree_epoch_clustering"]) == (80.0, 2)
+    without_clustering = [{k: v for k, v in row.items() if k != "clustering_objective"} for row in HISTORY]
+    assert "acc_labelfree_clustering" not in summarize(without_clustering, "infomax")
+
+
+def test_a_registered_validator_selects_by_its_direction(monkeypatch):
+    history = [{**row, "spread": spread} for row, spread in zip(HISTORY, [0.0, 0.3, 0.9, 0.1, 0.1], strict=True)]
+    monkeypatch.setitem(VALIDATORS, "spread", Validator("spread", "spread", "min", lambda view: 0.0))
+    summary = summarize(history, "spread")
+    assert (summary["acc_labelfree"], summary["labelfree_epoch"]) == (75.0, 3)  # lowest after epoch 0; tie -> 3
+    assert (summary["acc_labelfree_spread"], summary["labelfree_epoch_spread"]) == (75.0, 3)
+    assert labelfree_score(history, "spread") == -0.1
+
+
+def test_labelfree_score_is_the_best_validator_value_so_far_higher_is_better():
+    assert labelfree_score(HISTORY, "infomax") == 2.0
+    assert labelfree_score(HISTORY[:3], "infomax") == 1.5  # so far: epochs 1..2
+    assert labelfree_score(HISTORY, "clustering") == 2.0  # lowest -2.0 (epoch 0 is no candidate), negated
+    assert labelfree_score(HISTORY[:1], "infomax") == 0.0  # only the untrained model so far
+
+
+def test_unknown_selector_is_one_clear_error():
+    with pytest.raises(SRDCInputError, match="unknown labelfree_selector 'vibes'"):
+        summarize(HISTORY, "vibes")
+    with pytest.raises(SRDCInputError, match="choose one of: infomax, clustering"):
+        labelfree_score(HISTORY, "vibes")

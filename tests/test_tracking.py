@@ -1,76 +1,41 @@
-"""MLflow tracking of studies against a real ``mlflow server`` (started from mlflow_server/start.sh).
+"""Tracking of studies: StudyLogger and MLflowTracker against a real ``mlflow server`` (mlflow_server/start.sh),
+StudyLogger's offline logic against an in-memory tracker, and the backfill from Tune's files.
 
-Trials are simulated: a fake Tune trial (id, config, trial folder) and a helper that does what the trainable and
-Tune do per epoch (write history.jsonl/summary.json, append result.json) before calling the callback's hooks.
+Trials are simulated: a fake trial (id, config, trial folder) and a helper that does what the trainable and Tune
+do per epoch (write history.jsonl/summary.json, append result.json) before calling the logger, as the harness's
+Tune callback does.
 """
 
 import json
 import logging
-import os
 import pickle
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from srdc.tracking import (
-    MLflowStudyCallback,
+    FAILED,
+    FINISHED,
+    EpochRow,
+    MLflowTracker,
+    StudyLogger,
+    StudyRef,
     SyncReport,
+    TrackingRefused,
+    TrackingUnavailable,
+    ended_run_status,
     epoch_row,
+    local_folders,
     resolve_tracking_uri,
     sync_study,
-    trial_status,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-EXPERIMENT = "tests"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real MLflow server (SQLite backend in a temp folder, job execution off); yields its URL."""
-    home = tmp_path_factory.mktemp("mlflow_home")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_HOME": str(home), "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_TRACKING_URI"):
-        env.pop(name, None)
-    log = open(home / "server.log", "w")
-    process = subprocess.Popen([str(REPO / "mlflow_server" / "start.sh")], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (home / "server.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.read().strip() == b"OK":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not answer /health in 120 s"
-            time.sleep(0.5)
-        assert (home / "mlflow.db").is_file()
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-        log.close()
+from srdc.tracking.base import TUNE_KEYS
+from srdc.tracking.sync import TUNE_ERROR_FILE
 
 
 @pytest.fixture(autouse=True)
@@ -79,14 +44,23 @@ def fast_http(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
 
 
+@pytest.fixture
+def experiment(request) -> str:
+    """A fresh experiment name per test (the server is shared by the whole session)."""
+    return f"tracking-{request.node.name}"
+
+
 @dataclass
 class FakeTrial:
-    """What the callback uses of a ``ray.tune.experiment.Trial``."""
+    """What the harness's Tune callback hands the logger of a ``ray.tune.experiment.Trial``."""
 
     trial_id: str
     config: dict
-    local_path: str
-    path: str | None = None
+    folder: Path
+
+    @property
+    def folders(self) -> list[Path]:
+        return [self.folder]
 
 
 def make_trial(root: Path, trial_id: str, seed: int, epochs: int = 3, task=("A", "W"), variant="srdc"):
@@ -95,53 +69,53 @@ def make_trial(root: Path, trial_id: str, seed: int, epochs: int = 3, task=("A",
     folder = root / f"train_{trial_id}_seed={seed}"
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps(config))
-    return FakeTrial(trial_id, config, str(folder))
+    return FakeTrial(trial_id, config, folder)
 
 
-def report(callback, trial: FakeTrial, epoch: int, accuracies: list[float]) -> dict:
-    """One epoch: the trainable's files, Tune's result.json line, then the callback's on_trial_result."""
-    folder = Path(trial.local_path)
+def report(logger: StudyLogger, trial: FakeTrial, epoch: int, accuracies: list[float]) -> dict:
+    """One epoch: the trainable's files, Tune's result.json line, then the logger's trial_result."""
     history = [{"epoch": e, "acc_target": acc, "loss_total": 1.0 / e} for e, acc in enumerate(accuracies[:epoch], 1)]
     best = max(history, key=lambda row: row["acc_target"])
     summary = {"acc_last": history[-1]["acc_target"], "acc_best_oracle": best["acc_target"],
-               "acc_labelfree": history[-1]["acc_target"], "best_oracle_epoch": best["epoch"],
-               "labelfree_epoch": epoch, "labelfree_selector": "infomax", "epochs": epoch, "wall_s": 1.0,
-               "config": trial.config}
-    (folder / "history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
-    (folder / "summary.json").write_text(json.dumps(summary))
+               "acc_labelfree": history[-1]["acc_target"], "acc_labelfree_entropy": best["acc_target"] - 1.0,
+               "best_oracle_epoch": best["epoch"], "labelfree_epoch": epoch, "labelfree_selector": "infomax",
+               "epochs": epoch, "wall_s": 1.0, "config": trial.config}
+    (trial.folder / "history.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+    (trial.folder / "summary.json").write_text(json.dumps(summary))
     result = {**history[-1], "acc_last": summary["acc_last"], "acc_best_oracle": summary["acc_best_oracle"],
               "acc_labelfree": summary["acc_labelfree"], "best_oracle_epoch": best["epoch"],
               "labelfree_epoch": epoch, "lr": 0.01, "lambda": 0.5,
               # Tune's own keys: not metrics
               "training_iteration": epoch, "timestamp": int(time.time()), "pid": 123, "time_total_s": 2.0,
               "trial_id": trial.trial_id, "done": False, "config": trial.config, "date": "2026-01-01"}
-    with open(folder / "result.json", "a") as out:
+    with open(trial.folder / "result.json", "a") as out:
         out.write(json.dumps(result) + "\n")
-    callback.on_trial_result(0, [], trial, dict(result))
+    logger.trial_result(trial.trial_id, trial.config, trial.folders, dict(result))
     return result
 
 
-def run_trial(callback, trial: FakeTrial, accuracies: list[float], first_epoch: int = 1, fail: bool = False):
-    callback.on_trial_start(0, [], trial)
+def run_trial(logger: StudyLogger, trial: FakeTrial, accuracies: list[float], first_epoch: int = 1,
+              fail: bool = False):
+    logger.trial_started(trial.trial_id, trial.config, trial.folders)
     for epoch in range(first_epoch, len(accuracies) + 1):
-        report(callback, trial, epoch, accuracies)
-    if fail:
-        callback.on_trial_error(0, [], trial)
-    else:
-        callback.on_trial_complete(0, [], trial)
+        report(logger, trial, epoch, accuracies)
+    logger.trial_ended(trial.trial_id, trial.config, trial.folders, FAILED if fail else FINISHED)
 
 
-def runs_of(client: MlflowClient, study: str):
+def runs_of(client: MlflowClient, experiment: str, study: str):
     """(parents, children) of ``study``."""
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    parents = client.search_runs([experiment.experiment_id],
-                                 f"tags.`srdc.study` = '{study}' AND tags.`srdc.role` = 'parent'")
-    children = client.search_runs([experiment.experiment_id], f"tags.study = '{study}'")
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    parents = client.search_runs([experiment_id], f"tags.`srdc.study` = '{study}' AND tags.`srdc.role` = 'parent'")
+    children = client.search_runs([experiment_id], f"tags.study = '{study}'")
     return parents, {run.data.tags["trial_id"]: run for run in children}
 
 
 def history(client: MlflowClient, run_id: str, key: str = "acc_target") -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def messages(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records]
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------
@@ -152,6 +126,13 @@ def test_epoch_row_keeps_numeric_results_and_drops_tune_bookkeeping():
     assert (row.step, row.timestamp_ms) == (3, 1_000_000)
     assert row.metrics == {"epoch": 3.0, "acc_target": 81.5, "lambda": 0.25, "best_oracle_epoch": 2.0}
     assert epoch_row({"training_iteration": 1, "acc_target": 50.0}) is None
+
+
+def test_tune_names_copied_without_importing_ray_match_ray():
+    from ray.tune.result import AUTO_RESULT_KEYS, EXPR_ERROR_FILE
+
+    assert set(AUTO_RESULT_KEYS) <= TUNE_KEYS
+    assert TUNE_ERROR_FILE == EXPR_ERROR_FILE
 
 
 def test_tracking_uri_flag_then_environment_then_local_sqlite(monkeypatch, tmp_path):
@@ -165,27 +146,141 @@ def test_tracking_uri_flag_then_environment_then_local_sqlite(monkeypatch, tmp_p
 
 def test_trial_status_from_the_files_on_disk(tmp_path):
     config = {"epochs": 3}
-    assert trial_status(tmp_path, config) is None
+    assert ended_run_status(tmp_path, config) is None
     (tmp_path / "summary.json").write_text(json.dumps({"epochs": 2}))
-    assert trial_status(tmp_path, config) is None
+    assert ended_run_status(tmp_path, config) is None
     (tmp_path / "error.txt").write_text("Traceback")
-    assert trial_status(tmp_path, config) == "FAILED"
+    assert ended_run_status(tmp_path, config) == "FAILED"
     (tmp_path / "summary.json").write_text(json.dumps({"epochs": 3}))
-    assert trial_status(tmp_path, config) == "FINISHED"
+    assert ended_run_status(tmp_path, config) == "FINISHED"
 
 
-# -- against the server ------------------------------------------------------------------------------------
-def test_callback_logs_one_parent_one_child_per_trial_metrics_and_artifacts(server, tmp_path):
-    callback = MLflowStudyCallback("grid", EXPERIMENT, server, {"seeds": 2, "epochs": 3})
-    callback.setup()
+def test_local_folders_leave_out_remote_storage_and_missing_paths(tmp_path):
+    assert local_folders(str(tmp_path), None, "s3://bucket/study/trial") == [tmp_path]
+
+
+def test_names_that_cannot_be_looked_up_are_refused_at_once():
+    from srdc.errors import SRDCInputError
+
+    with pytest.raises(SRDCInputError, match="single quote"):
+        StudyLogger("it's", "e", "http://127.0.0.1:1", {})
+
+
+# -- StudyLogger with an in-memory tracker ---------------------------------------------------------------------
+class MemoryTracker:
+    """The part of the Tracker interface StudyLogger uses, in memory; refuses the trials in ``refused``."""
+
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+        self.status: dict[str, str] = {}
+        self.rows: dict[str, list[EpochRow]] = {}
+        self.summaries: dict[str, dict] = {}
+
+    def attach_study(self, study, params):
+        self.status["parent"] = "RUNNING"
+        return "parent"
+
+    def attach_trial(self, study, parent_id, trial_id, config):
+        if trial_id in self.refused:
+            raise TrackingRefused("INVALID_PARAMETER_VALUE: no such run")
+        created = trial_id not in self.rows
+        self.rows.setdefault(trial_id, [])
+        self.status[trial_id] = "RUNNING"
+        return trial_id, created
+
+    def logged_steps(self, run_id):
+        return {row.step for row in self.rows[run_id]}
+
+    def log_rows(self, run_id, rows):
+        self.rows[run_id] += rows
+
+    def log_summary(self, run_id, summary):
+        self.summaries[run_id] = summary
+
+    def log_files(self, run_id, paths, artifact_path=None):
+        pass
+
+    def set_status(self, run_id, status):
+        self.status[run_id] = status
+
+
+def test_a_trial_the_store_refuses_is_abandoned_and_the_others_go_on(tmp_path, caplog):
+    tracker = MemoryTracker(refused={"bad"})
+    logger = StudyLogger("memory", "e", "memory://", {"seeds": 2}, tracker_factory=lambda uri, name: tracker)
+    with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
+        logger.setup()
+        run_trial(logger, make_trial(tmp_path, "bad", seed=0), [50.0, 60.0])
+        run_trial(logger, make_trial(tmp_path, "good", seed=1), [55.0, 65.0])
+        logger.experiment_ended()
+    assert [row.step for row in tracker.rows["good"]] == [1, 2] and "bad" not in tracker.rows
+    assert tracker.status == {"parent": "FINISHED", "good": "FINISHED"}
+    assert tracker.summaries["good"]["acc_best_oracle"] == 65.0
+    assert sum("refused trial bad" in message for message in messages(caplog)) == 1
+    assert any("1 trial(s) of study memory" in message and "srdc-report --study memory --sync" in message
+               for message in messages(caplog))
+
+
+def test_the_logger_pickles_its_settings_only(tmp_path):
+    logger = StudyLogger("pickled", "e", "http://127.0.0.1:1", {"seeds": 1}, retry_interval_s=5.0)
+    logger.trial_started("t", {"seed": 0}, [tmp_path])
+    copy = pickle.loads(pickle.dumps(logger))
+    assert (copy.study, copy.experiment, copy.tracking_uri, copy.study_params, copy.retry_interval_s) == \
+        ("pickled", "e", "http://127.0.0.1:1", {"seeds": 1}, 5.0)
+    assert copy._trials == {} and copy._tracker is None
+
+
+# -- MLflowTracker against the server ------------------------------------------------------------------------
+def test_tracker_reads_without_creating_and_writes_studies_and_trials(mlflow_server, experiment, tmp_path):
+    tracker = MLflowTracker(mlflow_server, experiment)
+    assert tracker.find_study("s") is None and tracker.known_studies() == [] and tracker.study_trials("s") == []
+    assert MlflowClient(mlflow_server).get_experiment_by_name(experiment) is None  # reading created nothing
+
+    parent_id = tracker.attach_study("s", {"seeds": 2})
+    assert tracker.attach_study("s", {"seeds": 2}) == parent_id
+    assert tracker.find_study("s") == StudyRef(tracker.find_study("s").experiment_id, parent_id)
+    assert tracker.study_params("s") == {"seeds": "2"} and tracker.known_studies() == ["s"]
+    run_id, created = tracker.attach_trial("s", parent_id, "t_0", {"variant": "srdc", "source": "A", "target": "W",
+                                                                    "seed": 0})
+    assert created and tracker.attach_trial("s", parent_id, "t_0", {}) == (run_id, False)
+    tracker.log_rows(run_id, [EpochRow(1, 1000, {"epoch": 1.0, "acc_target": 50.0})])
+    assert tracker.logged_steps(run_id) == {1}
+    tracker.log_summary(run_id, {"acc_last": 50.0, "acc_labelfree_entropy": 48.0, "epochs": 1, "wall_s": 3.0})
+    tracker.set_status(run_id, FINISHED)
+    assert tracker.study_trials("s") == [{"variant": "srdc", "source": "A", "target": "W", "seed": "0",
+                                          "task": "A->W", "status": "FINISHED", "acc_target": 50.0,
+                                          "acc_last": 50.0, "acc_labelfree_entropy": 48.0}]
+
+    (tmp_path / "report.md").write_text("# search\n")
+    tracker.log_files(parent_id, [tmp_path / "report.md"], artifact_path="search")
+    tracker.log_files(parent_id, [tmp_path / "report.md"], artifact_path="search")  # held already: skipped
+    tracker.set_tag(parent_id, "srdc.search", "lr")
+    client = MlflowClient(mlflow_server)
+    assert [a.path for a in client.list_artifacts(parent_id, "search")] == ["search/report.md"]
+    assert client.get_run(parent_id).data.tags["srdc.search"] == "lr"
+
+
+def test_tracker_errors_say_refused_or_unreachable(mlflow_server):
+    client = MlflowClient(mlflow_server)
+    client.delete_experiment(client.create_experiment("tracker-deleted"))
+    with pytest.raises(TrackingRefused):
+        MLflowTracker(mlflow_server, "tracker-deleted").attach_study("s", {})
+    with pytest.raises(TrackingUnavailable) as raised:
+        MLflowTracker(f"http://127.0.0.1:{free_port()}", "e").find_study("s")
+    assert not isinstance(raised.value, TrackingRefused) and "\n" not in str(raised.value)
+
+
+# -- StudyLogger against the server ----------------------------------------------------------------------------
+def test_logger_logs_one_parent_one_child_per_trial_metrics_and_artifacts(mlflow_server, experiment, tmp_path):
+    logger = StudyLogger("grid", experiment, mlflow_server, {"seeds": 2, "epochs": 3})
+    logger.setup()
     done = make_trial(tmp_path, "t_00000", seed=0)
     failed = make_trial(tmp_path, "t_00001", seed=1)
-    run_trial(callback, done, [50.0, 60.0, 55.0])
-    run_trial(callback, failed, [40.0, 45.0], fail=True)
-    callback.on_experiment_end([])
+    run_trial(logger, done, [50.0, 60.0, 55.0])
+    run_trial(logger, failed, [40.0, 45.0], fail=True)
+    logger.experiment_ended()
 
-    client = MlflowClient(server)
-    parents, children = runs_of(client, "grid")
+    client = MlflowClient(mlflow_server)
+    parents, children = runs_of(client, experiment, "grid")
     assert len(parents) == 1 and sorted(children) == ["t_00000", "t_00001"]
     parent = parents[0]
     assert parent.data.params == {"seeds": "2", "epochs": "3"}
@@ -199,8 +294,9 @@ def test_callback_logs_one_parent_one_child_per_trial_metrics_and_artifacts(serv
     assert run.data.params == {key: str(value) for key, value in done.config.items()}
     assert history(client, run.info.run_id) == [(1, 50.0), (2, 60.0), (3, 55.0)]
     assert history(client, run.info.run_id, "acc_best_oracle") == [(1, 50.0), (2, 60.0), (3, 60.0)]
-    assert {key: run.data.metrics[key] for key in ("acc_last", "acc_best_oracle", "acc_labelfree")} == \
-        {"acc_last": 55.0, "acc_best_oracle": 60.0, "acc_labelfree": 55.0}
+    summary_keys = ("acc_last", "acc_best_oracle", "acc_labelfree", "acc_labelfree_entropy")
+    assert {key: run.data.metrics[key] for key in summary_keys} == \
+        {"acc_last": 55.0, "acc_best_oracle": 60.0, "acc_labelfree": 55.0, "acc_labelfree_entropy": 59.0}
     assert not {"pid", "timestamp", "time_total_s", "training_iteration"} & set(run.data.metrics)
     assert run.info.status == "FINISHED"
     assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["history.jsonl", "summary.json"]
@@ -212,13 +308,13 @@ def test_callback_logs_one_parent_one_child_per_trial_metrics_and_artifacts(serv
     assert history(client, run.info.run_id) == [(1, 40.0), (2, 45.0)]
 
 
-def test_restore_reattaches_runs_without_duplicate_runs_or_steps(server, tmp_path):
-    first = MLflowStudyCallback("restored", EXPERIMENT, server, {"seeds": 2})
+def test_restore_reattaches_runs_without_duplicate_runs_or_steps(mlflow_server, experiment, tmp_path):
+    first = StudyLogger("restored", experiment, mlflow_server, {"seeds": 2})
     first.setup()
     interrupted = make_trial(tmp_path, "r_00000", seed=0, epochs=3)
     errored = make_trial(tmp_path, "r_00001", seed=1, epochs=2)
     interrupted_accuracies = [50.0, 60.0, 70.0]
-    first.on_trial_start(0, [], interrupted)
+    first.trial_started(interrupted.trial_id, interrupted.config, interrupted.folders)
     for epoch in (1, 2):
         report(first, interrupted, epoch, interrupted_accuracies)
     run_trial(first, errored, [30.0], fail=True)  # its epoch 2 never came
@@ -227,10 +323,10 @@ def test_restore_reattaches_runs_without_duplicate_runs_or_steps(server, tmp_pat
     second.setup()
     run_trial(second, interrupted, [50.0, 61.0, 70.0], first_epoch=2)  # epoch 2 is reported again
     run_trial(second, errored, [30.0, 35.0], first_epoch=2)
-    second.on_experiment_end([])
+    second.experiment_ended()
 
-    client = MlflowClient(server)
-    parents, children = runs_of(client, "restored")
+    client = MlflowClient(mlflow_server)
+    parents, children = runs_of(client, experiment, "restored")
     assert len(parents) == 1 and sorted(children) == ["r_00000", "r_00001"]
     assert history(client, children["r_00000"].info.run_id) == [(1, 50.0), (2, 60.0), (3, 70.0)]
     assert history(client, children["r_00001"].info.run_id) == [(1, 30.0), (2, 35.0)]
@@ -238,13 +334,28 @@ def test_restore_reattaches_runs_without_duplicate_runs_or_steps(server, tmp_pat
     assert parents[0].info.status == "FINISHED"
 
 
-def test_outage_mid_run_keeps_epochs_and_sends_them_when_back(server, tmp_path, monkeypatch, caplog):
-    callback = MLflowStudyCallback("outage", EXPERIMENT, server, {"seeds": 1}, retry_interval_s=0.0)
-    callback.setup()
+def test_a_retried_trial_reopens_its_run_and_ends_it_again(mlflow_server, experiment, tmp_path):
+    logger = StudyLogger("retried", experiment, mlflow_server, {"seeds": 1})
+    logger.setup()
+    trial = make_trial(tmp_path, "y_00000", seed=0, epochs=2)
+    run_trial(logger, trial, [40.0], fail=True)  # crashed after epoch 1; Tune retries it from its checkpoint
+    run_trial(logger, trial, [40.0, 45.0], first_epoch=2)
+    logger.experiment_ended()
+
+    client = MlflowClient(mlflow_server)
+    _, children = runs_of(client, experiment, "retried")
+    assert history(client, children["y_00000"].info.run_id) == [(1, 40.0), (2, 45.0)]
+    assert children["y_00000"].info.status == "FINISHED"
+
+
+def test_outage_mid_run_keeps_epochs_and_sends_them_when_back(mlflow_server, experiment, tmp_path, monkeypatch,
+                                                              caplog):
+    logger = StudyLogger("outage", experiment, mlflow_server, {"seeds": 1}, retry_interval_s=0.0)
+    logger.setup()
     trial = make_trial(tmp_path, "o_00000", seed=0, epochs=4)
     accuracies = [10.0, 20.0, 30.0, 40.0]
-    callback.on_trial_start(0, [], trial)
-    report(callback, trial, 1, accuracies)
+    logger.trial_started(trial.trial_id, trial.config, trial.folders)
+    report(logger, trial, 1, accuracies)
     log_batch = MlflowClient.log_batch
 
     def unreachable(*args, **kwargs):
@@ -252,55 +363,51 @@ def test_outage_mid_run_keeps_epochs_and_sends_them_when_back(server, tmp_path, 
 
     monkeypatch.setattr(MlflowClient, "log_batch", unreachable)
     with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
-        report(callback, trial, 2, accuracies)
-        report(callback, trial, 3, accuracies)
+        report(logger, trial, 2, accuracies)
+        report(logger, trial, 3, accuracies)
         monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
-        report(callback, trial, 4, accuracies)
-        callback.on_trial_complete(0, [], trial)
-    messages = [record.getMessage() for record in caplog.records]
-    assert sum("unreachable" in message for message in messages) == 1
-    assert sum("reachable again" in message for message in messages) == 1
+        report(logger, trial, 4, accuracies)
+        logger.trial_ended(trial.trial_id, trial.config, trial.folders, FINISHED)
+    assert sum("unreachable" in message for message in messages(caplog)) == 1
+    assert sum("reachable again" in message for message in messages(caplog)) == 1
 
-    client = MlflowClient(server)
-    _, children = runs_of(client, "outage")
+    client = MlflowClient(mlflow_server)
+    _, children = runs_of(client, experiment, "outage")
     assert history(client, children["o_00000"].info.run_id) == [(1, 10.0), (2, 20.0), (3, 30.0), (4, 40.0)]
     assert children["o_00000"].info.status == "FINISHED"
 
 
-def test_a_refusing_server_never_stops_the_study(server, tmp_path, caplog):
-    client = MlflowClient(server)
+def test_a_refusing_server_never_stops_the_study(mlflow_server, tmp_path, caplog):
+    client = MlflowClient(mlflow_server)
     client.delete_experiment(client.create_experiment("deleted"))  # runs cannot be created in it
-    callback = MLflowStudyCallback("refused", "deleted", server, {"seeds": 1})
+    logger = StudyLogger("refused", "deleted", mlflow_server, {"seeds": 1})
     with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
-        callback.setup()
-        run_trial(callback, make_trial(tmp_path, "x_00000", seed=0), [50.0, 60.0, 70.0])
-        callback.on_experiment_end([])
-    messages = [record.getMessage() for record in caplog.records]
-    assert sum("refused the study's parent run" in message for message in messages) == 1
-    assert client.search_runs([client.get_experiment_by_name("deleted").experiment_id], "",
-                              run_view_type=3) == []
+        logger.setup()
+        run_trial(logger, make_trial(tmp_path, "x_00000", seed=0), [50.0, 60.0, 70.0])
+        logger.experiment_ended()
+    assert sum("refused the study's parent run" in message for message in messages(caplog)) == 1
+    assert client.search_runs([client.get_experiment_by_name("deleted").experiment_id], "", run_view_type=3) == []
 
 
-def test_server_down_never_stops_the_study_and_sync_backfills_it(server, tmp_path, caplog):
+def test_server_down_never_stops_the_study_and_sync_backfills_it(mlflow_server, experiment, tmp_path, caplog):
     down = f"http://127.0.0.1:{free_port()}"
     experiment_dir = tmp_path / "offline"
-    callback = MLflowStudyCallback("offline", EXPERIMENT, down, {"seeds": 2})
+    logger = StudyLogger("offline", experiment, down, {"seeds": 2})
     trials = [make_trial(experiment_dir, "f_00000", seed=0), make_trial(experiment_dir, "f_00001", seed=1)]
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
-        callback.setup()
-        run_trial(callback, trials[0], [70.0, 80.0, 75.0])
-        run_trial(callback, trials[1], [72.0, 74.0, 76.0])
-        callback.on_experiment_end([])
+        logger.setup()
+        run_trial(logger, trials[0], [70.0, 80.0, 75.0])
+        run_trial(logger, trials[1], [72.0, 74.0, 76.0])
+        logger.experiment_ended()
     assert time.monotonic() - started < 30
-    messages = [record.getMessage() for record in caplog.records]
-    assert sum("unreachable" in message for message in messages) == 1
-    assert any("srdc-report --study offline --sync" in message for message in messages)
+    assert sum("unreachable" in message for message in messages(caplog)) == 1
+    assert any("srdc-report --study offline --sync" in message for message in messages(caplog))
 
-    assert sync_study(experiment_dir, "offline", server, EXPERIMENT) == \
+    assert sync_study(experiment_dir, "offline", mlflow_server, experiment) == \
         SyncReport(trials=2, runs_created=2, epochs_logged=6)
-    client = MlflowClient(server)
-    parents, children = runs_of(client, "offline")
+    client = MlflowClient(mlflow_server)
+    parents, children = runs_of(client, experiment, "offline")
     assert len(parents) == 1 and parents[0].data.params == {"seeds": "2"}
     assert parents[0].info.status == "FINISHED"
     run = children["f_00000"]
@@ -311,17 +418,40 @@ def test_server_down_never_stops_the_study_and_sync_backfills_it(server, tmp_pat
 
     # idempotent: a second sync changes nothing
     before = {tid: (r.info.end_time, history(client, r.info.run_id)) for tid, r in children.items()}
-    assert sync_study(experiment_dir, "offline", server, EXPERIMENT) == \
+    parent_end = parents[0].info.end_time
+    assert sync_study(experiment_dir, "offline", mlflow_server, experiment) == \
         SyncReport(trials=2, runs_created=0, epochs_logged=0)
-    parents, children = runs_of(client, "offline")
-    assert len(parents) == 1
+    parents, children = runs_of(client, experiment, "offline")
+    assert len(parents) == 1 and parents[0].info.end_time == parent_end
     assert {tid: (r.info.end_time, history(client, r.info.run_id)) for tid, r in children.items()} == before
 
 
 @pytest.mark.slow
-def test_real_tuner_with_the_callback(server, ray_cluster, tmp_path):
-    """A tiny real Ray Tune study: the callback is pickled with the Tuner and driven by Tune's hooks."""
+def test_real_tuner_drives_the_logger(mlflow_server, experiment, ray_cluster, tmp_path):
+    """A tiny real Ray Tune study: a thin Tune callback (as the harness's) is pickled with the Tuner and calls the
+    logger from Tune's hooks."""
     from ray import tune
+
+    class Callback(tune.Callback):
+        def __init__(self, logger: StudyLogger) -> None:
+            self.logger = logger
+
+        def setup(self, **info):
+            self.logger.setup()
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.logger.trial_started(trial.trial_id, trial.config, local_folders(trial.local_path, trial.path))
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.logger.trial_result(trial.trial_id, trial.config, local_folders(trial.local_path, trial.path),
+                                     result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.logger.trial_ended(trial.trial_id, trial.config, local_folders(trial.local_path, trial.path),
+                                    FINISHED)
+
+        def on_experiment_end(self, trials, **info):
+            self.logger.experiment_ended()
 
     def trainable(config):
         folder = Path(tune.get_context().get_trial_dir())
@@ -335,14 +465,14 @@ def test_real_tuner_with_the_callback(server, ray_cluster, tmp_path):
 
     param_space = {"dataset": "office31", "source": "A", "target": "W", "variant": "srdc", "epochs": 2,
                    "seed": tune.grid_search([0, 1])}
-    callback = MLflowStudyCallback("ray", EXPERIMENT, server, {"seeds": 2})
+    callback = Callback(StudyLogger("ray", experiment, mlflow_server, {"seeds": 2}))
     tuner = tune.Tuner(trainable, param_space=param_space,
                        run_config=tune.RunConfig(name="ray", storage_path=str(tmp_path), callbacks=[callback],
                                                  verbose=0))
     assert not tuner.fit().errors
 
-    client = MlflowClient(server)
-    parents, children = runs_of(client, "ray")
+    client = MlflowClient(mlflow_server)
+    parents, children = runs_of(client, experiment, "ray")
     assert len(parents) == 1 and len(children) == 2
     for run in children.values():
         seed = int(run.data.tags["seed"])
@@ -350,4 +480,4 @@ def test_real_tuner_with_the_callback(server, ray_cluster, tmp_path):
         assert run.info.status == "FINISHED"
         assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["history.jsonl", "summary.json"]
     # Tune's files on disk agree: a sync finds nothing to add
-    assert sync_study(tmp_path / "ray", "ray", server, EXPERIMENT) == SyncReport(2, 0, 0)
+    assert sync_study(tmp_path / "ray", "ray", mlflow_server, experiment) == SyncReport(2, 0, 0)

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.data.base import Domain, TaskData
-from srdc.errors import NonFiniteLossError
+from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.trainer import TIMING_KEYS, Trainer, lambda_at, lr_at
 
 
@@ -35,7 +35,7 @@ def assert_same_run(a: Trainer, b: Trainer) -> None:
     assert without_timings(a.history) == without_timings(b.history)
     for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
-    for x, y in zip(a.centres.parameters(), b.centres.parameters(), strict=True):
+    for x, y in zip(a.method.centres.parameters(), b.method.centres.parameters(), strict=True):
         assert torch.equal(x, y)
     momentum_a = [s["momentum_buffer"] for s in a.optimizer.state.values()]
     momentum_b = [s["momentum_buffer"] for s in b.optimizer.state.values()]
@@ -139,12 +139,12 @@ def run_variant(variant: str, **overrides) -> Trainer:
 
 def test_variants_switch_the_components():
     srdc = run_variant("srdc")
-    assert sorted(srdc.centres.spaces) == ["bottleneck", "pooled"]
+    assert sorted(srdc.method.centres.spaces) == ["bottleneck", "pooled"]
     assert srdc.history[-1]["source_weight_min"] < 1.0  # soft selection weights the source
     assert all(row["loss_target"] > 0 for row in srdc.history[2:])
 
     no_featdisc = run_variant("srdc_no_featdisc")
-    assert no_featdisc.centres.spaces == [] and list(no_featdisc.centres.parameters()) == []
+    assert no_featdisc.method.centres.spaces == [] and list(no_featdisc.method.centres.parameters()) == []
 
     no_softsel = run_variant("srdc_no_softsel")
     assert no_softsel.history[-1]["source_weight_min"] == no_softsel.history[-1]["source_weight_max"] == 1.0
@@ -161,17 +161,11 @@ def test_variants_switch_the_components():
     assert {row["phase"] for row in oracle.history[1:]} == {"oracle"}
 
 
-def test_explicit_switch_overrides_the_variant():
-    config = SRDCConfig(variant="srdc", soft_source_selection=False, feature_discrimination=False)
-    assert config.uses_structural_source_reg
-    assert not config.uses_soft_source_selection and not config.uses_feature_discrimination
-
-
 def test_single_feature_space_option():
     trainer = Trainer(small_config(feature_spaces="bottleneck", epochs=1))
     trainer.fit()
-    assert trainer.centres.spaces == ["bottleneck"]
-    assert trainer.centres.mu["bottleneck"].shape == (10, 512)
+    assert trainer.method.centres.spaces == ["bottleneck"]
+    assert trainer.method.centres.mu["bottleneck"].shape == (10, 512)
 
 
 def test_paper_text_options_run_and_change_the_result():
@@ -198,3 +192,31 @@ def test_embedded_pair_shows_a_real_domain_gap():
     gap = oracle.fit()["acc_last"] - source_only.fit()["acc_last"]
     assert source_only.history[-1]["acc_source"] > 95.0  # the source itself is learnt
     assert gap > 25.0, gap
+
+
+def test_unknown_variant_or_selector_is_one_clear_error_at_construction():
+    with pytest.raises(SRDCInputError, match="unknown variant 'magic'; choose one of: source_only, .*oracle"):
+        Trainer(small_config(variant="magic"))
+    with pytest.raises(SRDCInputError, match="unknown labelfree_selector 'vibes'; choose one of: infomax, clustering"):
+        Trainer(small_config(labelfree_selector="vibes"))
+
+
+def test_plan_appears_with_the_first_preparation_pass_and_checkpoints_on_the_cpu():
+    trainer = Trainer(small_config(epochs=1))
+    assert trainer.plan is None and trainer.history == []
+    trainer.initialise()
+    assert trainer.plan is not None and [row["epoch"] for row in trainer.history] == [0]
+    plan = trainer.state_dict()["plan"]
+    assert plan.source_weights.device.type == "cpu" and torch.equal(plan.mu["pooled"], trainer.plan.mu["pooled"])
+    trainer.initialise()  # a second call does not evaluate again
+    assert len(trainer.history) == 1
+
+
+def test_loss_parts_compose_as_eq_11_and_the_baselines_report_their_cross_entropy():
+    paper = run_variant("srdc", loss_weighting="paper")
+    for row in paper.history[1:]:  # L = L_t + lambda L_s, averaged over the epoch (lambda fixed within it)
+        assert row["loss_total"] == pytest.approx(row["loss_target"] + row["lambda"] * row["loss_source"])
+    assert paper.history[2]["lambda"] > 0 and paper.history[2]["loss_target"] > 0
+    for variant in ("source_only", "oracle"):
+        for row in run_variant(variant).history[1:]:
+            assert row["loss_total"] == pytest.approx(row["loss_source"]) and row["loss_target"] == 0.0

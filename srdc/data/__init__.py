@@ -1,13 +1,20 @@
-"""Datasets: the registry behind ``--dataset`` and :func:`load_task`, which builds a run's source/target data."""
+"""Datasets: the registry behind ``--dataset``, :func:`load_task`, which builds a run's source/target data, and
+:func:`load_one_domain`, which loads one domain alone (``srdc-data split``, feature extraction)."""
 
 from __future__ import annotations
 
 from srdc.config import SRDCConfig
-from srdc.data import benchmarks, digits, embedded, user  # noqa: F401  (registers the datasets)
-from srdc.data.base import DATASETS, DatasetSpec, Domain, TaskData, check_same_label_space, get_dataset, parse_task
+from srdc.data import benchmarks, digits, embedded, features, user  # noqa: F401  (registers the datasets)
+from srdc.data.base import DATASETS, DatasetSpec, Domain, TaskData, check_same_label_space, get_dataset
 from srdc.data.splits import stratified_split, stratified_subsample
 
-__all__ = ["DATASETS", "DatasetSpec", "Domain", "TaskData", "get_dataset", "load_task", "parse_task"]
+__all__ = ["DATASETS", "DatasetSpec", "Domain", "TaskData", "get_dataset", "load_one_domain", "load_task"]
+
+
+def load_one_domain(dataset: str, domain: str, config: SRDCConfig) -> Domain:
+    """One whole domain of a registered dataset (for user datasets, ``domain`` is the path)."""
+    spec = get_dataset(dataset)
+    return spec.load_domain(spec.resolve_domain(domain), config)
 
 
 def load_task(config: SRDCConfig) -> TaskData:

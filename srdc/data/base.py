@@ -131,16 +131,6 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def parse_task(task: str) -> tuple[str, str]:
-    """``"A->W"`` (also ``"A→W"``, ``"A-W"`` is not accepted: domain names may contain dashes) -> ("A", "W")."""
-    for arrow in ("->", "→"):
-        if arrow in task:
-            source, target = (part.strip() for part in task.split(arrow, 1))
-            if source and target:
-                return source, target
-    raise SRDCInputError(f"cannot read task {task!r}: write it as SOURCE->TARGET, e.g. A->W")
-
-
 def check_same_label_space(source: Domain, target: Domain) -> None:
     """Source and target must share the label space (same class count, labels in range)."""
     if source.num_classes != target.num_classes:

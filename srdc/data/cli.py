@@ -16,14 +16,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from srdc.base import run_main
 from srdc.config import SRDCConfig
+from srdc.data import load_one_domain
 from srdc.data.base import Domain
 from srdc.data.benchmarks import BENCHMARKS, find_domain_path, get_benchmark, verify_benchmark
 from srdc.data.download import download_benchmark
-from srdc.data.features import ExtractionRequest, load_one_domain, run_extraction
 from srdc.data.images import write_image_list
 from srdc.data.splits import stratified_split
 from srdc.errors import SRDCInputError
+from srdc.extract import ExtractionRequest, run_extraction
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -146,12 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``srdc-data``'s exit status: 0, or 2 with one ``error: ...`` line on stderr for bad input."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except SRDCInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return run_main(lambda: args.run(args))
 
 
 if __name__ == "__main__":

@@ -1,102 +1,82 @@
-"""Feature extraction: run a backbone over one domain and save what ``--dataset features`` reads.
+"""``--dataset features``: pre-extracted features, one ``.npz`` file per domain (``--source A.npz --target B.npz``).
 
-The output ``.npz`` holds ``features`` (N x d float32, the backbone's pooled output on the evaluation view:
-resize + centre crop), ``labels`` (N int64), ``classes`` (K names), ``paths`` (N source files, for image
-domains), and ``backbone`` / ``weights`` (how it was made).
+A file holds ``features`` (N x d float) and ``labels`` (N int), optionally ``classes`` (K names), as written by
+``srdc-data extract-features`` (:mod:`srdc.extract`). Held in memory; the default backbone is ``identity``, so
+only the head (bottleneck + classifier) trains. Class names are resolved as for image lists
+(:func:`srdc.data.user.resolve_classes`), the files' ``classes`` arrays standing in for a classes file.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from srdc.config import SRDCConfig
-from srdc.data.base import Domain, get_dataset
+from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
+from srdc.data.user import resolve_classes
 from srdc.errors import SRDCInputError
-from srdc.model import build_backbone
 
 
-@dataclass
-class ExtractionRequest:
-    """What to extract: one ``domain`` of ``dataset`` (under ``root``) through ``backbone`` with ``weights``."""
-
-    dataset: str
-    domain: str
-    root: str
-    out: Path
-    backbone: str = "resnet50"
-    weights: str = "imagenet"
-    batch_size: int = 64
-    device: str = "auto"
-    image_size: int | None = None
-    num_workers: int = 0
-    path_prefix: str | None = None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto``: the GPU when one is present, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SRDCInputError("--device cuda was asked for but no GPU is visible; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise SRDCInputError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
-def load_one_domain(dataset: str, domain: str, config: SRDCConfig) -> Domain:
-    """One whole domain of a registered dataset (for user datasets, ``domain`` is the path)."""
-    spec = get_dataset(dataset)
-    return spec.load_domain(spec.resolve_domain(domain), config)
-
-
-@torch.no_grad()
-def extract_features(domain: Domain, backbone: nn.Module, batch_size: int, device: torch.device,
-                     num_workers: int = 0, progress: bool = True) -> np.ndarray:
-    """N x d float32 features of ``domain``'s evaluation view, in sample order."""
-    backbone = backbone.to(device).eval()
-    loader = DataLoader(domain.eval_set, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
-    outputs = []
-    for inputs, _ in tqdm(loader, desc=f"features of {domain.name}", unit="batch", disable=not progress):
-        outputs.append(backbone(inputs.to(device, non_blocking=True)).flatten(1).float().cpu())
-    return torch.cat(outputs).numpy()
+def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """``features`` (N x d float32), ``labels`` (N int64) and the optional ``classes`` of a ``.npz`` file."""
+    if not path.is_file():
+        raise SRDCInputError(
+            f"features file {path} does not exist; make one with: srdc-data extract-features --dataset NAME "
+            f"--domain X --root DIR --out {path}"
+        )
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise SRDCInputError(f"{path} is not a readable .npz file ({error})") from None
+    for key in ("features", "labels"):
+        if key not in arrays:
+            raise SRDCInputError(
+                f"{path} has no array {key!r} (it has: {', '.join(sorted(arrays)) or 'none'}); expected "
+                "'features' (N x d float) and 'labels' (N int)"
+            )
+    features, labels = arrays["features"], arrays["labels"]
+    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
+        raise SRDCInputError(f"{path}: 'features' must be an N x d float array, got {features.dtype} {features.shape}")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise SRDCInputError(f"{path}: 'labels' must be a 1-d integer array, got {labels.dtype} {labels.shape}")
+    if len(labels) != len(features) or len(labels) == 0:
+        raise SRDCInputError(f"{path}: {len(features)} feature rows but {len(labels)} labels (need equal, > 0)")
+    if labels.min() < 0:
+        raise SRDCInputError(f"{path}: labels must be >= 0, found {int(labels.min())}")
+    if not np.isfinite(features).all():
+        raise SRDCInputError(f"{path}: 'features' holds NaN or infinite values")
+    classes = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else None
+    return features.astype(np.float32), labels.astype(np.int64), classes
 
 
-def save_features(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` (``.npz``) atomically: temporary file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
+def _embedded_classes(source: tuple, target: tuple, config: SRDCConfig) -> list[str] | None:
+    if source[2] is not None and target[2] is not None and source[2] != target[2]:
+        raise SRDCInputError(
+            f"the 'classes' arrays of {config.source} and {config.target} differ; the two files come from "
+            "different label spaces (pass --classes_file to choose the names explicitly)"
+        )
+    return source[2] if source[2] is not None else target[2]
 
 
-def run_extraction(request: ExtractionRequest, progress: bool = True) -> Path:
-    """Load the domain, build the backbone (``srdc.model.build_backbone``), extract and save; returns the path."""
-    config = SRDCConfig(dataset=request.dataset, source=request.domain, target=request.domain,
-                        data_root=request.root, image_size=request.image_size, path_prefix=request.path_prefix)
-    domain = load_one_domain(request.dataset, request.domain, config)
-    device = resolve_device(request.device)
-    in_dim = int(domain.eval_set[0][0].numel())
-    backbone, _ = build_backbone(request.backbone, request.weights, in_dim=in_dim)
-    features = extract_features(domain, backbone, request.batch_size, device, request.num_workers, progress)
-    arrays = {
-        "features": features,
-        "labels": domain.labels.astype(np.int64),
-        "classes": np.array(domain.classes),
-        "backbone": np.array(request.backbone),
-        "weights": np.array(request.weights),
-    }
-    samples = getattr(domain.eval_set, "samples", None)
-    if samples is not None:
-        arrays["paths"] = np.array([str(path) for path, _ in samples])
-    save_features(request.out, arrays)
-    return request.out
+def load_features_domain(domain: str, config: SRDCConfig) -> Domain:
+    """Domain ``domain`` (the source or the target file) of a features pair, both files checked together."""
+    source, target = read_features(Path(config.source)), read_features(Path(config.target))
+    if source[0].shape[1] != target[0].shape[1]:
+        raise SRDCInputError(
+            f"feature dimension mismatch: source {config.source} has d={source[0].shape[1]}, target "
+            f"{config.target} has d={target[0].shape[1]}; extract both with the same backbone"
+        )
+    embedded = None if config.classes_file else _embedded_classes(source, target, config)
+    classes = resolve_classes(config, source[1], target[1], embedded)
+    features, labels, _ = source if domain == config.source else target
+    return tensor_domain(domain, classes, torch.from_numpy(features), torch.from_numpy(labels))
+
+
+FEATURES = register(DatasetSpec(
+    name="features", load_domain=load_features_domain, default_backbone="identity",
+    description="pre-extracted features: --source A.npz --target B.npz (features N x d, labels N)",
+))

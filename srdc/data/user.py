@@ -1,29 +1,26 @@
-"""Your own data: ``--dataset imagelist``, ``--dataset folder`` and ``--dataset features``; a domain is a path.
+"""Your own data: ``--dataset imagelist`` and ``--dataset folder``; a domain is a path.
 
 * ``imagelist``: ``--source SRC.txt --target TGT.txt``, lines ``PATH LABEL`` (paths relative to the list
   file's folder; ``--path_prefix OLD=NEW`` rewrites absolute ones).
 * ``folder``: ``--source DIR --target DIR``, class folders ``DIR/CLASS/*.jpg``; both domains must have the
   same class folder names (the sorted names are the labels).
-* ``features``: ``--source A.npz --target B.npz`` with arrays ``features`` (N x d float) and ``labels`` (N int),
-  optionally ``classes`` (K names, written by ``srdc-data extract-features``). Held in memory; the default
-  backbone is ``identity``, so only the head (bottleneck + classifier) trains.
 
-Classes of ``imagelist`` and ``features``: the names in ``--classes_file`` (one per line, line k is label k)
-if given; else, for ``features``, the ``classes`` arrays of the files (they must agree); else the class
-count is ``max label + 1`` over source and target together and the names are ``"0" .. "K-1"``. Every class
-must have at least one source sample (SRDC initialises its cluster centres from the source class means).
+Pre-extracted features (``--dataset features``) are in :mod:`srdc.data.features` and share the class
+resolution below. Classes of ``imagelist`` and ``features``: the names in ``--classes_file`` (one per line,
+line k is label k) if given; else, for ``features``, the ``classes`` arrays of the files (they must agree);
+else the class count is ``max label + 1`` over source and target together and the names are ``"0" .. "K-1"``.
+Every class must have at least one source sample (SRDC initialises its cluster centres from the source class
+means).
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from srdc.config import SRDCConfig
-from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
+from srdc.data.base import DatasetSpec, Domain, register
 from srdc.data.images import (
     check_files_exist,
     class_folders,
@@ -107,62 +104,6 @@ def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
     return image_domain(domain, classes, samples, config.image_size)
 
 
-# -- features ------------------------------------------------------------------------------------------------
-def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """``features`` (N x d float32), ``labels`` (N int64) and the optional ``classes`` of a ``.npz`` file."""
-    if not path.is_file():
-        raise SRDCInputError(
-            f"features file {path} does not exist; make one with: srdc-data extract-features --dataset NAME "
-            f"--domain X --root DIR --out {path}"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise SRDCInputError(f"{path} is not a readable .npz file ({error})") from None
-    for key in ("features", "labels"):
-        if key not in arrays:
-            raise SRDCInputError(
-                f"{path} has no array {key!r} (it has: {', '.join(sorted(arrays)) or 'none'}); expected "
-                "'features' (N x d float) and 'labels' (N int)"
-            )
-    features, labels = arrays["features"], arrays["labels"]
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
-        raise SRDCInputError(f"{path}: 'features' must be an N x d float array, got {features.dtype} {features.shape}")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise SRDCInputError(f"{path}: 'labels' must be a 1-d integer array, got {labels.dtype} {labels.shape}")
-    if len(labels) != len(features) or len(labels) == 0:
-        raise SRDCInputError(f"{path}: {len(features)} feature rows but {len(labels)} labels (need equal, > 0)")
-    if labels.min() < 0:
-        raise SRDCInputError(f"{path}: labels must be >= 0, found {int(labels.min())}")
-    if not np.isfinite(features).all():
-        raise SRDCInputError(f"{path}: 'features' holds NaN or infinite values")
-    classes = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else None
-    return features.astype(np.float32), labels.astype(np.int64), classes
-
-
-def _embedded_classes(source: tuple, target: tuple, config: SRDCConfig) -> list[str] | None:
-    if source[2] is not None and target[2] is not None and source[2] != target[2]:
-        raise SRDCInputError(
-            f"the 'classes' arrays of {config.source} and {config.target} differ; the two files come from "
-            "different label spaces (pass --classes_file to choose the names explicitly)"
-        )
-    return source[2] if source[2] is not None else target[2]
-
-
-def load_features_domain(domain: str, config: SRDCConfig) -> Domain:
-    source, target = read_features(Path(config.source)), read_features(Path(config.target))
-    if source[0].shape[1] != target[0].shape[1]:
-        raise SRDCInputError(
-            f"feature dimension mismatch: source {config.source} has d={source[0].shape[1]}, target "
-            f"{config.target} has d={target[0].shape[1]}; extract both with the same backbone"
-        )
-    embedded = None if config.classes_file else _embedded_classes(source, target, config)
-    classes = resolve_classes(config, source[1], target[1], embedded)
-    features, labels, _ = source if domain == config.source else target
-    return tensor_domain(domain, classes, torch.from_numpy(features), torch.from_numpy(labels))
-
-
 IMAGELIST = register(DatasetSpec(
     name="imagelist", load_domain=load_imagelist_domain, default_backbone="resnet50",
     description="your image lists: --source SRC.txt --target TGT.txt ('PATH LABEL' lines)",
@@ -170,8 +111,4 @@ IMAGELIST = register(DatasetSpec(
 FOLDER = register(DatasetSpec(
     name="folder", load_domain=load_folder_domain, default_backbone="resnet50",
     description="your class folders: --source DIR --target DIR (DIR/CLASS/*.jpg)",
-))
-FEATURES = register(DatasetSpec(
-    name="features", load_domain=load_features_domain, default_backbone="identity",
-    description="pre-extracted features: --source A.npz --target B.npz (features N x d, labels N)",
 ))

@@ -1,4 +1,5 @@
-"""The Tune trainable: trial configs, what each epoch reports, and a crashed trial retried from its checkpoint."""
+"""The tuner: a crashed trial is retried (or, once errored, resumed) from its last checkpoint and ends as if never
+interrupted."""
 
 import json
 from pathlib import Path
@@ -8,11 +9,12 @@ import torch
 from conftest import read_jsonl, without_timings
 from mlflow import MlflowClient
 
-from srdc.config import SRDCConfig
-from srdc.errors import SRDCInputError
-from srdc.studies import Study, run_study
+from srdc.harness.declarations import Study
+from srdc.harness.options import resolve_launch
+from srdc.harness.outcome import run_study
+from srdc.harness.trainable import run_configs, run_trial
+from srdc.harness.tuner import TrialStatus
 from srdc.trainer import Trainer
-from srdc.tune import SUMMARY_METRICS, config_from_trial, epoch_metrics, run_trial
 
 RUN = {"dataset": "embedded", "task": "digits->digits_photo", "variant": "srdc", "seed": 0, "epochs": 3,
        "max_samples": 200, "batch_size": 32}
@@ -23,28 +25,11 @@ def bare_history(config: dict) -> list[dict]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainer = Trainer(config_from_trial(config))
+        trainer = Trainer(run_configs(config)[0])
         trainer.fit()
     finally:
         torch.set_num_threads(threads)
     return trainer.history
-
-
-def test_trial_config_drops_the_study_keys_and_rejects_unknown_fields():
-    config = config_from_trial({**RUN, "study": "ablation"})
-    assert (config.source, config.target, config.epochs) == ("digits", "digits_photo", 3)
-    with pytest.raises(SRDCInputError, match="unknown config field"):
-        config_from_trial({**RUN, "lambda": 0.5})
-
-
-def test_each_report_holds_the_history_row_and_the_running_summary():
-    trainer = Trainer(SRDCConfig(**{**RUN, "epochs": 1}))
-    trainer.fit()
-    metrics = epoch_metrics(trainer.history[-1], trainer.summary())
-    assert metrics["epoch"] == 1 and metrics["acc_target"] == trainer.history[-1]["acc_target"]
-    assert {"loss_total", "lr", "lambda", "infomax", "wall_s_epoch"} <= set(metrics)
-    assert all(metrics[key] == trainer.summary()[key] for key in SUMMARY_METRICS)
-    assert "config" not in metrics
 
 
 def crash_once_after(epoch: int, marker: Path):
@@ -68,7 +53,7 @@ CRASH_STUDY = Study(name="crash", dataset="embedded", tasks=(RUN["task"],), vari
 def assert_as_if_never_interrupted(outcome, tracking_uri: str, experiment: str) -> None:
     """One finished trial that reported each epoch once, resumed at epoch 2 (not restarted), whose history,
     summary and MLflow run equal those of the same run trained bare."""
-    assert outcome.exit_code == 0 and outcome.counts["FINISHED"] == 1
+    assert outcome.exit_code == 0 and outcome.counts[TrialStatus.FINISHED] == 1
     trial_dir = Path(outcome.records[0]["path"])
     results = read_jsonl(trial_dir / "result.json")
     # epochs 0 and 1 before the crash, 2 and 3 after it: the trial resumed at epoch 1, it did not start over
@@ -93,7 +78,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_with_the_uninterrupted_m
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     marker = tmp_path / "crashed"
     argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_retry"]
-    outcome = run_study(CRASH_STUDY, argv, trainable=crash_once_after(1, marker))
+    outcome = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, argv), trainable=crash_once_after(1, marker))
     assert marker.exists(), "the injected failure did not happen"
     assert_as_if_never_interrupted(outcome, mlflow_server, "tune_retry")
 
@@ -104,7 +89,7 @@ def test_an_errored_trial_continues_from_its_checkpoint_on_resume(tmp_path, mlfl
     trainable = crash_once_after(1, tmp_path / "crashed")
     argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_errored",
             "--max-failures", "0"]
-    first = run_study(CRASH_STUDY, argv, trainable=trainable)
-    assert first.exit_code == 1 and first.counts["FAILED"] == 1 and not first.interrupted
-    assert_as_if_never_interrupted(run_study(CRASH_STUDY, [*argv, "--resume"], trainable=trainable), mlflow_server,
-                                   "tune_errored")
+    first = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, argv), trainable=trainable)
+    assert first.exit_code == 1 and first.counts[TrialStatus.FAILED] == 1 and not first.interrupted
+    resumed = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
+    assert_as_if_never_interrupted(resumed, mlflow_server, "tune_errored")

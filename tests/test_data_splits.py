@@ -4,7 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from test_data_helpers import TINY_CLASSES, make_class_folders
+from data_helpers import TINY_CLASSES, make_class_folders
 
 from srdc.config import SRDCConfig
 from srdc.data import load_task

@@ -1,12 +1,13 @@
 """Generated miniature datasets for the data tests: tiny JPEGs in the real layouts, archives, a local server.
 
-Helpers only (no tests here); the ``test_data_*`` modules import them.
+Helpers only (no tests here); the ``test_data_*`` modules and conftest.py import them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import tarfile
 import threading
 import zipfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from srdc.base import SELECTION_KEYS
 from srdc.data.benchmarks import Benchmark, BenchmarkDomain
 
 # "TV" < "Table" < "back_pack": the canonical order is Python's sorted(), upper case first
@@ -92,6 +94,15 @@ def write_features(path: Path, n: int, dim: int, num_classes: int, seed: int, **
     features = (rng.normal(size=(n, dim)) + labels[:, None]).astype(np.float32)
     np.savez(path, features=features, labels=labels, **extra)
     return path
+
+
+def check_summary(out: Path, epochs: int) -> dict:
+    """``out/summary.json`` of a finished run: its epoch count and the three accuracies, each in [0, 100]."""
+    summary = json.loads((out / "summary.json").read_text())
+    assert {*SELECTION_KEYS, "best_oracle_epoch", "labelfree_epoch"} <= set(summary)
+    assert summary["epochs"] == epochs
+    assert all(0.0 <= summary[key] <= 100.0 for key in SELECTION_KEYS)
+    return summary
 
 
 class ArchiveServer:

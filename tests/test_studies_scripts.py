@@ -13,10 +13,12 @@ import pytest
 from study_helpers import load_declaration, plan_of
 
 from srdc.factorial import SWITCHES, estimate_effects, factorial_tables
+from srdc.harness.declarations import Study, office31_task_config
+from srdc.harness.options import build_parser
+from srdc.harness.outcome import summary_tables
+from srdc.harness.plan import grid_configs
 from srdc.paper_results import TABLES, paper_value
 from srdc.report import INDUCTIVE_NOTE
-from srdc.studies import Study, build_parser, grid_configs, summary_tables
-from srdc.study_defs import office31_task_config
 
 REPO = Path(__file__).resolve().parents[1]
 # study -> the paper tables it reproduces (its paper_table), first the one whose rows it has
@@ -58,7 +60,7 @@ def test_office_home_has_the_twelve_tasks_and_the_paper_rows_source_model_and_sr
                                   "inductive_office31"])
 def test_the_paper_numbers_stand_beside_ours_in_every_cell(name):
     study = load_declaration(name)
-    text = summary_tables(plan_of(study, "--data-root", "/data"), fake_records(study))
+    text = summary_tables(study, plan_of(study, "--data-root", "/data"), fake_records(study))
     table_id = PAPER_STUDIES[name][0]
     for variant in study.variants:
         cells = [f"51.0±1.0 (paper {paper_value(table_id, variant, task):.1f}, "
@@ -81,7 +83,7 @@ def test_the_inductive_study_runs_every_trial_on_the_50_50_splits_and_says_so_in
     configs = grid_configs(plan_of(study))
     assert len(configs) == 4 * 3 * 3 and {c["setting"] for c in configs} == {"inductive"}
     assert {c["variant"] for c in configs} == {"source_only", "srdc", "oracle"}
-    text = summary_tables(plan_of(study, "--data-root", "/data"), fake_records(study))
+    text = summary_tables(study, plan_of(study, "--data-root", "/data"), fake_records(study))
     assert text.count(INDUCTIVE_NOTE) == 2 and "(Table 2, epoch chosen with target labels)" in text
 
 
@@ -113,7 +115,7 @@ def test_the_digits_study_has_no_paper_table_and_fits_the_cpu_budget():
     assert study.paper_table == "" and "no paper table" in study.description.lower()
     assert study.tasks == ("usps->mnist", "mnist->usps") and study.config["epochs"] == 6
     assert study.variants == ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc")
-    text = summary_tables(plan_of(study, "--data-root", "/data"), fake_records(study))
+    text = summary_tables(study, plan_of(study, "--data-root", "/data"), fake_records(study))
     assert "| srdc | 51.0±1.0 | 51.0±1.0 | 51.0 |" in text and not PAPER_NUMBER.search(text)
 
 

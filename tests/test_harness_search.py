@@ -3,108 +3,40 @@ end (ASHA stopping weak trials, one MLflow child per trial, interrupted and resu
 
 import json
 import os
-import signal
 import sqlite3
-import statistics
 import subprocess
 import sys
-import time
 from contextlib import closing
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
-from conftest import read_jsonl, without_timings
+from conftest import interrupt_when, read_jsonl
 from mlflow import MlflowClient
 from study_helpers import load_declaration
 
-from srdc.config import SRDCConfig
-from srdc.search import (
-    MultiRun,
-    default_startup_trials,
-    main,
-    resolve,
-    run_objective,
-    trial_space,
-)
-from srdc.trainer import Trainer
+from srdc.harness.main import main
+from srdc.harness.options import resolve_launch
+from srdc.harness.search import default_startup_trials, resolve, trial_space
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "studies" / "search_lambda_lr.py"
 SMOKE_NAME = "search_lambda_lr-smoke"
-RUN = {"dataset": "embedded", "variant": "srdc", "epochs": 2, "max_samples": 100, "batch_size": 32, "lr": 0.02}
-TASKS = [{"task": "digits->digits_photo"}, {"task": "digits_color->digits", "mu_init": "target"}]
 
 
 SEARCH = load_declaration("search_lambda_lr", "SEARCH")
 
 
-def trial_config(tasks: list[dict], seeds: list[int], objective: str = "labelfree") -> dict:
-    """A search trial's config as Tune hands it to the trainable."""
-    return {**RUN, "tasks": tasks, "seeds": seeds, "objective": objective, "study": "t", "task": "", "seed": ""}
-
-
-def train(runs: MultiRun, epochs: int | None = None) -> MultiRun:
-    runs.initialise()
-    while not runs.done and (epochs is None or runs.epoch < epochs):
-        runs.step()
-    return runs
-
-
-def one_thread() -> None:
-    torch.set_num_threads(1)  # like a 1-CPU trial; sums in float must see the same thread count
-
-
-def test_a_trials_objective_is_the_mean_over_separate_single_seed_runs(monkeypatch):
-    one_thread()
-    runs = train(MultiRun(trial_config(TASKS, [0, 1])))
-    alone = []
-    for entry in TASKS:
-        for seed in (0, 1):
-            trainer = Trainer(SRDCConfig.from_dict({**RUN, **entry, "seed": seed}))
-            trainer.fit()
-            alone.append(trainer)
-
-    assert [without_timings(m.trainer.history) for m in runs.members] == [without_timings(t.history) for t in alone]
-    report = runs.metrics(2)
-    best_infomax = [max(row["infomax"] for row in trainer.history if row["epoch"] >= 1) for trainer in alone]
-    assert report["objective"] == report["objective_labelfree"] == statistics.mean(best_infomax)
-    assert report["objective_oracle"] == statistics.mean(t.summary()["acc_best_oracle"] for t in alone)
-    assert report["acc_labelfree"] == statistics.mean(t.summary()["acc_labelfree"] for t in alone)
-    assert report["digits_color-digits.seed1.acc_target"] == alone[3].history[2]["acc_target"]
-    assert [row["epoch"] for row in runs.history()] == [0, 1, 2]
-
-
-def test_a_trial_continued_from_its_checkpoint_matches_the_uninterrupted_one(tmp_path):
-    one_thread()
-    config = trial_config(TASKS[:1], [0, 1], "oracle")
-    whole = train(MultiRun(config))
-    first = train(MultiRun(config), epochs=1)
-    first.save(tmp_path)
-    second = MultiRun(config)
-    second.load(tmp_path)
-    assert second.started and second.epoch == 1
-    train(second)
-    assert without_timings(second.history()) == without_timings(whole.history())
-    assert second.metrics(2)["objective"] == whole.metrics(2)["objective_oracle"]
-
-
-def test_the_objectives_read_the_history_as_the_epoch_selections_do():
-    history = [{"epoch": 0, "infomax": 0.9, "clustering_objective": 0.1, "acc_target": 95.0},
-               {"epoch": 1, "infomax": 0.2, "clustering_objective": 3.0, "acc_target": 80.0},
-               {"epoch": 2, "infomax": 0.5, "clustering_objective": 2.0, "acc_target": 30.0}]
-    assert run_objective(history, "labelfree", "infomax") == 0.5  # epoch 0 (untrained) is no candidate
-    assert run_objective(history, "labelfree", "clustering") == -2.0  # lower is better: negated
-    assert run_objective(history, "oracle", "infomax") == 80.0
-
-
 def test_the_objective_is_label_free_unless_asked_and_small_searches_are_not_random(tmp_path):
     storage = ["--storage-path", str(tmp_path)]
-    setup = resolve(SEARCH, ["--smoke-test", *storage])
-    assert setup.args.objective == "labelfree"
+
+    def setup_of(*argv):
+        return resolve(SEARCH, resolve_launch(SEARCH.study, list(argv), SEARCH))
+
+    setup = setup_of("--smoke-test", *storage)
+    assert setup.options.objective == "labelfree"
     assert trial_space(setup, setup.search_dataset)["objective"] == "labelfree"
-    assert resolve(SEARCH, ["--smoke-test", "--objective", "oracle", *storage]).args.objective == "oracle"
+    assert setup_of("--smoke-test", "--objective", "oracle", *storage).options.objective == "oracle"
     assert (setup.num_samples, setup.startup_trials(), setup.grace_period()) == (8, 3, 1)
     assert [default_startup_trials(n) for n in (8, 20, 40, 200)] == [3, 5, 10, 10]
     space = trial_space(setup, setup.search_dataset)
@@ -115,7 +47,7 @@ def test_the_objective_is_label_free_unless_asked_and_small_searches_are_not_ran
 @pytest.mark.parametrize(("argv", "message"), [
     (["--promote", "2"], "add --dataset features"),
     (["--rerun-seeds", "1", "7"], "must be fresh"),
-    (["--resume"], "no search"),
+    (["--resume"], "no study search_lambda_lr-smoke"),
 ])
 def test_bad_input_exits_2_with_one_message(argv, message, tmp_path, capsys):
     assert main(SEARCH, ["--smoke-test", "--storage-path", str(tmp_path), *argv]) == 2
@@ -123,12 +55,6 @@ def test_bad_input_exits_2_with_one_message(argv, message, tmp_path, capsys):
 
 
 # -- end to end ---------------------------------------------------------------------------------------------------
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
 
 def optuna_db(storage: Path) -> Path:
     return storage / SMOKE_NAME / "optuna.db"
@@ -185,17 +111,7 @@ def test_the_smoke_search_stops_weak_trials_tracks_each_and_resumes_without_reru
         driver = subprocess.Popen([sys.executable, str(SCRIPT), *argv], stdout=log, stderr=subprocess.STDOUT,
                                   env=env, cwd=tmp_path)
 
-    def three_told_to_optuna() -> bool:
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()
-        return told_so_far(storage) >= 3
-
-    try:
-        wait_for(three_told_to_optuna, 400, "three finished trials")
-        driver.send_signal(signal.SIGINT)
-        assert driver.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    interrupt_when(driver, tmp_path / "first.log", lambda: told_so_far(storage) >= 3, 400, "three finished trials")
     told = {trial.number: trial for trial in optuna_trials(storage) if trial.state.is_finished()}
     assert 3 <= len(told) < 8, "the interruption came after the search"
     before = tune_trials(storage, SMOKE_NAME)

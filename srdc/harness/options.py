@@ -1,0 +1,261 @@
+"""Every option of a study or search script, and the one :class:`Launch` they resolve to.
+
+A :class:`Launch` holds every path, URI and resource of a run, resolved once (local paths absolute, the tracking
+URI chosen). It is saved as ``srdc_study.json`` in the study's Tune folder before the first trial, so that
+``--resume`` needs only ``--storage-path`` (and ``--study-name``/``--smoke-test`` when they were given): the
+saved launch comes back whole, and an option given again with another value is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from srdc.config import SRDCConfig
+from srdc.errors import SRDCInputError
+from srdc.harness.declarations import GRID_KEYS, Search, Study
+from srdc.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
+
+DEFAULT_STORAGE = "ray_results"
+LAUNCH_FILE = "srdc_study.json"
+OBJECTIVES = ("labelfree", "oracle")
+FEATURES = "features"
+# options that say which study --resume continues: they may be given again
+LOCATING = ("storage_path", "study_name", "smoke_test", "resume")
+# --set may not touch what the study's own options set
+RESERVED = (*GRID_KEYS, "source", "target", "dataset", "epochs", "data_root")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """A search's own options (:mod:`srdc.harness.search`)."""
+
+    objective: str = "labelfree"
+    num_samples: int | None = None
+    dataset: str | None = None
+    features_dir: str | None = None
+    promote: int = 0
+    rerun_seeds: tuple[int, ...] = ()
+    n_startup_trials: int | None = None
+    sampler_seed: int = 0
+    grace_period: int | None = None
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One study or search run, resolved: what to run (the slices of the declared grid), where, with what."""
+
+    study_name: str
+    storage_path: str
+    data_root: str
+    tracking_uri: str
+    experiment: str = DEFAULT_EXPERIMENT
+    smoke_test: bool = False
+    epochs: int | None = None
+    seeds: tuple[int, ...] | None = None
+    tasks: tuple[str, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    overrides: tuple[str, ...] = ()
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float = 1.0
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    resume: bool = False
+    search: SearchOptions | None = None
+
+    @property
+    def path(self) -> str:
+        """The study's Tune experiment folder: ``STORAGE/NAME`` (local and absolute, or a URI)."""
+        return f"{self.storage_path.rstrip('/')}/{self.study_name}"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Launch:
+        values = json.loads(text)
+        search = values.pop("search")
+        if search is not None:
+            search = SearchOptions(**{**search, "rerun_seeds": tuple(search["rerun_seeds"])})
+        tuples = {key: tuple(values[key]) for key in ("seeds", "tasks", "variants", "overrides")
+                  if values[key] is not None}
+        return cls(**{**values, **tuples, "search": search})
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+def build_parser(study: Study, search: Search | None = None) -> argparse.ArgumentParser:
+    """The options of every study script; a search script's add its own (and ``--seeds`` are every trial's)."""
+    parser = argparse.ArgumentParser(prog=Path(sys.argv[0]).name, description=_description(study, search))
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="the same grid shape on the embedded data, tiny budget (minutes on a CPU)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the study's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="(default: the study's)")
+    parser.add_argument("--tasks", nargs="+", default=None, help="a subset of the study's tasks")
+    parser.add_argument("--variants", nargs="+", default=None, help="a subset of the study's variants")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a config field for every trial, e.g. --set num_workers=4 --set bf16=true")
+    parser.add_argument("--data-root", default=study.data_root,
+                        help=f"where the datasets are (default: {study.data_root})")
+    parser.add_argument("--storage-path", default=DEFAULT_STORAGE,
+                        help="Tune's results and checkpoints: a local folder, a shared NFS path, s3:// or gs:// "
+                             f"(default: ./{DEFAULT_STORAGE})")
+    parser.add_argument("--study-name", default=None,
+                        help=f"Tune experiment and MLflow study name (default: {study.name}, with --smoke-test "
+                             f"{study.name}-smoke)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment ({DEFAULT_EXPERIMENT})")
+    parser.add_argument("--gpus-per-trial", type=float, default=None,
+                        help="GPUs per trial, fractions allowed (default: 1 when the Ray cluster has GPUs, else 0)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default: 1)")
+    parser.add_argument("--max-concurrent", type=int, default=None,
+                        help="trials at once (default: as many as the resources allow)")
+    parser.add_argument("--max-failures", type=int, default=2,
+                        help="retries of a crashed trial, each from its last checkpoint (default: 2)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted study STORAGE/NAME with its original settings: finished "
+                             "trials are kept, unfinished and errored ones continue from their last checkpoint")
+    if search is not None:
+        add_search_options(parser, search)
+    return parser
+
+
+def _description(study: Study, search: Search | None) -> str:
+    if search is not None:
+        return (f"Optuna search {study.name}: {', '.join(study.grid)} on {study.dataset} {', '.join(study.tasks)} "
+                f"(objective: the mean over tasks and seeds {', '.join(map(str, study.seeds))}). {study.description}")
+    paper = f" (paper {study.paper_table})" if study.paper_table else ""
+    return (f"Study {study.name}{paper}: {study.dataset} {', '.join(study.tasks)} x {', '.join(study.variants)} x "
+            f"seeds {', '.join(map(str, study.seeds))}. {study.description}")
+
+
+def add_search_options(parser: argparse.ArgumentParser, search: Search) -> None:
+    """The options of :mod:`srdc.harness.search`."""
+    dataset = search.study.dataset
+    parser.add_argument("--objective", choices=OBJECTIVES, default="labelfree",
+                        help="labelfree (default): the best label-free validator value (acc_labelfree's); "
+                             "oracle: the best target accuracy (target labels, the paper's protocol)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help=f"trials (default {search.num_samples}; with --smoke-test {search.smoke_samples})")
+    parser.add_argument("--dataset", choices=(dataset, FEATURES), default=None,
+                        help=f"{FEATURES}: search on cached backbone features (the head trains; minutes), "
+                             f"extracted once into --features-dir (default: {dataset}'s images)")
+    parser.add_argument("--features-dir", default=None,
+                        help="the DOMAIN.npz feature files (default: STORAGE/features/DATASET); missing ones "
+                             "are extracted with the study's backbone")
+    parser.add_argument("--promote", type=int, default=0, metavar="K",
+                        help="run the K best configs again as full fine-tuning trials (with --dataset features)")
+    parser.add_argument("--rerun-seeds", type=int, nargs="+", default=list(search.rerun_seeds),
+                        help="the fresh seeds the winning config is re-run on (default: %(default)s)")
+    parser.add_argument("--n-startup-trials", type=int, default=None,
+                        help="random trials before TPE (default: a quarter of --num-samples, 3 to 10)")
+    parser.add_argument("--sampler-seed", type=int, default=0, help="the TPE sampler's seed (default 0)")
+    parser.add_argument("--grace-period", type=int, default=None,
+                        help="ASHA: epochs before a trial may be stopped (default: a tenth of the epochs, >= 1)")
+    parser.add_argument("--reduction-factor", type=int, default=2,
+                        help="ASHA: 1/factor of the trials go on at each rung (default 2)")
+    parser.set_defaults(max_concurrent=search.max_concurrent)
+    parser.epilog = (f"Here --max-concurrent defaults to {search.max_concurrent}: the searcher's concurrency limit "
+                     f"(TPE proposes from finished trials), and --seeds are the seeds of every trial.")
+
+
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """``["lr=0.02", "bf16=true"]`` -> ``{"lr": 0.02, "bf16": True}``, typed like ``srdc-train``'s options."""
+    from srdc.cli import build_parser as train_parser
+
+    names = {f.name for f in fields(SRDCConfig)}
+    parser = train_parser()
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise SRDCInputError(f"--set {item!r}: expected FIELD=VALUE with FIELD a config field")
+        if key in RESERVED:
+            raise SRDCInputError(f"--set {key}: use --tasks/--variants/--seeds/--epochs/--data-root or the study")
+        values[key] = getattr(parser.parse_args([f"--{key}", text]), key)
+    return values
+
+
+# -- resolving: the Launch ------------------------------------------------------------------------------------
+def absolute(path: str) -> str:
+    """A local path made absolute (trials run in their own working directory); URIs unchanged."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def study_name(study: Study, args: argparse.Namespace) -> str:
+    """The Tune experiment's and MLflow study's name: ``--study-name``, else the study's (``-smoke`` added)."""
+    return args.study_name or (f"{study.name}-smoke" if args.smoke_test else study.name)
+
+
+def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
+    """The launch ``args`` ask for, locations resolved."""
+    search = None
+    if hasattr(args, "objective"):
+        search = SearchOptions(**{f.name: getattr(args, f.name) for f in fields(SearchOptions)
+                                  if f.name != "rerun_seeds"}, rerun_seeds=tuple(args.rerun_seeds))
+    optional_tuples = {key: tuple(getattr(args, key)) if getattr(args, key) is not None else None
+                       for key in ("seeds", "tasks", "variants")}
+    return Launch(
+        study_name=study_name(study, args), storage_path=absolute(args.storage_path),
+        data_root=absolute(args.data_root), tracking_uri=resolve_tracking_uri(args.tracking_uri),
+        experiment=args.experiment, smoke_test=args.smoke_test, epochs=args.epochs, **optional_tuples,
+        overrides=tuple(args.overrides), gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+        max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume, search=search)
+
+
+def resolve_launch(study: Study, argv: list[str] | None, search: Search | None = None) -> Launch:
+    """The command line ``argv`` of ``study`` (or of ``search``) as a :class:`Launch`; with ``--resume``, the saved
+    launch of the study it names (an option given again must not change it)."""
+    parser = build_parser(study, search)
+    args = parser.parse_args(argv)
+    launch = launch_from_args(study, args)
+    saved = read_launch(launch.path)
+    if launch.resume and saved is None:
+        raise SRDCInputError(f"--resume: no study {launch.study_name} in {launch.path}; drop --resume to start it")
+    if saved is not None and not launch.resume:
+        raise SRDCInputError(f"{launch.path} already holds study {launch.study_name}; pass --resume to continue "
+                             f"it, or --study-name")
+    if not launch.resume:
+        return launch
+    changed = changed_options(args, parser.parse_args([]), launch, saved)
+    if changed:
+        raise SRDCInputError(f"--resume continues {launch.path} with its original settings; drop "
+                             + ", ".join(f"--{key.replace('_', '-')}" for key in changed))
+    return dataclasses.replace(saved, **{key: getattr(launch, key) for key in LOCATING})
+
+
+def changed_options(args: argparse.Namespace, defaults: argparse.Namespace, now: Launch, saved: Launch) -> list[str]:
+    """The options given on the command line (not left at their default) whose value differs from the saved one."""
+    now_values = {**dataclasses.asdict(now), **(dataclasses.asdict(now.search) if now.search else {})}
+    saved_values = {**dataclasses.asdict(saved), **(dataclasses.asdict(saved.search) if saved.search else {})}
+    given = [key for key, value in vars(args).items() if key not in LOCATING and value != getattr(defaults, key)]
+    return sorted(key for key in given if now_values.get(key) != saved_values.get(key))
+
+
+def save_launch(launch: Launch) -> None:
+    """Write ``launch`` into its experiment folder (local, NFS, ``s3://``, ``gs://``)."""
+    import pyarrow.fs
+
+    filesystem, folder = pyarrow.fs.FileSystem.from_uri(launch.path)
+    filesystem.create_dir(folder, recursive=True)
+    with filesystem.open_output_stream(f"{folder}/{LAUNCH_FILE}") as out:
+        out.write(launch.to_json().encode())
+
+
+def read_launch(path: str) -> Launch | None:
+    """The launch saved in the experiment folder ``path``; ``None`` when there is none."""
+    import pyarrow.fs
+
+    try:
+        filesystem, folder = pyarrow.fs.FileSystem.from_uri(path)
+        with filesystem.open_input_stream(f"{folder}/{LAUNCH_FILE}") as stream:
+            return Launch.from_json(stream.read().decode())
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,228 @@
+"""THE Ray Tune trainable of every study and search: a trial trains its runs in lockstep, epoch by epoch, and
+reports and checkpoints after each.
+
+A trial config is a flat dict of :class:`srdc.config.SRDCConfig` fields plus ``study``. A plain study's trial is
+one run (``task``, ``seed`` among the fields). A search trial adds ``tasks`` (a list of ``{"task": ..., FIELD:
+VALUE}``), ``seeds`` and ``objective``: it trains one run per task x seed (the display keys ``task``/``seed`` then
+only name them), each with its own copy of the global random states, so that runs stepped in lockstep draw
+exactly the numbers they would draw alone.
+
+Each report holds, for epoch e, the mean over the runs of every number of their history rows and running
+selections (for one run: the run's own row and selections), the wall time so far, and with an ``objective``
+the search objectives (higher is better); with several runs also each run's own ``KEY.metric``. Epoch 0 is
+the untrained model. The checkpoint holds each run's complete state in ``KEY/``, so that a retried or restored
+trial continues bit for bit from its last epoch. The trial folder's ``history.jsonl``/``summary.json`` are the
+run's own files for one run, else the trial's reports and summary (the MLflow callback logs them).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import re
+import statistics
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from srdc.base import RngState, capture_rng, restore_rng
+from srdc.config import SRDCConfig
+from srdc.data import load_task
+from srdc.errors import SRDCInputError
+from srdc.runio import read_checkpoint, save_run, write_history, write_summary
+from srdc.selection import labelfree_score, summarize
+from srdc.trainer import Trainer
+
+# trial-config keys that describe the trial, not a run
+TRIAL_KEYS = frozenset({"study", "objective"})
+# with ``tasks``/``seeds`` (a search trial), ``task``/``seed`` only display the trial's runs
+MULTI_KEYS = frozenset({"tasks", "seeds", "task", "seed"})
+OBJECTIVES = ("labelfree", "oracle")
+# each run's own metrics in a several-run report (``KEY.acc_target``, ...)
+RUN_METRICS = ("acc_target", "infomax", "acc_best_oracle", "acc_labelfree")
+
+T = TypeVar("T")
+EpochHook = Callable[[Trainer], None]
+
+
+def run_key(config: SRDCConfig) -> str:
+    """A run's name in metric keys and checkpoint folders: ``digits-digits_photo.seed0`` (features: file stems)."""
+    names = [re.sub(r"[^\w.\- ]", "_", Path(side).name.removesuffix(".npz")) for side in (config.source, config.target)]
+    return f"{names[0]}-{names[1]}.seed{config.seed}"
+
+
+def run_configs(trial_config: dict[str, Any]) -> list[SRDCConfig]:
+    """The configs of the trial's runs (unknown fields are an error, not silently dropped)."""
+    base = {key: value for key, value in trial_config.items() if key not in TRIAL_KEYS}
+    if "tasks" not in base:
+        return [SRDCConfig.from_dict(base)]
+    shared = {key: value for key, value in base.items() if key not in MULTI_KEYS}
+    return [SRDCConfig.from_dict({**shared, **entry, "seed": seed})
+            for entry in base["tasks"] for seed in base["seeds"]]
+
+
+def run_objective(history: list[dict[str, Any]], objective: str, selector: str) -> float:
+    """One run's objective after its latest epoch, higher is better: ``oracle``, its ``acc_best_oracle``;
+    ``labelfree``, the best value so far of its label-free validator (the value behind ``acc_labelfree``)."""
+    if objective == "oracle":
+        return summarize(history, selector)["acc_best_oracle"]
+    return labelfree_score(history, selector)
+
+
+@dataclass
+class Member:
+    """One run of a trial with its own copy of the global random states."""
+
+    key: str
+    trainer: Trainer
+    rng: RngState
+
+    def do(self, action: Callable[[Trainer], T]) -> T:
+        """``action(trainer)`` with this run's random states in place."""
+        restore_rng(self.rng)
+        try:
+            return action(self.trainer)
+        finally:
+            self.rng = capture_rng()
+
+
+class Lockstep:
+    """A trial's runs, trained epoch by epoch in lockstep (one run for a plain study's trial)."""
+
+    def __init__(self, trial_config: dict[str, Any]) -> None:
+        self.objective: str | None = trial_config.get("objective")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise SRDCInputError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        self.members: list[Member] = []
+        data: dict[str, Any] = {}  # the seeds of one task share its data
+        for config in run_configs(trial_config):
+            if config.task_name not in data:
+                data[config.task_name] = load_task(config)
+            trainer = Trainer(config, data[config.task_name])
+            self.members.append(Member(run_key(config), trainer, capture_rng()))
+
+    @property
+    def epoch(self) -> int:
+        return self.members[0].trainer.epoch
+
+    @property
+    def started(self) -> bool:
+        """Whether epoch 0 (the untrained models) is evaluated."""
+        return self.members[0].trainer.plan is not None
+
+    @property
+    def done(self) -> bool:
+        return all(member.trainer.done for member in self.members)
+
+    def initialise(self) -> None:
+        for member in self.members:
+            member.do(Trainer.initialise)
+
+    def step(self) -> None:
+        """Train every run one epoch."""
+        for member in self.members:
+            member.do(Trainer.step)
+
+    def report(self, epoch: int) -> dict[str, Any]:
+        """What the trial reports for ``epoch``; see the module docstring."""
+        histories = [member.trainer.history[:epoch + 1] for member in self.members]
+        selectors = [member.trainer.config.labelfree_selector for member in self.members]
+        values = [{**history[-1], **summarize(history, selector)}
+                  for history, selector in zip(histories, selectors, strict=True)]
+        report = _mean_numbers(values)
+        report["wall_s"] = sum(row["wall_s_epoch"] for history in histories for row in history)
+        if self.objective is not None:
+            objectives = {name: statistics.mean(run_objective(history, name, selector) for history, selector
+                                                in zip(histories, selectors, strict=True)) for name in OBJECTIVES}
+            report["objective"] = objectives[self.objective]
+            report.update({f"objective_{name}": value for name, value in objectives.items()})
+        if len(self.members) > 1:
+            for member, value in zip(self.members, values, strict=True):
+                report.update({f"{member.key}.{key}": value[key] for key in RUN_METRICS})
+        return report
+
+    def history(self) -> list[dict[str, Any]]:
+        """The trial folder's history: the run's own for one run, else the report of every epoch so far."""
+        if len(self.members) == 1:
+            return self.members[0].trainer.history
+        return [self.report(epoch) for epoch in range(self.epoch + 1)]
+
+    def summary(self) -> dict[str, Any]:
+        """The trial folder's summary: the run's own for one run, else the latest report, ``epochs`` and each
+        run's summary."""
+        if len(self.members) == 1:
+            return self.members[0].trainer.summary()
+        runs = {member.key: {k: v for k, v in member.trainer.summary().items() if k != "config"}
+                for member in self.members}
+        return {**self.report(self.epoch), "epochs": self.epoch, "runs": runs}
+
+    def save(self, folder: Path) -> None:
+        """Every run's complete state (and its history and summary) into ``folder/KEY``."""
+        for member in self.members:
+            member.do(lambda trainer, out=folder / member.key: save_run(out, trainer))
+
+    def load(self, folder: Path) -> None:
+        """Continue every run from ``folder`` (written by :meth:`save`)."""
+        for member in self.members:
+            state = read_checkpoint(folder / member.key)
+            member.do(lambda trainer, saved=state: trainer.load_state_dict(saved))
+
+
+def _mean_numbers(values: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first dict's keys: numbers averaged over every dict that has them, other values from the first."""
+    first = values[0]
+    mean: dict[str, Any] = {}
+    for key, value in first.items():
+        if key == "config":
+            continue
+        numbers_ = [v[key] for v in values if key in v]
+        if _is_number(value) and all(_is_number(v) for v in numbers_):
+            mean[key] = numbers_[0] if len(numbers_) == 1 else statistics.mean(numbers_)
+        else:
+            mean[key] = value
+    return mean
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def report_epoch(runs: Lockstep, trial_dir: Path) -> None:
+    """Write the trial folder's history and summary, then report the latest epoch with a checkpoint of every run."""
+    import ray.tune
+
+    write_history(trial_dir, runs.history())
+    write_summary(trial_dir, runs.summary())
+    with tempfile.TemporaryDirectory(prefix="srdc-checkpoint-") as folder:
+        runs.save(Path(folder))
+        ray.tune.report(runs.report(runs.epoch), checkpoint=ray.tune.Checkpoint.from_directory(folder))
+
+
+def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None) -> None:
+    """Train (or continue from the trial's latest checkpoint) every run of the trial, reporting every epoch;
+    ``after_epoch(trainer)`` follows each report (for tests that inject faults; the harness passes none)."""
+    import ray.tune
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the study's console
+    runs = Lockstep(trial_config)
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            runs.load(Path(folder))
+    trial_dir = Path(ray.tune.get_context().get_trial_dir())
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    if not runs.started:
+        runs.initialise()
+        report_epoch(runs, trial_dir)
+    while not runs.done:
+        runs.step()
+        report_epoch(runs, trial_dir)
+        if after_epoch is not None:
+            after_epoch(runs.members[0].trainer)
+
+
+def train_srdc(trial_config: dict[str, Any]) -> None:
+    """The Ray Tune function trainable of every study and search (``tune.with_resources(train_srdc, ...)``)."""
+    run_trial(trial_config)

@@ -1,0 +1,137 @@
+"""What a training method is to the generic :class:`srdc.trainer.Trainer` (as an algorithm is to DomainBed).
+
+The trainer owns the epoch loop, the one no-grad preparation pass, evaluation, checkpoints and random states. A
+:class:`Method` supplies the rest:
+
+(a) :meth:`Method.draw`: what one training epoch draws (source and/or target batches; how many iterations);
+(b) :meth:`Method.loss`: the losses of one iteration, given its batches and the epoch's plan;
+(c) :meth:`Method.prepare`: what the preparation pass computes for the method (a plan for the next epoch, and
+    metrics for the history), from the features of both domains;
+(d) :meth:`Method.parameter_groups`, :meth:`Method.state_dict`: the parameters it owns besides the network's
+    (SRDC's learnable centres mu), and their state for checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from srdc.config import SRDCConfig
+from srdc.model import Features, Outputs
+
+
+@dataclass(frozen=True)
+class Draw:
+    """One training epoch's draw: its ``phase`` (the history key ``phase``), whether each iteration takes a
+    source batch and/or a target batch, and the number of iterations (``None``: one pass over the larger drawn
+    domain, docs/fidelity_notes.md item 13)."""
+
+    phase: str
+    source: bool
+    target: bool
+    iterations: int | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A training mini-batch on the trainer's device: inputs, labels, and the samples' indices in their domain."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Step:
+    """One training iteration as a method sees it. ``forward`` runs the network (the trainer's autocast,
+    outputs in float32); ``source``/``target`` are ``None`` where the epoch's :class:`Draw` does not take them."""
+
+    forward: Callable[[torch.Tensor], Outputs]
+    source: Batch | None
+    target: Batch | None
+    plan: Any
+    epoch: int
+    phase: str
+    lam: float
+
+
+@dataclass(frozen=True)
+class Loss:
+    """The loss to minimise and its parts (floats, averaged over the epoch into the history as ``loss_<name>``)."""
+
+    total: torch.Tensor
+    parts: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """What the preparation pass extracted: both domains' features (eval transform) and the target's softmax.
+    ``epoch`` is the number of epochs trained so far (0 before the first)."""
+
+    epoch: int
+    num_classes: int
+    source: Features
+    target: Features
+    target_probs: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What :meth:`Method.prepare` returns: the ``plan`` the next epoch trains with (any object but ``None``,
+    made of tensors, dicts and dataclasses so the trainer can move and checkpoint it) and history ``metrics``."""
+
+    plan: Any
+    metrics: dict[str, float]
+
+
+class Method:
+    """A training method. Subclasses implement :meth:`draw`, :meth:`prepare` and :meth:`loss`; the rest has
+    defaults for a method that owns no parameters besides the network's."""
+
+    def __init__(self, config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
+                 device: torch.device) -> None:
+        """``feature_dims``: the dimension of each feature space the config selects (``pooled``, ``bottleneck``)."""
+        self.config = config
+        self.num_classes = num_classes
+        self.feature_dims = feature_dims
+        self.device = device
+
+    def draw(self, epoch: int) -> Draw:
+        """What epoch ``epoch`` (0-based) draws."""
+        raise NotImplementedError
+
+    def prepare(self, pass_: Preparation) -> Prepared:
+        """The method's part of the preparation pass: the next epoch's plan and metrics for the history."""
+        raise NotImplementedError
+
+    def loss(self, step: Step) -> Loss:
+        """The loss of one training iteration."""
+        raise NotImplementedError
+
+    def start_epoch(self, plan: Any, epoch: int) -> None:
+        """Called before epoch ``epoch``'s iterations with the plan the preparation pass made."""
+
+    def validation_centres(self, plan: Any) -> dict[str, torch.Tensor]:
+        """The cluster centres per feature space that the label-free validators use (none by default)."""
+        return {}
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups ``{"params": [...], "lr_mult": m}`` for the parameters the method owns."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state of what the method owns, for exact resume."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+def supervised_loss(step: Step, batch: Batch) -> Loss:
+    """Cross-entropy on a labelled batch (eqs. 7 without weights), reported as the supervised part ``source``."""
+    loss = F.cross_entropy(step.forward(batch.inputs).logits, batch.labels)
+    return Loss(loss, {"target": 0.0, "source": float(loss.detach())})

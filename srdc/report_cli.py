@@ -1,0 +1,107 @@
+"""``srdc-report``: a study's results table from the tracking store, beside the paper's numbers.
+
+Reads the study's trial records through :mod:`srdc.tracking` (``--sync`` first backfills the store from Tune's
+results on disk), then aggregates and renders them with :mod:`srdc.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from srdc.base import run_main
+from srdc.errors import SRDCInputError
+from srdc.report import FORMATS, SELECTIONS, aggregate_study, planned_seeds, render
+from srdc.tracking import (
+    DEFAULT_EXPERIMENT,
+    Tracker,
+    TrackingUnavailable,
+    limit_http_retries,
+    open_tracker,
+    resolve_tracking_uri,
+    sync_study,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``srdc-report``."""
+    parser = argparse.ArgumentParser(
+        prog="srdc-report", description="A study's results table from MLflow (mean±std over seeds) and the paper's.")
+    parser.add_argument("--study", required=True, help="the study's name (tag srdc.study)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"(default: {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--format", choices=FORMATS, default="md")
+    parser.add_argument("--selection", choices=tuple(SELECTIONS), default="oracle",
+                        help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
+                             "without them (labelfree), or the final one (last)")
+    parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
+    parser.add_argument("--sync", action="store_true",
+                        help="first backfill MLflow from the Tune results in --storage-path")
+    parser.add_argument("--storage-path", type=Path, default=None,
+                        help="the study's Tune experiment directory (for --sync)")
+    return parser
+
+
+def check_store_exists(uri: str) -> None:
+    """A SQLite store must exist already: reading one must not create an empty one."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise SRDCInputError(f"no MLflow store at {uri}; run the report where the study ran, or pass --tracking-uri")
+
+
+def load_study(tracker: Tracker, study: str, where: str) -> tuple[list[dict[str, Any]], int | None]:
+    """The study's records (one per trial) and its planned seed count (the parent's ``seeds`` param)."""
+    records = tracker.study_trials(study)
+    params = tracker.study_params(study)
+    if not records and not params and tracker.find_study(study) is None:
+        known = ", ".join(tracker.known_studies()) or "none"
+        raise SRDCInputError(f"no study {study!r} in {where}; known studies: {known} (or pass --experiment)")
+    return records, planned_seeds(params.get("seeds"))
+
+
+def sync(args: argparse.Namespace, uri: str) -> None:
+    """Backfill the store from the study's Tune experiment directory; a line on stderr says what it did."""
+    if args.storage_path is None:
+        raise SRDCInputError("--sync needs --storage-path: the study's Tune experiment directory")
+    done = sync_study(args.storage_path, args.study, uri, args.experiment)
+    print(f"synced {done.trials} trial(s) into {uri}: {done.runs_created} run(s) created, "
+          f"{done.epochs_logged} epoch(s) logged", file=sys.stderr)
+
+
+def report(args: argparse.Namespace) -> str:
+    """Sync if asked, then the rendered tables (or a line saying that nothing has finished yet)."""
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if args.sync:
+        sync(args, uri)
+    else:
+        check_store_exists(uri)
+    tracker = open_tracker(uri, args.experiment)
+    records, planned = load_study(tracker, args.study, f"experiment {args.experiment!r} at {uri}")
+    if records and args.rows not in records[0]:
+        raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {args.study!r}")
+    tables = aggregate_study(records, args.selection, args.rows, planned, args.study)
+    if not any(table.cells for table in tables):
+        return f"study {args.study}: no finished trials yet ({len(records)} started)\n"
+    return render(tables, args.format)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``srdc-report``: the table on stdout; bad input or an unreachable store is one line on stderr, exit 2."""
+    args = build_parser().parse_args(argv)
+    limit_http_retries()
+
+    def entry() -> int:
+        try:
+            sys.stdout.write(report(args))
+        except TrackingUnavailable as error:
+            raise SRDCInputError(f"cannot read MLflow at {resolve_tracking_uri(args.tracking_uri)} ({error}); "
+                                 f"start the server (mlflow_server/start.sh) or pass --tracking-uri") from error
+        return 0
+
+    return run_main(entry)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

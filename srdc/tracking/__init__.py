@@ -1,0 +1,51 @@
+"""Tracking of studies: one parent run per study, one child run per trial, in a tracking store (MLflow).
+
+* :mod:`srdc.tracking.base`: the :class:`Tracker` interface, its value types, statuses and errors;
+* :mod:`srdc.tracking.mlflow_tracker`: :class:`MLflowTracker`, the only module that imports MLflow (lazily);
+* :mod:`srdc.tracking.logger`: :class:`StudyLogger`, which a study's driver calls to mirror it live;
+* :mod:`srdc.tracking.sync`: :func:`sync_study`, the backfill from Tune's results on disk.
+
+Importing this package imports neither MLflow nor Ray.
+"""
+
+from srdc.tracking.base import (
+    DEFAULT_EXPERIMENT,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    EpochRow,
+    StudyRef,
+    Tracker,
+    TrackingRefused,
+    TrackingUnavailable,
+    epoch_row,
+    limit_http_retries,
+    resolve_tracking_uri,
+    summary_metrics,
+)
+from srdc.tracking.logger import StudyLogger, local_folders
+from srdc.tracking.mlflow_tracker import MLflowTracker, open_tracker
+from srdc.tracking.sync import SyncReport, ended_run_status, sync_study
+
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "FAILED",
+    "FINISHED",
+    "RUNNING",
+    "EpochRow",
+    "MLflowTracker",
+    "StudyLogger",
+    "StudyRef",
+    "SyncReport",
+    "Tracker",
+    "TrackingRefused",
+    "TrackingUnavailable",
+    "epoch_row",
+    "limit_http_retries",
+    "local_folders",
+    "open_tracker",
+    "resolve_tracking_uri",
+    "summary_metrics",
+    "sync_study",
+    "ended_run_status",
+]

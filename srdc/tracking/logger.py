@@ -1,0 +1,240 @@
+""":class:`StudyLogger`: mirrors a running study into a tracker, one parent run per study, one child per trial.
+
+It runs in the Tune driver, called by the harness's Tune callback (this module imports no Ray). It logs each
+trial's per-epoch results (``step=epoch``, one batch per result) and at the trial's end its summary metrics, its
+``summary.json``/``history.jsonl`` and the run status. Runs are found again by their tags, so a trial retry or a
+``Tuner.restore`` re-attaches to the existing runs and never logs an epoch twice.
+
+The tracking store is optional: when it cannot be reached the logger warns once, keeps the unsent epochs and
+retries later; the study never stops for it. Tune's results on disk stay the source of truth, and
+:func:`srdc.tracking.sync.sync_study` backfills the store from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from srdc.tracking.base import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    EpochRow,
+    Tracker,
+    TrackingRefused,
+    TrackingUnavailable,
+    check_name,
+    epoch_row,
+    limit_http_retries,
+)
+from srdc.tracking.mlflow_tracker import open_tracker
+
+logger = logging.getLogger(__name__)
+
+# the files the trainable writes into its trial directory (srdc.runio.SUMMARY / srdc.runio.HISTORY)
+SUMMARY_FILE = "summary.json"
+HISTORY_FILE = "history.jsonl"
+# what StudyLogger pickles: its settings (Tune pickles its callbacks with the Tuner)
+SETTINGS = ("study", "experiment", "tracking_uri", "study_params", "retry_interval_s", "tracker_factory")
+
+TrackerFactory = Callable[[str, str], Tracker]
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def local_folders(*paths: str | os.PathLike[str] | None) -> list[Path]:
+    """The local ones of a trial's folders (e.g. Tune's ``trial.local_path``, then ``trial.path``): remote URIs
+    (``s3://...``) and ``None`` are left out."""
+    return [Path(path) for path in paths if path and "://" not in str(path)]
+
+
+def finish_trial(tracker: Tracker, run_id: str, folders: list[Path], status: str) -> None:
+    """End a trial's run: summary metrics and ``summary.json``/``history.jsonl`` artifacts from the first of
+    ``folders`` that holds the trainable's files, then ``status``."""
+    folder = next((f for f in folders if (f / SUMMARY_FILE).is_file() or (f / HISTORY_FILE).is_file()), None)
+    if folder is not None:
+        summary = read_json(folder / SUMMARY_FILE)
+        if summary is not None:
+            tracker.log_summary(run_id, summary)
+        tracker.log_files(run_id, [path for path in (folder / SUMMARY_FILE, folder / HISTORY_FILE) if path.is_file()])
+    tracker.set_status(run_id, status)
+
+
+@dataclass
+class _TrialLog:
+    """What the logger still has to send for one trial."""
+
+    trial_id: str
+    config: dict[str, Any]
+    folders: list[Path]
+    run_id: str | None = None
+    logged: set[int] = field(default_factory=set)
+    pending: list[EpochRow] = field(default_factory=list)
+    final_status: str | None = None
+    finalized: bool = False
+    abandoned: bool = False
+
+    def has_work(self) -> bool:
+        if self.abandoned:
+            return False
+        return self.run_id is None or bool(self.pending) or (self.final_status is not None and not self.finalized)
+
+
+class StudyLogger:
+    """Mirrors a study into the tracker ``tracker_factory(tracking_uri, experiment)``; see the module docstring.
+
+    ``study_params`` become the parent run's params; include ``seeds`` (how many seeds are planned, or the list
+    of them) so that reports can show cells with fewer finished seeds. ``retry_interval_s``: how long to wait
+    before talking to an unreachable store again. The tracker is made on first use; pickling keeps the
+    settings only.
+    """
+
+    def __init__(self, study: str, experiment: str, tracking_uri: str, study_params: dict[str, Any],
+                 retry_interval_s: float = 60.0, tracker_factory: TrackerFactory = open_tracker) -> None:
+        self.study = check_name(study)
+        self.experiment = experiment
+        self.tracking_uri = tracking_uri
+        self.study_params = dict(study_params)
+        self.retry_interval_s = retry_interval_s
+        self.tracker_factory = tracker_factory
+        self._reset()
+
+    def _reset(self) -> None:
+        self._tracker: Tracker | None = None
+        self._parent_id: str | None = None
+        self._trials: dict[str, _TrialLog] = {}
+        self._retry_at = 0.0
+        self._offline = False
+        self._disabled = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The settings only; the state is rebuilt on use."""
+        return {key: self.__dict__[key] for key in SETTINGS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    # -- what the study's driver calls --------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Before the first trial: fail fast on HTTP errors, attach the study's parent run."""
+        limit_http_retries()
+        self._flush()
+
+    def trial_started(self, trial_id: str, config: dict[str, Any], folders: list[Path]) -> None:
+        """A trial starts, or starts again (retry, restore): its run is attached (re-opened)."""
+        state = self._trial_log(trial_id, config, folders)
+        if state.final_status is not None:  # restarted after its end: re-attach (and so re-open) its run
+            state.run_id, state.final_status, state.finalized = None, None, False
+        self._flush()
+
+    def trial_result(self, trial_id: str, config: dict[str, Any], folders: list[Path],
+                     result: dict[str, Any]) -> None:
+        """A trial reported ``result``: logged when it is a per-epoch result (it has an ``epoch`` key)."""
+        row = epoch_row(result)
+        if row is not None:
+            self._trial_log(trial_id, config, folders).pending.append(row)
+        self._flush()
+
+    def trial_ended(self, trial_id: str, config: dict[str, Any], folders: list[Path], status: str) -> None:
+        """A trial ended with ``status`` (FINISHED or FAILED): summary, files and status go to its run."""
+        if status not in (FINISHED, FAILED):
+            raise ValueError(f"a trial ends FINISHED or FAILED, not {status!r}")
+        self._trial_log(trial_id, config, folders).final_status = status
+        self._flush()
+
+    def experiment_ended(self) -> None:
+        """The study ended: send what is left, end the parent run, and name what could not be sent."""
+        self._retry_at = 0.0
+        self._flush()
+        if self._parent_id is not None and not self._offline:
+            self._try(self._finish_parent, "the study's parent run")
+        unsent = [state.trial_id for state in self._trials.values() if state.has_work() or state.abandoned]
+        if unsent:
+            logger.warning("%d trial(s) of study %s are not fully in the tracking store %s; backfill them with "
+                           "`srdc-report --study %s --sync --storage-path DIR`", len(unsent), self.study,
+                           self.tracking_uri, self.study)
+
+    # -- sending --------------------------------------------------------------------------------------------
+    def _trial_log(self, trial_id: str, config: dict[str, Any], folders: list[Path]) -> _TrialLog:
+        if trial_id not in self._trials:
+            self._trials[trial_id] = _TrialLog(trial_id, dict(config), list(folders))
+        return self._trials[trial_id]
+
+    def _flush(self) -> None:
+        """Send what is pending, unless the store was unreachable less than ``retry_interval_s`` ago."""
+        if self._disabled or time.monotonic() < self._retry_at:
+            return
+        if self._parent_id is None:
+            outcome = self._try(self._attach_parent, "the study's parent run")
+            self._disabled = outcome == "refused"
+            if outcome != "ok":
+                return
+        for state in self._trials.values():
+            if not state.has_work():
+                continue
+            outcome = self._try(partial(self._send_trial, state), f"trial {state.trial_id}")
+            state.abandoned = outcome == "refused"
+            if outcome == "unreachable":
+                return
+
+    def _try(self, action: Callable[[], None], what: str) -> str:
+        """Run ``action``: ``"ok"``, ``"refused"`` (the store rejected it) or ``"unreachable"`` (retry later)."""
+        try:
+            action()
+        except TrackingRefused as error:
+            logger.warning("the tracking store %s refused %s (%s); not logging it further", self.tracking_uri,
+                           what, error)
+            return "refused"
+        except TrackingUnavailable as error:
+            if not self._offline:
+                logger.warning("the tracking store %s is unreachable (%s); the study goes on and logging retries "
+                               "every %.0f s. Tune's results stay the source of truth.", self.tracking_uri, error,
+                               self.retry_interval_s)
+            self._offline = True
+            self._retry_at = time.monotonic() + self.retry_interval_s
+            return "unreachable"
+        if self._offline:
+            logger.warning("the tracking store %s is reachable again; sending what was kept", self.tracking_uri)
+            self._offline = False
+        return "ok"
+
+    def _tracker_now(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = self.tracker_factory(self.tracking_uri, self.experiment)
+        return self._tracker
+
+    def _attach_parent(self) -> None:
+        self._parent_id = self._tracker_now().attach_study(self.study, self.study_params)
+
+    def _send_trial(self, state: _TrialLog) -> None:
+        tracker = self._tracker_now()
+        if state.run_id is None:
+            run_id, created = tracker.attach_trial(self.study, self._parent_id, state.trial_id, state.config)
+            state.logged = set() if created else tracker.logged_steps(run_id)
+            if not created and state.final_status is None:
+                tracker.set_status(run_id, RUNNING)
+            state.run_id = run_id
+        rows = [row for row in state.pending if row.step not in state.logged]
+        tracker.log_rows(state.run_id, rows)
+        state.logged |= {row.step for row in rows}
+        state.pending = []
+        if state.final_status is not None and not state.finalized:
+            finish_trial(tracker, state.run_id, state.folders, state.final_status)
+            state.finalized = True
+
+    def _finish_parent(self) -> None:
+        self._tracker_now().set_status(self._parent_id, FINISHED)

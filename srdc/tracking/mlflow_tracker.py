@@ -1,0 +1,273 @@
+""":class:`MLflowTracker`: the :class:`srdc.tracking.base.Tracker` of an MLflow tracking store.
+
+The only module of ``srdc`` that imports MLflow, and only when a tracker is made or used. Runs carry these tags.
+Parent: ``srdc.study``, ``srdc.role=parent``; its params are the study's (``seeds``: the seeds planned). Child:
+``study``, ``dataset``, ``task``, ``variant``, ``seed``, ``setting``, ``trial_id``, ``srdc.role=child`` and
+``mlflow.parentRunId``; its params are the trial's full config. MLflow's errors leave as
+:class:`~srdc.tracking.base.TrackingRefused` (a 4xx answer other than 429) or
+:class:`~srdc.tracking.base.TrackingUnavailable` (anything else: unreachable, timed out, busy).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from srdc.tracking.base import (
+    FAILED,
+    FINISHED,
+    RUNNING,
+    STEP_KEY,
+    EpochRow,
+    StudyRef,
+    TrackingRefused,
+    TrackingUnavailable,
+    check_name,
+    summary_metrics,
+    task_name,
+)
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+# MLflow's tag names (mlflow.utils.mlflow_tags)
+PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+ACTIVE_ONLY = 1  # mlflow.entities.ViewType.ACTIVE_ONLY
+
+Result = TypeVar("Result")
+
+
+def tracking_error(error: Exception) -> TrackingUnavailable:
+    """``error`` (an MlflowException, or requests'/the OS's OSError) as the package's error, on one line."""
+    from mlflow.exceptions import MlflowException
+
+    message = " ".join(str(error).split())
+    if isinstance(error, MlflowException):
+        status = error.get_http_status_code()
+        if 400 <= status < 500 and status != 429:
+            return TrackingRefused(message)
+    return TrackingUnavailable(message)
+
+
+def translated(method: Callable[..., Result]) -> Callable[..., Result]:
+    """Let ``method`` raise the package's errors instead of MLflow's and requests' (requests' are OSErrors)."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Result:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return method(*args, **kwargs)
+        except (MlflowException, OSError) as error:
+            raise tracking_error(error) from error
+    return wrapper
+
+
+def quoted(value: str) -> str:
+    """``value`` as a filter-string literal (MLflow filters take single-quoted strings)."""
+    return f"'{check_name(value)}'"
+
+
+def batches(items: list[Any], size: int) -> Iterable[list[Any]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def child_tags(study: str, trial_id: str, config: dict[str, Any], parent_id: str) -> dict[str, str]:
+    """The tags of a trial's child run."""
+    variant, seed, task = config.get("variant", "trial"), config.get("seed", ""), task_name(config)
+    return {
+        "study": study,
+        "dataset": str(config.get("dataset", "")),
+        "task": task,
+        "variant": str(config.get("variant", "")),
+        "seed": str(seed),
+        "setting": str(config.get("setting", "transductive")),
+        "trial_id": trial_id,
+        "srdc.role": "child",
+        PARENT_RUN_TAG: parent_id,
+        RUN_NAME_TAG: f"{variant} {task} seed{seed} ({trial_id})",
+    }
+
+
+def oldest(runs: list[Run]) -> Run | None:
+    """The first-started of ``runs`` (should a race ever have made two)."""
+    return min(runs, key=lambda run: run.info.start_time, default=None)
+
+
+class MLflowTracker:
+    """The experiment ``experiment`` of the MLflow store at ``tracking_uri``; see the module docstring.
+
+    Reading never creates the experiment; writing (:meth:`attach_study`, :meth:`attach_trial`) does.
+    """
+
+    @translated
+    def __init__(self, tracking_uri: str, experiment: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._experiment_id: str | None = None
+
+    # -- studies ------------------------------------------------------------------------------------------------
+    @translated
+    def attach_study(self, study: str, params: dict[str, Any]) -> str:
+        """The study's parent run id, created with ``params`` when missing (or given them if it has none);
+        its status becomes RUNNING."""
+        found = self._parent(study, create=True)
+        if found is None:
+            tags = {"srdc.study": study, "srdc.role": "parent", RUN_NAME_TAG: study}
+            found = self.client.create_run(self._experiment(create=True), tags=tags)
+            self._log_params(found.info.run_id, params)
+        elif not found.data.params:  # created, but the params never arrived
+            self._log_params(found.info.run_id, params)
+        self._set_status(found, RUNNING)
+        return found.info.run_id
+
+    @translated
+    def find_study(self, study: str) -> StudyRef | None:
+        """The study's parent run, ``None`` when there is none."""
+        found = self._parent(study)
+        return None if found is None else StudyRef(found.info.experiment_id, found.info.run_id)
+
+    @translated
+    def study_params(self, study: str) -> dict[str, str]:
+        """The params of the study's parent run; empty when it has none."""
+        found = self._parent(study)
+        return {} if found is None else dict(found.data.params)
+
+    @translated
+    def known_studies(self) -> list[str]:
+        """The names of the experiment's studies (those with a parent run), sorted."""
+        parents = self._search("tags.`srdc.role` = 'parent'")
+        return sorted({run.data.tags.get("srdc.study", "") for run in parents})
+
+    @translated
+    def study_trials(self, study: str) -> list[dict[str, Any]]:
+        """One record per child run: params, ``task`` tag, ``status`` and the latest ``acc_*`` metrics."""
+        return [{**run.data.params, "task": run.data.tags.get("task", ""), "status": run.info.status,
+                 **summary_metrics(run.data.metrics)} for run in self._children(study)]
+
+    # -- trials -------------------------------------------------------------------------------------------------
+    @translated
+    def attach_trial(self, study: str, parent_id: str, trial_id: str, config: dict[str, Any]) -> tuple[str, bool]:
+        """The trial's child run id and whether it was created now (tagged, ``config`` logged as params)."""
+        found = oldest(self._search(f"tags.study = {quoted(study)} AND tags.trial_id = {quoted(trial_id)}",
+                                    create=True))
+        if found is not None:
+            if not found.data.params:  # created, but the params never arrived
+                self._log_params(found.info.run_id, config)
+            return found.info.run_id, False
+        run = self.client.create_run(self._experiment(create=True),
+                                     tags=child_tags(study, trial_id, config, parent_id))
+        self._log_params(run.info.run_id, config)
+        return run.info.run_id, True
+
+    @translated
+    def logged_steps(self, run_id: str) -> set[int]:
+        """The epochs the run already holds (the steps of its ``epoch`` metric)."""
+        return {metric.step for metric in self.client.get_metric_history(run_id, STEP_KEY)}
+
+    @translated
+    def log_rows(self, run_id: str, rows: list[EpochRow]) -> None:
+        """One ``log_batch`` call per row, or fewer when rows fit together in MLflow's limit."""
+        from mlflow.entities import Metric
+        from mlflow.utils.validation import MAX_METRICS_PER_BATCH
+
+        batch: list[Metric] = []
+        for row in rows:
+            metrics = [Metric(key, value, row.timestamp_ms, row.step) for key, value in row.metrics.items()]
+            if batch and len(batch) + len(metrics) > MAX_METRICS_PER_BATCH:
+                self.client.log_batch(run_id, metrics=batch, synchronous=True)
+                batch = []
+            batch += metrics
+        if batch:
+            self.client.log_batch(run_id, metrics=batch, synchronous=True)
+
+    @translated
+    def log_summary(self, run_id: str, summary: dict[str, Any]) -> None:
+        """The summary's ``acc_*`` values at step ``summary["epochs"]``, those the run does not hold already."""
+        from mlflow.entities import Metric
+
+        latest = self.client.get_run(run_id).data.metrics
+        now_ms, step = int(time.time() * 1000), int(summary.get("epochs", 0))
+        metrics = [Metric(key, value, now_ms, step) for key, value in summary_metrics(summary).items()
+                   if latest.get(key) != value]
+        if metrics:
+            self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+
+    @translated
+    def log_files(self, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
+        """The files as artifacts under ``artifact_path``; one held already with the same size is skipped."""
+        held = {Path(info.path).name: info.file_size for info in self.client.list_artifacts(run_id, artifact_path)}
+        for path in map(Path, paths):
+            if held.get(path.name) != path.stat().st_size:
+                self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+    @translated
+    def set_status(self, run_id: str, status: str) -> None:
+        """FINISHED/FAILED end the run, RUNNING re-opens it; nothing changes when it has that status already."""
+        self._set_status(self.client.get_run(run_id), status)
+
+    @translated
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        """Tag the run."""
+        self.client.set_tag(run_id, key, value)
+
+    # -- MLflow -------------------------------------------------------------------------------------------------
+    def _experiment(self, create: bool = False) -> str | None:
+        """The experiment's id; ``None`` when it is missing, unless ``create``."""
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.experiment)
+            if found is not None:
+                self._experiment_id = found.experiment_id
+            elif create:
+                self._experiment_id = self.client.create_experiment(self.experiment)
+        return self._experiment_id
+
+    def _search(self, filter_string: str, create: bool = False) -> list[Run]:
+        """All active runs of the experiment that match ``filter_string`` (every page)."""
+        experiment_id = self._experiment(create)
+        if experiment_id is None:
+            return []
+        runs: list[Run] = []
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string, ACTIVE_ONLY, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def _parent(self, study: str, create: bool = False) -> Run | None:
+        return oldest(self._search(f"tags.`srdc.study` = {quoted(study)} AND tags.`srdc.role` = 'parent'", create))
+
+    def _children(self, study: str) -> list[Run]:
+        return self._search(f"tags.study = {quoted(study)} AND tags.`srdc.role` = 'child'")
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """``params`` as MLflow params (values as strings), in batches of MLflow's limit."""
+        from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAMS_TAGS_PER_BATCH
+
+        items = [Param(key, str(value)) for key, value in params.items()]
+        for batch in batches(items, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, params=batch, synchronous=True)
+
+    def _set_status(self, run: Run, status: str) -> None:
+        if run.info.status == status:
+            return
+        if status in (FINISHED, FAILED):
+            self.client.set_terminated(run.info.run_id, status)
+        else:
+            self.client.update_run(run.info.run_id, status=status)
+
+
+def open_tracker(tracking_uri: str, experiment: str) -> MLflowTracker:
+    """The tracker of ``experiment`` at ``tracking_uri`` (an MLflow store)."""
+    return MLflowTracker(tracking_uri, experiment)

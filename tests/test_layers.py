@@ -1,0 +1,114 @@
+"""The package's layers import only downwards, with no cycle inside a layer, and the heavy libraries stay where
+they belong (MLflow behind the tracker, no MLflow or Ray under the table arithmetic).
+
+Every ``import`` of every module under ``srdc/`` is read with ``ast`` (function-level imports included: a lazy
+upward import is still an upward import)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRDC = Path(__file__).resolve().parents[1] / "srdc"
+
+# lowest first; a module belongs to the layer of its longest listed prefix
+LAYERS = [
+    ("srdc.errors", "srdc.base"),
+    ("srdc", "srdc.config"),
+    ("srdc.data", "srdc.batches"),
+    ("srdc.model",),
+    ("srdc.losses", "srdc.clustering"),
+    ("srdc.validators", "srdc.selection"),
+    ("srdc.methods",),
+    ("srdc.runio", "srdc.trainer", "srdc.extract"),
+    ("srdc.cli", "srdc.data.cli", "srdc.paper_results", "srdc.report", "srdc.factorial"),
+    ("srdc.tracking",),
+    ("srdc.report_cli",),
+    ("srdc.harness", "srdc.harness.declarations"),
+    ("srdc.harness.options",),
+    ("srdc.harness.trainable",),
+    ("srdc.harness.plan",),
+    ("srdc.harness.tuner",),
+    ("srdc.harness.outcome",),
+    ("srdc.harness.search",),
+    ("srdc.harness.main",),
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRDC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(SRDC.rglob("*.py"))}
+
+
+def layer(module: str) -> int:
+    """The index in :data:`LAYERS` of the longest prefix of ``module`` that is listed."""
+    best = None
+    for index, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (index, len(prefix))
+    assert best is not None, f"{module} is in no layer: add it to LAYERS"
+    return best[0]
+
+
+def imports(module: str) -> set[str]:
+    """The modules ``module`` imports: ``srdc`` ones resolved to a module file, others by their top name."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                found.add(candidate if candidate in MODULES else node.module)
+    return found
+
+
+def srdc_imports(module: str) -> set[str]:
+    return {name for name in imports(module) if name in MODULES and name != module}
+
+
+def test_every_module_is_in_a_layer_and_imports_only_downwards():
+    upward = [f"{module} (layer {layer(module)}) imports {name} (layer {layer(name)})"
+              for module in MODULES for name in srdc_imports(module) if layer(name) > layer(module)]
+    assert not upward, "\n".join(upward)
+
+
+def test_no_circular_import_inside_a_layer():
+    graph = {module: {name for name in srdc_imports(module) if layer(name) == layer(module)} for module in MODULES}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for name in graph[module]:
+            assert state.get(name) != "open", "circular import: " + " -> ".join([*path, module, name])
+            if name not in state:
+                visit(name, [*path, module])
+        state[module] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [])
+
+
+@pytest.mark.parametrize("library", ["mlflow"])
+def test_only_the_tracker_imports_mlflow(library):
+    importers = sorted(module for module in MODULES if any(name.split(".")[0] == library for name in imports(module)))
+    assert importers == ["srdc.tracking.mlflow_tracker"]
+
+
+def test_the_layer_check_catches_an_upward_import():
+    assert layer("srdc.config") < layer("srdc.data.embedded") < layer("srdc.trainer") < layer("srdc.harness.main")
+    assert "srdc.config" in srdc_imports("srdc.data.embedded")  # the parser sees real imports
+
+
+def test_table_arithmetic_and_tracking_load_neither_mlflow_nor_ray():
+    code = ("import sys, srdc.report, srdc.factorial, srdc.tracking, srdc.harness.declarations; "
+            "print(sorted(m for m in ('mlflow', 'ray', 'optuna') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

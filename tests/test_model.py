@@ -1,0 +1,85 @@
+"""``srdc.model``: backbone output dimensions, the head's shapes, the centres, feature spaces and weight files."""
+
+import pytest
+import torch
+
+from srdc.errors import SRDCInputError
+from srdc.model import Centres, SRDCNet, build_backbone, feature_space_dims, is_pretrained
+
+
+@pytest.mark.parametrize("name, shape, dim", [
+    ("digits_cnn", (2, 3, 28, 28), 800),
+    ("resnet18", (2, 3, 64, 64), 512),
+    ("identity", (2, 37), 37),
+])
+def test_backbones_map_inputs_to_their_stated_dimension(name, shape, dim):
+    torch.manual_seed(0)
+    backbone, out_dim = build_backbone(name, weights="none", in_dim=37)
+    assert out_dim == dim
+    with torch.no_grad():
+        assert backbone.eval()(torch.randn(shape)).flatten(1).shape == (2, dim)
+
+
+def test_identity_needs_the_input_dimension_and_unknown_names_list_the_choices():
+    with pytest.raises(SRDCInputError, match="backbone 'identity' needs the feature dimension"):
+        build_backbone("identity", "none")
+    with pytest.raises(SRDCInputError, match="unknown backbone 'vgg16'; choose one of: resnet18, .*identity"):
+        build_backbone("vgg16", "none")
+
+
+def test_head_gives_pooled_bottleneck_and_logits_shapes():
+    torch.manual_seed(0)
+    backbone, dim = build_backbone("identity", "none", in_dim=20)
+    net = SRDCNet(backbone, dim, num_classes=7, bottleneck_dim=16)
+    out = net(torch.randn(5, 20))
+    assert (out.pooled.shape, out.bottleneck.shape, out.logits.shape) == ((5, 20), (5, 16), (5, 7))
+    assert (out.bottleneck >= 0).all()  # Linear + BatchNorm + ReLU
+    assert [p.shape for p in net.new_layers()] == [(16, 20), (16,), (16,), (16,), (7, 16), (7,)]
+
+
+def test_centres_start_at_zero_and_reset_overwrites_in_place():
+    centres = Centres({"pooled": 6, "bottleneck": 4}, num_classes=3)
+    assert sorted(centres.spaces) == ["bottleneck", "pooled"]
+    assert centres.mu["pooled"].shape == (3, 6) and not centres.mu["bottleneck"].any()
+    before = centres.mu["pooled"]
+    values = torch.arange(18.0).reshape(3, 6)
+    centres.reset({"pooled": values})
+    assert centres.mu["pooled"] is before and centres.mu["pooled"].requires_grad
+    assert torch.equal(centres.mu["pooled"].detach(), values) and not centres.mu["bottleneck"].any()
+
+
+@pytest.mark.parametrize("spaces, expected", [
+    ("both", {"pooled": 2048, "bottleneck": 512}),
+    ("pooled", {"pooled": 2048}),
+    ("bottleneck", {"bottleneck": 512}),
+])
+def test_feature_space_dims(spaces, expected):
+    assert feature_space_dims(spaces, pooled_dim=2048, bottleneck_dim=512) == expected
+
+
+def test_a_missing_weights_file_names_the_path_and_the_alternative(tmp_path):
+    missing = tmp_path / "resnet18.pth"
+    with pytest.raises(SRDCInputError, match=f"weights file {missing} does not exist; pass an existing .pth file "
+                                             "or --weights none"):
+        build_backbone("resnet18", str(missing))
+
+
+def test_a_weights_file_is_loaded_into_the_backbone(tmp_path):
+    torch.manual_seed(1)
+    source, _ = build_backbone("resnet18", "none")
+    path = tmp_path / "weights.pth"
+    torch.save({**source.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}, path)
+    loaded, dim = build_backbone("resnet18", str(path))
+    assert dim == 512
+    assert torch.equal(loaded.conv1.weight, source.conv1.weight)
+
+
+@pytest.mark.parametrize("name, weights, expected", [
+    ("resnet50", "imagenet", True),
+    ("resnet18", "/some/file.pth", True),
+    ("resnet50", "none", False),
+    ("digits_cnn", "imagenet", False),
+    ("identity", "imagenet", False),
+])
+def test_is_pretrained_only_for_resnets_with_weights(name, weights, expected):
+    assert is_pretrained(name, weights) is expected
