@@ -25,7 +25,9 @@ import torch
 
 from srdc.cli import run
 from srdc.config import SRDCConfig
-from srdc.studies import Study, parse_overrides, run_study
+from srdc.harness.declarations import Study
+from srdc.harness.options import parse_overrides, resolve_launch
+from srdc.harness.outcome import run_study
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,7 +63,7 @@ def main() -> None:
         argv = ["--storage-path", str(work / "ray"), "--experiment", "harness_overhead", "--tracking-uri",
                 args.tracking_uri or f"sqlite:///{work / 'mlflow.db'}", "--cpus-per-trial", str(args.cpus),
                 "--gpus-per-trial", str(args.gpus)]
-        outcome, harness_s = timed(lambda: run_study(study, argv))
+        outcome, harness_s = timed(lambda: run_study(study, resolve_launch(study, argv)))
         ray.shutdown()
         (record,) = outcome.records
         last = json.loads((Path(record["path"]) / "result.json").read_text().splitlines()[-1])

@@ -137,7 +137,7 @@ def render_effects(effects: Sequence[Effect], title: str, caption: str) -> str:
 def factorial_tables(records: Sequence[dict[str, Any]], selection: str, planned: int, study: str) -> str:
     """The factorial study's results table (a row per cell) and its effects, for one model ``selection``.
 
-    ``records`` are the study's trials (:func:`srdc.studies.study_records`): the switches, task, seed, status
+    ``records`` are the study's trials (:func:`srdc.harness.tuner.trial_records`): the switches, task, seed, status
     and accuracies. Effects use the finished trials of complete task x seed blocks.
     """
     metric = report.SELECTIONS[selection][0]
