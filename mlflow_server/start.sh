@@ -24,4 +24,22 @@ export MLFLOW_ARTIFACTS_DESTINATION="${MLFLOW_ARTIFACTS_DESTINATION:-$MLFLOW_HOM
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 
 mkdir -p "$MLFLOW_HOME"
-exec mlflow server --serve-artifacts "$@"
+# The server runs in a process group of its own, its uvicorn workers with it. Whenever this script ends (Ctrl-C,
+# `kill` of this script's pid, or the server itself dying, even by SIGKILL) it stops that whole group, so that no
+# worker is left serving the port.
+setsid mlflow server --serve-artifacts "$@" &
+server=$!
+stop_server() {
+    trap - EXIT INT TERM
+    kill -TERM -- "-$server" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 -- "-$server" 2>/dev/null || exit "$1"
+        sleep 0.1
+    done
+    kill -KILL -- "-$server" 2>/dev/null || true
+    exit "$1"
+}
+trap 'stop_server 130' INT
+trap 'stop_server 143' TERM
+trap 'stop_server $?' EXIT
+wait "$server"

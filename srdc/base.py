@@ -6,10 +6,11 @@ inside the functions that need it, so that ``--help`` stays fast.
 
 from __future__ import annotations
 
+import argparse
 import random
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from srdc.errors import NonFiniteLossError, SRDCInputError
 
@@ -66,14 +67,30 @@ def restore_rng(state: RngState) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors are one line too (``error: ...; see PROG --help``, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_INPUT_ERROR, f"error: {message}; see {self.prog} --help\n")
+
+
 def run_main(entry: Callable[[], int]) -> int:
     """Every console entry point's wrapper: ``entry()``'s exit status; bad input is one line on stderr and exit 2,
     a diverged run (non-finite loss) one line and exit 1. Any other exception propagates with its traceback."""
     try:
         return entry()
     except SRDCInputError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_INPUT_ERROR
     except NonFiniteLossError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_RUN_ERROR
+
+
+def one_line(error: Exception) -> str:
+    """The error's message; for one re-raised from a DataLoader worker (whose message carries the worker's
+    traceback), the original message alone."""
+    text = str(error)
+    if "\nOriginal Traceback" not in text:
+        return text
+    return text.strip().splitlines()[-1].split(": ", 1)[-1]

@@ -2,7 +2,8 @@
 
 Every :class:`srdc.config.SRDCConfig` field is an option under its own name (``--lambda_scale 0.5``; dashes
 work too: ``--data-root``). Writes ``OUT/summary.json``, ``OUT/history.jsonl`` and ``OUT/checkpoint.pt`` after
-every epoch; ``--resume`` continues from the checkpoint in OUT, bit for bit.
+every epoch; ``--resume`` continues from the checkpoint in OUT, bit for bit (``--resume-or-start``: continue it,
+or start the run when OUT holds no checkpoint). One process at a time owns OUT (:class:`srdc.runio.RunLock`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from srdc.base import run_main
+from srdc.base import ArgumentParser, run_main
 from srdc.config import CHOICES, SRDCConfig, config_fields
 from srdc.errors import SRDCInputError
 from srdc.methods import METHODS
-from srdc.runio import CHECKPOINT, read_checkpoint, save_run
+from srdc.runio import CHECKPOINT, RunLock, read_checkpoint, save_run
 from srdc.validators import VALIDATORS
 
 # fields whose values are registry names: the registered methods and label-free validators
@@ -49,13 +50,18 @@ def _converter(annotation: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """``srdc-train``'s options: --out, --resume / --resume-or-start, --quiet and every config field."""
+    parser = ArgumentParser(
         prog="srdc-train",
         description="Train SRDC (or a baseline/ablation variant) on one source->target task.",
     )
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default: outputs/DATASET/SOURCE_to_TARGET/VARIANT/seedN)")
-    parser.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    resume = parser.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true",
+                        help="continue the run whose checkpoint is in --out (an error when there is none)")
+    resume.add_argument("--resume-or-start", "--resume_or_start", dest="resume_or_start", action="store_true",
+                        help="continue the run in --out, or start it when --out holds no checkpoint (for scripts)")
     parser.add_argument("--quiet", action="store_true", help="no per-iteration progress bar")
     defaults = SRDCConfig()
     for field in config_fields():
@@ -99,16 +105,30 @@ def format_row(row: dict[str, Any], epochs: int) -> str:
     return "  ".join(parts)
 
 
-def run(config: SRDCConfig, out: Path, resume: bool, progress: bool) -> dict[str, Any]:
-    """Train (or continue) the run in ``out``; returns its summary."""
+def checkpoint_to_resume(out: Path, resume: bool, or_start: bool) -> dict[str, Any] | None:
+    """The checkpoint state the run in ``out`` continues from, or ``None`` to start it; errors for a run that
+    exists without ``resume``/``or_start`` and for ``resume`` without a checkpoint."""
+    has_checkpoint = (out / CHECKPOINT).is_file()
+    if has_checkpoint and not (resume or or_start):
+        raise SRDCInputError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if resume and not has_checkpoint:
+        raise SRDCInputError(f"--resume: no checkpoint at {out / CHECKPOINT} (wrong --out, or the run stopped before "
+                             f"its first save); drop --resume to start the run, or pass --resume-or-start")
+    return read_checkpoint(out) if has_checkpoint else None
+
+
+def run(config: SRDCConfig, out: Path, resume: bool, progress: bool, or_start: bool = False) -> dict[str, Any]:
+    """Train (or continue) the run in ``out``, holding its lock; returns its summary."""
+    with RunLock(out):
+        return _run_locked(config, out, checkpoint_to_resume(out, resume, or_start), progress)
+
+
+def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, progress: bool) -> dict[str, Any]:
     from srdc.trainer import Trainer
 
-    has_checkpoint = (out / CHECKPOINT).is_file()
-    if has_checkpoint and not resume:
-        raise SRDCInputError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     trainer = Trainer(config, progress=progress)
-    if resume and has_checkpoint:
-        trainer.load_state_dict(read_checkpoint(out))
+    if state is not None:
+        trainer.load_state_dict(state)
         print(f"resumed {out} at epoch {trainer.epoch}/{config.epochs}", file=sys.stderr)
     print(f"{config.dataset} {config.task_name} variant={config.variant} seed={config.seed} device={trainer.device} "
           f"source={len(trainer.task.source)} target={len(trainer.task.target)} out={out}", file=sys.stderr)
@@ -129,7 +149,7 @@ def train(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     out = args.out or default_out(config)
-    summary = run(config, out, args.resume, progress=not args.quiet)
+    summary = run(config, out, args.resume, progress=not args.quiet, or_start=args.resume_or_start)
     print(f"acc_last {summary['acc_last']:.2f}  acc_best_oracle {summary['acc_best_oracle']:.2f} "
           f"(epoch {summary['best_oracle_epoch']}, selected with target labels)  acc_labelfree "
           f"{summary['acc_labelfree']:.2f} (epoch {summary['labelfree_epoch']}, {summary['labelfree_selector']})")

@@ -6,6 +6,7 @@ The same field names are used on the command line (``--field value``) and in a R
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,54 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "feature_kernel": ("paper", "student_t"),
     "mu_init": ("mean", "target"),
     "device": ("auto", "cpu", "cuda"),
+}
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric field: from ``low`` (excluded when ``low_open``) up to ``high``, excluded
+    (``None``: no upper bound)."""
+
+    low: float
+    low_open: bool = False
+    high: float | None = None
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and (self.high is None or value < self.high)
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        return f"in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)})"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# numeric fields and their ranges; a field whose annotation allows None may also be None (its default meaning)
+RANGES: dict[str, Range] = {
+    "split_seed": Range(0),
+    "seed": Range(0, high=2**32),  # numpy's seeds
+    "epochs": Range(1),
+    "source_pretrain_epochs": Range(0),
+    "bottleneck_dim": Range(1),
+    "batch_size": Range(2),
+    "lr": Range(0, low_open=True),
+    "backbone_lr_mult": Range(0),
+    "centres_lr_mult": Range(0),
+    "momentum": Range(0, high=1),
+    "weight_decay": Range(0),
+    "lr_alpha": Range(0),
+    "lr_beta": Range(0),
+    "lambda_gamma": Range(0),
+    "lambda_scale": Range(0),
+    "kmeans_iters": Range(1),
+    "kmeans_chunk": Range(1),
+    "num_workers": Range(0),
+    "image_size": Range(8),
+    "max_samples": Range(1),
 }
 
 
@@ -113,10 +162,8 @@ class SRDCConfig:
                 raise SRDCInputError(
                     f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}"
                 )
-        if self.epochs < 1:
-            raise SRDCInputError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise SRDCInputError(f"batch_size must be >= 2, got {self.batch_size}")
+        for name, allowed in RANGES.items():
+            _check_range(name, getattr(self, name), allowed)
 
     @property
     def _variant_switches(self) -> tuple[bool, bool, bool, bool]:
@@ -163,6 +210,21 @@ class SRDCConfig:
         if unknown:
             raise SRDCInputError(f"unknown config field(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
         return cls(**values)
+
+
+def _check_range(name: str, value: Any, allowed: Range) -> None:
+    """Raise :class:`SRDCInputError` naming ``name`` unless ``value`` is a finite number of the field's type
+    (an integer for an ``int`` field) in ``allowed``, or ``None`` where the field allows it."""
+    annotation = str(SRDCConfig.__dataclass_fields__[name].type)
+    optional, integer = "None" in annotation, annotation.startswith("int")
+    if value is None and optional:
+        return
+    typed = not isinstance(value, bool) and isinstance(value, int if integer else int | float)
+    finite = typed and math.isfinite(value)
+    if not finite or not allowed.contains(value):
+        kind = "" if finite else ("an integer " if integer else "a finite number ")
+        none = " or None" if optional else ""
+        raise SRDCInputError(f"{name} must be {kind}{allowed.describe()}{none}, got {value!r}")
 
 
 def _switch(explicit: bool | None, from_variant: bool) -> bool:

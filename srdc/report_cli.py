@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from srdc.base import run_main
+from srdc.base import ArgumentParser, run_main
 from srdc.errors import SRDCInputError
 from srdc.report import FORMATS, SELECTIONS, aggregate_study, planned_seeds, render
 from srdc.tracking import (
@@ -27,7 +27,7 @@ from srdc.tracking import (
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``srdc-report``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="srdc-report", description="A study's results table from MLflow (mean±std over seeds) and the paper's.")
     parser.add_argument("--study", required=True, help="the study's name (tag srdc.study)")
     parser.add_argument("--tracking-uri", default=None,

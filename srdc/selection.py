@@ -9,16 +9,20 @@
   objective, eq. (6) (``"clustering"``; see docs/fidelity_notes.md for why it is not the default).
   ``acc_labelfree_<name>`` / ``labelfree_epoch_<name>`` give the same for every registered validator.
 
-Candidates are the models after each training epoch (epochs 1..E; epoch 0 is the untrained model).
+Candidates are the models after each training epoch (epochs 1..E; epoch 0 is the untrained model). An epoch
+whose value of the selecting key is NaN or infinite is never picked; a history where no candidate has a finite
+value is a :class:`srdc.errors.NonFiniteLossError` (the trainer stops a run before such a row is recorded).
 In the inductive setting, selection uses the target training half and the reported accuracy is measured on
 the held-out target test half (paper Table 2).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from srdc.base import SELECTION_KEYS
+from srdc.errors import NonFiniteLossError
 from srdc.validators import VALIDATORS, get_validator
 
 _BETTER = {"max": max, "min": min}
@@ -34,10 +38,20 @@ def _candidates(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in history if row["epoch"] >= 1] or history
 
 
+def _finite(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """The rows whose ``key`` is a finite number; an error naming the key when there is none."""
+    finite = [row for row in rows if math.isfinite(row[key])]
+    if not finite:
+        raise NonFiniteLossError(f"no epoch has a finite {key} (epochs {', '.join(str(r['epoch']) for r in rows)}); "
+                                 f"the run diverged: lower --lr and start a new run")
+    return finite
+
+
 def _pick(rows: list[dict[str, Any]], key: str, better: str) -> dict[str, Any]:
-    """The first row with the best ``key`` (ties go to the earlier epoch)."""
-    best_value = _BETTER[better](row[key] for row in rows)
-    return next(row for row in rows if row[key] == best_value)
+    """The first row with the best finite ``key`` (ties go to the earlier epoch)."""
+    finite = _finite(rows, key)
+    best_value = _BETTER[better](row[key] for row in finite)
+    return next(row for row in finite if row[key] == best_value)
 
 
 def summarize(history: list[dict[str, Any]], selector: str) -> dict[str, Any]:
@@ -67,5 +81,5 @@ def labelfree_score(history: list[dict[str, Any]], selector: str) -> float:
     """The best value so far of the selector's validator over epochs >= 1 (the value behind ``acc_labelfree``),
     negated when lower is better, so that higher is always better: a search objective."""
     validator = get_validator(selector)
-    best = _BETTER[validator.better](row[validator.metric] for row in _candidates(history))
+    best = _BETTER[validator.better](row[validator.metric] for row in _finite(_candidates(history), validator.metric))
     return best if validator.better == "max" else -best

@@ -15,8 +15,8 @@ the baselines: ``loss_target``, the label-free target term of eq. 6, and ``loss_
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import numbers
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -208,9 +208,8 @@ class Trainer:
             loss = self.method.loss(Step(self._forward, source, target, self.plan, self.epoch, draw.phase, lam))
             if not torch.isfinite(loss.total):
                 raise NonFiniteLossError(
-                    f"the loss became {float(loss.total.detach())} at epoch {self.epoch + 1}, iteration "
-                    f"{iteration + 1}; lower --lr (now {config.lr}) or --lambda_scale; epochs 1..{self.epoch} are "
-                    f"kept in the history"
+                    f"the run diverged: the loss became {float(loss.total.detach())} at epoch {self.epoch + 1}, "
+                    f"iteration {iteration + 1}; {_fix(config, self.epoch)}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.total.backward()
@@ -232,20 +231,31 @@ class Trainer:
             start = time.perf_counter()
             row = {"epoch": 0, **self.prepare()}
             row["wall_s_epoch"] = time.perf_counter() - start
-            self.wall_s += row["wall_s_epoch"]
-            self.history.append(row)
+            self._record(row)
 
     def step(self) -> dict[str, Any]:
-        """Train one epoch, then run the preparation pass that evaluates it; returns the history row."""
+        """Train one epoch, then run the preparation pass that evaluates it; returns the history row.
+
+        Raises :class:`NonFiniteLossError` when the loss, or any number of the epoch's row (a validator, an
+        accuracy), is not finite, before the row is recorded: history, summary and whatever ``fit``'s
+        ``on_epoch`` saved stay those of the last finite epoch. The trainer itself is then past that epoch
+        (weights, plan, epoch counter) and must not be stepped again; resuming from the last checkpoint with the
+        same config replays the same divergence, so the fix is a new run with a lower learning rate.
+        """
         self.initialise()
         start = time.perf_counter()
         train_metrics = self.train_epoch()
         self.epoch += 1
         row = {"epoch": self.epoch, **train_metrics, **self.prepare()}
         row["wall_s_epoch"] = time.perf_counter() - start
+        self._record(row)
+        return row
+
+    def _record(self, row: dict[str, Any]) -> None:
+        """Append ``row`` to the history after checking that every number in it is finite."""
+        _check_finite(row, self.config)
         self.wall_s += row["wall_s_epoch"]
         self.history.append(row)
-        return row
 
     def fit(self, on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run the remaining epochs; ``on_epoch(trainer, row)`` after each (progress, checkpoints)."""
@@ -257,9 +267,9 @@ class Trainer:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        """acc_last / acc_best_oracle / acc_labelfree with their epochs (and per validator), plus epochs, wall
-        time and config."""
-        return {**summarize(self.history, self.config.labelfree_selector), "epochs": self.epoch,
+        """acc_last / acc_best_oracle / acc_labelfree with their epochs (and per validator), plus epochs (the
+        history's last: the last finite one after a :class:`NonFiniteLossError`), wall time and config."""
+        return {**summarize(self.history, self.config.labelfree_selector), "epochs": self.history[-1]["epoch"],
                 "wall_s": self.wall_s, "config": self.config.to_dict()}
 
     # -- complete training state --------------------------------------------------------------------------
@@ -272,13 +282,17 @@ class Trainer:
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": self.epoch,
-            "plan": _move(self.plan, torch.device("cpu")),
+            "plan": _move(self.method.plan_state(self.plan), torch.device("cpu")),
             "history": [dict(row) for row in self.history],
             "wall_s": self.wall_s,
-            "rng": {**capture_rng(), "batches": self.generator.get_state()},
+            "rng": _portable_rng({**capture_rng(), "batches": self.generator.get_state()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`; a checkpoint of another run (config) is an :class:`SRDCInputError`."""
+        missing = sorted(STATE_KEYS - set(state))
+        if missing:
+            raise SRDCInputError(f"the checkpoint is incomplete (no {', '.join(missing)}); start a new run")
         saved = SRDCConfig.from_dict(state["config"])
         if _identity(saved) != _identity(self.config):
             raise SRDCInputError(
@@ -290,11 +304,16 @@ class Trainer:
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch = state["epoch"]
-        self.plan = _move(state["plan"], self.device)
+        self.plan = self.method.plan_from_state(_move(state["plan"], self.device))
         self.history = [dict(row) for row in state["history"]]
         self.wall_s = state["wall_s"]
-        restore_rng(state["rng"])
-        self.generator.set_state(state["rng"]["batches"])
+        rng = _native_rng(state["rng"])
+        restore_rng(rng)
+        self.generator.set_state(rng["batches"])
+
+
+STATE_KEYS = frozenset({"config", "model", "method", "optimizer", "epoch", "plan", "history", "wall_s", "rng"})
+"""The keys of :meth:`Trainer.state_dict`."""
 
 
 _EXECUTION_FIELDS = {"device", "num_workers", "pin_memory", "data_root", "path_prefix"}
@@ -306,17 +325,48 @@ def _identity(config: SRDCConfig) -> dict[str, Any]:
 
 
 def _move(value: Any, device: torch.device) -> Any:
-    """``value`` (a plan: tensors in dicts, lists and dataclasses) with every tensor on ``device``."""
+    """``value`` (a plan's state: tensors in dicts and lists) with every tensor on ``device``."""
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, dict):
         return {key: _move(item, device) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_move(item, device) for item in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _move(getattr(value, f.name), device)
-                                             for f in dataclasses.fields(value) if f.init})
     return value
+
+
+def _portable_rng(state: dict[str, Any]) -> dict[str, Any]:
+    """:func:`capture_rng`'s states with numpy's key array as a tensor, so that a checkpoint is tensors and plain
+    values only (loadable with ``weights_only=True``)."""
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    return {**state, "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)}
+
+
+def _native_rng(state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`_portable_rng`."""
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    return {**state, "numpy": (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)}
+
+
+def _check_finite(row: dict[str, Any], config: SRDCConfig) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first number of the history ``row`` that is NaN or infinite."""
+    for key, value in row.items():
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
+            epoch = row["epoch"]
+            if epoch == 0:
+                raise NonFiniteLossError(
+                    f"{key} is {value} for the untrained model (epoch 0): the inputs or the backbone give "
+                    f"non-finite outputs; check the data and --weights"
+                )
+            raise NonFiniteLossError(f"the run diverged: {key} became {value} at epoch {epoch}; "
+                                     f"{_fix(config, epoch - 1)}")
+
+
+def _fix(config: SRDCConfig, last_finite: int) -> str:
+    """What a diverged run's message says to do, and what it keeps."""
+    kept = "epoch 0 is" if last_finite == 0 else f"epochs 0..{last_finite} are"
+    return (f"lower --lr (now {config.lr}) or --lambda_scale and start a new run; {kept} kept in the history and "
+            f"the last checkpoint")
 
 
 def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:

@@ -43,8 +43,10 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.3)
 
 
-def interrupt_when(driver: subprocess.Popen, log: Path, condition, timeout_s: float, what: str) -> None:
-    """Wait (the study ``driver`` still running) until ``condition()``, then SIGINT it: it must exit 130."""
+def interrupt_when(driver: subprocess.Popen, log: Path, condition, timeout_s: float, what: str,
+                   sent: signal.Signals = signal.SIGINT) -> None:
+    """Wait (the study ``driver`` still running) until ``condition()``, then send it ``sent`` (SIGINT, SIGTERM):
+    it must exit 130."""
 
     def ready() -> bool:
         assert driver.poll() is None, log.read_text()
@@ -52,7 +54,7 @@ def interrupt_when(driver: subprocess.Popen, log: Path, condition, timeout_s: fl
 
     try:
         wait_for(ready, timeout_s, what)
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(sent)
         assert driver.wait(timeout=120) == 130, log.read_text()
     finally:
         if driver.poll() is None:
@@ -68,7 +70,8 @@ def free_port() -> int:
 
 @dataclass
 class MLflowServer:
-    """``mlflow server`` (SQLite store and artifacts under ``home``, job execution off) on 127.0.0.1:``port``.
+    """``mlflow server`` (SQLite store and artifacts under ``home``, job execution off) on 127.0.0.1:``port``;
+    ``backend_store_uri`` (e.g. ``postgresql://...``) replaces the SQLite store.
 
     ``stop()`` and ``start()`` again keep the same store: a server that goes down and comes back.
     """
@@ -76,6 +79,7 @@ class MLflowServer:
     home: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    backend_store_uri: str | None = None
 
     @property
     def url(self) -> str:
@@ -87,6 +91,8 @@ class MLflowServer:
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_TRACKING_URI"):
             env.pop(name, None)
+        if self.backend_store_uri is not None:
+            env["MLFLOW_BACKEND_STORE_URI"] = self.backend_store_uri
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.home / "server.log", "a") as log:
             self.process = subprocess.Popen([str(REPO / "mlflow_server" / "start.sh")], env=env, stdout=log,

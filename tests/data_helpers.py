@@ -49,8 +49,10 @@ def make_office_like(dataset_dir: Path) -> None:
 
 
 def tiny_benchmark(urls: tuple[str, ...] = (), md5: str | None = None, counts: dict[str, int] | None = None,
-                   archive: str = "tiny.tar.gz", name: str = "tinybench") -> Benchmark:
-    """A two-domain benchmark laid out like Office-31, with injectable URLs, md5 and expected counts."""
+                   archive: str = "tiny.tar.gz", name: str = "tinybench",
+                   md5_first_seen: str | None = None) -> Benchmark:
+    """A two-domain benchmark laid out like Office-31, with injectable URLs, md5 (published or first seen) and
+    expected counts."""
     counts = counts or {domain: sum(per) for domain, per in TINY_COUNTS.items()}
     return Benchmark(
         name=name,
@@ -64,6 +66,7 @@ def tiny_benchmark(urls: tuple[str, ...] = (), md5: str | None = None, counts: d
         md5=md5,
         urls=urls,
         homepage="https://example.invalid/tiny",
+        md5_first_seen=md5_first_seen,
     )
 
 

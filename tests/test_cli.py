@@ -1,16 +1,19 @@
-"""srdc-train: outputs, resume, refusal to overwrite, and one clear error with exit code 2 for bad input."""
+"""srdc-train: outputs, resume, refusal to overwrite, one process per run folder, a diverging run, and one clear
+error with exit code 2 for bad input."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+import torch
 from toys import ToyMethod
 
 from srdc.cli import format_row, main
 from srdc.data.base import DatasetSpec, register, tensor_domain
 from srdc.methods import METHODS
-from srdc.runio import read_history
+from srdc.runio import CHECKPOINT, CHECKPOINT_VERSION, RunLock, read_checkpoint, read_history
 
 QUICK = ["--epochs", "2", "--max_samples", "200", "--batch_size", "32", "--quiet"]
 
@@ -117,3 +120,57 @@ def test_non_finite_loss_exits_1_and_keeps_the_finished_epochs(tmp_path, capsys)
     assert main([*QUICK, "--out", str(tmp_path), "--lr", "1e12"]) == 1
     assert "lower --lr" in capsys.readouterr().err
     assert read_history(tmp_path)[0]["epoch"] == 0
+
+
+def test_a_diverging_run_stops_before_recording_the_nan_epoch_and_resume_says_the_same(tmp_path, capsys):
+    out = str(tmp_path)
+    diverging = ["--lr", "1e6", "--epochs", "2", "--max_samples", "200", "--quiet"]  # finite loss, NaN validators
+    assert main([*diverging, "--out", out]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("error: the run diverged: ") and "at epoch 1; lower --lr (now 1000000.0)" in last
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [row["epoch"] for row in read_history(tmp_path)] == [0]
+    assert summary["epochs"] == 0 and read_checkpoint(tmp_path)["epoch"] == 0  # all three: the last finite epoch
+    assert main([*diverging, "--out", out, "--resume"]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == last
+    assert [row["epoch"] for row in read_history(tmp_path)] == [0]
+
+
+def test_resume_without_a_checkpoint_is_an_error_and_resume_or_start_starts(tmp_path, capsys):
+    out = tmp_path / "mistyped"
+    assert main([*QUICK, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --resume: no checkpoint at {out / CHECKPOINT}") and "--resume-or-start" in err
+    assert err.count("\n") == 1 and not out.exists()
+    assert main([*QUICK, "--out", str(out), "--resume-or-start"]) == 0
+    finished = read_history(out)
+    assert [row["epoch"] for row in finished] == [0, 1, 2]
+    assert main([*QUICK, "--out", str(out), "--resume-or-start"]) == 0  # continues: here, nothing left to train
+    assert read_history(out) == finished
+
+
+def test_a_folder_held_by_another_process_is_refused(tmp_path, capsys):
+    with RunLock(tmp_path):
+        assert main([*QUICK, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path} is in use by another srdc-train (pid {os.getpid()} on ")
+    assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+class RunsCode:
+    """A checkpoint's payload that runs a shell command when unpickled."""
+
+    def __reduce__(self):
+        return os.system, ("touch MARKER",)
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"format": "srdc-checkpoint", "version": CHECKPOINT_VERSION, "state": {"epoch": 1, "x": RunsCode()}},
+               out / CHECKPOINT)
+    result = subprocess.run([sys.executable, "-m", "srdc.cli", *QUICK, "--out", str(out), "--resume"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {out / CHECKPOINT} is refused: ") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "MARKER").exists()

@@ -1,8 +1,12 @@
 """SRDCConfig: round trip, unknown fields, task parsing, the variants' switches, range and choice errors."""
 
-import pytest
+import math
 
-from srdc.config import VARIANTS, SRDCConfig
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from srdc.config import CHOICES, RANGES, VARIANTS, SRDCConfig
 from srdc.errors import SRDCInputError
 
 
@@ -78,7 +82,99 @@ def test_a_variant_outside_the_paper_has_no_srdc_component_unless_set():
     ({"setting": "online"}, "unknown setting 'online'; choose one of: transductive, inductive"),
     ({"feature_kernel": "gauss"}, "unknown feature_kernel 'gauss'; choose one of: paper, student_t"),
     ({"device": "tpu"}, "unknown device 'tpu'"),
+    ({"lr": -1.0}, r"lr must be > 0, got -1.0"),
+    ({"max_samples": 0}, r"max_samples must be >= 1 or None, got 0"),
+    ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1.0"),
+    ({"lr": math.inf}, r"lr must be a finite number > 0, got inf"),
+    ({"epochs": 2.5}, r"epochs must be an integer >= 1, got 2.5"),
+    ({"image_size": 4}, r"image_size must be >= 8 or None, got 4"),
 ])
 def test_range_and_choice_errors(values, message):
     with pytest.raises(SRDCInputError, match=message):
         SRDCConfig(**values)
+
+
+# -- properties of the range checks (hypothesis) ----------------------------------------------------------------
+PROPERTY = settings(deadline=None, database=None, max_examples=60)
+
+
+def _integer_field(name: str) -> bool:
+    return str(SRDCConfig.__dataclass_fields__[name].type).startswith("int")
+
+
+def _optional_field(name: str) -> bool:
+    return "None" in str(SRDCConfig.__dataclass_fields__[name].type)
+
+
+def in_range(name: str) -> st.SearchStrategy:
+    """Every value the field accepts."""
+    allowed = RANGES[name]
+    if _integer_field(name):
+        low = int(allowed.low) + (1 if allowed.low_open else 0)
+        high = int(allowed.high) - 1 if allowed.high is not None else low + 10**6
+        values = st.integers(min_value=low, max_value=high)
+    else:
+        values = st.floats(min_value=allowed.low, max_value=allowed.high, exclude_min=allowed.low_open,
+                           exclude_max=allowed.high is not None, allow_nan=False, allow_infinity=False)
+    return values | st.none() if _optional_field(name) else values
+
+
+def out_of_range(name: str) -> st.SearchStrategy:
+    """Values the field refuses: below, above, not finite, of the wrong type."""
+    allowed = RANGES[name]
+    wrong_type = st.sampled_from(["1", True, [1]])
+    if _integer_field(name):
+        low = int(allowed.low) + (1 if allowed.low_open else 0)
+        values = st.integers(max_value=low - 1) | st.floats() | wrong_type
+        if allowed.high is not None:
+            values |= st.integers(min_value=int(allowed.high))
+        return values
+    values = (st.floats(max_value=allowed.low, exclude_max=not allowed.low_open)
+              | st.sampled_from([math.nan, math.inf, -math.inf]) | wrong_type)
+    if allowed.high is not None:
+        values |= st.floats(min_value=allowed.high)
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+@PROPERTY
+@given(data=st.data())
+def test_every_value_in_range_builds(name, data):
+    value = data.draw(in_range(name))
+    assert getattr(SRDCConfig(**{name: value}), name) == value
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+@PROPERTY
+@given(data=st.data())
+def test_every_value_out_of_range_is_one_line_naming_the_field(name, data):
+    value = data.draw(out_of_range(name))
+    with pytest.raises(SRDCInputError) as error:
+        SRDCConfig(**{name: value})
+    message = str(error.value)
+    assert message.startswith(f"{name} must be ") and "\n" not in message
+
+
+def test_every_numeric_field_with_a_natural_range_is_checked():
+    assert set(RANGES) >= {"lr", "epochs", "batch_size", "max_samples", "momentum", "weight_decay", "lambda_scale",
+                           "lambda_gamma", "lr_alpha", "lr_beta", "centres_lr_mult", "backbone_lr_mult",
+                           "kmeans_iters", "kmeans_chunk", "bottleneck_dim", "num_workers", "image_size",
+                           "source_pretrain_epochs", "split_seed"}
+
+
+@st.composite
+def configs(draw) -> SRDCConfig:
+    """Any valid config: every range-checked field in range, every choice field one of its values."""
+    values = {name: draw(in_range(name)) for name in RANGES}
+    values.update({name: draw(st.sampled_from(allowed)) for name, allowed in CHOICES.items()})
+    values.update({name: draw(st.sampled_from([None, True, False]))
+                   for name in ("structural_source_reg", "feature_discrimination", "soft_source_selection")})
+    values["variant"] = draw(st.sampled_from(VARIANTS))
+    return SRDCConfig(**values)
+
+
+@PROPERTY
+@given(config=configs())
+def test_from_dict_of_to_dict_round_trips(config):
+    assert SRDCConfig.from_dict(config.to_dict()) == config
+    assert SRDCConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()

@@ -116,17 +116,67 @@ def test_every_failed_mirror_is_listed(tmp_path, monkeypatch, capsys):
     assert "Or download tiny.tar.gz by hand (see https://example.invalid/tiny) and pass --archive FILE." in err
 
 
-def test_a_hand_downloaded_zip_without_registered_md5_is_checked_by_counts(tmp_path, monkeypatch, capsys):
+def unverified_zip(tmp_path) -> tuple[Path, str]:
     source = tmp_path / "source"
     make_office_like(source)
     archive = make_zip(source, tmp_path / "tiny.zip")
-    bench = tiny_benchmark(archive="tiny.zip")
+    return archive, md5_bytes(archive.read_bytes())
+
+
+def test_an_unverified_archive_is_refused_without_the_flag(tmp_path, monkeypatch, capsys):
+    archive, md5 = unverified_zip(tmp_path)
     root = tmp_path / "root"
-    assert run_cli(monkeypatch, bench, "download", "tinybench", "--root", str(root), "--archive", str(archive)) == 0
+    args = ("download", "tinybench", "--root", str(root), "--archive", str(archive))
+    assert run_cli(monkeypatch, tiny_benchmark(archive="tiny.zip"), *args) == 2
     err = capsys.readouterr().err
-    assert f"no md5 is registered for tiny.zip (unverified); it is checked by its image counts only. Its md5 is " \
-           f"{md5_bytes(archive.read_bytes())}" in err
+    assert err.count("\n") == 1 and err.startswith(f"error: refusing to extract {archive} (md5 {md5}): it cannot "
+                                                    "be verified (no md5 is published for tiny.zip")
+    assert "--accept-unverified" in err and not root.exists() and archive.is_file()
+
+
+def test_an_unverified_archive_is_extracted_with_the_flag_and_its_md5_printed(tmp_path, monkeypatch, capsys):
+    archive, md5 = unverified_zip(tmp_path)
+    root = tmp_path / "root"
+    args = ("download", "tinybench", "--root", str(root), "--archive", str(archive), "--accept-unverified")
+    assert run_cli(monkeypatch, tiny_benchmark(archive="tiny.zip"), *args) == 0
+    assert f"note: extracting unverified archive {archive} (md5 {md5}) because of --accept-unverified" in \
+        capsys.readouterr().out
     assert archive.is_file() and len(list((root / "tinybench").rglob("*.jpg"))) == 14
+
+
+def test_the_first_seen_md5_and_layout_verify_an_archive(tmp_path, monkeypatch, capsys):
+    archive, md5 = unverified_zip(tmp_path)
+    root = tmp_path / "root"
+    bench = tiny_benchmark(archive="tiny.zip", md5_first_seen=md5)
+    assert run_cli(monkeypatch, bench, "download", "tinybench", "--root", str(root), "--archive", str(archive)) == 0
+    assert "matches the first-seen md5 and layout of tiny.zip" in capsys.readouterr().out
+    assert len(list((root / "tinybench").rglob("*.jpg"))) == 14
+
+
+@pytest.mark.parametrize("first_seen, counts, reason", [
+    ("0" * 32, None, f"its md5 differs from the first-seen md5 {'0' * 32}"),
+    (None, {"amazon": 7, "webcam": 8}, "layout: domain 'webcam' has 7 images under webcam/images/, 8 expected"),
+])
+def test_a_different_first_seen_md5_or_layout_is_refused(tmp_path, monkeypatch, capsys, first_seen, counts, reason):
+    archive, md5 = unverified_zip(tmp_path)
+    bench = tiny_benchmark(archive="tiny.zip", md5_first_seen=first_seen or md5, counts=counts)
+    root = tmp_path / "root"
+    assert run_cli(monkeypatch, bench, "download", "tinybench", "--root", str(root), "--archive", str(archive)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and reason in err and "--accept-unverified" in err and not root.exists()
+
+
+def test_a_downloaded_unverified_archive_is_kept_for_a_rerun_with_the_flag(tmp_path, monkeypatch, capsys):
+    archive, md5 = unverified_zip(tmp_path)
+    bench = tiny_benchmark(urls=(archive.as_uri(),), archive="tiny.zip")
+    root = tmp_path / "root"
+    assert run_cli(monkeypatch, bench, "download", "tinybench", "--root", str(root), "--quiet") == 2
+    assert f"(md5 {md5}): it cannot be verified" in capsys.readouterr().err
+    assert leftovers(root) == [f"{DOWNLOADS}/tiny.zip"] and not (root / "tinybench").exists()
+    archive.unlink()  # the rerun uses the kept download
+    assert run_cli(monkeypatch, bench, "download", "tinybench", "--root", str(root), "--quiet",
+                   "--accept-unverified") == 0
+    assert leftovers(root) == [] and len(list((root / "tinybench").rglob("*.jpg"))) == 14
 
 
 def test_a_damaged_unchecked_archive_is_refused_and_not_reused(tmp_path):

@@ -35,7 +35,7 @@ def test_the_objective_is_label_free_unless_asked_and_small_searches_are_not_ran
 
     setup = setup_of("--smoke-test", *storage)
     assert setup.options.objective == "labelfree"
-    assert trial_space(setup, setup.search_dataset)["objective"] == "labelfree"
+    assert trial_space(setup, setup.search_dataset)["search_objective"] == "labelfree"
     assert setup_of("--smoke-test", "--objective", "oracle", *storage).options.objective == "oracle"
     assert (setup.num_samples, setup.startup_trials(), setup.grace_period()) == (8, 3, 1)
     assert [default_startup_trials(n) for n in (8, 20, 40, 200)] == [3, 5, 10, 10]

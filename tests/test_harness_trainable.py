@@ -43,7 +43,7 @@ def test_a_single_runs_report_is_its_history_row_and_running_summary():
 
 def trial_config(tasks: list[dict], seeds: list[int], objective: str = "labelfree") -> dict:
     """A search trial's config as Tune hands it to the trainable."""
-    return {**LOCKSTEP_RUN, "tasks": tasks, "seeds": seeds, "objective": objective, "study": "t", "task": "",
+    return {**LOCKSTEP_RUN, "tasks": tasks, "seeds": seeds, "search_objective": objective, "study": "t", "task": "",
             "seed": ""}
 
 

@@ -93,3 +93,19 @@ def test_an_errored_trial_continues_from_its_checkpoint_on_resume(tmp_path, mlfl
     assert first.exit_code == 1 and first.counts[TrialStatus.FAILED] == 1 and not first.interrupted
     resumed = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
     assert_as_if_never_interrupted(resumed, mlflow_server, "tune_errored")
+
+
+@pytest.mark.slow
+def test_a_diverging_trial_ends_as_diverged_without_retries(tmp_path, ray_cluster, capsys):
+    study = Study(name="diverge", dataset="embedded", tasks=(RUN["task"],), variants=("srdc", "source_only"),
+                  seeds=(0,), config={"epochs": 2, "max_samples": 200, "batch_size": 32, "lr": 1e6})
+    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    outcome = run_study(study, resolve_launch(study, argv))
+    by_variant = {record["variant"]: record for record in outcome.records}
+    assert by_variant["srdc"]["status"] == TrialStatus.DIVERGED and outcome.exit_code == 1
+    folder = Path(by_variant["srdc"]["path"])
+    assert "the run diverged" in (folder / "diverged.txt").read_text()
+    reports = read_jsonl(folder / "result.json")
+    assert reports[-1]["diverged"] == 1 and reports[-1]["epoch"] == reports[-2]["epoch"]  # the last finite epoch
+    assert all(row["training_iteration"] == index + 1 for index, row in enumerate(reports))  # one attempt only
+    assert "diverged, " in outcome.describe().splitlines()[0]

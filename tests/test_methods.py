@@ -101,6 +101,20 @@ def test_srdc_preparation_gives_mu_weights_and_column_masses():
     assert torch.allclose(target_init.prepare(preparation(0)).plan.mu["pooled"], target_centres)
 
 
+def test_srdc_plan_is_checkpointed_as_plain_tensors_and_rebuilt():
+    srdc = build_method(SRDCConfig(), 2, {"pooled": 2, "bottleneck": 2}, torch.device("cpu"))
+    plan = srdc.prepare(preparation(1)).plan
+    buffer = io.BytesIO()
+    torch.save(srdc.plan_state(plan), buffer)
+    buffer.seek(0)
+    rebuilt = srdc.plan_from_state(torch.load(buffer, weights_only=True))
+    assert type(rebuilt) is type(plan)
+    assert torch.equal(rebuilt.source_weights, plan.source_weights)
+    for name in ("mu", "target_centres", "kmeans_labels", "column_mass"):
+        assert getattr(rebuilt, name).keys() == getattr(plan, name).keys()
+        assert all(torch.equal(getattr(rebuilt, name)[k], getattr(plan, name)[k]) for k in getattr(plan, name))
+
+
 def train_toy(monkeypatch, **overrides) -> Trainer:
     monkeypatch.setitem(METHODS, "toy", ToyMethod)
     trainer = Trainer(SRDCConfig(**{**TOY, **overrides}))
@@ -155,7 +169,7 @@ def test_a_toy_method_resumes_exactly(monkeypatch):
     buffer.seek(0)
     torch.manual_seed(777)
     resumed = Trainer(SRDCConfig(**{**TOY, "epochs": 3}))
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
     resumed.fit()
 
     def untimed(history):

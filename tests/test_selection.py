@@ -1,9 +1,12 @@
-"""Model selection: oracle (target labels), label-free (infomax / clustering objective) and last."""
+"""Model selection: oracle (target labels), label-free (infomax / clustering objective) and last; never a
+non-finite epoch."""
+
+import math
 
 import pytest
 
 from srdc.base import SELECTION_KEYS
-from srdc.errors import SRDCInputError
+from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.selection import labelfree_score, summarize
 from srdc.validators import VALIDATORS, Validator
 
@@ -70,3 +73,24 @@ def test_unknown_selector_is_one_clear_error():
         summarize(HISTORY, "vibes")
     with pytest.raises(SRDCInputError, match="choose one of: infomax, clustering"):
         labelfree_score(HISTORY, "vibes")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("position", [1, 2])
+def test_a_non_finite_epoch_is_never_selected(bad, position):
+    history = [dict(row) for row in HISTORY]
+    for key in ("acc_target", "infomax", "clustering_objective"):
+        history[position][key] = bad  # first (1) or in the middle (2): max() of a NaN depends on its place
+    summary = summarize(history, "infomax")
+    assert summary["best_oracle_epoch"] not in (position, None) and summary["labelfree_epoch"] != position
+    assert summary["labelfree_epoch_clustering"] != position
+    assert all(math.isfinite(summary[key]) for key in SELECTION_KEYS if key != "acc_last")
+    assert math.isfinite(labelfree_score(history, "infomax")) and math.isfinite(labelfree_score(history, "clustering"))
+
+
+def test_a_history_without_a_finite_candidate_is_one_clear_error():
+    history = [HISTORY[0], {**HISTORY[1], "infomax": math.nan}]
+    with pytest.raises(NonFiniteLossError, match="no epoch has a finite infomax"):
+        summarize(history, "infomax")
+    with pytest.raises(NonFiniteLossError, match="no epoch has a finite infomax"):
+        labelfree_score(history, "infomax")

@@ -1,4 +1,5 @@
-"""The trainer: exact resume, component switches, the embedded pair's domain gap, non-finite losses."""
+"""The trainer: exact resume (from weights-only checkpoints), component switches, the embedded pair's domain gap,
+non-finite losses and metrics."""
 
 import io
 
@@ -12,6 +13,7 @@ from srdc.data import load_task
 from srdc.data.base import Domain, TaskData
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.trainer import TIMING_KEYS, Trainer, lambda_at, lr_at
+from srdc.validators import VALIDATORS, Validator
 
 
 def small_config(**overrides) -> SRDCConfig:
@@ -25,10 +27,11 @@ def without_timings(history: list[dict]) -> list[dict]:
 
 
 def roundtrip(state: dict) -> dict:
+    """``state`` through a file read as checkpoints are: tensors and plain values only."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=False)
+    return torch.load(buffer, weights_only=True)
 
 
 def assert_same_run(a: Trainer, b: Trainer) -> None:
@@ -183,6 +186,53 @@ def test_non_finite_loss_raises_and_keeps_the_history():
     assert trainer.history[0]["epoch"] == 0  # what was computed before the failure is still there
 
 
+def nan_from_call(n: int) -> Validator:
+    """A validator that is finite for its first ``n - 1`` calls (epochs 0..n-2), then NaN."""
+    calls = []
+
+    def compute(view) -> float:
+        calls.append(1)
+        return float("nan") if len(calls) >= n else 0.5
+
+    return Validator("flaky", "flaky_score", "max", compute)
+
+
+def test_a_non_finite_metric_stops_the_run_before_its_epoch_is_recorded(monkeypatch):
+    monkeypatch.setitem(VALIDATORS, "flaky", nan_from_call(3))  # NaN in epoch 2's row, the loss stays finite
+    trainer = Trainer(small_config(epochs=4))
+    saved = []
+    with pytest.raises(NonFiniteLossError, match=r"flaky_score became nan at epoch 2; lower --lr .*epochs 0\.\.1 "
+                                                 r"are kept in the history and the last checkpoint") as error:
+        trainer.fit(lambda trainer, row: saved.append(roundtrip(trainer.state_dict())))
+    assert "\n" not in str(error.value)
+    assert [row["epoch"] for row in trainer.history] == [0, 1]
+    assert trainer.summary()["labelfree_epoch"] == 1 and trainer.summary()["epochs"] == 1
+    assert [state["epoch"] for state in saved] == [1]  # the last checkpoint is the last finite epoch's
+    assert [row["epoch"] for row in saved[-1]["history"]] == [0, 1]
+    assert trainer.wall_s == sum(row["wall_s_epoch"] for row in trainer.history)
+
+
+def test_a_non_finite_metric_of_the_untrained_model_says_so(monkeypatch):
+    monkeypatch.setitem(VALIDATORS, "flaky", nan_from_call(1))
+    trainer = Trainer(small_config(epochs=2))
+    with pytest.raises(NonFiniteLossError, match=r"flaky_score is nan for the untrained model \(epoch 0\)"):
+        trainer.initialise()
+    assert trainer.history == []
+
+
+def test_a_checkpoint_loads_weights_only_and_an_incomplete_one_is_refused():
+    trainer = Trainer(small_config(epochs=1))
+    trainer.initialise()
+    state = roundtrip(trainer.state_dict())
+    assert isinstance(state["rng"]["numpy"][1], torch.Tensor)
+    resumed = Trainer(small_config(epochs=1))
+    resumed.load_state_dict(state)
+    assert np.array_equal(np.random.get_state()[1], trainer.state_dict()["rng"]["numpy"][1].numpy())
+    del state["optimizer"]
+    with pytest.raises(SRDCInputError, match="the checkpoint is incomplete \\(no optimizer\\)"):
+        Trainer(small_config(epochs=1)).load_state_dict(state)
+
+
 @pytest.mark.slow
 def test_embedded_pair_shows_a_real_domain_gap():
     """Source-only on grey digits transfers badly to photo-blended digits; training on the target does not."""
@@ -207,7 +257,9 @@ def test_plan_appears_with_the_first_preparation_pass_and_checkpoints_on_the_cpu
     trainer.initialise()
     assert trainer.plan is not None and [row["epoch"] for row in trainer.history] == [0]
     plan = trainer.state_dict()["plan"]
-    assert plan.source_weights.device.type == "cpu" and torch.equal(plan.mu["pooled"], trainer.plan.mu["pooled"])
+    assert isinstance(plan, dict)  # the method's plan as plain data: a checkpoint holds no class to unpickle
+    assert plan["source_weights"].device.type == "cpu"
+    assert torch.equal(plan["mu"]["pooled"], trainer.plan.mu["pooled"])
     trainer.initialise()  # a second call does not evaluate again
     assert len(trainer.history) == 1
 

@@ -12,6 +12,11 @@ from torch.utils.data import Dataset, TensorDataset
 from srdc.errors import SRDCInputError
 
 
+def one_line(error: BaseException) -> str:
+    """An exception's message with its line breaks folded, for one-line error messages."""
+    return " ".join(str(error).split())
+
+
 @dataclass
 class Domain:
     """The samples of one domain (or one split of it).

@@ -1,13 +1,15 @@
 """``srdc-data``: list, download, verify, split and extract features of datasets (docs/datasets.md).
 
     srdc-data list [--root DIR]
-    srdc-data download NAME --root DIR [--archive FILE] [--keep-archive]
+    srdc-data download NAME --root DIR [--archive FILE] [--keep-archive] [--accept-unverified]
     srdc-data verify NAME --root DIR
+    srdc-data fingerprint ARCHIVE [--out MANIFEST.json | --check MANIFEST.json] [--benchmark NAME]
     srdc-data split NAME --domain X --root DIR --seed 0 --out DIR
     srdc-data extract-features --dataset NAME --domain X --root DIR --out X.npz [--backbone resnet50]
                                [--weights imagenet|none|PATH] [--batch-size 64] [--device auto|cpu|cuda]
 
-Bad input and failed downloads print ``error: ...`` on stderr and exit with status 2.
+Bad input (usage errors included) and failed downloads print one ``error: ...`` line on stderr and exit with
+status 2.
 """
 
 from __future__ import annotations
@@ -16,23 +18,31 @@ import argparse
 import sys
 from pathlib import Path
 
-from srdc.base import run_main
+from srdc.base import ArgumentParser, run_main
 from srdc.config import SRDCConfig
 from srdc.data import load_one_domain
 from srdc.data.base import Domain
-from srdc.data.benchmarks import BENCHMARKS, find_domain_path, get_benchmark, verify_benchmark
-from srdc.data.download import download_benchmark
+from srdc.data.benchmarks import BENCHMARKS, Benchmark, find_domain_path, get_benchmark, verify_benchmark
+from srdc.data.download import download_benchmark, verification_problems
+from srdc.data.fingerprint import compare_fingerprints, fingerprint_archive, read_fingerprint, write_fingerprint
 from srdc.data.images import write_image_list
 from srdc.data.splits import stratified_split
 from srdc.errors import SRDCInputError
 from srdc.extract import ExtractionRequest, run_extraction
 
 
+def first_seen_note(bench: Benchmark) -> str:
+    """For a benchmark without a published md5: its first-seen md5 (confirmed by a user), or that none is recorded."""
+    if bench.md5 is not None:
+        return ""
+    return f" (first seen, not published: {bench.md5_first_seen or 'none recorded'})"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Every benchmark: domains with letters and expected counts, archive, md5, URLs (and status under --root)."""
     for bench in BENCHMARKS.values():
         print(f"{bench.name}: {bench.title}, {len(bench.classes)} classes")
-        print(f"  archive {bench.archive}  md5 {bench.md5 or 'unverified'}  ({bench.homepage})")
+        print(f"  archive {bench.archive}  md5 {bench.md5 or 'unverified'}{first_seen_note(bench)}  ({bench.homepage})")
         for url in bench.urls:
             print(f"  url {url}")
         for domain in bench.domains:
@@ -48,7 +58,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     bench = get_benchmark(args.name)
     archive = Path(args.archive) if args.archive else None
-    final = download_benchmark(bench, Path(args.root), archive, args.keep_archive, progress=not args.quiet)
+    final = download_benchmark(bench, Path(args.root), archive, args.keep_archive, progress=not args.quiet,
+                               accept_unverified=args.accept_unverified)
     counts = verify_benchmark(bench, final)
     print(f"{bench.name} is at {final}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
     return 0
@@ -59,6 +70,31 @@ def cmd_verify(args: argparse.Namespace) -> int:
     counts = verify_benchmark(bench, Path(args.root) / bench.name)
     for domain in bench.domains:
         print(f"{domain.letter:>2} {domain.name:<12} {counts[domain.name]:>5} images, {len(bench.classes)} classes: ok")
+    return 0
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    """Print an archive's md5, size and member count; write its manifest, or check it against a recorded one
+    (``--check``) and against a benchmark's md5 and layout (``--benchmark``)."""
+    archive = Path(args.archive)
+    got = fingerprint_archive(archive)
+    print(f"{archive}: md5 {got.md5}, {got.size} bytes, {len(got.members)} files")
+    if args.benchmark is not None:
+        bench = get_benchmark(args.benchmark)
+        reasons = verification_problems(bench, archive, got.md5)
+        if reasons:
+            raise SRDCInputError(f"{archive} does not verify as {bench.name}: " + "; ".join(reasons))
+        print(f"{archive} verifies as {bench.name}")
+    if args.check is not None:
+        manifest = Path(args.check)
+        problems = compare_fingerprints(got, read_fingerprint(manifest))
+        if problems:
+            raise SRDCInputError(f"{archive} does not match the fingerprint {manifest}: " + "; ".join(problems))
+        print(f"{archive} matches the fingerprint {manifest}")
+        return 0
+    out = Path(args.out) if args.out else archive.with_name(archive.name + ".fingerprint.json")
+    write_fingerprint(got, out)
+    print(f"wrote {out}")
     return 0
 
 
@@ -76,7 +112,17 @@ def write_split(domain: Domain, seed: int, out: Path) -> tuple[int, int]:
     return len(train_idx), len(test_idx)
 
 
+def check_output_folder(out: Path) -> None:
+    """``out`` may be created as a folder: it is not a file, nor under one."""
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise SRDCInputError(f"--out {out}: {path} is a file, not a folder; choose another --out")
+
+
 def cmd_split(args: argparse.Namespace) -> int:
+    if args.seed < 0:
+        raise SRDCInputError(f"--seed must be >= 0, got {args.seed}")
+    check_output_folder(Path(args.out))
     config = SRDCConfig(dataset=args.name, source=args.domain, target=args.domain, data_root=args.root,
                         path_prefix=args.path_prefix)
     domain = load_one_domain(args.name, args.domain, config)
@@ -89,18 +135,24 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.num_workers < 0:
+        raise SRDCInputError(f"--batch-size must be >= 1 and --num-workers >= 0, got {args.batch_size} and "
+                             f"{args.num_workers}")
+    out = Path(args.out)
+    if out.is_dir():
+        raise SRDCInputError(f"--out {out} is a folder; give the path of the .npz file to write")
+    check_output_folder(out.parent)
     request = ExtractionRequest(
-        dataset=args.dataset, domain=args.domain, root=args.root, out=Path(args.out), backbone=args.backbone,
+        dataset=args.dataset, domain=args.domain, root=args.root, out=out, backbone=args.backbone,
         weights=args.weights, batch_size=args.batch_size, device=args.device, image_size=args.image_size,
         num_workers=args.num_workers, path_prefix=args.path_prefix,
     )
-    out = run_extraction(request, progress=not args.quiet)
-    print(f"wrote {out}")
+    print(f"wrote {run_extraction(request, progress=not args.quiet)}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srdc-data", description="Datasets for SRDC: download, verify, split, "
+    parser = ArgumentParser(prog="srdc-data", description="Datasets for SRDC: download, verify, split, "
                                      "extract features. See docs/datasets.md.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -114,12 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--archive", default=None, help="use this archive, downloaded by hand, instead")
     download.add_argument("--keep-archive", action="store_true", help="keep ROOT/.downloads/ARCHIVE afterwards")
     download.add_argument("--quiet", action="store_true", help="no progress bar")
+    download.add_argument("--accept-unverified", action="store_true",
+                          help="extract an archive that cannot be verified (no published or first-seen md5, a "
+                               "different md5, or another layout); its md5 is printed")
     download.set_defaults(run=cmd_download)
 
     verify = commands.add_parser("verify", help="check ROOT/NAME: every domain, its classes and image count")
     verify.add_argument("name", choices=sorted(BENCHMARKS))
     verify.add_argument("--root", required=True)
     verify.set_defaults(run=cmd_verify)
+
+    fingerprint = commands.add_parser("fingerprint", help="an archive's md5 and file list: print, record, check")
+    fingerprint.add_argument("archive")
+    target = fingerprint.add_mutually_exclusive_group()
+    target.add_argument("--out", default=None, help="write the manifest here (default: ARCHIVE.fingerprint.json)")
+    target.add_argument("--check", default=None, help="compare with this recorded manifest instead of writing one")
+    fingerprint.add_argument("--benchmark", default=None, choices=sorted(BENCHMARKS),
+                             help="also check the md5 (published or first seen) and layout of this benchmark")
+    fingerprint.set_defaults(run=cmd_fingerprint)
 
     split = commands.add_parser("split", help="write the inductive 50/50 split of a domain as image lists")
     split.add_argument("name", help="a dataset: a benchmark, folder or imagelist")

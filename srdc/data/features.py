@@ -9,29 +9,80 @@ only the head (bottleneck + classifier) trains. Class names are resolved as for 
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.lib.npyio import NpzFile
 
 from srdc.config import SRDCConfig
-from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
+from srdc.data.base import DatasetSpec, Domain, one_line, register, tensor_domain
+from srdc.data.images import MAX_LABEL
 from srdc.data.user import resolve_classes
 from srdc.errors import SRDCInputError
 
 
-def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """``features`` (N x d float32), ``labels`` (N int64) and the optional ``classes`` of a ``.npz`` file."""
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` file; a missing, unreadable or non-``.npz`` file is an ``SRDCInputError``."""
     if not path.is_file():
         raise SRDCInputError(
             f"features file {path} does not exist; make one with: srdc-data extract-features --dataset NAME "
             f"--domain X --root DIR --out {path}"
         )
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise SRDCInputError(f"{path} is not a readable .npz file ({error})") from None
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, NpzFile):
+            raise SRDCInputError(f"{path} is a single .npy array, not a .npz file of 'features' and 'labels'; "
+                                 "write it with numpy.savez(path, features=..., labels=...)")
+        with loaded:
+            return {key: loaded[key] for key in loaded.files}
+    except SRDCInputError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise SRDCInputError(f"{path} is not a readable .npz file ({one_line(error)}); write it again with "
+                             "srdc-data extract-features or numpy.savez") from None
+
+
+def _check_arrays(path: Path, features: np.ndarray, labels: np.ndarray) -> None:
+    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating) or features.shape[1] == 0:
+        raise SRDCInputError(f"{path}: 'features' must be an N x d float array, got {features.dtype} "
+                             f"{features.shape} (d >= 1)")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise SRDCInputError(f"{path}: 'labels' must be a 1-d integer array, got {labels.dtype} {labels.shape}")
+    if len(labels) != len(features) or len(labels) == 0:
+        raise SRDCInputError(f"{path}: {len(features)} feature rows but {len(labels)} labels (need equal, > 0)")
+    if labels.min() < 0:
+        raise SRDCInputError(f"{path}: labels must be >= 0, found {int(labels.min())}")
+    if labels.max() > MAX_LABEL:
+        raise SRDCInputError(f"{path}: label {int(labels.max())} is too large (at most {MAX_LABEL}); labels are "
+                             "class indices 0..K-1")
+    finite = np.isfinite(features)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0])
+        raise SRDCInputError(f"{path}: 'features' holds NaN or infinite values (first in row {row}); extract the "
+                             "features again or drop those rows")
+    if features.dtype.itemsize > 4 and np.abs(features).max() > np.finfo(np.float32).max:
+        raise SRDCInputError(f"{path}: 'features' holds values beyond the float32 range; rescale them")
+
+
+def _check_classes(path: Path, classes: np.ndarray) -> list[str]:
+    if classes.ndim != 1 or classes.dtype.kind != "U" or len(classes) == 0:
+        raise SRDCInputError(f"{path}: 'classes' must be a non-empty 1-d array of names, got {classes.dtype} "
+                             f"{classes.shape}")
+    names = [str(name) for name in classes.tolist()]
+    if len(set(names)) != len(names):
+        raise SRDCInputError(f"{path}: 'classes' names a class twice")
+    return names
+
+
+def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """``features`` (N x d float32), ``labels`` (N int64) and the optional ``classes`` of a ``.npz`` file.
+
+    Every problem (missing file or array, shapes, dtypes, NaN or infinite values, negative labels, bad class
+    names) is an ``SRDCInputError`` naming the file.
+    """
+    arrays = _load_arrays(path)
     for key in ("features", "labels"):
         if key not in arrays:
             raise SRDCInputError(
@@ -39,17 +90,8 @@ def read_features(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]
                 "'features' (N x d float) and 'labels' (N int)"
             )
     features, labels = arrays["features"], arrays["labels"]
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
-        raise SRDCInputError(f"{path}: 'features' must be an N x d float array, got {features.dtype} {features.shape}")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise SRDCInputError(f"{path}: 'labels' must be a 1-d integer array, got {labels.dtype} {labels.shape}")
-    if len(labels) != len(features) or len(labels) == 0:
-        raise SRDCInputError(f"{path}: {len(features)} feature rows but {len(labels)} labels (need equal, > 0)")
-    if labels.min() < 0:
-        raise SRDCInputError(f"{path}: labels must be >= 0, found {int(labels.min())}")
-    if not np.isfinite(features).all():
-        raise SRDCInputError(f"{path}: 'features' holds NaN or infinite values")
-    classes = [str(c) for c in arrays["classes"].tolist()] if "classes" in arrays else None
+    _check_arrays(path, features, labels)
+    classes = _check_classes(path, arrays["classes"]) if "classes" in arrays else None
     return features.astype(np.float32), labels.astype(np.int64), classes
 
 

@@ -16,7 +16,9 @@ With ``image_size`` set the crop is ``image_size`` and the resize ``round(image_
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +36,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_RESIZE = 256
 PAPER_CROP = 224
+LABEL_PATTERN = re.compile(r"-?[0-9]+")
+MAX_LABEL = 2**31 - 1
 
 Sample = tuple[Path, int]
 
@@ -162,20 +166,23 @@ def parse_path_prefix(text: str) -> tuple[str, str]:
 
 
 def parse_list_line(line: str, where: str) -> tuple[str, int]:
-    """``"some dir/img 1.jpg 3"`` -> ``("some dir/img 1.jpg", 3)``: the label is the last token."""
+    """``"some dir/img 1.jpg 3"`` -> ``("some dir/img 1.jpg", 3)``: the label is the last token, written in
+    ASCII digits (no sign, no underscores)."""
     parts = line.strip().rsplit(maxsplit=1)
     if len(parts) != 2:
         raise SRDCInputError(f"{where}: expected 'PATH LABEL', got {line.strip()!r}")
     path, label_text = parts
-    try:
-        label = int(label_text)
-    except ValueError:
+    if not LABEL_PATTERN.fullmatch(label_text):
         raise SRDCInputError(
             f"{where}: label {label_text!r} is not an integer; each line is 'relative/path label' "
             "(the label is the last token, so paths may contain spaces)"
-        ) from None
+        )
+    label = int(label_text)
     if label < 0:
         raise SRDCInputError(f"{where}: label {label} is negative; labels are class indices 0..K-1")
+    if label > MAX_LABEL:
+        raise SRDCInputError(f"{where}: label {label} is too large (at most {MAX_LABEL}); labels are class "
+                             "indices 0..K-1")
     return path, label
 
 
@@ -186,8 +193,23 @@ def rewrite_path(raw: str, prefix: tuple[str, str] | None) -> str:
     return raw
 
 
+def _read_text(list_path: Path) -> str:
+    """The UTF-8 text of a list (a leading byte-order mark dropped); bytes that are not UTF-8 are an error naming
+    the line."""
+    try:
+        data = list_path.read_bytes()
+    except OSError as error:
+        raise SRDCInputError(f"cannot read image list {list_path} ({error.strerror or error})") from None
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as error:
+        line = len(re.split(rb"\r\n|\r|\n", data[:error.start]))
+        raise SRDCInputError(f"{list_path}:{line}: not UTF-8 text ({error.reason}); save the list as UTF-8") from None
+
+
 def read_image_list(list_path: Path, prefix: tuple[str, str] | None = None) -> list[Sample]:
-    """``(path, label)`` samples of an image-list file; relative paths are taken from the list's folder.
+    """``(path, label)`` samples of an image-list file (UTF-8, a byte-order mark allowed); relative paths are
+    taken from the list's folder.
 
     Blank lines are skipped. Whether the files exist is checked by :func:`check_files_exist`.
     """
@@ -195,12 +217,11 @@ def read_image_list(list_path: Path, prefix: tuple[str, str] | None = None) -> l
         raise SRDCInputError(f"image list {list_path} does not exist; expected a text file of 'PATH LABEL' lines")
     folder = list_path.parent
     samples: list[Sample] = []
-    with list_path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            raw, label = parse_list_line(line, f"{list_path}:{number}")
-            samples.append((folder / rewrite_path(raw, prefix), label))
+    for number, line in enumerate(io.StringIO(_read_text(list_path), newline=None), start=1):
+        if not line.strip():
+            continue
+        raw, label = parse_list_line(line, f"{list_path}:{number}")
+        samples.append((folder / rewrite_path(raw, prefix), label))
     if not samples:
         raise SRDCInputError(f"image list {list_path} has no entries")
     return samples
@@ -218,10 +239,20 @@ def check_files_exist(samples: list[Sample], source: str) -> None:
         )
 
 
+def list_line(path: Path, label: int, folder: Path) -> str:
+    """The ``PATH LABEL`` line of a sample, ``PATH`` relative to ``folder``; a path that no list line can hold
+    (a line break, leading or trailing whitespace) is an error naming it."""
+    relative = os.path.relpath(path, folder)
+    if relative != relative.strip() or any(char in relative for char in "\r\n"):
+        raise SRDCInputError(f"image path {relative!r} cannot be written to an image list (line break or "
+                             "leading/trailing whitespace); rename the file")
+    return f"{relative} {label}\n"
+
+
 def write_image_list(samples: list[Sample], list_path: Path) -> None:
     """Write ``PATH LABEL`` lines, paths relative to the list's folder (atomically: temporary file + rename)."""
     folder = list_path.parent
-    lines = "".join(f"{os.path.relpath(path, folder)} {label}\n" for path, label in samples)
+    lines = "".join(list_line(path, label, folder) for path, label in samples)
     tmp = list_path.with_name(list_path.name + ".tmp")
     tmp.write_text(lines, encoding="utf-8")
     os.replace(tmp, list_path)

@@ -15,6 +15,7 @@ means).
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,13 @@ def read_classes_file(path: Path) -> list[str]:
     """Class names, one per non-blank line; line k names label k."""
     if not path.is_file():
         raise SRDCInputError(f"classes file {path} does not exist; write one class name per line (line k = label k)")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SRDCInputError(f"classes file {path} is not UTF-8 text ({error.reason}); save it as UTF-8") from None
+    except OSError as error:
+        raise SRDCInputError(f"cannot read classes file {path} ({error.strerror or error})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(set(names)) != len(names):
         raise SRDCInputError(f"classes file {path} names a class twice")
     if not names:
@@ -44,26 +51,36 @@ def read_classes_file(path: Path) -> list[str]:
     return names
 
 
+def _check_source_covers(source_labels: np.ndarray, count: int, origin: str) -> None:
+    """Every class ``0 .. count-1`` needs a source sample; the error names the first ten without one."""
+    present = set(source_labels.tolist())
+    if len(present) == count:
+        return
+    first = list(itertools.islice((k for k in range(count) if k not in present), 10))
+    shown = f"{first}{' ...' if count - len(present) > len(first) else ''}"
+    raise SRDCInputError(
+        f"no source samples for class(es) {shown} of {count} ({origin}): SRDC needs every class in the "
+        "source domain; fix the labels, or pass --classes_file naming only the classes you use"
+    )
+
+
 def resolve_classes(config: SRDCConfig, source_labels: np.ndarray, target_labels: np.ndarray,
                     embedded: list[str] | None = None) -> list[str]:
     """The class names of a user pair (module docstring), checked against the labels of both domains."""
     high = int(max(source_labels.max(), target_labels.max()))
+    classes: list[str] | None
     if config.classes_file:
         classes = read_classes_file(Path(config.classes_file))
         origin = f"classes file {config.classes_file}"
     elif embedded is not None:
         classes, origin = embedded, "the 'classes' array of the feature files"
     else:
-        classes, origin = [str(k) for k in range(high + 1)], "max label + 1"
-    if high >= len(classes):
-        raise SRDCInputError(f"label {high} is out of range for {len(classes)} classes (from {origin})")
-    absent = sorted(set(range(len(classes))) - set(source_labels.tolist()))
-    if absent:
-        raise SRDCInputError(
-            f"no source samples for class(es) {absent} of {len(classes)} ({origin}): SRDC needs every class in the "
-            "source domain; fix the labels, or pass --classes_file naming only the classes you use"
-        )
-    return classes
+        classes, origin = None, "max label + 1"
+    count = len(classes) if classes is not None else high + 1
+    if high >= count:
+        raise SRDCInputError(f"label {high} is out of range for {count} classes (from {origin})")
+    _check_source_covers(source_labels, count, origin)
+    return classes if classes is not None else [str(k) for k in range(count)]
 
 
 # -- imagelist -----------------------------------------------------------------------------------------------

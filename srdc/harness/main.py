@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 from srdc.base import run_main
 from srdc.harness.declarations import Search, Study
-from srdc.harness.options import resolve_launch
-from srdc.harness.outcome import run_study
+from srdc.harness.options import Launch, read_launch, resolve_launch, resume_command
+from srdc.harness.outcome import EXIT_INTERRUPTED, run_study
 from srdc.harness.search import run_search
+
+
+def interrupted_early(launch: Launch) -> str:
+    """What to do after an interruption outside Tune's loop (while checking data, starting Ray, ...)."""
+    if read_launch(launch.path) is None:
+        return "interrupted before the study started: nothing was run; run the same command again"
+    return f"interrupted: continue it with: {resume_command(launch)}"
 
 
 def main(declaration: Study | Search, argv: list[str] | None = None) -> int:
@@ -14,10 +23,14 @@ def main(declaration: Study | Search, argv: list[str] | None = None) -> int:
     are; the exit status (bad input: one line and 2; interrupted: 130 with the ``--resume`` command)."""
 
     def run() -> int:
-        if isinstance(declaration, Search):
-            outcome = run_search(declaration, resolve_launch(declaration.study, argv, declaration))
-        else:
-            outcome = run_study(declaration, resolve_launch(declaration, argv))
+        search = declaration if isinstance(declaration, Search) else None
+        study = search.study if search is not None else declaration
+        launch = resolve_launch(study, argv, search)
+        try:
+            outcome = run_search(search, launch) if search is not None else run_study(study, launch)
+        except KeyboardInterrupt:
+            print(interrupted_early(launch), file=sys.stderr)
+            return EXIT_INTERRUPTED
         print(outcome.describe())
         return outcome.exit_code
 

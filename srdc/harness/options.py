@@ -12,17 +12,21 @@ import argparse
 import dataclasses
 import json
 import sys
+import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from srdc.base import ArgumentParser
 from srdc.config import SRDCConfig
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import GRID_KEYS, Search, Study
-from srdc.tracking import DEFAULT_EXPERIMENT, resolve_tracking_uri
+from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracking_uri
 
 DEFAULT_STORAGE = "ray_results"
 LAUNCH_FILE = "srdc_study.json"
+# the filesystems Tune's storage takes through pyarrow
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 OBJECTIVES = ("labelfree", "oracle")
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
@@ -91,7 +95,7 @@ class Launch:
 # -- the command line -----------------------------------------------------------------------------------------
 def build_parser(study: Study, search: Search | None = None) -> argparse.ArgumentParser:
     """The options of every study script; a search script's add its own (and ``--seeds`` are every trial's)."""
-    parser = argparse.ArgumentParser(prog=Path(sys.argv[0]).name, description=_description(study, search))
+    parser = ArgumentParser(prog=Path(sys.argv[0]).name, description=_description(study, search))
     parser.add_argument("--smoke-test", action="store_true",
                         help="the same grid shape on the embedded data, tiny budget (minutes on a CPU)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the study's)")
@@ -194,8 +198,21 @@ def study_name(study: Study, args: argparse.Namespace) -> str:
     return args.study_name or (f"{study.name}-smoke" if args.smoke_test else study.name)
 
 
+def check_ranges(args: argparse.Namespace) -> None:
+    """Counts and resources in range (one line naming the option otherwise)."""
+    limits = {"epochs": 1, "max_concurrent": 1, "max_failures": 0, "num_samples": 1, "promote": 0, "grace_period": 1,
+              "reduction_factor": 2, "n_startup_trials": 0}
+    for name, low in limits.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise SRDCInputError(f"--{name.replace('_', '-')} {value}: must be >= {low}")
+    if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
+        raise SRDCInputError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+
+
 def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
     """The launch ``args`` ask for, locations resolved."""
+    check_ranges(args)
     search = None
     if hasattr(args, "objective"):
         search = SearchOptions(**{f.name: getattr(args, f.name) for f in fields(SearchOptions)
@@ -216,6 +233,7 @@ def resolve_launch(study: Study, argv: list[str] | None, search: Search | None =
     parser = build_parser(study, search)
     args = parser.parse_args(argv)
     launch = launch_from_args(study, args)
+    check_storage(launch.storage_path)
     saved = read_launch(launch.path)
     if launch.resume and saved is None:
         raise SRDCInputError(f"--resume: no study {launch.study_name} in {launch.path}; drop --resume to start it")
@@ -239,6 +257,37 @@ def changed_options(args: argparse.Namespace, defaults: argparse.Namespace, now:
     return sorted(key for key in given if now_values.get(key) != saved_values.get(key))
 
 
+def check_storage(path: str) -> None:
+    """``--storage-path`` must be a folder this process can write (created if missing) or a URI of a filesystem
+    Tune writes to; anything else is one line, before Ray or any trial starts."""
+    if "://" in path:
+        scheme = path.split("://", 1)[0].lower()
+        if scheme not in STORAGE_SCHEMES:
+            raise SRDCInputError(f"--storage-path {path}: unknown scheme {scheme}://; use a local or NFS folder, "
+                                 f"s3://BUCKET/PREFIX or gs://BUCKET/PREFIX")
+        return
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".srdc-write-check-"):
+            pass
+    except OSError as error:
+        raise SRDCInputError(f"--storage-path {path}: cannot write there ({error.strerror or error}); choose a "
+                             f"writable folder") from None
+
+
+def preflight(launch: Launch) -> list[str]:
+    """Check the launch's locations before anything starts (input errors raise); the warnings to show."""
+    check_storage(launch.storage_path)
+    warning = check_tracking_uri(launch.tracking_uri)
+    return [warning] if warning else []
+
+
+def resume_command(launch: Launch) -> str:
+    """The command line that continues the study of ``launch``."""
+    return (f"{sys.executable} {sys.argv[0]} --resume --storage-path {launch.storage_path} "
+            f"--study-name {launch.study_name}")
+
+
 def save_launch(launch: Launch) -> None:
     """Write ``launch`` into its experiment folder (local, NFS, ``s3://``, ``gs://``)."""
     import pyarrow.fs
@@ -256,6 +305,14 @@ def read_launch(path: str) -> Launch | None:
     try:
         filesystem, folder = pyarrow.fs.FileSystem.from_uri(path)
         with filesystem.open_input_stream(f"{folder}/{LAUNCH_FILE}") as stream:
-            return Launch.from_json(stream.read().decode())
+            text = stream.read().decode()
     except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:
+        raise SRDCInputError(f"cannot read the study folder {path} ({error}); check --storage-path and its "
+                             f"credentials") from None
+    try:
+        return Launch.from_json(text)
+    except (ValueError, TypeError, KeyError) as error:
+        raise SRDCInputError(f"{path}/{LAUNCH_FILE} is not a launch file of this harness ({error}); choose another "
+                             f"--study-name or --storage-path") from None

@@ -5,12 +5,13 @@ exit status.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 from srdc import report
 from srdc.harness.declarations import Study
-from srdc.harness.options import Launch, save_launch
+from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, param_space, plan_study
 from srdc.harness.trainable import train_srdc
 from srdc.harness.tuner import Experiment, Trainable, TrialStatus, fit, ray_session
@@ -30,6 +31,7 @@ class StudyOutcome:
     records: list[dict[str, Any]]
     tables: str
     parent_run: tuple[str, str] | None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def counts(self) -> dict[TrialStatus, int]:
@@ -44,17 +46,18 @@ class StudyOutcome:
     def exit_code(self) -> int:
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return 1 if self.counts[TrialStatus.FAILED] else 0
+        return 1 if self.counts[TrialStatus.FAILED] or self.counts[TrialStatus.DIVERGED] else 0
 
     def describe(self) -> str:
         """The closing lines: counts, tables, where the Tune results and the MLflow runs are."""
         plan, launch, counts = self.plan, self.launch, self.counts
+        diverged = f"{counts[TrialStatus.DIVERGED]} diverged, " if counts[TrialStatus.DIVERGED] else ""
         lines = [f"study {plan.name}: {len(self.records)} trials, {counts[TrialStatus.FINISHED]} finished, "
-                 f"{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.UNFINISHED]} unfinished; Tune results: "
-                 f"{launch.path}", "", self.tables]
+                 f"{diverged}{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.UNFINISHED]} unfinished; "
+                 f"Tune results: {launch.path}", "", self.tables]
         if self.interrupted:
-            lines.append(f"interrupted: continue it with the same command and --resume "
-                         f"(--storage-path {launch.storage_path} --study-name {plan.name})")
+            lines.append(f"interrupted: continue it with: {resume_command(launch)}")
+        lines += [f"warning: {warning}" for warning in self.warnings]
         lines += tracking_lines(launch, plan.name, self.parent_run)
         return "\n".join(lines)
 
@@ -78,11 +81,11 @@ def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> s
     """The tables of every printed selection: the study's own (``Study.tables``), else the mean±std tables, one per
     value of the grid fields besides the rows."""
     if study.tables is not None:
-        return "\n".join(study.tables(records, selection, len(plan.seeds), plan.name)
+        return "\n".join(study.tables(started(records), selection, len(plan.seeds), plan.name)
                          for selection in PRINTED_SELECTIONS)
     split = [key for key in plan.grid if key != plan.rows]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for record in records:
+    for record in started(records):
         groups.setdefault(tuple(record.get(key) for key in split), []).append(record)
     texts = []
     for values, group in groups.items():
@@ -91,6 +94,17 @@ def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> s
             tables = report.aggregate_study(group, selection, plan.rows, len(plan.seeds), label)
             texts.append(report.render(tables, "md"))
     return "\n".join(texts)
+
+
+def started(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of trials that started (a trial still pending when a study was interrupted has no config)."""
+    return [record for record in records if "task" in record]
+
+
+def announce(warnings: list[str]) -> None:
+    """Show the launch's warnings before the study starts (they are repeated in its closing lines)."""
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def find_parent_run(launch: Launch, study: str) -> tuple[str, str] | None:
@@ -111,6 +125,8 @@ def study_experiment(plan: Plan) -> Experiment:
 def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -> StudyOutcome:
     """Run (or with ``launch.resume`` continue) ``study``; ``trainable`` is for tests that wrap
     :func:`srdc.harness.trainable.train_srdc` (fault injection)."""
+    warnings = preflight(launch)
+    announce(warnings)
     plan = plan_study(study, launch)
     if not launch.resume:
         check_plan(plan)
@@ -118,4 +134,4 @@ def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -
     with ray_session():
         records = fit(launch, study_experiment(plan), trainable)
     return StudyOutcome(plan, launch, records, summary_tables(study, plan, records),
-                        find_parent_run(launch, plan.name))
+                        find_parent_run(launch, plan.name), warnings)

@@ -136,7 +136,7 @@ def lockstep_space(plan: Plan, runs: Mapping[str, str], dataset: str, objective:
     fixed = {**plan.fixed, "dataset": dataset}
     tasks = [{"task": runs[task], **plan.task_config.get(task, {})} for task in plan.tasks]
     return {**fixed, **plan.grid, "variant": plan.variants[0], "tasks": tasks, "seeds": list(plan.seeds),
-            "objective": objective, "task": " + ".join(plan.tasks), "seed": "+".join(map(str, plan.seeds))}
+            "search_objective": objective, "task": " + ".join(plan.tasks), "seed": "+".join(map(str, plan.seeds))}
 
 
 def grid_configs(plan: Plan) -> list[dict[str, Any]]:

@@ -39,8 +39,17 @@ from srdc.base import parse_task
 from srdc.config import SRDCConfig
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Search, Study
-from srdc.harness.options import FEATURES, OBJECTIVES, Launch, SearchOptions, read_launch, save_launch
-from srdc.harness.outcome import EXIT_INTERRUPTED, StudyOutcome, find_parent_run, run_study
+from srdc.harness.options import (
+    FEATURES,
+    OBJECTIVES,
+    Launch,
+    SearchOptions,
+    preflight,
+    read_launch,
+    resume_command,
+    save_launch,
+)
+from srdc.harness.outcome import EXIT_INTERRUPTED, StudyOutcome, announce, find_parent_run, run_study
 from srdc.harness.plan import Plan, check_plan, lockstep_space, plan_study
 from srdc.harness.tuner import Experiment, TrialStatus, fit, ray_session
 from srdc.tracking import TrackingUnavailable, open_tracker
@@ -285,6 +294,8 @@ class SearchOutcome:
 
 def run_search(search: Search, launch: Launch) -> SearchOutcome:
     """Run (or with ``launch.resume`` continue) the search, the promotion and the re-run; see the module docstring."""
+    warnings = preflight(launch)
+    announce(warnings)
     setup = resolve(search, launch)
     if not launch.resume:
         check_plan(setup.plan)
@@ -407,8 +418,9 @@ def headline(setup: Setup, phase: Phase) -> str:
     statuses = [record["status"] for record in phase.records]
     return (f"search {setup.name}: {len(statuses)} trials on {setup.search_dataset}, "
             f"{statuses.count(TrialStatus.FINISHED)} ran all {plan.epochs} epochs, "
-            f"{statuses.count(TrialStatus.STOPPED)} stopped early by ASHA, {statuses.count(TrialStatus.FAILED)} "
-            f"failed, {statuses.count(TrialStatus.UNFINISHED)} unfinished. Objective {objective}: the mean over "
+            f"{statuses.count(TrialStatus.STOPPED)} stopped early by ASHA, {statuses.count(TrialStatus.DIVERGED)} "
+            f"diverged, {statuses.count(TrialStatus.FAILED)} failed, {statuses.count(TrialStatus.UNFINISHED)} "
+            f"unfinished. Objective {objective}: the mean over "
             f"{len(plan.tasks)} task(s) x {len(plan.seeds)} seed(s) of "
             + OBJECTIVE_TEXT[objective].format(selector=selector))
 
@@ -432,8 +444,7 @@ def describe(outcome: SearchOutcome) -> str:
     launch = setup.launch
     lines = [headline(setup, outcome.search), "", trials_table(outcome.search, keys), ""]
     if outcome.interrupted:
-        lines.append(f"interrupted: continue it with --resume --storage-path {launch.storage_path} --study-name "
-                     f"{setup.name}")
+        lines.append(f"interrupted: continue it with: {resume_command(launch)}")
     lines += best_lines(setup, outcome.search)
     walls = [f"search {outcome.search.wall_s:.0f} s"]
     if outcome.promoted is not None:

@@ -3,12 +3,12 @@ reports and checkpoints after each.
 
 A trial config is a flat dict of :class:`srdc.config.SRDCConfig` fields plus ``study``. A plain study's trial is
 one run (``task``, ``seed`` among the fields). A search trial adds ``tasks`` (a list of ``{"task": ..., FIELD:
-VALUE}``), ``seeds`` and ``objective``: it trains one run per task x seed (the display keys ``task``/``seed`` then
-only name them), each with its own copy of the global random states, so that runs stepped in lockstep draw
-exactly the numbers they would draw alone.
+VALUE}``), ``seeds`` and ``search_objective`` (``labelfree`` or ``oracle``): it trains one run per task x seed
+(the display keys ``task``/``seed`` then only name them), each with its own copy of the global random states,
+so that runs stepped in lockstep draw exactly the numbers they would draw alone.
 
 Each report holds, for epoch e, the mean over the runs of every number of their history rows and running
-selections (for one run: the run's own row and selections), the wall time so far, and with an ``objective``
+selections (for one run: the run's own row and selections), the wall time so far, and with a ``search_objective``
 the search objectives (higher is better); with several runs also each run's own ``KEY.metric``. Epoch 0 is
 the untrained model. The checkpoint holds each run's complete state in ``KEY/``, so that a retried or restored
 trial continues bit for bit from its last epoch. The trial folder's ``history.jsonl``/``summary.json`` are the
@@ -30,16 +30,19 @@ from typing import Any, TypeVar
 from srdc.base import RngState, capture_rng, restore_rng
 from srdc.config import SRDCConfig
 from srdc.data import load_task
-from srdc.errors import SRDCInputError
+from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.runio import read_checkpoint, save_run, write_history, write_summary
 from srdc.selection import labelfree_score, summarize
 from srdc.trainer import Trainer
 
 # trial-config keys that describe the trial, not a run
-TRIAL_KEYS = frozenset({"study", "objective"})
+TRIAL_KEYS = frozenset({"study", "search_objective"})
 # with ``tasks``/``seeds`` (a search trial), ``task``/``seed`` only display the trial's runs
 MULTI_KEYS = frozenset({"tasks", "seeds", "task", "seed"})
 OBJECTIVES = ("labelfree", "oracle")
+# a trial whose loss or metrics became NaN or infinite reports this key, and why in this file of its folder
+DIVERGED = "diverged"
+DIVERGED_FILE = "diverged.txt"
 # each run's own metrics in a several-run report (``KEY.acc_target``, ...)
 RUN_METRICS = ("acc_target", "infomax", "acc_best_oracle", "acc_labelfree")
 
@@ -92,7 +95,7 @@ class Lockstep:
     """A trial's runs, trained epoch by epoch in lockstep (one run for a plain study's trial)."""
 
     def __init__(self, trial_config: dict[str, Any]) -> None:
-        self.objective: str | None = trial_config.get("objective")
+        self.objective: str | None = trial_config.get("search_objective")
         if self.objective is not None and self.objective not in OBJECTIVES:
             raise SRDCInputError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
         self.members: list[Member] = []
@@ -213,14 +216,28 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
             runs.load(Path(folder))
     trial_dir = Path(ray.tune.get_context().get_trial_dir())
     trial_dir.mkdir(parents=True, exist_ok=True)
-    if not runs.started:
-        runs.initialise()
-        report_epoch(runs, trial_dir)
-    while not runs.done:
-        runs.step()
-        report_epoch(runs, trial_dir)
-        if after_epoch is not None:
-            after_epoch(runs.members[0].trainer)
+    try:
+        if not runs.started:
+            runs.initialise()
+            report_epoch(runs, trial_dir)
+        while not runs.done:
+            runs.step()
+            report_epoch(runs, trial_dir)
+            if after_epoch is not None:
+                after_epoch(runs.members[0].trainer)
+    except NonFiniteLossError as error:
+        report_divergence(runs, trial_dir, error)
+
+
+def report_divergence(runs: Lockstep, trial_dir: Path, error: NonFiniteLossError) -> None:
+    """End a diverged trial: a retry from its last checkpoint would diverge the same way, so it is not retried.
+    Its last report is repeated, marked ``diverged`` (its last finite epoch's checkpoint stays the latest), and
+    the reason is written to ``diverged.txt`` in its folder."""
+    import ray.tune
+
+    (trial_dir / DIVERGED_FILE).write_text(f"{error}\n")
+    epoch = min(len(member.trainer.history) for member in runs.members) - 1
+    ray.tune.report({**(runs.report(epoch) if epoch >= 0 else {}), DIVERGED: 1})
 
 
 def train_srdc(trial_config: dict[str, Any]) -> None:

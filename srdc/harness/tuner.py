@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 import json
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from ray import tune
 
 from srdc.base import SELECTION_KEYS
 from srdc.harness.options import Launch
-from srdc.harness.trainable import train_srdc
+from srdc.harness.trainable import DIVERGED, train_srdc
 from srdc.tracking import FAILED, FINISHED, StudyLogger, limit_http_retries, local_folders
 
 Trainable = Callable[[dict[str, Any]], None]
@@ -33,11 +35,13 @@ RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objectiv
 
 
 class TrialStatus(enum.StrEnum):
-    """How a trial ended: every epoch (FINISHED), stopped early by a scheduler (STOPPED), gave up after its
-    retries (FAILED), or not yet (UNFINISHED: interrupted, continue it with ``--resume``)."""
+    """How a trial ended: every epoch (FINISHED), stopped early by a scheduler (STOPPED), its loss or metrics
+    became NaN or infinite (DIVERGED: not retried, ``diverged.txt`` says why), gave up after its retries
+    (FAILED), or not yet (UNFINISHED: interrupted, continue it with ``--resume``)."""
 
     FINISHED = "FINISHED"
     STOPPED = "STOPPED"
+    DIVERGED = "DIVERGED"
     FAILED = "FAILED"
     UNFINISHED = "UNFINISHED"
 
@@ -76,13 +80,25 @@ def ray_session() -> Iterator[None]:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     limit_http_retries()
     started = not ray.is_initialized()
-    if started:
-        ray.init()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) or signal.SIG_DFL  # None: a handler installed outside Python
     try:
+        if started:
+            ray.init()
+        if on_main_thread:  # after ray.init, whose own handler would abort the driver on SIGTERM
+            signal.signal(signal.SIGTERM, _stop_gracefully)
         yield
     finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
         if started:
             ray.shutdown()
+
+
+def _stop_gracefully(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler ending the job, ``kill``) stops a study as Ctrl-C does: Tune saves its state and the
+    study ends with the ``--resume`` command."""
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 class TuneTracking(tune.Callback):
@@ -167,6 +183,8 @@ def trial_status(result: tune.Result, epochs: int) -> TrialStatus:
     metrics = result.metrics or {}
     if result.error is not None:
         return TrialStatus.FAILED
+    if metrics.get(DIVERGED):
+        return TrialStatus.DIVERGED
     if metrics.get("epoch", -1) >= epochs:
         return TrialStatus.FINISHED
     return TrialStatus.STOPPED if metrics.get("done") else TrialStatus.UNFINISHED

@@ -81,8 +81,9 @@ class Preparation:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What :meth:`Method.prepare` returns: the ``plan`` the next epoch trains with (any object but ``None``,
-    made of tensors, dicts and dataclasses so the trainer can move and checkpoint it) and history ``metrics``."""
+    """What :meth:`Method.prepare` returns: the ``plan`` the next epoch trains with (any object but ``None``) and
+    history ``metrics``. The trainer checkpoints the plan through :meth:`Method.plan_state`: a plan of tensors,
+    dicts, lists and numbers as it is, any other object through the method's own conversion."""
 
     plan: Any
     metrics: dict[str, float]
@@ -123,8 +124,18 @@ class Method:
         """Optimizer groups ``{"params": [...], "lr_mult": m}`` for the parameters the method owns."""
         return []
 
+    def plan_state(self, plan: Any) -> Any:
+        """``plan`` as tensors, dicts, lists and numbers only (what a checkpoint may hold); the plan itself by
+        default. A method whose plan is another object (SRDC's dataclass) overrides this and
+        :meth:`plan_from_state`."""
+        return plan
+
+    def plan_from_state(self, state: Any) -> Any:
+        """The plan :meth:`plan_state` describes (its tensors already on the method's device)."""
+        return state
+
     def state_dict(self) -> dict[str, Any]:
-        """The state of what the method owns, for exact resume."""
+        """The state of what the method owns, for exact resume (tensors and plain values only)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

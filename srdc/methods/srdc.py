@@ -8,7 +8,7 @@ source alone for ``pretrain_epochs`` epochs, then fine-tuned with eq. (6) (``srd
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -103,6 +103,14 @@ class SRDC(Method):
         feature_p = {space: losses.soft_assignment(pass_.target.spaces[space], centres, self.config.feature_kernel)
                      for space, centres in mu.items()}
         return {"output": pass_.target_probs.sum(0), **{s: p.sum(0) for s, p in feature_p.items()}}
+
+    def plan_state(self, plan: EpochPlan) -> dict[str, Any]:
+        """The plan as a dict of its fields (tensors and dicts of tensors), for a weights-only checkpoint."""
+        return {field.name: getattr(plan, field.name) for field in fields(EpochPlan)}
+
+    def plan_from_state(self, state: dict[str, Any]) -> EpochPlan:
+        """The :class:`EpochPlan` that :meth:`plan_state` describes."""
+        return EpochPlan(**state)
 
     def validation_centres(self, plan: EpochPlan) -> dict[str, torch.Tensor]:
         return plan.mu

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numbers
 import os
+import socket
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +32,8 @@ TUNE_KEYS = frozenset({
     "episodes_total", "timesteps_total", "timesteps_since_restore", "iterations_since_restore", "node_ip",
     "hostname", "pid", "config", "checkpoint_dir_name", "trial_id", "done", "experiment_tag", "should_checkpoint",
 })
+# the tracking URI schemes MLflow serves (a database URI may name its driver: postgresql+psycopg2://)
+TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 # fail fast instead of MLflow's default of 7 retries with backoff (minutes) and a 120 s timeout
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -105,6 +109,39 @@ class Tracker(Protocol):
 def resolve_tracking_uri(uri: str | None) -> str:
     """``uri``, else ``$MLFLOW_TRACKING_URI``, else an embedded SQLite store ``./mlflow.db`` (absolute path)."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+
+
+def check_tracking_uri(uri: str) -> str | None:
+    """Check ``uri`` before a study starts: an unknown scheme or a SQLite file that cannot be created is an input
+    error (one line); a server that does not answer now is not (the study runs and ``srdc-report --sync``
+    backfills it later), and the warning for it is returned."""
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    base_scheme = scheme.split("+", 1)[0]
+    if scheme and base_scheme not in TRACKING_SCHEMES:
+        raise SRDCInputError(f"--tracking-uri {uri}: unknown scheme {scheme}://; use sqlite:///PATH, "
+                             f"http(s)://HOST:PORT (mlflow_server/start.sh), postgresql://..., mysql://... or a folder")
+    if base_scheme == "sqlite":
+        folder = Path(uri.split(":///", 1)[-1]).expanduser().parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise SRDCInputError(f"--tracking-uri {uri}: cannot create the database in {folder} (no such writable "
+                                 f"folder); create it or choose another path")
+        return None
+    if base_scheme in ("http", "https", "postgresql", "mysql", "mssql"):
+        return _unreachable(uri)
+    return None
+
+
+def _unreachable(uri: str) -> str | None:
+    """A warning when nothing answers at ``uri``'s host and port within seconds, else ``None``."""
+    parts = urllib.parse.urlparse(uri)
+    default_port = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+    port = parts.port or default_port[parts.scheme.split("+", 1)[0].lower()]
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=3).close()
+    except OSError as error:
+        return (f"the tracking store at {uri} does not answer now ({error.strerror or error}); the study runs "
+                f"without it and says so at the end: backfill it with srdc-report --sync once it is up")
+    return None
 
 
 def limit_http_retries() -> None:

@@ -11,6 +11,7 @@ Parent: ``srdc.study``, ``srdc.role=parent``; its params are the study's (``seed
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -107,6 +108,9 @@ class MLflowTracker:
 
     @translated
     def __init__(self, tracking_uri: str, experiment: str) -> None:
+        # MLflow prints a "View run ... at: URL" line to stdout when a run ends: it would break `srdc-report
+        # --format csv > FILE` and a study's own console (the closing lines say where the runs are)
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri

@@ -1,0 +1,233 @@
+"""Hostile use of the study scripts and of ``srdc-report``: every bad input is one line and exit 2 before anything
+starts, with nothing already written changed; a study driver interrupted (SIGINT, SIGTERM) or killed (SIGKILL) at
+any moment, first run or resumed, continues with ``--resume`` without rerunning a finished trial."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import interrupt_when, read_jsonl, wait_for
+from study_helpers import load_declaration
+
+from srdc import report_cli
+from srdc.harness.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = ("ablation_office31", "benchmark_office31", "benchmark_imageclef", "benchmark_officehome",
+           "inductive_office31", "factorial_office31", "benchmark_digits", "search_lambda_lr")
+
+
+def declaration(name: str):
+    return load_declaration(name, "SEARCH" if name.startswith("search") else "STUDY")
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder`` with its bytes and modification time."""
+    return {str(path): (path.read_bytes(), path.stat().st_mtime_ns) for path in folder.rglob("*") if path.is_file()}
+
+
+def one_line_exit_2(run, capsys) -> str:
+    """Run ``run()`` (a main), which must exit 2 with one ``error:`` line on stderr and no traceback."""
+    try:
+        code = run()
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def earlier(tmp_path):
+    """A storage folder that already holds another study's files (which no failed launch may touch)."""
+    folder = tmp_path / "ray" / "earlier-study"
+    folder.mkdir(parents=True)
+    (folder / "srdc_study.json").write_text('{"kept": true}')
+    (folder / "result.json").write_text('{"epoch": 3}\n')
+    return tmp_path
+
+
+STUDY_CASES = [
+    (["--tasks", "X->Y"], "not in the study's tasks"),
+    (["--variants", "dann"], "not in the study's variants"),
+    (["--set", "lamda=1"], "FIELD a config field"),
+    (["--set", "variant=srdc"], "use --tasks/--variants"),
+    (["--set", "lr=-1"], "lr"),
+    (["--set", "max_samples=0"], "max_samples"),
+    (["--set", "lr=fast"], "lr"),
+    (["--epochs", "0"], "--epochs 0: must be >= 1"),
+    (["--max-concurrent", "0"], "--max-concurrent 0"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--resume"], "--resume: no study"),
+    (["--storage-path", "/proc/srdc-cannot-write"], "--storage-path /proc/srdc-cannot-write: cannot write there"),
+    (["--storage-path", "ftp://host/x"], "unknown scheme ftp://"),
+    (["--tracking-uri", "garbage://nowhere"], "unknown scheme garbage://"),
+    (["--tracking-uri", "sqlite:////nonexistent-srdc-folder/m.db"], "cannot create the database"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+    (["--seeds", "one"], "invalid int value"),
+]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize(("argv", "message"), STUDY_CASES, ids=[" ".join(case[0]) for case in STUDY_CASES])
+def test_every_study_script_rejects_bad_input_in_one_line_and_writes_nothing(name, argv, message, earlier, capsys):
+    if name == "benchmark_digits" and argv[:1] == ["--tasks"]:
+        message = "not in the study's tasks"
+    before = snapshot(earlier)
+    storage = [] if "--storage-path" in argv else ["--storage-path", str(earlier / "ray")]
+    tracking = [] if "--tracking-uri" in argv else ["--tracking-uri", f"sqlite:///{earlier / 'mlflow.db'}"]
+    line = one_line_exit_2(lambda: main(declaration(name), ["--smoke-test", *storage, *tracking, *argv]), capsys)
+    assert message in line
+    assert snapshot(earlier) == before and not (earlier / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--promote", "2"], "add --dataset features"),
+    (["--rerun-seeds", "1", "7"], "must be fresh"),
+    (["--num-samples", "0"], "--num-samples 0"),
+    (["--reduction-factor", "1"], "--reduction-factor 1"),
+    (["--objective", "accuracy"], "invalid choice: 'accuracy'"),
+])
+def test_the_search_rejects_its_own_bad_options(argv, message, earlier, capsys):
+    before = snapshot(earlier)
+    line = one_line_exit_2(lambda: main(declaration("search_lambda_lr"), [
+        "--smoke-test", "--storage-path", str(earlier / "ray"), *argv]), capsys)
+    assert message in line and snapshot(earlier) == before
+
+
+def test_a_missing_dataset_names_the_download_command(earlier, capsys):
+    line = one_line_exit_2(lambda: main(declaration("ablation_office31"), [
+        "--storage-path", str(earlier / "ray"), "--data-root", str(earlier / "data")]), capsys)
+    assert "srdc-data download office31" in line
+
+
+REPORT_CASES = [
+    (["--study", "s", "--tracking-uri", "sqlite:///{tmp}/none.db"], "no MLflow store at"),
+    (["--study", "nope", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"], "no study 'nope'"),
+    (["--study", "s", "--sync", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"], "--sync needs --storage-path"),
+    (["--study", "s", "--sync", "--storage-path", "{tmp}/nothing", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"],
+     "no Tune trial folders"),
+    (["--study", "s", "--tracking-uri", "http://127.0.0.1:9"], "cannot read MLflow at http://127.0.0.1:9"),
+    (["--study", "s", "--format", "pdf"], "invalid choice: 'pdf'"),
+    (["--format", "md"], "the following arguments are required: --study"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), REPORT_CASES, ids=[case[1] for case in REPORT_CASES])
+def test_srdc_report_rejects_bad_input_in_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    if any("mlflow.db" in arg for arg in argv):  # an existing store with another study in it
+        from srdc.tracking import open_tracker
+
+        open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "srdc-studies").attach_study("other", {"seeds": 1})
+        capsys.readouterr()  # MLflow's lines about creating the store
+    before = snapshot(tmp_path)
+    line = one_line_exit_2(lambda: report_cli.main([arg.format(tmp=tmp_path) for arg in argv]), capsys)
+    assert message in line and snapshot(tmp_path) == before
+
+
+# -- interrupted and killed drivers -------------------------------------------------------------------------------
+SCRIPT = REPO / "studies" / "ablation_office31.py"
+# 3 trials, one at a time, long enough to interrupt each phase
+ARGV = ["--smoke-test", "--tasks", "A->W", "--variants", "source_only", "srdc_no_softsel", "srdc", "--seeds", "0",
+        "--epochs", "6", "--max-concurrent", "1"]
+
+
+def start_driver(tmp_path: Path, log_name: str, *argv: str) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / log_name
+    with open(log, "w") as out:
+        driver = subprocess.Popen([sys.executable, str(SCRIPT), *ARGV, *study_locations(tmp_path), *argv],
+                                  stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    return driver, log
+
+
+def study_locations(tmp_path: Path) -> list[str]:
+    return ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+
+
+def trials(tmp_path: Path) -> dict[str, list[dict]]:
+    """Each trial's reported epochs, by trial folder."""
+    results = (tmp_path / "ray" / "ablation_office31-smoke").glob("*/result.json")
+    return {path.parent.name: read_jsonl(path) for path in results if path.stat().st_size}
+
+
+def finished(tmp_path: Path) -> dict[str, list[dict]]:
+    return {name: rows for name, rows in trials(tmp_path).items() if rows and rows[-1]["epoch"] == 6}
+
+
+def session_processes(session: int) -> list[str]:
+    """The live processes of session ``session`` (a driver started with ``start_new_session``: it and all it
+    started, Ray's raylet, GCS and workers included), by command line."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found.append(command)
+    return found
+
+
+@pytest.mark.slow
+def test_a_driver_interrupted_first_and_then_while_resuming_exits_130_and_resumes(tmp_path):
+    """SIGINT (Ctrl-C) in the first run, SIGTERM (a scheduler's kill) in the resumed one with a trial still
+    pending: both end with exit 130, the resume command and the driver's Ray processes stopped."""
+    driver, log = start_driver(tmp_path, "first.log")
+    interrupt_when(driver, log, lambda: len(finished(tmp_path)) == 1 and len(trials(tmp_path)) == 2, 400,
+                   "one trial finished and the next one started", signal.SIGINT)
+    assert f"continue it with: {sys.executable} {SCRIPT} --resume --storage-path {tmp_path / 'ray'}" in log.read_text()
+    wait_for(lambda: not session_processes(driver.pid), 60, "the Ray processes the driver started to stop")
+    done = finished(tmp_path)
+
+    resumed, log = start_driver(tmp_path, "second.log", "--resume")
+    interrupt_when(resumed, log, lambda: any(len(rows) >= 3 for name, rows in trials(tmp_path).items()
+                                             if name not in done and rows[-1]["epoch"] < 6)
+                   and len(trials(tmp_path)) == 2, 400, "the second trial midway, the third pending", signal.SIGTERM)
+    assert "continue it with:" in log.read_text() and "Traceback" not in log.read_text()
+    wait_for(lambda: not session_processes(resumed.pid), 60, "the Ray processes the resumed driver started to stop")
+
+    final = subprocess.run([sys.executable, str(SCRIPT), *ARGV, *study_locations(tmp_path), "--resume"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    assert "study ablation_office31-smoke: 3 trials, 3 finished" in final.stdout
+    after = trials(tmp_path)
+    assert all(after[name] == rows for name, rows in done.items())  # finished before: not run again
+    for name, rows in after.items():  # every trial continued from its last checkpoint: no epoch reported twice
+        assert [row["epoch"] for row in rows] == list(range(7)), name
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
+    driver, log = start_driver(tmp_path, "first.log")
+    wait_for(lambda: driver.poll() is None and len(finished(tmp_path)) >= 1 and len(trials(tmp_path)) == 2, 400,
+             "one trial finished and the next one started")
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=60)
+    done = finished(tmp_path)
+    time.sleep(2)
+    final = subprocess.run([sys.executable, str(SCRIPT), *ARGV, *study_locations(tmp_path), "--resume"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    after = trials(tmp_path)
+    assert len(after) == 3 and all(after[name] == rows for name, rows in done.items())
+    for name, rows in after.items():
+        epochs = [row["epoch"] for row in rows]
+        assert sorted(set(epochs)) == list(range(7)) and epochs[-1] == 6, name
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("srdc-studies").experiment_id],
+                              "tags.`srdc.role` = 'child'")
+    assert len(runs) == 3 and len({run.data.tags["trial_id"] for run in runs}) == 3
+    for run in runs:
+        steps = [metric.step for metric in client.get_metric_history(run.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(7)), "an epoch logged twice or missing"
