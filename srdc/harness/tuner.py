@@ -8,7 +8,6 @@ runs it, or continues it when its folder holds one, and returns one record per t
 from __future__ import annotations
 
 import enum
-import json
 import os
 import signal
 import threading
@@ -20,6 +19,7 @@ from typing import Any
 
 import ray
 from ray import tune
+from ray.tune.experiment import Trial
 
 from srdc.base import SELECTION_KEYS
 from srdc.harness.options import Launch
@@ -30,8 +30,7 @@ Trainable = Callable[[dict[str, Any]], None]
 # what the progress table shows of each trial's latest result
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
-PARAMS_FILE = "params.json"  # the trial config Tune writes into each trial folder
-RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objective_oracle", "epoch", "trial_id")
+RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objective_oracle", "epoch")
 
 
 class TrialStatus(enum.StrEnum):
@@ -175,39 +174,31 @@ def fit(launch: Launch, experiment: Experiment, trainable: Trainable = train_srd
                                       if experiment.searcher is None else None, reuse_actors=True)
         tuner = tune.Tuner(runnable, param_space=experiment.param_space, tune_config=tune_config,
                            run_config=run_config(launch, experiment))
-    return trial_records(tuner.fit(), experiment.epochs)
+    tuner.fit()
+    return trial_records(path, experiment.epochs)
 
 
-def trial_status(result: tune.Result, epochs: int) -> TrialStatus:
-    """The :class:`TrialStatus` of one trial's result."""
-    metrics = result.metrics or {}
-    if result.error is not None:
+def trial_status(trial: Trial, epochs: int) -> TrialStatus:
+    """The :class:`TrialStatus` of one trial, from Tune's saved state of it and its last result."""
+    last = trial.last_result or {}
+    if trial.status == Trial.ERROR:
         return TrialStatus.FAILED
-    if metrics.get(DIVERGED):
+    if trial.status != Trial.TERMINATED:  # pending, running or paused when the study stopped
+        return TrialStatus.UNFINISHED
+    if last.get(DIVERGED):
         return TrialStatus.DIVERGED
-    if metrics.get("epoch", -1) >= epochs:
-        return TrialStatus.FINISHED
-    return TrialStatus.STOPPED if metrics.get("done") else TrialStatus.UNFINISHED
+    return TrialStatus.FINISHED if last.get("epoch", -1) >= epochs else TrialStatus.STOPPED
 
 
-def trial_config(result: tune.Result) -> dict[str, Any]:
-    """The trial's config: the one of its last result, else (a trial that never reported) Tune's ``params.json``."""
-    if result.config:
-        return dict(result.config)
-    try:
-        with result.filesystem.open_input_stream(f"{result.path}/{PARAMS_FILE}") as stream:
-            return json.loads(stream.read().decode())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def trial_records(results: tune.ResultGrid, epochs: int) -> list[dict[str, Any]]:
-    """One record per trial: its config, status, folder, and its final accuracies and objectives."""
+def trial_records(path: str, epochs: int) -> list[dict[str, Any]]:
+    """One record per trial of the experiment at ``path`` (Tune's saved state: every trial, also one that never
+    reported): its config, status, folder, trial id and final accuracies and objectives."""
     records = []
-    for result in results:
-        config, metrics = trial_config(result), dict(result.metrics or {})
-        record = {**config, "status": trial_status(result, epochs).value, "path": result.path}
-        record.update({key: metrics[key] for key in RECORD_METRICS if key in metrics})
-        record.setdefault("labelfree_selector", metrics.get("labelfree_selector", "infomax"))
+    for trial in tune.ExperimentAnalysis(path).trials:
+        last = trial.last_result or {}
+        record = {**trial.config, "status": trial_status(trial, epochs).value, "path": trial.path,
+                  "trial_id": trial.trial_id}
+        record.update({key: last[key] for key in RECORD_METRICS if key in last})
+        record.setdefault("labelfree_selector", last.get("labelfree_selector", "infomax"))
         records.append(record)
     return records
