@@ -276,8 +276,8 @@ def check_storage(path: str) -> None:
 
 
 def preflight(launch: Launch) -> list[str]:
-    """Check the launch's locations before anything starts (input errors raise); the warnings to show."""
-    check_storage(launch.storage_path)
+    """Check the tracking store before anything starts (input errors raise; the storage path was checked when
+    the launch was resolved); the warnings to show."""
     warning = check_tracking_uri(launch.tracking_uri)
     return [warning] if warning else []
 

@@ -81,11 +81,11 @@ def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> s
     """The tables of every printed selection: the study's own (``Study.tables``), else the mean±std tables, one per
     value of the grid fields besides the rows."""
     if study.tables is not None:
-        return "\n".join(study.tables(started(records), selection, len(plan.seeds), plan.name)
+        return "\n".join(study.tables(records, selection, len(plan.seeds), plan.name)
                          for selection in PRINTED_SELECTIONS)
     split = [key for key in plan.grid if key != plan.rows]
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for record in started(records):
+    for record in records:
         groups.setdefault(tuple(record.get(key) for key in split), []).append(record)
     texts = []
     for values, group in groups.items():
@@ -94,11 +94,6 @@ def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> s
             tables = report.aggregate_study(group, selection, plan.rows, len(plan.seeds), label)
             texts.append(report.render(tables, "md"))
     return "\n".join(texts)
-
-
-def started(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records of trials that started (a trial still pending when a study was interrupted has no config)."""
-    return [record for record in records if "task" in record]
 
 
 def announce(warnings: list[str]) -> None:
