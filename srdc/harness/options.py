@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 from dataclasses import dataclass, fields
@@ -30,7 +31,8 @@ STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 OBJECTIVES = ("labelfree", "oracle")
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
-LOCATING = ("storage_path", "study_name", "smoke_test", "resume")
+# (and the Ray cluster: a new head after the old one died has a new address)
+LOCATING = ("storage_path", "study_name", "smoke_test", "resume", "address")
 # --set may not touch what the study's own options set
 RESERVED = (*GRID_KEYS, "source", "target", "dataset", "epochs", "data_root")
 
@@ -70,7 +72,11 @@ class Launch:
     cpus_per_trial: float = 1.0
     max_concurrent: int | None = None
     max_failures: int = 2
+    keep_checkpoints: int = 1
+    address: str | None = None
     resume: bool = False
+    dry_run: bool = False
+    plan_gpus: float | None = None
     search: SearchOptions | None = None
 
     @property
@@ -122,6 +128,16 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
                         help="trials at once (default: as many as the resources allow)")
     parser.add_argument("--max-failures", type=int, default=2,
                         help="retries of a crashed trial, each from its last checkpoint (default: 2)")
+    parser.add_argument("--keep-checkpoints", type=int, default=1, metavar="K",
+                        help="checkpoints kept per trial in the storage, the latest K (default: 1)")
+    parser.add_argument("--address", default=None,
+                        help="the Ray cluster to run on, e.g. HEAD_IP:6379 (default: $RAY_ADDRESS, else the "
+                             "cluster `ray start` made on this machine, else a local instance for this study)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the trials, the resources per trial, how many run at once and the estimated "
+                             "wall time and GPU-hours; run nothing")
+    parser.add_argument("--plan-gpus", type=float, default=None, metavar="N",
+                        help="with --dry-run: plan for a cluster of N GPUs instead of the one Ray sees")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted study STORAGE/NAME with its original settings: finished "
                              "trials are kept, unfinished and errored ones continue from their last checkpoint")
@@ -200,8 +216,8 @@ def study_name(study: Study, args: argparse.Namespace) -> str:
 
 def check_ranges(args: argparse.Namespace) -> None:
     """Counts and resources in range (one line naming the option otherwise)."""
-    limits = {"epochs": 1, "max_concurrent": 1, "max_failures": 0, "num_samples": 1, "promote": 0, "grace_period": 1,
-              "reduction_factor": 2, "n_startup_trials": 0}
+    limits = {"epochs": 1, "max_concurrent": 1, "max_failures": 0, "keep_checkpoints": 1, "num_samples": 1,
+              "promote": 0, "grace_period": 1, "reduction_factor": 2, "n_startup_trials": 0}
     for name, low in limits.items():
         value = getattr(args, name, None)
         if value is not None and value < low:
@@ -224,7 +240,9 @@ def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
         data_root=absolute(args.data_root), tracking_uri=resolve_tracking_uri(args.tracking_uri),
         experiment=args.experiment, smoke_test=args.smoke_test, epochs=args.epochs, **optional_tuples,
         overrides=tuple(args.overrides), gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
-        max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume, search=search)
+        max_concurrent=args.max_concurrent, max_failures=args.max_failures, keep_checkpoints=args.keep_checkpoints,
+        address=args.address or os.environ.get("RAY_ADDRESS") or None, resume=args.resume, dry_run=args.dry_run,
+        plan_gpus=args.plan_gpus, search=search)
 
 
 def resolve_launch(study: Study, argv: list[str] | None, search: Search | None = None) -> Launch:

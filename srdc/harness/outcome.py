@@ -126,7 +126,7 @@ def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -
     if not launch.resume:
         check_plan(plan)
         save_launch(launch)
-    with ray_session():
+    with ray_session(launch.address):
         records = fit(launch, study_experiment(plan), trainable)
     return StudyOutcome(plan, launch, records, summary_tables(study, plan, records),
                         find_parent_run(launch, plan.name), warnings)

@@ -300,7 +300,7 @@ def run_search(search: Search, launch: Launch) -> SearchOutcome:
     if not launch.resume:
         check_plan(setup.plan)
         save_launch(launch)
-    with ray_session():
+    with ray_session(launch.address):
         outcome = run_phases(setup)
     parent = find_parent_run(launch, setup.name)
     outcome.parent_run_id = parent[1] if parent is not None else None

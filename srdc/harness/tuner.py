@@ -71,9 +71,10 @@ def trial_resources(launch: Launch) -> dict[str, float]:
 
 
 @contextmanager
-def ray_session() -> Iterator[None]:
-    """A Ray session for the driver: the running one, or a local instance (or the cluster of ``$RAY_ADDRESS`` /
-    of ``ray start`` on this machine) started here and shut down after."""
+def ray_session(address: str | None = None) -> Iterator[None]:
+    """A Ray session for the driver: the running one, else a connection to the cluster at ``address`` (the
+    launch's ``--address`` or ``$RAY_ADDRESS``; ``None``: the cluster ``ray start`` made on this machine, else a
+    local instance started here), shut down after."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the CLIReporter progress table of run_config
     # every epoch is checkpointed; with epochs of seconds (--smoke-test) Tune would warn at each snapshot
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -83,7 +84,7 @@ def ray_session() -> Iterator[None]:
     previous = signal.getsignal(signal.SIGTERM) or signal.SIG_DFL  # None: a handler installed outside Python
     try:
         if started:
-            ray.init()
+            ray.init(address=address)
         if on_main_thread:  # after ray.init, whose own handler would abort the driver on SIGTERM
             signal.signal(signal.SIGTERM, _stop_gracefully)
         yield
@@ -140,7 +141,7 @@ def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
         name=experiment.name,
         storage_path=launch.storage_path,
         failure_config=tune.FailureConfig(max_failures=launch.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=launch.keep_checkpoints),
         callbacks=[TuneTracking(logger)],
         progress_reporter=reporter,
         verbose=1,
