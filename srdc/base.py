@@ -1,4 +1,5 @@
-"""What every layer shares: task names, the device, the random states, the selection keys, the entry-point wrapper.
+"""What every layer shares: task names, the device, torch's threads, the random states, the result keys, the lazy
+registries, the entry-point wrapper.
 
 The lowest layer of ``srdc`` (beside :mod:`srdc.errors`): it imports nothing else of the package, and torch only
 inside the functions that need it, so that ``--help`` stays fast.
@@ -7,10 +8,12 @@ inside the functions that need it, so that ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import random
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from srdc.errors import NonFiniteLossError, SRDCInputError
 
@@ -19,10 +22,17 @@ if TYPE_CHECKING:
 
 # the three numbers every run reports (srdc.selection): final epoch, epoch chosen with / without target labels
 SELECTION_KEYS = ("acc_last", "acc_best_oracle", "acc_labelfree")
+# what a trial reports of where it ran (srdc.harness.trainable): the Ray node of this report, and every node
+# it ran on so far in order, comma-separated (a trial retried elsewhere after a node loss has two)
+NODE_KEY = "node_id"
+NODES_KEY = "node_ids"
 EXIT_INPUT_ERROR = 2
 EXIT_RUN_ERROR = 1
 
 RngState = dict[str, Any]
+# the --threads option of the commands that run torch (srdc-train, srdc-data extract-features)
+THREADS_HELP = "torch's intra-op threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)"
+T = TypeVar("T")
 
 
 def parse_task(task: str) -> tuple[str, str]:
@@ -46,6 +56,37 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_torch_threads(requested: int | None = None, given_by: str = "--threads") -> str:
+    """Set torch's intra-op threads to ``requested`` (named ``given_by``), else ``$OMP_NUM_THREADS``, else the CPUs
+    this process may use; returns the line that says so (``threads: 4 (from OMP_NUM_THREADS)``). A ``requested``
+    count below 1 is an :class:`SRDCInputError`."""
+    import torch
+
+    if requested is not None and requested < 1:
+        raise SRDCInputError(f"{given_by} {requested}: give 1 or more threads")
+    environment = os.environ.get("OMP_NUM_THREADS", "")
+    if requested is not None:
+        threads, source = requested, given_by
+    elif environment.isdigit() and int(environment) > 0:
+        threads, source = int(environment), "OMP_NUM_THREADS"
+    else:
+        threads, source = usable_cpus(), "the CPUs this process may use"
+    torch.set_num_threads(threads)
+    return f"threads: {threads} (from {source})"
+
+
+def threads_for_cpus(cpus: float) -> int:
+    """The threads of a process given ``cpus`` CPUs (a Tune trial's resources): their whole number, at least 1."""
+    return max(1, int(cpus))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, else every CPU)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def capture_rng() -> RngState:
     """The process-wide random states a run draws from: python, numpy, torch (CPU) and every CUDA device."""
     import numpy as np
@@ -65,6 +106,46 @@ def restore_rng(state: RngState) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Registry(MutableMapping[str, T]):
+    """A name -> entry table whose entries may be listed before they are loaded, so that listing the names (``--help``'s
+    choices, error messages) imports nothing heavy.
+
+    ``lazy`` maps a name to ``"package.module:attribute"`` (the entry is that attribute) or to ``"package.module"``
+    (importing the module registers the entry itself, e.g. ``srdc.data.base.register``); the module is imported on
+    the entry's first lookup. Entries set directly (``table[name] = entry``) are plain ones.
+    """
+
+    def __init__(self, lazy: Mapping[str, str]) -> None:
+        self._lazy = dict(lazy)
+        self._entries: dict[str, T] = {}
+
+    def __getitem__(self, name: str) -> T:
+        if name not in self._entries and name in self._lazy:
+            module, _, attribute = self._lazy[name].partition(":")
+            loaded = importlib.import_module(module)
+            if attribute:
+                self._entries[name] = getattr(loaded, attribute)
+        return self._entries[name]
+
+    def __setitem__(self, name: str, entry: T) -> None:
+        self._entries[name] = entry
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._entries.pop(name, None)
+        self._lazy.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries or name in self._lazy
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*self._lazy, *self._entries]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*self._lazy, *self._entries]))
 
 
 class ArgumentParser(argparse.ArgumentParser):

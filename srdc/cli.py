@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from srdc.base import ArgumentParser, run_main
+from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
 from srdc.config import CHOICES, SRDCConfig, config_fields
 from srdc.errors import SRDCInputError
 from srdc.methods import METHODS
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--resume-or-start", "--resume_or_start", dest="resume_or_start", action="store_true",
                         help="continue the run in --out, or start it when --out holds no checkpoint (for scripts)")
     parser.add_argument("--quiet", action="store_true", help="no per-iteration progress bar")
+    parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     defaults = SRDCConfig()
     for field in config_fields():
         names = [f"--{field.name}"]
@@ -117,13 +118,17 @@ def checkpoint_to_resume(out: Path, resume: bool, or_start: bool) -> dict[str, A
     return read_checkpoint(out) if has_checkpoint else None
 
 
-def run(config: SRDCConfig, out: Path, resume: bool, progress: bool, or_start: bool = False) -> dict[str, Any]:
-    """Train (or continue) the run in ``out``, holding its lock; returns its summary."""
+def run(config: SRDCConfig, out: Path, resume: bool, progress: bool, or_start: bool = False,
+        threads: str = "") -> dict[str, Any]:
+    """Train (or continue) the run in ``out``, holding its lock; returns its summary. ``threads`` (``srdc-train``:
+    the line :func:`srdc.base.set_torch_threads` returned) ends the run's header line, printed once its inputs and
+    checkpoint are checked, so that bad input stays one line."""
     with RunLock(out):
-        return _run_locked(config, out, checkpoint_to_resume(out, resume, or_start), progress)
+        return _run_locked(config, out, checkpoint_to_resume(out, resume, or_start), progress, threads)
 
 
-def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, progress: bool) -> dict[str, Any]:
+def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, progress: bool,
+                threads: str) -> dict[str, Any]:
     from srdc.trainer import Trainer
 
     trainer = Trainer(config, progress=progress)
@@ -131,7 +136,9 @@ def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, pro
         trainer.load_state_dict(state)
         print(f"resumed {out} at epoch {trainer.epoch}/{config.epochs}", file=sys.stderr)
     print(f"{config.dataset} {config.task_name} variant={config.variant} seed={config.seed} device={trainer.device} "
-          f"source={len(trainer.task.source)} target={len(trainer.task.target)} out={out}", file=sys.stderr)
+          f"source={len(trainer.task.source)} target={len(trainer.task.target)} out={out}"
+          + (f"; {threads}" if threads else ""), file=sys.stderr)
+    print(f"transforms: {trainer.task.source.transform}", file=sys.stderr)
     trainer.initialise()
     if trainer.epoch == 0:
         print(format_row(trainer.history[0], config.epochs), file=sys.stderr)
@@ -147,9 +154,11 @@ def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, pro
 def train(argv: list[str] | None = None) -> int:
     """Parse, train, print the three accuracies; errors propagate to :func:`main`."""
     args = build_parser().parse_args(argv)
+    threads = set_torch_threads(args.threads)
     config = config_from_args(args)
     out = args.out or default_out(config)
-    summary = run(config, out, args.resume, progress=not args.quiet, or_start=args.resume_or_start)
+    summary = run(config, out, args.resume, progress=not args.quiet, or_start=args.resume_or_start,
+                  threads=threads)
     print(f"acc_last {summary['acc_last']:.2f}  acc_best_oracle {summary['acc_best_oracle']:.2f} "
           f"(epoch {summary['best_oracle_epoch']}, selected with target labels)  acc_labelfree "
           f"{summary['acc_labelfree']:.2f} (epoch {summary['labelfree_epoch']}, {summary['labelfree_selector']})")

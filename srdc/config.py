@@ -16,6 +16,8 @@ from srdc.errors import SRDCInputError
 # the paper's variants, in the order of its Table 1 (reports and studies list them so); which variants can run
 # is the method registry's business (srdc.methods.METHODS), which sits above this module
 VARIANTS = ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc", "oracle")
+# other methods of the paper's comparison tables, run through the same method seam: DANN [16] and CDAN+E [35]
+BASELINES = ("dann", "cdan")
 
 # variant -> (structural_source_reg, feature_discrimination, soft_source_selection, target_clustering)
 _VARIANT_SWITCHES: dict[str, tuple[bool, bool, bool, bool]] = {
@@ -39,6 +41,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "feature_kernel": ("paper", "student_t"),
     "mu_init": ("mean", "target"),
     "device": ("auto", "cpu", "cuda"),
+    "cdan_map": ("auto", "multilinear", "randomized"),
+    "feature_norm": ("none", "l2", "zscore", "l1_zscore"),
+    "augment": ("auto", "flip_crop", "crop", "none"),
+    "normalize": ("auto", "imagenet", "half", "none"),
+    "schedule_unit": ("epoch", "iteration"),
 }
 
 
@@ -87,6 +94,9 @@ RANGES: dict[str, Range] = {
     "num_workers": Range(0),
     "image_size": Range(8),
     "max_samples": Range(1),
+    "disc_hidden": Range(1),
+    "disc_dropout": Range(0, high=1),
+    "cdan_random_dim": Range(1),
 }
 
 
@@ -108,6 +118,7 @@ class SRDCConfig:
     split_seed: int = 0
     path_prefix: str | None = None  # OLD=NEW: rewrite absolute paths in image lists (docs/datasets.md)
     classes_file: str | None = None  # class names, one per line, for --dataset imagelist / features
+    feature_norm: str = "zscore"  # --dataset features: each domain's own preprocessing (docs/datasets.md)
     # what to train
     variant: str = "srdc"
     seed: int = 0
@@ -132,6 +143,7 @@ class SRDCConfig:
     lr_beta: float = 0.75
     lambda_gamma: float = 10.0
     lambda_scale: float = 1.0
+    schedule_unit: str = "epoch"  # lr and lambda step once per epoch (released code) or every iteration
     # clustering (Appendix A, released code)
     kmeans_iters: int = 5
     kmeans_chunk: int = 4096
@@ -141,6 +153,16 @@ class SRDCConfig:
     aux_normalizer: str = "batch"
     aux_grad: bool = True
     feature_kernel: str = "paper"
+    # the adversarial baselines (variants dann, cdan; srdc/methods/adversarial.py): the domain discriminator
+    # Linear-ReLU-Dropout x2 then Linear (DANN's and CDAN's released code), its gradient reversed with
+    # coefficient lambda_p (lambda_gamma, lambda_scale above); CDAN's conditioning f (x) g is the full multilinear
+    # map, or the randomized one of dimension cdan_random_dim ("auto": randomized when d_f x K > 4096, CDAN
+    # Section 3.1), with entropy weights w = 1 + exp(-H(g)) (CDAN+E) when cdan_entropy
+    disc_hidden: int = 1024
+    disc_dropout: float = 0.5
+    cdan_map: str = "auto"
+    cdan_random_dim: int = 1024
+    cdan_entropy: bool = True
     # model selection without target labels
     labelfree_selector: str = "infomax"
     # execution
@@ -150,6 +172,8 @@ class SRDCConfig:
     bf16: bool = False
     channels_last: bool = False
     image_size: int | None = None
+    augment: str = "auto"  # image datasets: the backbone's transform profile unless set (srdc.data.images)
+    normalize: str = "auto"
     max_samples: int | None = None
 
     def __post_init__(self) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-import torchvision
 from torch import nn
 
 from srdc.errors import SRDCInputError
@@ -82,6 +81,8 @@ def resolve_resnet_weights(name: str, weights: str) -> Path | None:
         if not path.is_file():
             raise SRDCInputError(f"weights file {path} does not exist; pass an existing .pth file or --weights none")
         return path
+    import torchvision  # here, not at the top: a run without a ResNet needs no torchvision (its import costs seconds)
+
     weight_enum = getattr(torchvision.models, RESNETS[name][1]).IMAGENET1K_V1
     filename = os.path.basename(weight_enum.url)
     cached = torch_hub_checkpoint_dir() / filename
@@ -101,6 +102,8 @@ def resolve_resnet_weights(name: str, weights: str) -> Path | None:
 def build_backbone(name: str, weights: str = "imagenet", in_dim: int | None = None) -> tuple[nn.Module, int]:
     """The feature extractor phi and its output dimension d. ``in_dim`` is needed for ``identity`` only."""
     if name in RESNETS:
+        import torchvision
+
         net = getattr(torchvision.models, RESNETS[name][0])(weights=None)
         path = resolve_resnet_weights(name, weights)
         if path is not None:

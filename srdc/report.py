@@ -19,9 +19,9 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from srdc.config import VARIANTS
+from srdc.config import BASELINES, VARIANTS
 from srdc.errors import SRDCInputError
-from srdc.paper_results import paper_average, paper_reference, paper_task, reference_tables, reference_task_order
+from srdc.paper_results import paper_average, paper_reference, paper_task, reference_note, reference_task_order
 
 # a record's status when its trial has ended normally (the tracking store's and Tune's name)
 FINISHED = "FINISHED"
@@ -73,9 +73,9 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 
 def order_rows(values: set[str]) -> list[str]:
-    """Variants in the paper's order (source_only ... srdc, oracle), then the others: numerically when they all
-    are numbers, else alphabetically."""
-    known = [variant for variant in VARIANTS if variant in values]
+    """Variants in the paper's order (source_only ... srdc, oracle), the baselines (dann, cdan), then the others:
+    numerically when they all are numbers, else alphabetically."""
+    known = [variant for variant in (*VARIANTS, *BASELINES) if variant in values]
     others = values - set(known)
     try:
         return known + sorted(others, key=float)
@@ -163,8 +163,7 @@ def _caption(title: str, selection: str, selectors: set[str], planned: int, data
         f"Model selection: {selection_caption(selection, selectors)}."
     )
     if paper_setting is not None:
-        tables = "/".join(str(t) for t in reference_tables(dataset, paper_setting))
-        caption += (f" In parentheses: the paper's number (Table {tables}, epoch chosen with target labels) "
+        caption += (f" In parentheses: {reference_note(dataset, paper_setting)} "
                     f"and ours minus it.")
     return caption
 

@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
     parser.add_argument("--sync", action="store_true",
                         help="first backfill MLflow from the Tune results in --storage-path")
-    parser.add_argument("--storage-path", type=Path, default=None,
-                        help="the study's Tune experiment directory (for --sync)")
+    parser.add_argument("--storage-path", default=None,
+                        help="the study's Tune experiment directory (for --sync): a folder, s3://... or gs://...")
     return parser
 
 

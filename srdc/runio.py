@@ -8,7 +8,7 @@ computed is lost.
 A checkpoint is ``{"format": "srdc-checkpoint", "version": 2, "state": ...}`` made of tensors and plain python
 values only, and is read with ``torch.load(weights_only=True)``: reading one never runs code from the file. A
 file that is not such a checkpoint (another program's, truncated, corrupt, a newer format) is one
-:class:`SRDCInputError` naming the file and why.
+:class:`SRDCInputError` naming the file and why. Torch is imported by the functions that save and load.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-
-import torch
 
 from srdc.errors import SRDCInputError
 
@@ -65,6 +63,8 @@ def write_summary(out: Path, summary: dict[str, Any]) -> None:
 
 def write_checkpoint(out: Path, state: dict[str, Any]) -> None:
     """``state`` (tensors and plain python values only) as ``out/checkpoint.pt``, with the format marker."""
+    import torch
+
     wrapped = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "state": state}
     _atomic_write(out / CHECKPOINT, lambda p: torch.save(wrapped, p))
 
@@ -84,6 +84,8 @@ def read_checkpoint(out: Path) -> dict[str, Any]:
 
 
 def _load_weights_only(path: Path) -> Any:
+    import torch
+
     try:
         with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol: the error below says it
             warnings.simplefilter("ignore")

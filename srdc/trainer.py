@@ -10,7 +10,8 @@ the target set is never passed twice.
 
 History keys of the training part: ``loss_total`` and ``loss_<part>`` for each part the method reports (SRDC and
 the baselines: ``loss_target``, the label-free target term of eq. 6, and ``loss_source``, the supervised term),
-``lr``, ``lambda``, ``phase``, ``iterations``.
+``lr``, ``lambda`` (their values in the epoch; with ``schedule_unit`` ``iteration``, their means over it),
+``phase``, ``iterations``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -190,19 +192,19 @@ class Trainer:
     def train_epoch(self) -> dict[str, Any]:
         """The training iterations of one epoch (Algorithm 1, lines 3-9) with the method's losses."""
         config, draw = self.config, self.method.draw(self.epoch)
-        progress = self.epoch / config.epochs
-        lr, lam = lr_at(config, progress), lambda_at(config, progress)
-        self._set_lr(lr)
         self.method.start_epoch(self.plan, self.epoch)
         source_stream = self._stream(self.task.source, draw.source)
         target_stream = self._stream(self.task.target, draw.target)
         iterations = self._iterations(draw)
         sums: dict[str, float] = {}
+        schedule: list[tuple[float, float]] = []
         self.model.train()
         start = time.perf_counter()
         bar = tqdm(range(iterations), desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
                    disable=not self.progress, mininterval=2.0)
         for iteration in bar:
+            lr, lam = self.schedule(iteration, iterations)
+            schedule.append((lr, lam))
             source = next(source_stream) if source_stream is not None else None
             target = next(target_stream) if target_stream is not None else None
             loss = self.method.loss(Step(self._forward, source, target, self.plan, self.epoch, draw.phase, lam))
@@ -215,10 +217,21 @@ class Trainer:
             loss.total.backward()
             self.optimizer.step()
             for name, value in {"total": float(loss.total.detach()), **loss.parts}.items():
-                sums[name] = sums.get(name, 0.0) + value
-        return {**{f"loss_{name}": total / iterations for name, total in sums.items()}, "lr": lr,
-                "lambda": lam, "phase": draw.phase, "iterations": iterations,
-                "time_train_s": time.perf_counter() - start}
+                sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value
+        lr, lam = schedule[0] if config.schedule_unit == "epoch" else map(statistics.fmean, zip(*schedule, strict=True))
+        return {**{name: total / iterations for name, total in sums.items()}, "lr": lr, "lambda": lam,
+                "phase": draw.phase, "iterations": iterations, "time_train_s": time.perf_counter() - start}
+
+    def schedule(self, iteration: int, iterations: int) -> tuple[float, float]:
+        """The learning rate (set on the optimizer) and lambda of ``iteration`` of this epoch: the training progress
+        p steps once per epoch (``schedule_unit`` ``epoch``, the released code's) or at every iteration."""
+        progress = self.epoch / self.config.epochs
+        if self.config.schedule_unit == "iteration":
+            progress += iteration / (iterations * self.config.epochs)
+        lr, lam = lr_at(self.config, progress), lambda_at(self.config, progress)
+        if iteration == 0 or self.config.schedule_unit == "iteration":
+            self._set_lr(lr)
+        return lr, lam
 
     # -- the epoch loop -----------------------------------------------------------------------------------
     @property
@@ -268,9 +281,11 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """acc_last / acc_best_oracle / acc_labelfree with their epochs (and per validator), plus epochs (the
-        history's last: the last finite one after a :class:`NonFiniteLossError`), wall time and config."""
+        history's last: the last finite one after a :class:`NonFiniteLossError`), wall time, config and what the
+        data's views apply (``transforms``)."""
+        transforms = {"source": self.task.source.transform, "target": self.task.target.transform}
         return {**summarize(self.history, self.config.labelfree_selector), "epochs": self.history[-1]["epoch"],
-                "wall_s": self.wall_s, "config": self.config.to_dict()}
+                "wall_s": self.wall_s, "config": self.config.to_dict(), "transforms": transforms}
 
     # -- complete training state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

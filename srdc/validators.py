@@ -4,19 +4,22 @@ A validator is one registry entry (:class:`Validator`): its name (what ``labelfr
 key it writes (``metric``), whether higher or lower is better, and a function of what the epoch's preparation
 pass already holds (:class:`ValidationInput`), so validating costs no extra pass. The trainer computes every
 registered validator every epoch; :mod:`srdc.selection` picks an epoch by each. Adding one is one function and
-one line ``VALIDATORS["name"] = Validator(...)``.
+one line ``VALIDATORS["name"] = Validator(...)``. The registry imports no torch (``--help`` lists its names); the
+scores load :mod:`srdc.losses` when first computed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from srdc import losses
 from srdc.errors import SRDCInputError
-from srdc.model import Features
+
+if TYPE_CHECKING:
+    import torch
+
+    from srdc.model import Features
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,16 @@ class Validator:
 
 def infomax(view: ValidationInput) -> float:
     """Information maximisation ``H(mean p) - mean H(p)`` of the target predictions (higher is better)."""
+    from srdc import losses
+
     return float(losses.information_maximization(view.target_probs))
 
 
 def clustering_objective(view: ValidationInput) -> float:
     """Eq. (6) as the value of eqs. (1)/(5): ``KL(Q||P) + sum rho log rho`` with ``Q`` from eq. (2), in the output
     space and in each feature space that has centres (soft assignment of eq. 4); lower is better."""
+    from srdc import losses
+
     feature_p = [losses.soft_assignment(view.target.spaces[space], mu, view.feature_kernel)
                  for space, mu in view.centres.items()]
     return float(sum(losses.clustering_objective(losses.auxiliary_distribution(p), p)

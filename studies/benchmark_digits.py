@@ -1,14 +1,16 @@
-"""USPS <-> MNIST with LeNet: SRDC's ablation rows and the source model, for real on a CPU (no paper table).
+"""USPS <-> MNIST and the large-gap MNIST -> MNIST-M-style pair with LeNet: SRDC's ablation rows, the source
+model and the adversarial baselines DANN and CDAN+E, for real on a CPU (no table of the SRDC paper).
 
-The paper reports no digits results, so the table has no paper numbers. The whole study, 5 variants x 2 tasks
-x 3 seeds of EPOCHS epochs each, fits in an hour on two CPU cores, one trial per core: an epoch costs about
-9 s of one core for the source model and 17 s for SRDC (USPS -> MNIST, measured), about 25 minutes in all
-(SRDC is within a point of its 15-epoch accuracy by epoch 6 on USPS -> MNIST).
+The SRDC paper reports no digits results; the DANN and CDAN+E rows show the numbers their own papers published
+where those exist (srdc/paper_results.py, DIGITS_PUBLISHED). ``mnist_photo`` is MNIST-M made by the published
+recipe from the MNIST digits and scikit-learn's sample photos (srdc/data/digits.py). An epoch costs about 9 s of
+one core for the source model and 17 s for SRDC (USPS -> MNIST, measured); SRDC is within a point of its
+15-epoch accuracy by epoch 6 on USPS -> MNIST.
 MNIST is its 10,000-image test split where the training split is absent (as in ../shared/data).
 
     python studies/benchmark_digits.py                             # the table; --data-root: $SRDC_DATA_ROOT,
                                                                    # else ../shared/data beside the repository
-    python studies/benchmark_digits.py --smoke-test                # the same 30 trials on the embedded data
+    python studies/benchmark_digits.py --smoke-test                # the same 84 trials on the embedded data
 
 Every option: ``--help``; the harness is ``srdc/harness/``.
 """
@@ -23,13 +25,13 @@ EPOCHS = 6
 STUDY = Study(
     name="benchmark_digits",
     dataset="digits",
-    tasks=("usps->mnist", "mnist->usps"),
-    variants=("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc"),
+    tasks=("usps->mnist", "mnist->usps", "mnist->mnist_photo", "usps->mnist_photo"),
+    variants=("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc", "dann", "cdan"),
     seeds=(0, 1, 2),
     config={"epochs": EPOCHS},
-    smoke=SmokeTest(domains={"usps": "digits", "mnist": "digits_inverted"}),
-    description="Rows: SRDC without each component, and the source-only model. No paper table: the paper has no "
-                "digits experiments.",
+    smoke=SmokeTest(domains={"usps": "digits", "mnist": "digits_inverted", "mnist_photo": "digits_photo"}),
+    description="Rows: SRDC without each component, the source-only model, DANN and CDAN+E. No paper table: the "
+                "SRDC paper has no digits experiments (published DANN/CDAN+E digits numbers are shown beside ours).",
     data_root=shared_data_root(),
 )
 

@@ -13,9 +13,15 @@ winner is re-run on seeds 100-102 and tabled with both epoch selections. Every o
 
 import sys
 
-from ray import tune
-
-from srdc.harness.declarations import OFFICE31_SMOKE, Search, SmokeTest, Study, office31_task_config
+from srdc.harness.declarations import (
+    OFFICE31_SMOKE,
+    Search,
+    SmokeTest,
+    Study,
+    loguniform,
+    office31_task_config,
+    uniform,
+)
 from srdc.harness.main import main
 
 TASKS = ("A->W", "D->A")
@@ -26,8 +32,8 @@ SEARCH = Search(
         dataset="office31",
         tasks=TASKS,
         seeds=(0, 1),
-        grid={"lr": tune.loguniform(1e-3, 1e-1), "lambda_scale": tune.loguniform(0.1, 10.0),
-              "lambda_gamma": tune.uniform(1.0, 20.0)},
+        grid={"lr": loguniform(1e-3, 1e-1), "lambda_scale": loguniform(0.1, 10.0),
+              "lambda_gamma": uniform(1.0, 20.0)},
         task_config=office31_task_config(TASKS),
         smoke=SmokeTest(domains=OFFICE31_SMOKE.domains, epochs=3),
         description="Searched: lr, lambda_scale, lambda_gamma (paper: 0.01, 1, 10).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +129,76 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@dataclass
+class S3Bucket:
+    """A bucket of the test S3 server, found the way AWS tools find it (``AWS_ENDPOINT_URL``, set for the test)."""
+
+    name: str
+    endpoint: str
+
+    def uri(self, prefix: str) -> str:
+        return f"s3://{self.name}/{prefix}"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key under ``prefix``, sorted."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        return self.client().get_object(Bucket=self.name, Key=key)["Body"].read()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3-compatible server (in memory) on 127.0.0.1 for the whole session; yields its endpoint URL.
+    Skipped when moto is not installed (``pip install -e '.[dev]'``), except under CI=true, where it fails."""
+    if importlib.util.find_spec("moto") is None:
+        reason = "moto[server] is not installed (pip install -e '.[dev]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; CI=true needs it")
+        pytest.skip(reason)
+    port, log = free_port(), tmp_path_factory.mktemp("s3") / "moto.log"
+    endpoint = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def answers() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_for(answers, 120, "the moto S3 server")
+        yield endpoint
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
+    """A fresh bucket on :func:`s3_server`, with ``AWS_ENDPOINT_URL``, dummy credentials and the region set in this
+    process's environment (and so in the study drivers it starts) for the test."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        monkeypatch.setenv(name, value)
+    bucket = S3Bucket(f"srdc-{uuid.uuid4().hex[:12]}", s3_server)
+    bucket.client().create_bucket(Bucket=bucket.name)
+    return bucket
 
 
 @pytest.fixture(scope="session")

@@ -7,13 +7,15 @@ from data_helpers import check_summary, write_features
 from srdc.cli import main
 from srdc.config import SRDCConfig
 from srdc.data import load_task
+from srdc.data.features import normalize_features
 from srdc.errors import SRDCInputError
 
 
 def test_features_pair_loads_in_memory_with_identity_backbone(tmp_path):
     src = write_features(tmp_path / "a.npz", 12, 5, 3, seed=0, classes=np.array(["x", "y", "z"]))
     tgt = write_features(tmp_path / "b.npz", 9, 5, 3, seed=1)
-    task = load_task(SRDCConfig(dataset="features", source=str(src), target=str(tgt), setting="inductive"))
+    task = load_task(SRDCConfig(dataset="features", source=str(src), target=str(tgt), setting="inductive",
+                                feature_norm="none"))
     assert task.default_backbone == "identity" and task.classes == ["x", "y", "z"]
     assert task.source.in_memory and task.source.train_set.tensors[0].shape == (12, 5)
     assert len(task.target) + len(task.target_test) == 9
@@ -72,3 +74,67 @@ def test_a_class_mismatch_exits_2_with_the_message(tmp_path, capsys):
                  "--epochs", "2", "--quiet", "--out", str(tmp_path / "run")])
     assert code == 2
     assert "error: feature dimension mismatch" in capsys.readouterr().err
+
+
+# -- --feature_norm ---------------------------------------------------------------------------------------------
+def _counts(rows: int, dim: int, seed: int) -> np.ndarray:
+    """Bag-of-words-like counts, with an all-zero row."""
+    counts = np.random.default_rng(seed).poisson(3.0, size=(rows, dim)).astype(np.float32)
+    counts[1] = 0.0
+    return counts
+
+
+def test_l2_rows_have_unit_length_and_a_zero_row_stays_zero():
+    counts = _counts(20, 6, seed=0)
+    normed = normalize_features(counts, "l2")
+    lengths = np.linalg.norm(normed, axis=1)
+    assert np.allclose(np.delete(lengths, 1), 1.0, atol=1e-6) and lengths[1] == 0.0
+    assert np.allclose(normed[5], counts[5] / np.sqrt((counts[5].astype(np.float64) ** 2).sum()), atol=1e-6)
+
+
+def test_zscore_standardises_each_dimension_and_only_centres_a_constant_one():
+    counts = _counts(30, 5, seed=1)
+    counts[:, 0] = 7.0
+    normed = normalize_features(counts, "zscore")
+    assert np.allclose(normed[:, 1:].mean(axis=0), 0.0, atol=1e-6)
+    assert np.allclose(normed[:, 1:].std(axis=0), 1.0, atol=1e-5)
+    assert np.all(normed[:, 0] == 0.0)  # the constant column, centred and not divided by 0
+    assert np.array_equal(normalize_features(counts, "none"), counts)
+
+
+def test_l1_zscore_is_frequencies_then_zscore():
+    counts = _counts(25, 4, seed=2)
+    sums = counts.astype(np.float64).sum(axis=1, keepdims=True)
+    freqs = counts / np.where(sums > 0, sums, 1.0)
+    expected = (freqs - freqs.mean(axis=0)) / freqs.std(axis=0)
+    assert np.allclose(normalize_features(counts, "l1_zscore"), expected, atol=1e-5)
+
+
+def test_each_domain_is_normalised_with_its_own_statistics(tmp_path):
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "a.npz", features=rng.normal(5.0, 2.0, size=(40, 3)).astype(np.float32),
+             labels=np.arange(40) % 2)
+    np.savez(tmp_path / "b.npz", features=rng.normal(-1.0, 0.5, size=(30, 3)).astype(np.float32),
+             labels=np.arange(30) % 2)
+    task = load_task(SRDCConfig(dataset="features", source=str(tmp_path / "a.npz"), target=str(tmp_path / "b.npz"),
+                                feature_norm="zscore"))
+    for domain in (task.source, task.target):
+        features = domain.train_set.tensors[0].numpy()
+        assert np.allclose(features.mean(axis=0), 0.0, atol=1e-5) and np.allclose(features.std(axis=0), 1.0, atol=1e-4)
+
+
+def test_inductive_target_statistics_come_from_its_training_half_only(tmp_path):
+    rng = np.random.default_rng(4)
+    for name, rows in (("a", 24), ("b", 40)):
+        np.savez(tmp_path / f"{name}.npz", features=rng.normal(size=(rows, 3)).astype(np.float32) * 3 + 1,
+                 labels=np.arange(rows) % 2)
+    task = load_task(SRDCConfig(dataset="features", source=str(tmp_path / "a.npz"), target=str(tmp_path / "b.npz"),
+                                feature_norm="zscore", setting="inductive"))
+    train, test = (domain.train_set.tensors[0].numpy() for domain in (task.target, task.target_test))
+    assert np.allclose(train.mean(axis=0), 0.0, atol=1e-5) and np.allclose(train.std(axis=0), 1.0, atol=1e-4)
+    assert not np.allclose(test.mean(axis=0), 0.0, atol=1e-2)  # the held-out half was not used to fit
+
+
+def test_an_unknown_feature_norm_is_one_line():
+    with pytest.raises(SRDCInputError, match=r"unknown feature_norm 'l3'; choose one of: none, l2, zscore, l1_zscore"):
+        SRDCConfig(feature_norm="l3")

@@ -55,7 +55,7 @@ def earlier(tmp_path):
 
 STUDY_CASES = [
     (["--tasks", "X->Y"], "not in the study's tasks"),
-    (["--variants", "dann"], "not in the study's variants"),
+    (["--variants", "mcd"], "not in the study's variants"),
     (["--set", "lamda=1"], "FIELD a config field"),
     (["--set", "variant=srdc"], "use --tasks/--variants"),
     (["--set", "lr=-1"], "lr"),

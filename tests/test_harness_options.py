@@ -40,7 +40,7 @@ def test_a_launch_survives_its_file_with_search_options():
 
 
 @pytest.mark.parametrize("declaration, message", [
-    ({"variants": ("srdc", "dann")}, "unknown variant"),
+    ({"variants": ("srdc", "mcd")}, "unknown variant"),
     ({"grid": {"lamda": [1]}}, "unknown config field"),
     ({"grid": {"seed": [1, 2]}}, "study's own dimensions"),
     ({"grid": {"lr": [0.1]}, "config": {"lr": 0.01}}, "both a grid dimension and fixed"),

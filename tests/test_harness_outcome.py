@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import MLflowServer, interrupt_when, read_jsonl, wait_for, without_timings
 from mlflow import MlflowClient
-from study_helpers import load_declaration
+from study_helpers import children, epochs_logged, load_declaration
 
 from srdc import report_cli
 from srdc.harness.main import main
@@ -38,15 +38,6 @@ def markdown_tables(text: str) -> list[tuple[list[str], dict[str, list[str]]]]:
                 rows[cells[0]] = cells[1:]
             tables.append(([cell.strip() for cell in line.strip("|").split("|")], rows))
     return tables
-
-
-def children(client: MlflowClient, experiment: str) -> list:
-    found = client.get_experiment_by_name(experiment)
-    return [] if found is None else client.search_runs([found.experiment_id], "tags.`srdc.role` = 'child'")
-
-
-def epochs_logged(client: MlflowClient, run) -> list[int]:
-    return sorted(metric.step for metric in client.get_metric_history(run.info.run_id, "epoch"))
 
 
 def bare_summary(trial_dir: Path) -> dict:
@@ -206,6 +197,7 @@ def test_a_study_outlives_its_tracking_server_and_sync_restores_every_run(
             results = read_jsonl(trial_folder(storage, run) / "result.json")
             assert [m.value for m in sorted(client.get_metric_history(run.info.run_id, "acc_target"),
                                             key=lambda m: m.step)] == [row["acc_target"] for row in results]
+            assert run.data.tags["srdc.node"] == results[-1]["node_id"]  # where it ran, also after a --sync
     finally:
         server.stop()
 

@@ -5,45 +5,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import read_jsonl, without_timings
 from mlflow import MlflowClient
+from study_helpers import bare_history, crash_once_after
 
 from srdc.harness.declarations import Study
 from srdc.harness.options import resolve_launch
 from srdc.harness.outcome import run_study
-from srdc.harness.trainable import run_configs, run_trial
 from srdc.harness.tuner import TrialStatus
-from srdc.trainer import Trainer
 
 RUN = {"dataset": "embedded", "task": "digits->digits_photo", "variant": "srdc", "seed": 0, "epochs": 3,
        "max_samples": 200, "batch_size": 32}
-
-
-def bare_history(config: dict) -> list[dict]:
-    """The history of the same run trained in this process, without Ray (one thread, like a 1-CPU trial)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        trainer = Trainer(run_configs(config)[0])
-        trainer.fit()
-    finally:
-        torch.set_num_threads(threads)
-    return trainer.history
-
-
-def crash_once_after(epoch: int, marker: Path):
-    """A trainable that wraps the real one and raises once, right after reporting ``epoch``."""
-
-    def crashing_trainable(config: dict) -> None:
-        def crash(trainer: Trainer) -> None:
-            if trainer.epoch == epoch and not marker.exists():
-                marker.touch()
-                raise RuntimeError(f"injected failure after epoch {epoch}")
-
-        run_trial(config, after_epoch=crash)
-
-    return crashing_trainable
 
 
 CRASH_STUDY = Study(name="crash", dataset="embedded", tasks=(RUN["task"],), variants=("srdc",), seeds=(0,),
@@ -93,6 +65,24 @@ def test_an_errored_trial_continues_from_its_checkpoint_on_resume(tmp_path, mlfl
     assert first.exit_code == 1 and first.counts[TrialStatus.FAILED] == 1 and not first.interrupted
     resumed = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
     assert_as_if_never_interrupted(resumed, mlflow_server, "tune_errored")
+
+
+@pytest.mark.slow
+def test_a_resume_whose_saved_state_names_a_deleted_checkpoint_continues_from_the_next(
+        tmp_path, mlflow_server, ray_cluster, monkeypatch, capsys):
+    """What a killed driver can leave (seen on a multi-node cluster): Tune's saved state names a checkpoint that was
+    deleted when a newer one was reported, before the state was saved again."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    trainable = crash_once_after(1, tmp_path / "crashed")
+    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_stale",
+            "--max-failures", "0"]
+    first = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, argv), trainable=trainable)
+    assert first.counts[TrialStatus.FAILED] == 1
+    trial_dir = Path(first.records[0]["path"])
+    (trial_dir / "checkpoint_000001").rename(trial_dir / "checkpoint_000002")  # the state names checkpoint_000001
+    resumed = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
+    assert "continuing from the next checkpoint" in capsys.readouterr().err
+    assert_as_if_never_interrupted(resumed, mlflow_server, "tune_stale")
 
 
 @pytest.mark.slow

@@ -27,12 +27,14 @@ LAYERS = [
     ("srdc.tracking",),
     ("srdc.report_cli",),
     ("srdc.harness", "srdc.harness.declarations"),
+    ("srdc.harness.costs",),
     ("srdc.harness.options",),
     ("srdc.harness.trainable",),
     ("srdc.harness.plan",),
     ("srdc.harness.tuner",),
     ("srdc.harness.outcome",),
     ("srdc.harness.search",),
+    ("srdc.harness.dryrun",),
     ("srdc.harness.main",),
 ]
 

@@ -9,7 +9,7 @@ import torch
 from toys import TOY_ITERATIONS, ToyMethod
 
 from srdc import losses
-from srdc.config import VARIANTS, SRDCConfig
+from srdc.config import BASELINES, VARIANTS, SRDCConfig
 from srdc.data import load_task
 from srdc.errors import SRDCInputError
 from srdc.methods import METHODS, Preparation, build_method, check_variant, method_class
@@ -22,8 +22,8 @@ from srdc.trainer import TIMING_KEYS, Trainer, lr_at
 TOY = {"variant": "toy", "epochs": 2, "batch_size": 32, "max_samples": 200, "device": "cpu"}
 
 
-def test_registry_holds_the_paper_variants_in_table_order():
-    assert list(METHODS) == list(VARIANTS)
+def test_registry_holds_the_paper_variants_in_table_order_then_the_baselines():
+    assert list(METHODS) == [*VARIANTS, *BASELINES]
     assert method_class("source_only") is SourceOnly and method_class("oracle") is Oracle
     assert all(method_class(v) is SRDC for v in ("srdc", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel"))
 
@@ -34,7 +34,7 @@ def test_unknown_variant_is_one_line_naming_the_known_ones():
     message = str(error.value)
     assert "\n" not in message
     assert message == ("unknown variant 'magic'; choose one of: source_only, srdc_no_struct, srdc_no_featdisc, "
-                       "srdc_no_softsel, srdc, oracle")
+                       "srdc_no_softsel, srdc, oracle, dann, cdan")
     check_variant("srdc")
 
 

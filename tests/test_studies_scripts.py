@@ -113,10 +113,18 @@ def test_the_digits_study_reads_the_shared_data_by_default(monkeypatch, tmp_path
 def test_the_digits_study_has_no_paper_table_and_fits_the_cpu_budget():
     study = load_declaration("benchmark_digits")
     assert study.paper_table == "" and "no paper table" in study.description.lower()
-    assert study.tasks == ("usps->mnist", "mnist->usps") and study.config["epochs"] == 6
-    assert study.variants == ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc")
+    assert study.tasks == ("usps->mnist", "mnist->usps", "mnist->mnist_photo", "usps->mnist_photo")
+    assert study.config["epochs"] == 6
+    assert study.variants == ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc", "dann",
+                              "cdan")
     text = summary_tables(study, plan_of(study, "--data-root", "/data"), fake_records(study))
-    assert "| srdc | 51.0±1.0 | 51.0±1.0 | 51.0 |" in text and not PAPER_NUMBER.search(text)
+    assert "| variant | usps->mnist | mnist->usps | mnist->mnist_photo | usps->mnist_photo | Avg |" in text
+    assert "| srdc | 51.0±1.0 | 51.0±1.0 | 51.0±1.0 | 51.0±1.0 | 51.0 |" in text
+    # the baselines' own published digits numbers (ADDA's, DANN's and CDAN's papers) stand beside ours
+    assert "| dann | 51.0±1.0 (paper 73.0, -22.0) | 51.0±1.0 (paper 77.1, -26.1) | 51.0±1.0 (paper 76.7, -25.7) | " \
+           "51.0±1.0 | 51.0 |" in text
+    assert "| cdan | 51.0±1.0 (paper 98.0, -47.0) | 51.0±1.0 (paper 95.6, -44.6) | 51.0±1.0 | 51.0±1.0 | 51.0 |" in text
+    assert "In parentheses: the number published by the method's own paper" in text
 
 
 # -- the scripts, run -------------------------------------------------------------------------------------------
@@ -187,13 +195,15 @@ def check_tables(out: str, name: str, tmp_path: Path, rows: tuple[str, ...], set
 
 
 @pytest.mark.slow
-def test_benchmark_digits_full_smoke_grid(tmp_path):
+def test_benchmark_digits_smoke_grid_every_variant(tmp_path):
+    """Every variant on one old and one new task, two seeds (the full smoke grid is 84 trials)."""
     study = load_declaration("benchmark_digits")
-    out = run_smoke("benchmark_digits", tmp_path)
-    assert "study benchmark_digits-smoke: 30 trials, 30 finished, 0 failed" in out
+    out = run_smoke("benchmark_digits", tmp_path, "--tasks", "usps->mnist", "mnist->mnist_photo", "--seeds", "0", "1")
+    trials = len(study.variants) * 2 * 2
+    assert f"study benchmark_digits-smoke: {trials} trials, {trials} finished, 0 failed" in out
     records = check_tables(out, "benchmark_digits", tmp_path, study.variants)
-    assert len({r["task"] for r in records}) == 2
-    assert {record["seed"] for record in records} == {0, 1, 2} and {r["epoch"] for r in records} == {2}
+    assert {r["task"] for r in records} == {"digits->digits_inverted", "digits_inverted->digits_photo"}
+    assert {record["seed"] for record in records} == {0, 1} and {r["epoch"] for r in records} == {2}
     assert not PAPER_NUMBER.search(out)
 
 

@@ -175,6 +175,7 @@ class MemoryTracker:
         self.status: dict[str, str] = {}
         self.rows: dict[str, list[EpochRow]] = {}
         self.summaries: dict[str, dict] = {}
+        self.tags: list[tuple[str, str, str]] = []
 
     def attach_study(self, study, params):
         self.status["parent"] = "RUNNING"
@@ -203,6 +204,9 @@ class MemoryTracker:
     def set_status(self, run_id, status):
         self.status[run_id] = status
 
+    def set_tag(self, run_id, key, value):
+        self.tags.append((run_id, key, value))
+
 
 def test_a_trial_the_store_refuses_is_abandoned_and_the_others_go_on(tmp_path, caplog):
     tracker = MemoryTracker(refused={"bad"})
@@ -218,6 +222,19 @@ def test_a_trial_the_store_refuses_is_abandoned_and_the_others_go_on(tmp_path, c
     assert sum("refused trial bad" in message for message in messages(caplog)) == 1
     assert any("1 trial(s) of study memory" in message and "srdc-report --study memory --sync" in message
                for message in messages(caplog))
+
+
+def test_a_trials_run_is_tagged_with_its_nodes_once_per_move(tmp_path):
+    tracker = MemoryTracker(refused=set())
+    logger = StudyLogger("nodes", "e", "memory://", {"seeds": 1}, tracker_factory=lambda uri, name: tracker)
+    trial = make_trial(tmp_path, "n", seed=0)
+    logger.trial_started(trial.trial_id, trial.config, trial.folders)
+    for epoch, node, nodes in [(0, "a", "a"), (1, "a", "a"), (2, "b", "a,b"), (3, "b", "a,b")]:
+        logger.trial_result(trial.trial_id, trial.config, trial.folders,
+                            {"epoch": epoch, "acc_target": 50.0, "node_id": node, "node_ids": nodes})
+    assert tracker.tags == [("n", "srdc.node", "a"), ("n", "srdc.nodes", "a"),
+                            ("n", "srdc.node", "b"), ("n", "srdc.nodes", "a,b")]
+    assert all(set(row.metrics) == {"epoch", "acc_target"} for row in tracker.rows["n"])  # tags, not metrics
 
 
 def test_the_logger_pickles_its_settings_only(tmp_path):

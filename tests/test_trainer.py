@@ -45,9 +45,9 @@ def assert_same_run(a: Trainer, b: Trainer) -> None:
     assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b, strict=True))
 
 
-@pytest.mark.parametrize("stop_at", [1, 2])
-def test_resume_at_an_epoch_boundary_is_bit_identical(stop_at):
-    config = small_config()
+@pytest.mark.parametrize("stop_at, unit", [(1, "epoch"), (2, "epoch"), (2, "iteration")])
+def test_resume_at_an_epoch_boundary_is_bit_identical(stop_at, unit):
+    config = small_config(schedule_unit=unit)
     task = load_task(config)
     uninterrupted = Trainer(config, task)
     uninterrupted.fit()
@@ -272,3 +272,28 @@ def test_loss_parts_compose_as_eq_11_and_the_baselines_report_their_cross_entrop
     for variant in ("source_only", "oracle"):
         for row in run_variant(variant).history[1:]:
             assert row["loss_total"] == pytest.approx(row["loss_source"]) and row["loss_target"] == 0.0
+
+
+def test_the_schedule_steps_every_iteration_when_asked(monkeypatch):
+    config = small_config(schedule_unit="iteration", epochs=3)
+    trainer = Trainer(config)
+    seen: list[float] = []
+    original = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        seen.append(trainer.optimizer.param_groups[-1]["lr"] / trainer.optimizer.param_groups[-1]["lr_mult"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.optimizer, "step", step)
+    trainer.fit()
+    rows = trainer.history[1:]
+    iterations = rows[0]["iterations"]
+    assert len(seen) == sum(row["iterations"] for row in rows) and len(set(seen)) == len(seen)  # all different
+    expected = [lr_at(config, (epoch + i / iterations) / 3) for epoch in range(3) for i in range(iterations)]
+    assert seen == pytest.approx(expected, rel=1e-12)
+    first = [lambda_at(config, i / (iterations * 3)) for i in range(iterations)]
+    assert rows[0]["lambda"] == pytest.approx(sum(first) / iterations, rel=1e-12) and rows[0]["lambda"] > 0
+    by_epoch = Trainer(small_config(epochs=3))
+    by_epoch.fit()
+    assert [row["lambda"] for row in by_epoch.history[1:]] == [lambda_at(config, e / 3) for e in range(3)]
+    assert by_epoch.history[1]["lambda"] == 0.0  # per epoch, the first epoch trains without the target terms

@@ -1,12 +1,12 @@
 """Datasets: the registry behind ``--dataset``, :func:`load_task`, which builds a run's source/target data, and
-:func:`load_one_domain`, which loads one domain alone (``srdc-data split``, feature extraction)."""
+:func:`load_one_domain`, which loads one domain alone (``srdc-data split``, feature extraction). A dataset's module
+is imported on the dataset's first use (:data:`srdc.data.base.DATASETS`)."""
 
 from __future__ import annotations
 
 from srdc.config import SRDCConfig
-from srdc.data import benchmarks, digits, embedded, features, user  # noqa: F401  (registers the datasets)
 from srdc.data.base import DATASETS, DatasetSpec, Domain, TaskData, check_same_label_space, get_dataset
-from srdc.data.splits import stratified_split, stratified_subsample
+from srdc.data.splits import kept_rows, stratified_split
 
 __all__ = ["DATASETS", "DatasetSpec", "Domain", "TaskData", "get_dataset", "load_one_domain", "load_task"]
 
@@ -27,8 +27,8 @@ def load_task(config: SRDCConfig) -> TaskData:
     target = spec.load_domain(spec.resolve_domain(config.target), config)
     check_same_label_space(source, target)
     if config.max_samples is not None:
-        source = source.subset(stratified_subsample(source.labels, config.max_samples, config.split_seed))
-        target = target.subset(stratified_subsample(target.labels, config.max_samples, config.split_seed))
+        source = source.subset(kept_rows(source.labels, config.max_samples, config.split_seed))
+        target = target.subset(kept_rows(target.labels, config.max_samples, config.split_seed))
     target_test = None
     if config.setting == "inductive":
         train_idx, test_idx = stratified_split(target.labels, config.split_seed)

@@ -1,15 +1,22 @@
-"""The dataset interface every dataset module implements, and the registry that ``--dataset`` looks up."""
+"""The dataset interface every dataset module implements, and the registry that ``--dataset`` looks up.
+
+Torch is imported by the functions that build tensors, so that listing the datasets (``--help``, ``srdc-data``)
+needs none."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, TensorDataset
 
+from srdc.base import Registry
 from srdc.errors import SRDCInputError
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import Dataset
 
 
 def one_line(error: BaseException) -> str:
@@ -32,6 +39,7 @@ class Domain:
     labels: np.ndarray
     train_set: Dataset
     eval_set: Dataset
+    transform: str = "in memory, prepared when loaded"  # what the views apply (srdc.data.images.TransformProfile)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,6 +50,8 @@ class Domain:
 
     @property
     def in_memory(self) -> bool:
+        from torch.utils.data import TensorDataset
+
         return isinstance(self.train_set, TensorDataset)
 
     def subset(self, indices: np.ndarray, name: str | None = None) -> Domain:
@@ -53,17 +63,24 @@ class Domain:
             labels=self.labels[indices],
             train_set=_subset(self.train_set, indices),
             eval_set=_subset(self.eval_set, indices),
+            transform=self.transform,
         )
 
 
 def tensor_domain(name: str, classes: list[str], inputs: torch.Tensor, labels: torch.Tensor) -> Domain:
     """An in-memory domain: ``inputs`` N x ... float tensor, ``labels`` N int64 tensor."""
+    import torch
+    from torch.utils.data import TensorDataset
+
     labels = labels.to(torch.int64)
     dataset = TensorDataset(inputs, labels)
     return Domain(name=name, classes=classes, labels=labels.numpy(), train_set=dataset, eval_set=dataset)
 
 
 def _subset(dataset: Dataset, indices: np.ndarray) -> Dataset:
+    import torch
+    from torch.utils.data import TensorDataset
+
     if isinstance(dataset, TensorDataset):
         index = torch.from_numpy(indices)
         return TensorDataset(*(t[index] for t in dataset.tensors))
@@ -122,7 +139,18 @@ class DatasetSpec:
         return canonical
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+# every dataset's name -> the module that registers it, imported on the dataset's first use (a run on the embedded
+# digits never imports the image datasets' modules); a new dataset module adds its names here
+DATASETS: Registry[DatasetSpec] = Registry({
+    "office31": "srdc.data.benchmarks",
+    "imageclef": "srdc.data.benchmarks",
+    "officehome": "srdc.data.benchmarks",
+    "digits": "srdc.data.digits",
+    "embedded": "srdc.data.embedded",
+    "features": "srdc.data.features",
+    "imagelist": "srdc.data.user",
+    "folder": "srdc.data.user",
+})
 
 
 def register(spec: DatasetSpec) -> DatasetSpec:

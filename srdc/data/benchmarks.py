@@ -11,7 +11,8 @@ be found there, first match wins:
 
 The metadata is plain data: tests build a tiny :class:`Benchmark` and pass it to the same functions
 (``verify_benchmark``, ``load_benchmark_domain``, ``srdc.data.download.download_benchmark``).
-Sources of every URL and checksum: docs/datasets.md.
+Sources of every URL and checksum: docs/datasets.md. The image-reading code (:mod:`srdc.data.images`, which needs
+torch) is imported by the functions that read images.
 """
 
 from __future__ import annotations
@@ -19,18 +20,14 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from srdc.config import SRDCConfig
 from srdc.data.base import DATASETS, DatasetSpec, Domain
-from srdc.data.images import (
-    Sample,
-    check_files_exist,
-    image_domain,
-    parse_path_prefix,
-    read_image_list,
-    scan_class_folders,
-)
 from srdc.errors import SRDCInputError
+
+if TYPE_CHECKING:
+    from srdc.data.images import Sample
 
 
 @dataclass(frozen=True)
@@ -201,6 +198,8 @@ def domain_samples(bench: Benchmark, dataset_dir: Path, domain: BenchmarkDomain,
 
     ``prefix`` (``OLD``, ``NEW``) overrides the benchmark's own list-path rewrite.
     """
+    from srdc.data.images import check_files_exist, read_image_list, scan_class_folders
+
     path = find_domain_path(bench, dataset_dir, domain)
     if path is None:
         root = dataset_dir.parent
@@ -241,10 +240,12 @@ def verify_benchmark(bench: Benchmark, dataset_dir: Path) -> dict[str, int]:
 # -- the registered datasets ---------------------------------------------------------------------------------
 def load_benchmark_domain(bench: Benchmark, domain: str, config: SRDCConfig) -> Domain:
     """One whole domain of ``bench`` from ``config.data_root/bench.name`` (``--path_prefix`` applies to lists)."""
+    from srdc.data.images import config_profile, image_domain, parse_path_prefix
+
     spec = bench.domain(domain)
     prefix = parse_path_prefix(config.path_prefix) if config.path_prefix else None
     samples = domain_samples(bench, Path(config.data_root) / bench.name, spec, prefix)
-    return image_domain(spec.name, list(bench.classes), samples, config.image_size)
+    return image_domain(spec.name, list(bench.classes), samples, config_profile(config), config.image_size)
 
 
 def benchmark_spec(bench: Benchmark) -> DatasetSpec:

@@ -9,7 +9,8 @@
                                [--weights imagenet|none|PATH] [--batch-size 64] [--device auto|cpu|cuda]
 
 Bad input (usage errors included) and failed downloads print one ``error: ...`` line on stderr and exit with
-status 2.
+status 2. Each command imports what it needs (``--help`` imports no torch); ``extract-features`` first says how many
+threads torch uses.
 """
 
 from __future__ import annotations
@@ -18,17 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from srdc.base import ArgumentParser, run_main
+from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
 from srdc.config import SRDCConfig
 from srdc.data import load_one_domain
 from srdc.data.base import Domain
 from srdc.data.benchmarks import BENCHMARKS, Benchmark, find_domain_path, get_benchmark, verify_benchmark
-from srdc.data.download import download_benchmark, verification_problems
-from srdc.data.fingerprint import compare_fingerprints, fingerprint_archive, read_fingerprint, write_fingerprint
-from srdc.data.images import write_image_list
 from srdc.data.splits import stratified_split
 from srdc.errors import SRDCInputError
-from srdc.extract import ExtractionRequest, run_extraction
 
 
 def first_seen_note(bench: Benchmark) -> str:
@@ -56,6 +53,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
+    from srdc.data.download import download_benchmark
+
     bench = get_benchmark(args.name)
     archive = Path(args.archive) if args.archive else None
     final = download_benchmark(bench, Path(args.root), archive, args.keep_archive, progress=not args.quiet,
@@ -76,6 +75,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_fingerprint(args: argparse.Namespace) -> int:
     """Print an archive's md5, size and member count; write its manifest, or check it against a recorded one
     (``--check``) and against a benchmark's md5 and layout (``--benchmark``)."""
+    from srdc.data.download import verification_problems
+    from srdc.data.fingerprint import compare_fingerprints, fingerprint_archive, read_fingerprint, write_fingerprint
+
     archive = Path(args.archive)
     got = fingerprint_archive(archive)
     print(f"{archive}: md5 {got.md5}, {got.size} bytes, {len(got.members)} files")
@@ -101,6 +103,8 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
 def write_split(domain: Domain, seed: int, out: Path) -> tuple[int, int]:
     """``out/train.txt`` and ``out/test.txt`` (the inductive 50/50 halves, by the same ``stratified_split`` as
     training) and ``out/classes.txt``; returns the two sizes."""
+    from srdc.data.images import write_image_list
+
     samples = getattr(domain.eval_set, "samples", None)
     if samples is None:
         raise SRDCInputError(f"domain {domain.name!r} is held in memory, not in image files: split writes image lists")
@@ -135,9 +139,12 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    from srdc.extract import ExtractionRequest, run_extraction
+
     if args.batch_size < 1 or args.num_workers < 0:
         raise SRDCInputError(f"--batch-size must be >= 1 and --num-workers >= 0, got {args.batch_size} and "
                              f"{args.num_workers}")
+    threads = set_torch_threads(args.threads)
     out = Path(args.out)
     if out.is_dir():
         raise SRDCInputError(f"--out {out} is a folder; give the path of the .npz file to write")
@@ -147,7 +154,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         weights=args.weights, batch_size=args.batch_size, device=args.device, image_size=args.image_size,
         num_workers=args.num_workers, path_prefix=args.path_prefix,
     )
-    print(f"wrote {run_extraction(request, progress=not args.quiet)}")
+    # the threads are named with the result: a line before it would make an unreadable image two lines of error
+    print(f"wrote {run_extraction(request, progress=not args.quiet)} ({threads})")
     return 0
 
 
@@ -207,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=0)
     extract.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, help="OLD=NEW")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     extract.set_defaults(run=cmd_extract)
     return parser
 

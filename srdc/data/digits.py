@@ -8,6 +8,13 @@ Users download with torchvision::
 MNIST is read from its IDX files (``.gz`` or not) in ``DATA/digits/mnist/`` or torchvision's
 ``DATA/digits/MNIST/raw/``; the training split (60,000) is used when present, else the official test split
 (10,000). USPS is read by torchvision's reader from ``DATA/digits/usps/usps.bz2`` (7,291 training images).
+
+``mnist_photo`` (alias ``MM``) is an MNIST-M-style domain built from the same MNIST images by the published
+recipe (Ganin et al., JMLR 2016, Section 5.2.2): each digit is binarised (pixel > 0) and difference-blended with a
+random patch of a random colour photo, ``|patch - digit|`` per channel. The photos are scikit-learn's two bundled
+sample images (``china.jpg``, ``flower.jpg``; Ganin et al. used BSDS500), the patches are drawn from a fixed seed
+(:data:`PHOTO_SEED`), so the domain is the same in every run and on every machine; it is built in memory in
+about a second and not cached.
 """
 
 from __future__ import annotations
@@ -19,14 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from srdc.config import SRDCConfig
 from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
+from srdc.data.embedded import blend_with_photos
 from srdc.errors import SRDCInputError
 
 CLASSES = [str(d) for d in range(10)]
 DEFAULT_SIZE = 28
+PHOTO_SEED = 0
 DOWNLOAD_HINT = (
     "download it with: python -c \"import torchvision as tv; tv.datasets.MNIST('{root}/digits', download=True); "
     "tv.datasets.USPS('{root}/digits/usps', download=True)\""
@@ -80,6 +88,8 @@ def load_usps(root: Path) -> tuple[np.ndarray, np.ndarray]:
     folder = root / "digits" / "usps"
     if not (folder / "usps.bz2").is_file():
         raise SRDCInputError(f"USPS not found: expected {folder / 'usps.bz2'}; " + DOWNLOAD_HINT.format(root=root))
+    import torchvision  # here, not at the top: MNIST and the embedded digits need no torchvision
+
     dataset = torchvision.datasets.USPS(str(folder), train=True)
     return np.asarray(dataset.data, dtype=np.uint8), np.asarray(dataset.targets, dtype=np.int64)
 
@@ -92,22 +102,34 @@ def to_tensor_images(images: np.ndarray, size: int) -> torch.Tensor:
     return ((x - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous()
 
 
-_LOADERS = {"mnist": load_mnist, "usps": load_usps}
+def mnist_photo_images(images: np.ndarray, size: int, seed: int = PHOTO_SEED) -> torch.Tensor:
+    """MNIST-M style (Ganin et al. 2016): uint8 N x H x W digits binarised (> 0), ``|patch - digit|`` with a random
+    colour photo patch per digit (:func:`srdc.data.embedded.blend_with_photos`), then resized to ``size``:
+    float N x 3 x size x size in [-1, 1]."""
+    digits = torch.from_numpy((images > 0).astype(np.float32)).unsqueeze(1)
+    x = blend_with_photos(digits, seed)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return ((x - 0.5) / 0.5).contiguous()
+
+
+_LOADERS = {"mnist": load_mnist, "usps": load_usps, "mnist_photo": load_mnist}
 
 
 def load_domain(domain: str, config: SRDCConfig) -> Domain:
     images, labels = _LOADERS[domain](Path(config.data_root))
     size = config.image_size or DEFAULT_SIZE
-    return tensor_domain(domain, CLASSES, to_tensor_images(images, size), torch.from_numpy(labels))
+    inputs = mnist_photo_images(images, size) if domain == "mnist_photo" else to_tensor_images(images, size)
+    return tensor_domain(domain, CLASSES, inputs, torch.from_numpy(labels))
 
 
 SPEC = register(
     DatasetSpec(
         name="digits",
         load_domain=load_domain,
-        domains=("mnist", "usps"),
-        aliases={"M": "mnist", "U": "usps"},
+        domains=("mnist", "usps", "mnist_photo"),
+        aliases={"M": "mnist", "U": "usps", "MM": "mnist_photo"},
         default_backbone="digits_cnn",
-        description="MNIST and USPS (10 classes), 3-channel 28x28, in memory",
+        description="MNIST, USPS and MNIST-M-style mnist_photo (10 classes), 3-channel 28x28, in memory",
     )
 )

@@ -2,7 +2,8 @@
 
 A file holds ``features`` (N x d float) and ``labels`` (N int), optionally ``classes`` (K names), as written by
 ``srdc-data extract-features`` (:mod:`srdc.extract`). Held in memory; the default backbone is ``identity``, so
-only the head (bottleneck + classifier) trains. Class names are resolved as for image lists
+only the head (bottleneck + classifier) trains. ``--feature_norm`` preprocesses each domain with statistics of
+its own features (:func:`normalize_features`). Class names are resolved as for image lists
 (:func:`srdc.data.user.resolve_classes`), the files' ``classes`` arrays standing in for a classes file.
 """
 
@@ -19,6 +20,7 @@ from numpy.lib.npyio import NpzFile
 from srdc.config import SRDCConfig
 from srdc.data.base import DatasetSpec, Domain, one_line, register, tensor_domain
 from srdc.data.images import MAX_LABEL
+from srdc.data.splits import kept_rows, stratified_split
 from srdc.data.user import resolve_classes
 from srdc.errors import SRDCInputError
 
@@ -104,6 +106,34 @@ def _embedded_classes(source: tuple, target: tuple, config: SRDCConfig) -> list[
     return source[2] if source[2] is not None else target[2]
 
 
+def normalize_features(features: np.ndarray, how: str, fit_rows: np.ndarray | None = None) -> np.ndarray:
+    """One domain's features preprocessed as ``--feature_norm`` says, with statistics of that domain alone
+    (of its rows ``fit_rows`` when given): ``none``; ``l2``: each row to unit Euclidean length; ``zscore``: each
+    dimension to mean 0, std 1 over the domain; ``l1_zscore``: each row divided by its L1 norm (counts ->
+    frequencies, e.g. SURF bag-of-words), then z-scored. A constant dimension (std 0) is only centred; an all-zero
+    row stays zero."""
+    if how == "none":
+        return features
+    values = features.astype(np.float64)
+    if how in ("l2", "l1_zscore"):
+        norms = np.linalg.norm(values, ord=2 if how == "l2" else 1, axis=1, keepdims=True)
+        values = values / np.where(norms > 0, norms, 1.0)
+    if how in ("zscore", "l1_zscore"):
+        fitted = values if fit_rows is None else values[fit_rows]
+        std = fitted.std(axis=0)
+        values = (values - fitted.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    return values.astype(np.float32)
+
+
+def statistics_rows(labels: np.ndarray, is_target: bool, config: SRDCConfig) -> np.ndarray | None:
+    """The rows a domain's z-score statistics come from: the rows the run keeps (``max_samples``), and of the
+    target in the inductive setting only its training half, so that no statistic of the held-out half is used."""
+    if not (is_target and config.setting == "inductive"):
+        return None if config.max_samples is None else kept_rows(labels, config.max_samples, config.split_seed)
+    kept = kept_rows(labels, config.max_samples, config.split_seed)
+    return kept[stratified_split(labels[kept], config.split_seed)[0]]
+
+
 def load_features_domain(domain: str, config: SRDCConfig) -> Domain:
     """Domain ``domain`` (the source or the target file) of a features pair, both files checked together."""
     source, target = read_features(Path(config.source)), read_features(Path(config.target))
@@ -115,6 +145,8 @@ def load_features_domain(domain: str, config: SRDCConfig) -> Domain:
     embedded = None if config.classes_file else _embedded_classes(source, target, config)
     classes = resolve_classes(config, source[1], target[1], embedded)
     features, labels, _ = source if domain == config.source else target
+    rows = statistics_rows(labels, domain != config.source, config)
+    features = normalize_features(features, config.feature_norm, rows)
     return tensor_domain(domain, classes, torch.from_numpy(features), torch.from_numpy(labels))
 
 

@@ -9,25 +9,30 @@ Layouts:
   contain spaces. Relative paths are relative to the list file's folder. A prefix rewrite ``OLD=NEW`` turns
   lists written with absolute paths on another machine into paths here.
 
-Transforms (paper, released code): train ``Resize(256)`` (shorter side), ``RandomCrop(224)``,
-``RandomHorizontalFlip``, ImageNet normalisation; eval ``Resize(256)``, ``CenterCrop(224)``, normalisation.
-With ``image_size`` set the crop is ``image_size`` and the resize ``round(image_size * 256 / 224)``.
+Transforms come in a profile per backbone family (:data:`PROFILES`). The ResNets' is the paper's (and the released
+code's): train ``Resize(256)`` (shorter side), ``RandomCrop(224)``, ``RandomHorizontalFlip``, ImageNet
+normalisation; eval ``Resize(256)``, ``CenterCrop(224)``, normalisation; with ``image_size`` set the crop is
+``image_size`` and the resize ``round(image_size * 256 / 224)``. The digits CNN's: resize to exactly
+``image_size`` (default 28), no crop, no flip (a mirrored digit is another symbol), mean/std 0.5.
+``--augment``/``--normalize`` override a profile's choices.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import transforms
 
+from srdc.config import SRDCConfig
 from srdc.data.base import Domain
 from srdc.errors import SRDCInputError
 
@@ -43,36 +48,85 @@ Sample = tuple[Path, int]
 
 
 # -- transforms ----------------------------------------------------------------------------------------------
-def transform_sizes(image_size: int | None) -> tuple[int, int]:
-    """``(resize, crop)``: the paper's ``(256, 224)``, or ``(round(size * 256 / 224), size)``."""
-    if image_size is None:
-        return PAPER_RESIZE, PAPER_CROP
-    if image_size < 1:
-        raise SRDCInputError(f"image_size must be >= 1, got {image_size}")
-    return round(image_size * PAPER_RESIZE / PAPER_CROP), image_size
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [0, 1] -> [-1, 1], as the digits datasets (srdc.data.digits)
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+}
+DIGITS_SIZE = 28  # the digits CNN's input when --image_size is not given (as srdc.data.digits)
 
 
-def train_transform(image_size: int | None) -> Callable:
-    """Resize the shorter side, random crop, horizontal flip, ImageNet normalisation."""
-    resize, crop = transform_sizes(image_size)
-    return transforms.Compose([
-        transforms.Resize(resize),
-        transforms.RandomCrop(crop),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+@dataclass(frozen=True)
+class TransformProfile:
+    """How images are prepared for a backbone family. ``augment``: ``flip_crop`` (resize the shorter side, random
+    crop, horizontal flip: the paper's), ``crop`` (the same without the flip) or ``none`` (resize to exactly the
+    crop size); evaluation always resizes and centre-crops (``none``: resizes only). ``normalize``: a key of
+    :data:`NORMALIZATIONS`. ``resize_ratio``: resize / crop (the paper's 256 / 224)."""
+
+    name: str
+    augment: str
+    normalize: str
+    resize_ratio: float
+    default_size: int
+
+    def sizes(self, image_size: int | None) -> tuple[int, int]:
+        """``(resize, crop)`` for ``image_size`` (``None``: the profile's default crop)."""
+        crop = image_size or self.default_size
+        if crop < 1:
+            raise SRDCInputError(f"image_size must be >= 1, got {crop}")
+        return (crop if self.augment == "none" else round(crop * self.resize_ratio)), crop
+
+    def describe(self, image_size: int | None) -> str:
+        """One line naming every step, e.g. for a run's summary."""
+        resize, crop = self.sizes(image_size)
+        steps = {"flip_crop": f"Resize({resize}) RandomCrop({crop}) RandomHorizontalFlip",
+                 "crop": f"Resize({resize}) RandomCrop({crop})", "none": f"Resize({crop}x{crop})"}[self.augment]
+        evaluation = f"Resize({crop}x{crop})" if self.augment == "none" else f"Resize({resize}) CenterCrop({crop})"
+        return (f"{self.name}: train {steps}, eval {evaluation}, normalize {self.normalize} "
+                f"{NORMALIZATIONS[self.normalize][0]}/{NORMALIZATIONS[self.normalize][1]}")
 
 
-def eval_transform(image_size: int | None) -> Callable:
-    """Resize the shorter side, centre crop, ImageNet normalisation."""
-    resize, crop = transform_sizes(image_size)
-    return transforms.Compose([
-        transforms.Resize(resize),
-        transforms.CenterCrop(crop),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+# backbone family -> profile: ImageNet style for the ResNets (the paper's), digits style for the digits CNN
+PROFILES = {
+    "imagenet": TransformProfile("imagenet", "flip_crop", "imagenet", PAPER_RESIZE / PAPER_CROP, PAPER_CROP),
+    "digits": TransformProfile("digits", "none", "half", 1.0, DIGITS_SIZE),
+}
+
+
+def transform_profile(backbone: str, augment: str = "auto", normalize: str = "auto") -> TransformProfile:
+    """The profile of ``backbone``'s family with ``--augment``/``--normalize`` applied (``auto``: the family's)."""
+    profile = PROFILES["digits" if backbone.startswith("digits") else "imagenet"]
+    changes = {key: value for key, value in (("augment", augment), ("normalize", normalize)) if value != "auto"}
+    if not changes:
+        return profile
+    return dataclasses.replace(profile, name=f"{profile.name}+{'+'.join(changes.values())}", **changes)
+
+
+def config_profile(config: SRDCConfig, default_backbone: str = "resnet50") -> TransformProfile:
+    """The profile of a run: its backbone's (``auto``: the dataset's ``default_backbone``), its overrides."""
+    backbone = default_backbone if config.backbone == "auto" else config.backbone
+    return transform_profile(backbone, config.augment, config.normalize)
+
+
+def train_transform(profile: TransformProfile, image_size: int | None) -> Callable:
+    """The training view: see :class:`TransformProfile`."""
+    from torchvision import transforms  # here, not at the top: in-memory datasets need no torchvision
+
+    resize, crop = profile.sizes(image_size)
+    steps = {"flip_crop": [transforms.Resize(resize), transforms.RandomCrop(crop), transforms.RandomHorizontalFlip()],
+             "crop": [transforms.Resize(resize), transforms.RandomCrop(crop)],
+             "none": [transforms.Resize((crop, crop))]}[profile.augment]
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(*NORMALIZATIONS[profile.normalize])])
+
+
+def eval_transform(profile: TransformProfile, image_size: int | None) -> Callable:
+    """The evaluation view: resize and centre crop (``augment`` ``none``: resize to the crop size)."""
+    from torchvision import transforms
+
+    resize, crop = profile.sizes(image_size)
+    steps = ([transforms.Resize((crop, crop))] if profile.augment == "none"
+             else [transforms.Resize(resize), transforms.CenterCrop(crop)])
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(*NORMALIZATIONS[profile.normalize])])
 
 
 # -- reading images ------------------------------------------------------------------------------------------
@@ -103,15 +157,17 @@ class ImageDataset(Dataset):
         return self.transform(load_rgb(path)), label
 
 
-def image_domain(name: str, classes: list[str], samples: list[Sample], image_size: int | None) -> Domain:
-    """A :class:`Domain` reading ``samples`` from disk: train view randomly cropped, eval view centre-cropped."""
+def image_domain(name: str, classes: list[str], samples: list[Sample], profile: TransformProfile,
+                 image_size: int | None) -> Domain:
+    """A :class:`Domain` reading ``samples`` from disk through the train and eval views of ``profile``."""
     labels = np.array([label for _, label in samples], dtype=np.int64)
     return Domain(
         name=name,
         classes=classes,
         labels=labels,
-        train_set=ImageDataset(samples, train_transform(image_size)),
-        eval_set=ImageDataset(samples, eval_transform(image_size)),
+        train_set=ImageDataset(samples, train_transform(profile, image_size)),
+        eval_set=ImageDataset(samples, eval_transform(profile, image_size)),
+        transform=profile.describe(image_size),
     )
 
 

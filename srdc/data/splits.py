@@ -30,3 +30,10 @@ def stratified_subsample(labels: np.ndarray, count: int, seed: int) -> np.ndarra
         return np.arange(len(labels))
     chosen, _ = stratified_split(labels, seed, fraction=count / len(labels))
     return chosen
+
+
+def kept_rows(labels: np.ndarray, max_samples: int | None, seed: int) -> np.ndarray:
+    """The rows of a domain a run keeps: all of them, or with ``max_samples`` a stratified subsample."""
+    if max_samples is None:
+        return np.arange(len(labels))
+    return stratified_subsample(labels, max_samples, seed)

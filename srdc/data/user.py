@@ -25,6 +25,7 @@ from srdc.data.base import DatasetSpec, Domain, register
 from srdc.data.images import (
     check_files_exist,
     class_folders,
+    config_profile,
     image_domain,
     parse_path_prefix,
     read_image_list,
@@ -96,7 +97,7 @@ def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
     samples = read_image_list(Path(domain), _prefix(config))
     check_files_exist(samples, domain)
     classes = resolve_classes(config, _list_labels(config.source, config), _list_labels(config.target, config))
-    return image_domain(domain, classes, samples, config.image_size)
+    return image_domain(domain, classes, samples, config_profile(config), config.image_size)
 
 
 # -- folder --------------------------------------------------------------------------------------------------
@@ -118,7 +119,7 @@ def check_same_class_folders(source: Path, target: Path) -> None:
 def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
     check_same_class_folders(Path(config.source), Path(config.target))
     classes, samples = scan_class_folders(Path(domain))
-    return image_domain(domain, classes, samples, config.image_size)
+    return image_domain(domain, classes, samples, config_profile(config), config.image_size)
 
 
 IMAGELIST = register(DatasetSpec(

@@ -3,6 +3,7 @@ and tabled. Its modules import only downwards, in this order:
 
 * :mod:`~srdc.harness.declarations` -- what a study script declares: :class:`Study`, :class:`SmokeTest`,
   :class:`Search` and the task settings several studies share;
+* :mod:`~srdc.harness.costs` -- the per-epoch cost table ``--dry-run`` plans with (``epoch_costs.json``);
 * :mod:`~srdc.harness.options` -- every command-line option, ``--set``, the launch file, and the one resolved
   :class:`~srdc.harness.options.Launch` (every path, URI and resource of a run);
 * :mod:`~srdc.harness.trainable` -- THE Ray Tune trainable: N runs trained in lockstep (a plain study's trial is
@@ -12,6 +13,7 @@ and tabled. Its modules import only downwards, in this order:
   Ray session) and the one :class:`~srdc.harness.tuner.TrialStatus`;
 * :mod:`~srdc.harness.outcome` -- running a study, its tables and closing lines;
 * :mod:`~srdc.harness.search` -- Optuna TPE + ASHA, the features tier, promotion, the winner's re-run;
+* :mod:`~srdc.harness.dryrun` -- ``--dry-run``: the trials, trials at once, wall time and GPU-hours, nothing run;
 * :mod:`~srdc.harness.main` -- the one entry point of every ``studies/*.py`` script.
 
 This file imports nothing, so that a Ray worker unpickling the trainable loads only what a trial needs.

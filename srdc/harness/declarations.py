@@ -32,6 +32,36 @@ def is_grid(values: Any) -> bool:
 
 
 @dataclass(frozen=True)
+class Sampled:
+    """A searched field's Tune search domain, declared without importing Ray (a study script's ``--help`` stays
+    light): ``Sampled("loguniform", (1e-3, 1e-1))`` stands for ``tune.loguniform(1e-3, 1e-1)``, made by
+    :meth:`domain` when the study is planned. A ``Study.grid`` may hold either."""
+
+    kind: str
+    args: tuple[float, ...]
+
+    def domain(self) -> Any:
+        from ray import tune
+
+        return getattr(tune, self.kind)(*self.args)
+
+
+def loguniform(low: float, high: float) -> Sampled:
+    """``tune.loguniform(low, high)``, declared lightly."""
+    return Sampled("loguniform", (low, high))
+
+
+def uniform(low: float, high: float) -> Sampled:
+    """``tune.uniform(low, high)``, declared lightly."""
+    return Sampled("uniform", (low, high))
+
+
+def tune_domain(values: Any) -> Any:
+    """A grid entry as Tune takes it: a :class:`Sampled` made into its Tune domain, anything else as it is."""
+    return values.domain() if isinstance(values, Sampled) else values
+
+
+@dataclass(frozen=True)
 class SmokeTest:
     """How ``--smoke-test`` shrinks a study: the same grid on ``dataset`` with ``domains`` mapped, tiny budget.
 
@@ -58,8 +88,9 @@ class SmokeTest:
 class Study:
     """A study: one Tune trial per cell of ``tasks`` x ``variants`` x ``seeds`` x ``grid``.
 
-    * ``grid``: extra config dimensions, ``{field: values}``; a list of values is a grid dimension, a Tune
-      search domain (``tune.loguniform(1e-3, 1e-1)``) is sampled (by a :class:`Search`).
+    * ``grid``: extra config dimensions, ``{field: values}``; a list of values is a grid dimension, a search
+      domain (:func:`loguniform`, which keeps ``--help`` free of Ray, or a Tune domain) is sampled (by a
+      :class:`Search`).
     * ``config``: fixed config fields of every trial (``{"setting": "inductive", "epochs": 200}``).
     * ``task_config``: config fields of single tasks, ``{"W->A": {"mu_init": "target"}}``.
     * ``rows``: the config field that makes the rows of the printed tables (the other grid fields split them).

@@ -1,4 +1,7 @@
-"""The one entry point of every ``studies/*.py`` script: ``sys.exit(main(STUDY))`` (or ``main(SEARCH)``)."""
+"""The one entry point of every ``studies/*.py`` script: ``sys.exit(main(STUDY))`` (or ``main(SEARCH)``).
+
+What runs a study (Ray, torch, MLflow) is imported once the command line is read, so that ``--help`` and bad
+options cost no heavy import."""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import sys
 from srdc.base import run_main
 from srdc.harness.declarations import Search, Study
 from srdc.harness.options import Launch, read_launch, resolve_launch, resume_command
-from srdc.harness.outcome import EXIT_INTERRUPTED, run_study
-from srdc.harness.search import run_search
 
 
 def interrupted_early(launch: Launch) -> str:
@@ -26,6 +27,13 @@ def main(declaration: Study | Search, argv: list[str] | None = None) -> int:
         search = declaration if isinstance(declaration, Search) else None
         study = search.study if search is not None else declaration
         launch = resolve_launch(study, argv, search)
+        from srdc.harness.dryrun import dry_run
+        from srdc.harness.outcome import EXIT_INTERRUPTED, run_study
+        from srdc.harness.search import run_search
+
+        if launch.dry_run:
+            print(dry_run(declaration, launch).describe(), end="")
+            return 0
         try:
             outcome = run_search(search, launch) if search is not None else run_study(study, launch)
         except KeyboardInterrupt:

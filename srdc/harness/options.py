@@ -31,8 +31,8 @@ STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 OBJECTIVES = ("labelfree", "oracle")
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
-# (and the Ray cluster: a new head after the old one died has a new address)
-LOCATING = ("storage_path", "study_name", "smoke_test", "resume", "address")
+# (and the Ray cluster: a new head after the old one died has a new address; and the dry run's own options)
+LOCATING = ("storage_path", "study_name", "smoke_test", "resume", "address", "dry_run", "plan_gpus")
 # --set may not touch what the study's own options set
 RESERVED = (*GRID_KEYS, "source", "target", "dataset", "epochs", "data_root")
 
@@ -83,6 +83,14 @@ class Launch:
     def path(self) -> str:
         """The study's Tune experiment folder: ``STORAGE/NAME`` (local and absolute, or a URI)."""
         return f"{self.storage_path.rstrip('/')}/{self.study_name}"
+
+    def trial_resources(self, cluster_gpus: float) -> dict[str, float]:
+        """CPU and GPU per trial on a cluster of ``cluster_gpus`` GPUs: ``--gpus-per-trial``, else 1 when the
+        cluster has GPUs, else 0. CPU is always given (``{"gpu": 0.5}`` alone would ask for no CPU)."""
+        gpus = self.gpus_per_trial
+        if gpus is None:
+            gpus = 1.0 if cluster_gpus > 0 else 0.0
+        return {"cpu": self.cpus_per_trial, "gpu": gpus}
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -224,6 +232,9 @@ def check_ranges(args: argparse.Namespace) -> None:
             raise SRDCInputError(f"--{name.replace('_', '-')} {value}: must be >= {low}")
     if args.cpus_per_trial <= 0 or (args.gpus_per_trial is not None and args.gpus_per_trial < 0):
         raise SRDCInputError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if args.plan_gpus is not None and (args.plan_gpus <= 0 or not args.dry_run):
+        raise SRDCInputError(f"--plan-gpus {args.plan_gpus:g}: plans a --dry-run for a cluster of N > 0 GPUs; add "
+                             f"--dry-run (or drop --plan-gpus)")
 
 
 def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
@@ -247,11 +258,13 @@ def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
 
 def resolve_launch(study: Study, argv: list[str] | None, search: Search | None = None) -> Launch:
     """The command line ``argv`` of ``study`` (or of ``search``) as a :class:`Launch`; with ``--resume``, the saved
-    launch of the study it names (an option given again must not change it)."""
+    launch of the study it names (an option given again must not change it). A ``--dry-run`` writes nothing: the
+    storage path is only read."""
     parser = build_parser(study, search)
     args = parser.parse_args(argv)
     launch = launch_from_args(study, args)
-    check_storage(launch.storage_path)
+    if not launch.dry_run:
+        check_storage(launch.storage_path)
     saved = read_launch(launch.path)
     if launch.resume and saved is None:
         raise SRDCInputError(f"--resume: no study {launch.study_name} in {launch.path}; drop --resume to start it")

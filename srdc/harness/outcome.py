@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from srdc import report
+from srdc.base import threads_for_cpus
 from srdc.harness.declarations import Study
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, param_space, plan_study
@@ -102,6 +103,13 @@ def announce(warnings: list[str]) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
+def announce_threads(launch: Launch) -> None:
+    """Once the study's input is checked (bad input stays one line), its first line of its own: the threads torch
+    uses in each trial (:func:`srdc.harness.trainable.trial_threads`)."""
+    threads = threads_for_cpus(launch.cpus_per_trial)
+    print(f"threads per trial: {threads} (from --cpus-per-trial {launch.cpus_per_trial:g})", file=sys.stderr)
+
+
 def find_parent_run(launch: Launch, study: str) -> tuple[str, str] | None:
     """The experiment id and run id of the study's MLflow parent run; ``None`` when it cannot be read now."""
     try:
@@ -126,6 +134,7 @@ def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -
     if not launch.resume:
         check_plan(plan)
         save_launch(launch)
+    announce_threads(launch)
     with ray_session(launch.address):
         records = fit(launch, study_experiment(plan), trainable)
     return StudyOutcome(plan, launch, records, summary_tables(study, plan, records),

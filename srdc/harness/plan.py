@@ -15,7 +15,7 @@ from typing import Any
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import SRDCInputError
-from srdc.harness.declarations import Study, is_grid
+from srdc.harness.declarations import Study, is_grid, tune_domain
 from srdc.harness.options import Launch, parse_overrides
 from srdc.harness.trainable import run_configs
 from srdc.methods import check_variant
@@ -89,12 +89,13 @@ def plan_study(study: Study, launch: Launch) -> Plan:
     overridden = set(parse_overrides(launch.overrides))
     task_config = {rename(task): {k: v for k, v in values.items() if k not in overridden}
                    for task, values in study.task_config.items() if task in tasks}
+    grid = {key: tune_domain(values) for key, values in study.grid.items()}
     params = {"study": fixed["study"], "dataset": fixed["dataset"], "paper_table": study.paper_table,
               "smoke_test": launch.smoke_test, "tasks": [rename(task) for task in tasks], "variants": list(variants),
               "seeds": list(seeds), "epochs": fixed["epochs"],
-              **{f"grid.{key}": _describe(values) for key, values in study.grid.items()}}
+              **{f"grid.{key}": _describe(values) for key, values in grid.items()}}
     return Plan(name=fixed["study"], dataset=fixed["dataset"], tasks=tuple(map(rename, tasks)), variants=variants,
-                seeds=tuple(seeds), grid=dict(study.grid), fixed=fixed, task_config=task_config, rows=study.rows,
+                seeds=tuple(seeds), grid=grid, fixed=fixed, task_config=task_config, rows=study.rows,
                 study_params=params)
 
 

@@ -49,7 +49,14 @@ from srdc.harness.options import (
     resume_command,
     save_launch,
 )
-from srdc.harness.outcome import EXIT_INTERRUPTED, StudyOutcome, announce, find_parent_run, run_study
+from srdc.harness.outcome import (
+    EXIT_INTERRUPTED,
+    StudyOutcome,
+    announce,
+    announce_threads,
+    find_parent_run,
+    run_study,
+)
 from srdc.harness.plan import Plan, check_plan, lockstep_space, plan_study
 from srdc.harness.tuner import Experiment, TrialStatus, fit, ray_session
 from srdc.tracking import TrackingUnavailable, open_tracker
@@ -300,6 +307,7 @@ def run_search(search: Search, launch: Launch) -> SearchOutcome:
     if not launch.resume:
         check_plan(setup.plan)
         save_launch(launch)
+    announce_threads(launch)
     with ray_session(launch.address):
         outcome = run_phases(setup)
     parent = find_parent_run(launch, setup.name)

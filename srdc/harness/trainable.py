@@ -12,11 +12,14 @@ selections (for one run: the run's own row and selections), the wall time so far
 the search objectives (higher is better); with several runs also each run's own ``KEY.metric``. Epoch 0 is
 the untrained model. The checkpoint holds each run's complete state in ``KEY/``, so that a retried or restored
 trial continues bit for bit from its last epoch. The trial folder's ``history.jsonl``/``summary.json`` are the
-run's own files for one run, else the trial's reports and summary (the MLflow callback logs them).
+run's own files for one run, else the trial's reports and summary (the MLflow callback logs them). Each report also
+names the Ray node it comes from (``node_id``) and every node the trial ran on so far (``node_ids``, kept with the
+checkpoint, so a trial retried on another node after a node loss names both); the tracker tags its run with them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 import re
@@ -27,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from srdc.base import RngState, capture_rng, restore_rng
+from srdc.base import NODE_KEY, NODES_KEY, RngState, capture_rng, restore_rng, set_torch_threads, threads_for_cpus
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
@@ -43,6 +46,8 @@ OBJECTIVES = ("labelfree", "oracle")
 # a trial whose loss or metrics became NaN or infinite reports this key, and why in this file of its folder
 DIVERGED = "diverged"
 DIVERGED_FILE = "diverged.txt"
+# the Ray nodes a trial ran on, in order, saved with each checkpoint
+NODES_FILE = "nodes.json"
 # each run's own metrics in a several-run report (``KEY.acc_target``, ...)
 RUN_METRICS = ("acc_target", "infomax", "acc_best_oracle", "acc_labelfree")
 
@@ -192,15 +197,46 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def report_epoch(runs: Lockstep, trial_dir: Path) -> None:
-    """Write the trial folder's history and summary, then report the latest epoch with a checkpoint of every run."""
+def saved_nodes(checkpoint: Path) -> list[str]:
+    """The Ray nodes the trial ran on before, as saved with its ``checkpoint`` (none in an older checkpoint)."""
+    path = checkpoint / NODES_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def with_this_node(nodes: list[str]) -> list[str]:
+    """``nodes`` and then this process's Ray node, unless it is the last of them already."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    return nodes if nodes[-1:] == [node] else [*nodes, node]
+
+
+def placement(nodes: list[str]) -> dict[str, str]:
+    """What a report says of where the trial ran: this node, and every node so far."""
+    return {NODE_KEY: nodes[-1], NODES_KEY: ",".join(nodes)}
+
+
+def trial_threads() -> str:
+    """Set torch's threads to the trial's CPUs (its Tune resources, whatever ``OMP_NUM_THREADS`` the worker inherited:
+    Ray sets it from the CPUs only where it is unset); returns the line that says so."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+    return set_torch_threads(threads_for_cpus(cpus), "the trial's CPUs") if cpus else set_torch_threads()
+
+
+def report_epoch(runs: Lockstep, trial_dir: Path, nodes: list[str]) -> None:
+    """Write the trial folder's history and summary, then report the latest epoch with a checkpoint of every run
+    (and of the ``nodes`` the trial ran on)."""
     import ray.tune
 
     write_history(trial_dir, runs.history())
     write_summary(trial_dir, runs.summary())
     with tempfile.TemporaryDirectory(prefix="srdc-checkpoint-") as folder:
         runs.save(Path(folder))
-        ray.tune.report(runs.report(runs.epoch), checkpoint=ray.tune.Checkpoint.from_directory(folder))
+        (Path(folder) / NODES_FILE).write_text(json.dumps(nodes))
+        ray.tune.report({**runs.report(runs.epoch), **placement(nodes)},
+                        checkpoint=ray.tune.Checkpoint.from_directory(folder))
 
 
 def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None) -> None:
@@ -209,27 +245,34 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
     import ray.tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the study's console
+    print(trial_threads())
     runs = Lockstep(trial_config)
     checkpoint = ray.tune.get_checkpoint()
+    nodes: list[str] = []
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             runs.load(Path(folder))
-    trial_dir = Path(ray.tune.get_context().get_trial_dir())
-    trial_dir.mkdir(parents=True, exist_ok=True)
+            nodes = saved_nodes(Path(folder))
+    nodes = with_this_node(nodes)
+    # the trial's working directory, which Tune syncs from any node to the trial's folder in the storage (a new
+    # worker's get_trial_dir() is a folder on its own node that nothing syncs)
+    trial_dir = Path.cwd()
     try:
         if not runs.started:
             runs.initialise()
-            report_epoch(runs, trial_dir)
+            report_epoch(runs, trial_dir, nodes)
+        elif runs.done:  # restored from its last epoch's checkpoint, newer than Tune's saved state: report it again
+            report_epoch(runs, trial_dir, nodes)
         while not runs.done:
             runs.step()
-            report_epoch(runs, trial_dir)
+            report_epoch(runs, trial_dir, nodes)
             if after_epoch is not None:
                 after_epoch(runs.members[0].trainer)
     except NonFiniteLossError as error:
-        report_divergence(runs, trial_dir, error)
+        report_divergence(runs, trial_dir, error, nodes)
 
 
-def report_divergence(runs: Lockstep, trial_dir: Path, error: NonFiniteLossError) -> None:
+def report_divergence(runs: Lockstep, trial_dir: Path, error: NonFiniteLossError, nodes: list[str]) -> None:
     """End a diverged trial: a retry from its last checkpoint would diverge the same way, so it is not retried.
     Its last report is repeated, marked ``diverged`` (its last finite epoch's checkpoint stays the latest), and
     the reason is written to ``diverged.txt`` in its folder."""
@@ -237,7 +280,7 @@ def report_divergence(runs: Lockstep, trial_dir: Path, error: NonFiniteLossError
 
     (trial_dir / DIVERGED_FILE).write_text(f"{error}\n")
     epoch = min(len(member.trainer.history) for member in runs.members) - 1
-    ray.tune.report({**(runs.report(epoch) if epoch >= 0 else {}), DIVERGED: 1})
+    ray.tune.report({**(runs.report(epoch) if epoch >= 0 else {}), **placement(nodes), DIVERGED: 1})
 
 
 def train_srdc(trial_config: dict[str, Any]) -> None:

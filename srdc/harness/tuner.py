@@ -10,13 +10,14 @@ from __future__ import annotations
 import enum
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune.experiment import Trial
@@ -24,13 +25,15 @@ from ray.tune.experiment import Trial
 from srdc.base import SELECTION_KEYS
 from srdc.harness.options import Launch
 from srdc.harness.trainable import DIVERGED, train_srdc
-from srdc.tracking import FAILED, FINISHED, StudyLogger, limit_http_retries, local_folders
+from srdc.tracking import FAILED, FINISHED, Folder, StudyLogger, limit_http_retries, local_folders
 
 Trainable = Callable[[dict[str, Any]], None]
 # what the progress table shows of each trial's latest result
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
 RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objective_oracle", "epoch")
+# the URI scheme of a remote storage, by the type of Tune's pyarrow filesystem for it
+URI_SCHEMES = {"s3": "s3", "gcs": "gs"}
 
 
 class TrialStatus(enum.StrEnum):
@@ -63,11 +66,10 @@ class Experiment:
 
 
 def trial_resources(launch: Launch) -> dict[str, float]:
-    """CPU and GPU per trial; CPU is always given (``{"gpu": 0.5}`` alone would ask for no CPU)."""
-    gpus = launch.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return {"cpu": launch.cpus_per_trial, "gpu": gpus}
+    """CPU and GPU per trial on the cluster of the Ray session (:meth:`Launch.trial_resources`)."""
+    if launch.gpus_per_trial is not None:  # no need to ask the cluster (nor to be connected to one)
+        return launch.trial_resources(0)
+    return launch.trial_resources(ray.cluster_resources().get("GPU", 0))
 
 
 @contextmanager
@@ -127,9 +129,14 @@ class TuneTracking(tune.Callback):
         self.logger.experiment_ended()
 
 
-def trial_folders(trial: Any) -> list[Path]:
-    """Where the trial's files may be: the driver's copy (``local_path``) first, then the storage (``path``)."""
-    return local_folders(getattr(trial, "local_path", None), getattr(trial, "path", None))
+def trial_folders(trial: Trial) -> list[Folder]:
+    """Where the trial's files may be: the driver's copy (``local_path``) first, then its folder in the storage
+    (``path`` on the storage's filesystem: a local path, or as an ``s3://``/``gs://`` URI)."""
+    filesystem = trial.storage.storage_filesystem
+    if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
+        return local_folders(trial.local_path, trial.path)
+    scheme = URI_SCHEMES.get(filesystem.type_name)
+    return [*local_folders(trial.local_path), *([f"{scheme}://{trial.path}"] if scheme else [])]
 
 
 def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
@@ -165,6 +172,7 @@ def fit(launch: Launch, experiment: Experiment, trainable: Trainable = train_srd
     runnable = tune.with_resources(trainable, trial_resources(launch))
     path = experiment_path(launch, experiment)
     if exists(path):
+        recover_checkpoints(path)
         # resume_errored: an errored trial continues from its checkpoint under its own trial id (and MLflow run),
         # which gives what a restart would, since resuming is exact; restart_errored would make a new trial
         tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True, resume_errored=True)
@@ -177,6 +185,41 @@ def fit(launch: Launch, experiment: Experiment, trainable: Trainable = train_srd
                            run_config=run_config(launch, experiment))
     tuner.fit()
     return trial_records(path, experiment.epochs)
+
+
+def recover_checkpoints(path: str) -> list[str]:
+    """Before the experiment at ``path`` continues: for each unfinished trial whose checkpoint named in Tune's saved
+    state is gone, copy the trial's next checkpoint (its oldest newer one) there, so that the trial continues from
+    that epoch; the ids of those trials.
+
+    A killed driver can leave such a state: Tune deletes a trial's checkpoints beyond ``--keep-checkpoints`` as
+    soon as a newer one is reported, but copies its state to the storage in the background, some time later.
+    Ray 2.60 would fail that trial on every retry ("does not exist on storage anymore"). The epochs between the
+    two checkpoints are in the trial's history and MLflow run, but may be missing from Tune's ``result.json``."""
+    recovered = []
+    for trial in tune.ExperimentAnalysis(path).trials:
+        checkpoint = trial.checkpoint
+        if trial.status == Trial.TERMINATED or checkpoint is None:
+            continue
+        filesystem = checkpoint.filesystem
+        if filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound:
+            continue
+        folder, name = checkpoint.path.rsplit("/", 1)
+        newer = [other for other in checkpoint_names(filesystem, folder) if other > name]
+        if newer:
+            pyarrow.fs.copy_files(f"{folder}/{min(newer)}", checkpoint.path, source_filesystem=filesystem,
+                                  destination_filesystem=filesystem)
+            print(f"warning: trial {trial.trial_id}: Tune's saved state names {checkpoint.path}, deleted since; "
+                  f"continuing from the next checkpoint, {min(newer)}", file=sys.stderr)
+            recovered.append(trial.trial_id)
+    return recovered
+
+
+def checkpoint_names(filesystem: pyarrow.fs.FileSystem, trial_path: str) -> list[str]:
+    """The names of the ``checkpoint_NNNNNN`` folders in the trial folder ``trial_path`` (in order)."""
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_path))
+    return sorted(info.base_name for info in found
+                  if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
 
 
 def trial_status(trial: Trial, epochs: int) -> TrialStatus:

@@ -24,7 +24,7 @@ from srdc.tracking.base import (
     resolve_tracking_uri,
     summary_metrics,
 )
-from srdc.tracking.logger import StudyLogger, local_folders
+from srdc.tracking.logger import Folder, StudyLogger, local_folders
 from srdc.tracking.mlflow_tracker import MLflowTracker, open_tracker
 from srdc.tracking.sync import SyncReport, ended_run_status, sync_study
 
@@ -34,6 +34,7 @@ __all__ = [
     "FINISHED",
     "RUNNING",
     "EpochRow",
+    "Folder",
     "MLflowTracker",
     "StudyLogger",
     "StudyRef",

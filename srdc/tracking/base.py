@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from srdc.base import NODE_KEY, NODES_KEY
 from srdc.errors import SRDCInputError
 
 DEFAULT_EXPERIMENT = "srdc-studies"
@@ -32,6 +33,9 @@ TUNE_KEYS = frozenset({
     "episodes_total", "timesteps_total", "timesteps_since_restore", "iterations_since_restore", "node_ip",
     "hostname", "pid", "config", "checkpoint_dir_name", "trial_id", "done", "experiment_tag", "should_checkpoint",
 })
+# the tags of a trial's run that say where it ran, from its results (srdc.harness.trainable): the Ray node of its
+# latest result, and every node it ran on, comma-separated in order
+NODE_TAGS = {NODE_KEY: "srdc.node", NODES_KEY: "srdc.nodes"}
 # the tracking URI schemes MLflow serves (a database URI may name its driver: postgresql+psycopg2://)
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 # fail fast instead of MLflow's default of 7 retries with backoff (minutes) and a 120 s timeout
@@ -172,6 +176,11 @@ def task_name(config: dict[str, Any]) -> str:
     if "source" in config and "target" in config:
         return f"{config['source']}->{config['target']}"
     return str(config.get("task", ""))
+
+
+def node_tags(result: dict[str, Any]) -> dict[str, str]:
+    """The :data:`NODE_TAGS` of a Tune result (empty for a result that names no node)."""
+    return {tag: str(result[key]) for key, tag in NODE_TAGS.items() if key in result}
 
 
 def epoch_row(result: dict[str, Any]) -> EpochRow | None:

@@ -1,7 +1,8 @@
 """:class:`StudyLogger`: mirrors a running study into a tracker, one parent run per study, one child per trial.
 
 It runs in the Tune driver, called by the harness's Tune callback (this module imports no Ray). It logs each
-trial's per-epoch results (``step=epoch``, one batch per result) and at the trial's end its summary metrics, its
+trial's per-epoch results (``step=epoch``, one batch per result), tags its run with the Ray node(s) it ran on
+(``srdc.node``, ``srdc.nodes``) and at the trial's end logs its summary metrics, its
 ``summary.json``/``history.jsonl`` and the run status. Runs are found again by their tags, so a trial retry or a
 ``Tuner.restore`` re-attaches to the existing runs and never logs an epoch twice.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from srdc.tracking.base import (
     check_name,
     epoch_row,
     limit_http_retries,
+    node_tags,
 )
 from srdc.tracking.mlflow_tracker import open_tracker
 
@@ -45,6 +48,8 @@ HISTORY_FILE = "history.jsonl"
 SETTINGS = ("study", "experiment", "tracking_uri", "study_params", "retry_interval_s", "tracker_factory")
 
 TrackerFactory = Callable[[str, str], Tracker]
+# where a trial's files are: a local folder, or the URI of its folder in a remote storage (``s3://``, ``gs://``)
+Folder = Path | str
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -61,15 +66,40 @@ def local_folders(*paths: str | os.PathLike[str] | None) -> list[Path]:
     return [Path(path) for path in paths if path and "://" not in str(path)]
 
 
-def finish_trial(tracker: Tracker, run_id: str, folders: list[Path], status: str) -> None:
+def holds_trial_files(folder: Path) -> bool:
+    """Whether the local ``folder`` holds a file the trainable writes."""
+    return (folder / SUMMARY_FILE).is_file() or (folder / HISTORY_FILE).is_file()
+
+
+def fetch_trial_files(uri: str, into: Path) -> Path:
+    """Copy the trainable's files of the trial folder ``uri`` (``s3://...``, ``gs://...``, read through pyarrow with
+    the usual credentials and ``AWS_ENDPOINT_URL``) into the folder ``into``; ``into``. An unreadable storage is
+    a warning: the run then ends without them (``srdc-report --sync`` can add them later)."""
+    import pyarrow.fs
+
+    try:
+        filesystem, folder = pyarrow.fs.FileSystem.from_uri(uri)
+        for name in (SUMMARY_FILE, HISTORY_FILE):
+            if filesystem.get_file_info(f"{folder}/{name}").type == pyarrow.fs.FileType.File:
+                with filesystem.open_input_stream(f"{folder}/{name}") as stream:
+                    (into / name).write_bytes(stream.read())
+    except (OSError, ValueError) as error:
+        logger.warning("cannot read the trial files in %s (%s)", uri, error)
+    return into
+
+
+def finish_trial(tracker: Tracker, run_id: str, folders: list[Folder], status: str) -> None:
     """End a trial's run: summary metrics and ``summary.json``/``history.jsonl`` artifacts from the first of
-    ``folders`` that holds the trainable's files, then ``status``."""
-    folder = next((f for f in folders if (f / SUMMARY_FILE).is_file() or (f / HISTORY_FILE).is_file()), None)
-    if folder is not None:
-        summary = read_json(folder / SUMMARY_FILE)
-        if summary is not None:
-            tracker.log_summary(run_id, summary)
-        tracker.log_files(run_id, [path for path in (folder / SUMMARY_FILE, folder / HISTORY_FILE) if path.is_file()])
+    ``folders`` that holds the trainable's files (a URI's are fetched first), then ``status``."""
+    with tempfile.TemporaryDirectory(prefix="srdc-trial-files-") as scratch:
+        local = (f if isinstance(f, Path) else fetch_trial_files(f, Path(scratch)) for f in folders)
+        folder = next((f for f in local if holds_trial_files(f)), None)
+        if folder is not None:
+            summary = read_json(folder / SUMMARY_FILE)
+            if summary is not None:
+                tracker.log_summary(run_id, summary)
+            tracker.log_files(run_id, [path for path in (folder / SUMMARY_FILE, folder / HISTORY_FILE)
+                                       if path.is_file()])
     tracker.set_status(run_id, status)
 
 
@@ -79,10 +109,12 @@ class _TrialLog:
 
     trial_id: str
     config: dict[str, Any]
-    folders: list[Path]
+    folders: list[Folder]
     run_id: str | None = None
     logged: set[int] = field(default_factory=set)
     pending: list[EpochRow] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    tagged: dict[str, str] = field(default_factory=dict)
     final_status: str | None = None
     finalized: bool = False
     abandoned: bool = False
@@ -90,7 +122,8 @@ class _TrialLog:
     def has_work(self) -> bool:
         if self.abandoned:
             return False
-        return self.run_id is None or bool(self.pending) or (self.final_status is not None and not self.finalized)
+        return (self.run_id is None or bool(self.pending) or self.tags != self.tagged
+                or (self.final_status is not None and not self.finalized))
 
 
 class StudyLogger:
@@ -134,22 +167,25 @@ class StudyLogger:
         limit_http_retries()
         self._flush()
 
-    def trial_started(self, trial_id: str, config: dict[str, Any], folders: list[Path]) -> None:
+    def trial_started(self, trial_id: str, config: dict[str, Any], folders: list[Folder]) -> None:
         """A trial starts, or starts again (retry, restore): its run is attached (re-opened)."""
         state = self._trial_log(trial_id, config, folders)
         if state.final_status is not None:  # restarted after its end: re-attach (and so re-open) its run
             state.run_id, state.final_status, state.finalized = None, None, False
         self._flush()
 
-    def trial_result(self, trial_id: str, config: dict[str, Any], folders: list[Path],
+    def trial_result(self, trial_id: str, config: dict[str, Any], folders: list[Folder],
                      result: dict[str, Any]) -> None:
-        """A trial reported ``result``: logged when it is a per-epoch result (it has an ``epoch`` key)."""
+        """A trial reported ``result``: logged when it is a per-epoch result (it has an ``epoch`` key); the node it
+        names becomes a tag of the trial's run."""
+        state = self._trial_log(trial_id, config, folders)
         row = epoch_row(result)
         if row is not None:
-            self._trial_log(trial_id, config, folders).pending.append(row)
+            state.pending.append(row)
+        state.tags.update(node_tags(result))
         self._flush()
 
-    def trial_ended(self, trial_id: str, config: dict[str, Any], folders: list[Path], status: str) -> None:
+    def trial_ended(self, trial_id: str, config: dict[str, Any], folders: list[Folder], status: str) -> None:
         """A trial ended with ``status`` (FINISHED or FAILED): summary, files and status go to its run."""
         if status not in (FINISHED, FAILED):
             raise ValueError(f"a trial ends FINISHED or FAILED, not {status!r}")
@@ -169,7 +205,7 @@ class StudyLogger:
                            self.tracking_uri, self.study)
 
     # -- sending --------------------------------------------------------------------------------------------
-    def _trial_log(self, trial_id: str, config: dict[str, Any], folders: list[Path]) -> _TrialLog:
+    def _trial_log(self, trial_id: str, config: dict[str, Any], folders: list[Folder]) -> _TrialLog:
         if trial_id not in self._trials:
             self._trials[trial_id] = _TrialLog(trial_id, dict(config), list(folders))
         return self._trials[trial_id]
@@ -232,6 +268,10 @@ class StudyLogger:
         tracker.log_rows(state.run_id, rows)
         state.logged |= {row.step for row in rows}
         state.pending = []
+        for key, value in state.tags.items():
+            if state.tagged.get(key) != value:
+                tracker.set_tag(state.run_id, key, value)
+                state.tagged[key] = value
         if state.final_status is not None and not state.finalized:
             finish_trial(tracker, state.run_id, state.folders, state.final_status)
             state.finalized = True

@@ -3,7 +3,8 @@
 The only module of ``srdc`` that imports MLflow, and only when a tracker is made or used. Runs carry these tags.
 Parent: ``srdc.study``, ``srdc.role=parent``; its params are the study's (``seeds``: the seeds planned). Child:
 ``study``, ``dataset``, ``task``, ``variant``, ``seed``, ``setting``, ``trial_id``, ``srdc.role=child`` and
-``mlflow.parentRunId``; its params are the trial's full config. MLflow's errors leave as
+``mlflow.parentRunId`` (and, set from its results, ``srdc.node``/``srdc.nodes``: the Ray nodes it ran on); its
+params are the trial's full config. MLflow's errors leave as
 :class:`~srdc.tracking.base.TrackingRefused` (a 4xx answer other than 429) or
 :class:`~srdc.tracking.base.TrackingUnavailable` (anything else: unreachable, timed out, busy).
 """

@@ -1,15 +1,16 @@
-"""Backfill a tracking store from a study's Tune results on disk: :func:`sync_study` (idempotent)."""
+"""Backfill a tracking store from a study's Tune results on disk or in a bucket: :func:`sync_study` (idempotent)."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from srdc.errors import SRDCInputError
-from srdc.tracking.base import DEFAULT_EXPERIMENT, FAILED, FINISHED, EpochRow, Tracker, epoch_row
-from srdc.tracking.logger import SUMMARY_FILE, finish_trial, read_json
+from srdc.tracking.base import DEFAULT_EXPERIMENT, FAILED, FINISHED, EpochRow, Tracker, epoch_row, node_tags
+from srdc.tracking.logger import HISTORY_FILE, SUMMARY_FILE, finish_trial, read_json
 from srdc.tracking.mlflow_tracker import open_tracker
 
 # the files Tune writes into each trial directory (ray.tune.result.EXPR_PARAM_FILE, EXPR_RESULT_FILE,
@@ -17,6 +18,8 @@ from srdc.tracking.mlflow_tracker import open_tracker
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 TUNE_ERROR_FILE = "error.txt"
+# what a backfill reads of a trial folder
+TRIAL_FILES = (PARAMS_FILE, RESULT_FILE, TUNE_ERROR_FILE, SUMMARY_FILE, HISTORY_FILE)
 
 
 @dataclass(frozen=True)
@@ -104,15 +107,38 @@ def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk)
     run_id, created = tracker.attach_trial(study, parent_id, trial.trial_id, trial.config)
     rows = new_rows(trial.results, set() if created else tracker.logged_steps(run_id))
     tracker.log_rows(run_id, rows)
+    for key, value in node_tags(trial.results[-1]).items():
+        tracker.set_tag(run_id, key, value)
     status = ended_run_status(trial.folder, trial.config)
     if status is not None:
         finish_trial(tracker, run_id, [trial.folder], status)
     return created, len(rows)
 
 
+def fetch_trial_files(uri: str, into: Path) -> Path:
+    """Copy the :data:`TRIAL_FILES` of the trial folders in ``uri`` (``s3://``, ``gs://``: a Tune experiment
+    folder, or the storage folder above it; not the files inside checkpoints, deeper down) into ``into``, in the
+    same layout; ``into``."""
+    import pyarrow.fs
+
+    try:
+        filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
+        found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True, recursive=True))
+        for info in found:
+            relative = Path(info.path).relative_to(root)
+            if info.type == pyarrow.fs.FileType.File and info.base_name in TRIAL_FILES and len(relative.parts) <= 3:
+                (into / relative).parent.mkdir(parents=True, exist_ok=True)
+                with filesystem.open_input_stream(info.path) as stream:
+                    (into / relative).write_bytes(stream.read())
+    except (OSError, ValueError) as error:
+        raise SRDCInputError(f"cannot read {uri} ({error}); check --storage-path and its credentials") from None
+    return into
+
+
 def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT,
                study_params: dict[str, Any] | None = None) -> SyncReport:
-    """Backfill the tracking store from the Tune experiment directory ``storage_dir`` (or ``storage_dir/study``).
+    """Backfill the tracking store from the Tune experiment directory ``storage_dir`` (or ``storage_dir/study``), a
+    local folder or a URI (``s3://``, ``gs://``: the trials' files are fetched first).
 
     Creates the missing parent and child runs, logs the epochs the runs lack, and for ended trials the summary
     metrics, the artifacts and the status; the parent is FINISHED when every trial has ended. Running it twice
@@ -120,6 +146,10 @@ def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experimen
     distinct seeds on disk>}``. Trials that have not reported yet are skipped. Raises
     :class:`~srdc.tracking.base.TrackingUnavailable` when the store fails (it must be up).
     """
+    if "://" in str(storage_dir):
+        with tempfile.TemporaryDirectory(prefix="srdc-sync-") as copy:
+            return sync_study(fetch_trial_files(str(storage_dir), Path(copy)), study, tracking_uri, experiment,
+                              study_params)
     trials = reported_trials(Path(storage_dir), study)
     tracker = open_tracker(tracking_uri, experiment)
     found = tracker.find_study(study)
