@@ -144,7 +144,8 @@ def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: st
     selectors = {str(r["labelfree_selector"]) for _, _, r in finished if "labelfree_selector" in r}
     title = f"Study {study}: {dataset}, {setting}" if study else f"{dataset}, {setting}"
     has_paper = any(cell.paper is not None for cell in cells.values())
-    caption = _caption(title, selection, selectors, planned, dataset, setting if has_paper else None)
+    incomplete = any(cell.n < planned for cell in cells.values())
+    caption = _caption(title, selection, selectors, planned, dataset, setting if has_paper else None, incomplete)
     if setting == "inductive":
         caption += INDUCTIVE_NOTE
     return Table(title, caption, rows, row_names, [*tasks, AVG], cells, planned, selection)
@@ -156,11 +157,11 @@ def _group(record: dict[str, Any]) -> tuple[str, str]:
 
 
 def _caption(title: str, selection: str, selectors: set[str], planned: int, dataset: str,
-             paper_setting: str | None) -> str:
+             paper_setting: str | None, incomplete: bool) -> str:
+    seeds = f"; n=k: only k of the {planned} planned seeds have finished" if incomplete else ""
     caption = (
-        f"{title}. Target accuracy (%), mean±std over seeds (sample std, ddof=1); n=k: only k of the {planned} "
-        f"planned seeds have finished. Avg: mean over tasks of the per-task means. "
-        f"Model selection: {selection_caption(selection, selectors)}."
+        f"{title}. Target accuracy (%), mean±std over seeds (sample std, ddof=1){seeds}. Avg: mean over tasks of "
+        f"the per-task means. Model selection: {selection_caption(selection, selectors)}."
     )
     if paper_setting is not None:
         caption += (f" In parentheses: {reference_note(dataset, paper_setting)} "

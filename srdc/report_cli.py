@@ -13,7 +13,7 @@ from typing import Any
 
 from srdc.base import ArgumentParser, run_main
 from srdc.errors import SRDCInputError
-from srdc.report import FORMATS, SELECTIONS, aggregate_study, planned_seeds, render
+from srdc.report import FINISHED, FORMATS, SELECTIONS, aggregate_study, planned_seeds, render
 from srdc.tracking import (
     DEFAULT_EXPERIMENT,
     Tracker,
@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
                              "without them (labelfree), or the final one (last)")
     parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
+    parser.add_argument("--validators", action="store_true",
+                        help="instead of the results: for every label-free validator, the accuracy of the epoch "
+                             "and of the configuration it picks, the gap to the oracle's picks and its rank "
+                             "correlation with target accuracy (reads every run's per-epoch metrics)")
     parser.add_argument("--sync", action="store_true",
                         help="first backfill MLflow from the Tune results in --storage-path")
     parser.add_argument("--storage-path", default=None,
@@ -79,12 +83,27 @@ def report(args: argparse.Namespace) -> str:
         check_store_exists(uri)
     tracker = open_tracker(uri, args.experiment)
     records, planned = load_study(tracker, args.study, f"experiment {args.experiment!r} at {uri}")
+    if args.validators:
+        return validators_table(tracker, records, args.study)
     if records and args.rows not in records[0]:
         raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {args.study!r}")
     tables = aggregate_study(records, args.selection, args.rows, planned, args.study)
     if not any(table.cells for table in tables):
         return f"study {args.study}: no finished trials yet ({len(records)} started)\n"
     return render(tables, args.format)
+
+
+def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str) -> str:
+    """The validator comparison (:mod:`srdc.validator_report`) over the study's finished runs."""
+    from srdc.validator_report import ACCURACY, render_scores, validator_scores
+    from srdc.validators import VALIDATORS
+
+    keys = [ACCURACY, *(validator.metric for validator in VALIDATORS.values())]
+    finished = [{**record, "history": tracker.epoch_history(record["run_id"], keys)} for record in records
+                if record.get("status") == FINISHED]
+    if not finished:
+        return f"study {study}: no finished trials yet ({len(records)} started)\n"
+    return render_scores(validator_scores(finished), study)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,21 @@ def interrupt_when(driver: subprocess.Popen, log: Path, condition, timeout_s: fl
             driver.kill()
 
 
+def session_processes(session: int) -> dict[int, str]:
+    """The live processes of session ``session`` (a process started with ``start_new_session``: it and all it
+    started, Ray's raylet, GCS and workers included), by pid: their command lines."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[3]) == session and fields[0] != "Z":
+            found[int(stat.parent.name)] = command
+    return found
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_for, without_timings
+from conftest import free_port, session_processes, wait_for, without_timings
 from mlflow import MlflowClient
 from study_helpers import bare_history, children, epochs_logged
 
@@ -39,20 +39,6 @@ WORKER_RESOURCES = ["--num-cpus", "4", "--num-gpus", "2"]
 SYSTEM_CONFIG = {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
 EXPERIMENT = "srdc-studies"
-
-
-def session_processes(session: int) -> dict[int, str]:
-    """The live processes of session ``session``, by pid: their command lines."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            found[int(stat.parent.name)] = command
-    return found
 
 
 @dataclass

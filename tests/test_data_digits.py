@@ -42,15 +42,19 @@ def test_idx_reader_rejects_truncated_files(tmp_path):
 
 @needs_digits
 @pytest.mark.slow
-def test_srdc_labelfree_beats_source_only_by_10_points_on_usps_to_mnist():
-    """Same seed, same epoch budget: SRDC's label-free-selected accuracy vs source-only's last epoch."""
+@pytest.mark.parametrize("variant, selection, epochs, margin", [
+    ("srdc", "acc_labelfree", 6, 10.0),  # SRDC's label-free pick
+    ("dann", "acc_last", 3, 5.0),  # measured: 75.6 vs 61.6 at epoch 3 of 6
+])
+def test_adaptation_beats_source_only_on_usps_to_mnist(variant, selection, epochs, margin):
+    """Same seed, same epoch budget: the method's accuracy (at ``selection``) vs the source model's last epoch."""
     common = {"dataset": "digits", "source": "usps", "target": "mnist", "data_root": str(DATA_ROOT),
-              "seed": 0, "epochs": 6, "device": "cpu"}
+              "seed": 0, "epochs": epochs, "device": "cpu"}
     task = load_task(SRDCConfig(**common))
-    srdc = Trainer(SRDCConfig(variant="srdc", **common), task).fit()
+    adapted = Trainer(SRDCConfig(variant=variant, **common), task).fit()
     source_only = Trainer(SRDCConfig(variant="source_only", **common), task).fit()
-    print(f"srdc {srdc['acc_labelfree']:.2f} (labelfree) vs source_only {source_only['acc_last']:.2f} (last)")
-    assert srdc["acc_labelfree"] >= source_only["acc_last"] + 10.0
+    print(f"{variant} {adapted[selection]:.2f} ({selection}) vs source_only {source_only['acc_last']:.2f} (last)")
+    assert adapted[selection] >= source_only["acc_last"] + margin
 
 
 @needs_digits
@@ -91,16 +95,3 @@ def test_mnist_photo_is_a_real_domain_gap_for_a_model_trained_on_mnist():
     print(f"source-only after 2 epochs: mnist {last['acc_source']:.1f}, mnist_photo {last['acc_target']:.1f}")
     assert last["acc_source"] > 90.0
     assert last["acc_target"] < last["acc_source"] - 30.0
-
-
-@needs_digits
-@pytest.mark.slow
-def test_dann_beats_source_only_by_5_points_on_usps_to_mnist():
-    """Same seed, 3 epochs each: DANN's last epoch vs the source model's (measured: 75.6 vs 61.6 at epoch 3 of 6)."""
-    common = {"dataset": "digits", "source": "usps", "target": "mnist", "data_root": str(DATA_ROOT),
-              "seed": 0, "epochs": 3, "device": "cpu"}
-    task = load_task(SRDCConfig(**common))
-    dann = Trainer(SRDCConfig(variant="dann", **common), task).fit()
-    source_only = Trainer(SRDCConfig(variant="source_only", **common), task).fit()
-    print(f"dann {dann['acc_last']:.2f} vs source_only {source_only['acc_last']:.2f} (last epoch)")
-    assert dann["acc_last"] >= source_only["acc_last"] + 5.0

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import interrupt_when, read_jsonl, wait_for
+from conftest import interrupt_when, read_jsonl, session_processes, wait_for
 from study_helpers import load_declaration
 
 from srdc import report_cli
@@ -160,21 +160,6 @@ def trials(tmp_path: Path) -> dict[str, list[dict]]:
 
 def finished(tmp_path: Path) -> dict[str, list[dict]]:
     return {name: rows for name, rows in trials(tmp_path).items() if rows and rows[-1]["epoch"] == 6}
-
-
-def session_processes(session: int) -> list[str]:
-    """The live processes of session ``session`` (a driver started with ``start_new_session``: it and all it
-    started, Ray's raylet, GCS and workers included), by command line."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if int(fields[3]) == session and fields[0] != "Z":
-            found.append(command)
-    return found
 
 
 @pytest.mark.slow

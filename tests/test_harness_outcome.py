@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import MLflowServer, interrupt_when, read_jsonl, wait_for, without_timings
 from mlflow import MlflowClient
+from pinned import reference
 from study_helpers import children, epochs_logged, load_declaration
 
 from srdc import report_cli
+from srdc.config import SRDCConfig
 from srdc.harness.main import main
 from srdc.harness.trainable import run_configs
 from srdc.trainer import Trainer
@@ -202,28 +204,28 @@ def test_a_study_outlives_its_tracking_server_and_sync_restores_every_run(
         server.stop()
 
 
-PINNED = json.loads((REPO / "tests" / "data" / "pinned_smoke_ablation.json").read_text())["trials"]
-
-
 @pytest.mark.slow
 def test_the_smoke_ablation_through_the_harness_gives_the_recorded_per_trial_metrics(tmp_path, ray_cluster, capsys):
     """The same study before and after the harness redesign: the trials of ``--smoke-test --tasks A->W D->A
-    --seeds 0`` reproduce, through Ray Tune, the histories and accuracies recorded with the old code."""
+    --seeds 0`` reproduce, through Ray Tune, the histories and accuracies the old code gives (:mod:`pinned`)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     argv = ["--smoke-test", "--tasks", "A->W", "D->A", "--seeds", "0", "--storage-path", str(tmp_path / "ray"),
             "--tracking-uri", uri]
     assert main(ABLATION, argv) == 0, capsys.readouterr().out
     assert "study ablation_office31-smoke: 10 trials, 10 finished, 0 failed" in capsys.readouterr().out
     pinned = {(t["config"]["source"], t["config"]["target"], t["config"]["variant"]): t
-              for t in PINNED if t["name"].startswith("ablation smoke")}
+              for t in reference(tmp_path / "baseline") if t["name"].startswith("ablation smoke")}
     folders = sorted((tmp_path / "ray" / "ablation_office31-smoke").glob("*/params.json"))
     assert len(folders) == len(pinned) == 10
     for params in folders:
         (config,) = run_configs(json.loads(params.read_text()))
         trial = pinned[config.source, config.target, config.variant]
         where = ("data_root", "device")  # where and on what it ran (the record: on the CPU)
-        assert {k: v for k, v in config.to_dict().items() if k not in where} == \
-            {k: v for k, v in trial["config"].items() if k not in where}
+        current = {k: v for k, v in config.to_dict().items() if k not in where}
+        recorded = {k: v for k, v in trial["config"].items() if k not in where}
+        assert {k: current[k] for k in recorded} == recorded
+        added = set(current) - set(recorded)  # fields added since the record: at their defaults
+        assert {k: current[k] for k in added} == {k: getattr(SRDCConfig(), k) for k in added}
         history = without_timings(read_jsonl(params.parent / "history.jsonl"))
         assert history == trial["history"], config.variant
         last = read_jsonl(params.parent / "result.json")[-1]

@@ -23,7 +23,7 @@ LAYERS = [
     ("srdc.validators", "srdc.selection"),
     ("srdc.methods",),
     ("srdc.runio", "srdc.trainer", "srdc.extract"),
-    ("srdc.cli", "srdc.data.cli", "srdc.paper_results", "srdc.report", "srdc.factorial"),
+    ("srdc.cli", "srdc.data.cli", "srdc.paper_results", "srdc.report", "srdc.factorial", "srdc.validator_report"),
     ("srdc.tracking",),
     ("srdc.report_cli",),
     ("srdc.harness", "srdc.harness.declarations"),

@@ -107,7 +107,11 @@ class Tracker(Protocol):
         """Tag the run."""
 
     def study_trials(self, study: str) -> list[dict[str, Any]]:
-        """One record per child run: its params (the trial config), ``task``, ``status`` and summary metrics."""
+        """One record per child run: its params (the trial config), ``task``, ``status``, ``run_id`` and summary
+        metrics."""
+
+    def epoch_history(self, run_id: str, keys: list[str]) -> list[dict[str, float]]:
+        """The run's per-epoch values of ``keys``, one row per epoch in order (``epoch`` and the keys it holds)."""
 
 
 def resolve_tracking_uri(uri: str | None) -> str:

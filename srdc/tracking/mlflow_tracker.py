@@ -154,9 +154,18 @@ class MLflowTracker:
 
     @translated
     def study_trials(self, study: str) -> list[dict[str, Any]]:
-        """One record per child run: params, ``task`` tag, ``status`` and the latest ``acc_*`` metrics."""
+        """One record per child run: params, ``task`` tag, ``status``, ``run_id`` and the latest ``acc_*`` metrics."""
         return [{**run.data.params, "task": run.data.tags.get("task", ""), "status": run.info.status,
-                 **summary_metrics(run.data.metrics)} for run in self._children(study)]
+                 "run_id": run.info.run_id, **summary_metrics(run.data.metrics)} for run in self._children(study)]
+
+    @translated
+    def epoch_history(self, run_id: str, keys: list[str]) -> list[dict[str, float]]:
+        """The run's per-epoch values of ``keys`` (their metric histories, by step), one row per epoch in order."""
+        rows: dict[int, dict[str, float]] = {}
+        for key in keys:
+            for metric in self.client.get_metric_history(run_id, key):
+                rows.setdefault(metric.step, {"epoch": metric.step})[key] = metric.value
+        return [rows[step] for step in sorted(rows)]
 
     # -- trials -------------------------------------------------------------------------------------------------
     @translated

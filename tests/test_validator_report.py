@@ -1,0 +1,85 @@
+"""``srdc-report --validators``: the label-free validators judged against the oracle over a study's runs."""
+
+import pytest
+
+from srdc.report_cli import main
+from srdc.tracking import FINISHED, EpochRow, open_tracker
+from srdc.validator_report import ranks, spearman, validator_scores
+
+
+def test_ranks_average_ties_and_spearman_matches_hand_values():
+    assert ranks([10.0, 30.0, 20.0, 20.0]) == [1.0, 4.0, 2.5, 2.5]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x 1 2 3 4 against y 1 3 2 4: 1 - 6 * (0 + 1 + 1 + 0) / (4 * 15) = 0.8
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def run(task: str, accuracies: list[float], infomax: list[float], clustering: list[float]) -> dict:
+    """A finished run whose epochs 1..E have these values (epoch 0: the untrained model, never a candidate)."""
+    history = [{"epoch": 0, "acc_target": 5.0, "infomax": 99.0, "clustering_objective": -99.0}]
+    history += [{"epoch": epoch, "acc_target": acc, "infomax": info, "clustering_objective": clus}
+                for epoch, (acc, info, clus) in enumerate(zip(accuracies, infomax, clustering, strict=True), 1)]
+    by_infomax = max(range(len(infomax)), key=lambda i: (infomax[i], -i))
+    by_clustering = min(range(len(clustering)), key=lambda i: (clustering[i], i))
+    return {"task": task, "status": FINISHED, "history": history, "acc_best_oracle": max(accuracies),
+            "acc_labelfree_infomax": accuracies[by_infomax], "acc_labelfree_clustering": accuracies[by_clustering]}
+
+
+RUNS = [
+    # infomax follows the accuracy exactly; the clustering objective is lowest at the worst epoch
+    run("A->W", [50, 60, 70], [0.1, 0.2, 0.3], [3.0, 2.0, 1.0]),
+    run("A->W", [40, 80, 60], [0.2, 0.9, 0.5], [1.0, 2.0, 3.0]),
+    run("D->A", [30, 20, 10], [0.3, 0.2, 0.1], [1.0, 2.0, 3.0]),
+    run("D->A", [35, 45, 55], [0.0, 0.1, 0.4], [3.0, 1.0, 2.0]),
+]
+
+
+def test_scores_of_each_validator_against_hand_computed_picks():
+    scores = {score.name: score for score in validator_scores(RUNS + [{**RUNS[0], "status": "RUNNING"}])}
+    infomax, clustering = scores["infomax"], scores["clustering"]
+    assert infomax.runs == clustering.runs == 4  # the unfinished run is left out
+    # infomax picks the oracle's epoch in every run: accuracies 70, 80, 30, 55
+    assert infomax.epoch_accuracy == pytest.approx((70 + 80 + 30 + 55) / 4) and infomax.epoch_gap == 0.0
+    assert infomax.epoch_rho == pytest.approx(1.0)
+    # the clustering objective (lower is better) picks 70, 40, 30, 45: gaps 0, 40, 0, 10
+    assert clustering.epoch_accuracy == pytest.approx((70 + 40 + 30 + 45) / 4)
+    assert clustering.epoch_gap == pytest.approx(12.5)
+    # per run, rho of -objective with accuracy: 1, rho([-1,-2,-3], [40,80,60]) = -0.5, 1, rho([-3,-1,-2], ...) = 0.5
+    assert clustering.epoch_rho == pytest.approx((1 - 0.5 + 1 + 0.5) / 4)
+    # configurations: A->W infomax bests 0.3 vs 0.9 -> the second run (80, the best oracle run: gap 0);
+    # D->A 0.3 vs 0.4 -> the second run (55; oracle best 55: gap 0)
+    assert infomax.config_accuracy == pytest.approx((80 + 55) / 2) and infomax.config_gap == 0.0
+    assert infomax.config_rho is None  # two runs per task: too few to rank
+    # clustering bests (-min): A->W -1.0 vs -1.0 -> the first of the tie (70; gap 80 - 70 = 10);
+    # D->A -1.0 vs -1.0 -> the first (30; gap 55 - 30 = 25)
+    assert clustering.config_accuracy == pytest.approx(50.0) and clustering.config_gap == pytest.approx(17.5)
+
+
+def test_the_configuration_rank_correlation_over_three_runs_of_a_task():
+    third = run("A->W", [20, 25, 30], [0.05, 0.06, 0.07], [0.5, 0.6, 0.7])
+    scores = {score.name: score for score in validator_scores([*RUNS[:2], third])}
+    # infomax bests 0.3, 0.9, 0.07 against picks 70, 80, 30: the same order, rho 1
+    assert scores["infomax"].config_rho == pytest.approx(1.0)
+    # clustering bests -1.0, -1.0, -0.5 (ranks 1.5, 1.5, 3) against picks 70, 40, 20 (ranks 3, 2, 1)
+    assert scores["clustering"].config_rho == pytest.approx(-0.8660254, abs=1e-6)
+
+
+def test_srdc_report_validators_reads_the_runs_from_mlflow(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = open_tracker(uri, "validators")
+    parent = tracker.attach_study("s", {"seeds": 1})
+    for index, record in enumerate(RUNS):
+        source, target = record["task"].split("->")
+        run_id, _ = tracker.attach_trial("s", parent, f"t{index}", {"variant": "srdc", "source": source,
+                                                                   "target": target, "seed": index})
+        tracker.log_rows(run_id, [EpochRow(row["epoch"], 1000 + row["epoch"], {k: float(v) for k, v in row.items()})
+                                  for row in record["history"]])
+        tracker.log_summary(run_id, {**{k: v for k, v in record.items() if k.startswith("acc_")}, "epochs": 3})
+        tracker.set_status(run_id, FINISHED)
+    assert main(["--study", "s", "--tracking-uri", uri, "--experiment", "validators", "--validators"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    assert rows["infomax"][1:6] == ["max", "4", "58.8", "0.0", "1.00"]  # 58.75 rounds to 58.8
+    assert rows["clustering"][1:6] == ["min", "4", "46.2", "12.5", "0.50"]
