@@ -114,7 +114,7 @@ def cost_row(config: SRDCConfig, task: TaskData, rows: dict[str, list[dict[str, 
     backbone = task.default_backbone if config.backbone == "auto" else config.backbone
     cuda = device.type == "cuda"
     key = CostKey(backbone, input_size(config, task.default_backbone, task.source), config.batch_size,
-                  dtype_name(config.bf16, config.channels_last, cuda),
+                  dtype_name(config.uses_bf16(cuda), config.uses_channels_last(cuda), cuda),
                   torch.cuda.get_device_name(device) if cuda else CPU)
     figures = (per_iteration["source_only"], per_iteration["srdc"], prepare)
     return CostRow(key, *(float(f"{figure:.4g}") for figure in figures), "measured", about)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
-from srdc.config import CHOICES, SRDCConfig, config_fields
+from srdc.config import CHOICES, HELP, SRDCConfig, config_fields
 from srdc.errors import SRDCInputError
 from srdc.methods import METHODS
 from srdc.runio import CHECKPOINT, RunLock, read_checkpoint, save_run
@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         if "_" in field.name:
             names.append(f"--{field.name.replace('_', '-')}")
         default = getattr(defaults, field.name)
+        described = f"{HELP.get(field.name, '')} (default: {default})".lstrip()
         parser.add_argument(*names, dest=field.name, type=_converter(str(field.type)), default=default,
-                            choices=_choices(field.name), help=f"(default: {default})")
+                            choices=_choices(field.name), help=described)
     return parser
 
 

@@ -25,20 +25,28 @@ def assign(features: torch.Tensor, centres: torch.Tensor, chunk: int = 4096) -> 
 
 
 def kmeans(
-    features: torch.Tensor, init_centres: torch.Tensor, iterations: int = 5, chunk: int = 4096
+    features: torch.Tensor,
+    init_centres: torch.Tensor,
+    iterations: int = 5,
+    chunk: int = 4096,
+    *,
+    zero_empty: bool = False,
+    labels_before_update: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's K-means from ``init_centres`` (K x d); returns ``(assignments N, centres K x d)``.
 
-    A cluster that loses all its members keeps its previous centre (so cluster k keeps meaning class k).
-    The assignments returned are those of the returned centres.
+    A cluster that loses all its members keeps its previous centre (so cluster k keeps meaning class k), or with
+    ``zero_empty`` gets a zero centre (the released code). The assignments returned are those of the returned
+    centres, or with ``labels_before_update`` those of the last iteration, made before its centre update (the
+    released code).
     """
     centres = init_centres.clone()
     num_clusters = centres.shape[0]
     for _ in range(iterations):
         labels = assign(features, centres, chunk)
         means, counts = class_means(features, labels, num_clusters)
-        centres = torch.where(counts.unsqueeze(1) > 0, means, centres)
-    return assign(features, centres, chunk), centres
+        centres = means if zero_empty else torch.where(counts.unsqueeze(1) > 0, means, centres)
+    return (labels if labels_before_update else assign(features, centres, chunk)), centres
 
 
 def centroids_with_fallback(

@@ -46,6 +46,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "augment": ("auto", "flip_crop", "crop", "none"),
     "normalize": ("auto", "imagenet", "half", "none"),
     "schedule_unit": ("epoch", "iteration"),
+    "bottleneck_kmeans_labels": ("own", "pooled"),
+    "kmeans_labels": ("final", "before_update"),
+    "empty_centre": ("source", "zero"),
 }
 
 
@@ -94,9 +97,34 @@ RANGES: dict[str, Range] = {
     "num_workers": Range(0),
     "image_size": Range(8),
     "max_samples": Range(1),
+    "eval_batch_size": Range(1),
     "disc_hidden": Range(1),
     "disc_dropout": Range(0, high=1),
     "cdan_random_dim": Range(1),
+    "aux_kmeans_weight": Range(0, high=1),
+}
+
+# what ``srdc-train --help`` says of a field beyond its default
+HELP: dict[str, str] = {
+    "bf16": "bfloat16 autocast of the network: true, false (float32), or none = auto: on when the device is CUDA "
+            "(never on a CPU); the run's summary records what ran (execution.precision)",
+    "channels_last": "channels-last model and image batches: true, false, or none = auto: on when the device is "
+                     "CUDA; recorded in the summary (execution.channels_last)",
+    "eval_batch_size": "batch size of the preparation pass (inference only: features, K-means inputs, evaluation); "
+                       "larger is faster on a GPU, the features are the same up to float rounding",
+    "compile": "torch.compile the network (minutes of compilation at the start, faster epochs after: see "
+               "benchmarks/gpu_throughput.py); checkpoints stay loadable either way",
+    # the released code's behaviour where it differs from ours (docs/fidelity_notes.md items 22-26)
+    "centre_grad_accumulate": "never zero the centres mu's gradients (released code): each step's SGD sees the sum "
+                              "of all past gradients plus every step's weight decay (PyTorch 1.1 adds it to .grad)",
+    "aux_kmeans_weight": "w in q = w onehot(K-means labels) + (1 - w) Q (eq. 2) after the first epoch, in every "
+                         "space; the released code uses 0.5 for webcam->amazon (its beta = 1 - w)",
+    "bottleneck_kmeans_labels": "K-means labels of the bottleneck term's one-hot q: its own K-means (own) or the "
+                                "pooled space's (pooled, released code)",
+    "kmeans_labels": "K-means labels: the assignment to the final centres (final) or the last iteration's, made "
+                     "before its centre update (before_update, released code)",
+    "empty_centre": "a class nobody predicts starts K-means from its source centroid and an empty cluster keeps its "
+                    "centre (source), or both get a zero centre (zero, released code: mu = c_s/2, w = 0.5)",
 }
 
 
@@ -153,6 +181,12 @@ class SRDCConfig:
     aux_normalizer: str = "batch"
     aux_grad: bool = True
     feature_kernel: str = "paper"
+    # where the released code differs from ours (docs/fidelity_notes.md items 22-26, HELP); defaults are ours
+    centre_grad_accumulate: bool = False
+    aux_kmeans_weight: float = 0.0
+    bottleneck_kmeans_labels: str = "own"
+    kmeans_labels: str = "final"
+    empty_centre: str = "source"
     # the adversarial baselines (variants dann, cdan; srdc/methods/adversarial.py): the domain discriminator
     # Linear-ReLU-Dropout x2 then Linear (DANN's and CDAN's released code), its gradient reversed with
     # coefficient lambda_p (lambda_gamma, lambda_scale above); CDAN's conditioning f (x) g is the full multilinear
@@ -169,11 +203,15 @@ class SRDCConfig:
     device: str = "auto"
     num_workers: int = 0
     pin_memory: bool = False
-    bf16: bool = False
-    channels_last: bool = False
+    bf16: bool | None = None  # None: auto, on when the device is CUDA (HELP)
+    channels_last: bool | None = None
+    eval_batch_size: int = 256
+    compile: bool = False
     image_size: int | None = None
     augment: str = "auto"  # image datasets: the backbone's transform profile unless set (srdc.data.images)
     normalize: str = "auto"
+    # image datasets: decode each image once into a memory-mapped cache (srdc.data.decoded): off, auto or a folder
+    image_cache: str = "off"
     max_samples: int | None = None
 
     def __post_init__(self) -> None:
@@ -208,6 +246,14 @@ class SRDCConfig:
     @property
     def uses_target_clustering(self) -> bool:
         return self._variant_switches[3]
+
+    def uses_bf16(self, cuda: bool) -> bool:
+        """bf16 autocast runs on CUDA only: there unless ``bf16`` is false, never on a CPU."""
+        return cuda and _switch(self.bf16, True)
+
+    def uses_channels_last(self, cuda: bool) -> bool:
+        """Channels-last model and images: as ``channels_last`` says, else (auto) on CUDA only."""
+        return _switch(self.channels_last, cuda)
 
     @property
     def pretrain_epochs(self) -> int:

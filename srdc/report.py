@@ -5,18 +5,25 @@ mean±std over seeds of the finished trials (sample std, ddof=1) with ``n=k`` wh
 have finished, and the paper's number with our difference where the paper reports that cell. It works at any
 time: mid-study, unfinished trials are left out. The model-selection protocol is named in every caption.
 
-The aggregation (:func:`aggregate`, :func:`aggregate_study`) and rendering (:func:`render`) are pure functions of
-records (one dict per trial). Where the records come from (a tracking store, Tune's results) is the caller's
-business: :mod:`srdc.report_cli` is the ``srdc-report`` command, reading them from the tracking store.
+The aggregation (:func:`aggregate`, :func:`aggregate_study`, :func:`grouped_tables`) and rendering (:func:`render`:
+Markdown, CSV, LaTeX, or a self-contained HTML page) are pure functions of records (one dict per trial), and so is
+:func:`study_results`, everything a study ends with (the tables of every selection in every format, summary
+metrics, tags) for its tracking parent run. Where the records come from (a tracking store, Tune's results) is the
+caller's business: :mod:`srdc.report_cli` is the ``srdc-report`` command, reading them from the tracking store.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
 import io
 import json
+import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from srdc.config import BASELINES, VARIANTS
@@ -26,13 +33,22 @@ from srdc.paper_results import paper_average, paper_reference, paper_task, refer
 # a record's status when its trial has ended normally (the tracking store's and Tune's name)
 FINISHED = "FINISHED"
 AVG = "Avg"
-FORMATS = ("md", "csv", "latex")
+FORMATS = ("md", "csv", "latex", "html")
 # selection -> (metric, how the epoch was chosen)
 SELECTIONS = {
     "oracle": ("acc_best_oracle", "epoch chosen with target labels (paper protocol, optimistic)"),
     "labelfree": ("acc_labelfree", "epoch chosen without target labels by {selector}"),
     "last": ("acc_last", "final epoch"),
 }
+# the end of each table's title: which epoch of each run it shows
+SELECTION_TITLES = {"oracle": "oracle selection (target labels)", "labelfree": "label-free selection",
+                    "last": "last epoch"}
+# the selections a study prints at its end (and its parent run shows as its description)
+PRINTED_SELECTIONS = ("oracle", "labelfree")
+# what a study's results are saved as: format -> file name
+RESULT_FILES = {"md": "tables.md", "csv": "tables.csv", "latex": "tables.tex", "html": "report.html"}
+# the image types a report page embeds, by file suffix
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 # the inductive setting (paper Table 2): where the epoch is chosen and where the accuracy is measured
 INDUCTIVE_NOTE = (" Inductive setting: epochs are chosen on the target training half, accuracies are those of the "
                   "held-out target test half.")
@@ -65,6 +81,7 @@ class Table:
     cells: dict[tuple[str, str], Cell]
     planned: int
     selection: str
+    group: str = ""  # the values of the fields that split a study's tables (``lambda_scale=0.5``), if any
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -109,13 +126,14 @@ def _cell_values(records: list[dict[str, Any]], metric: str, where: str) -> list
 
 
 def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
-              planned: int | None = None, study: str = "") -> Table:
+              planned: int | None = None, study: str = "", group: str = "") -> Table:
     """The results table of records that share one dataset and setting.
 
     A record is one trial: ``dataset``, ``setting``, ``task``, ``seed``, ``status``, the ``rows`` field, and
     the accuracies ``acc_last``/``acc_best_oracle``/``acc_labelfree`` (for finished trials), optionally
     ``labelfree_selector``. Rows and columns come from every record, cells from FINISHED ones only.
-    ``planned``: the seeds planned per cell (default: the most any cell has).
+    ``planned``: the seeds planned per cell (default: the most any cell has). The title names the study, the
+    ``group`` (see :func:`grouped_tables`), the dataset, the setting and the selection.
     """
     metric = SELECTIONS[selection][0]
     groups = {_group(record) for record in records}
@@ -142,13 +160,15 @@ def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: st
                                    min(c.n for c in task_cells), paper)
     planned = planned or max((cell.n for cell in cells.values()), default=0)
     selectors = {str(r["labelfree_selector"]) for _, _, r in finished if "labelfree_selector" in r}
-    title = f"Study {study}: {dataset}, {setting}" if study else f"{dataset}, {setting}"
+    label = " ".join(part for part in (study, group) if part)
+    what = f"{dataset}, {setting}, {SELECTION_TITLES[selection]}"
+    title = f"Study {label}: {what}" if label else what
     has_paper = any(cell.paper is not None for cell in cells.values())
     incomplete = any(cell.n < planned for cell in cells.values())
     caption = _caption(title, selection, selectors, planned, dataset, setting if has_paper else None, incomplete)
     if setting == "inductive":
         caption += INDUCTIVE_NOTE
-    return Table(title, caption, rows, row_names, [*tasks, AVG], cells, planned, selection)
+    return Table(title, caption, rows, row_names, [*tasks, AVG], cells, planned, selection, group)
 
 
 def _group(record: dict[str, Any]) -> tuple[str, str]:
@@ -170,12 +190,27 @@ def _caption(title: str, selection: str, selectors: set[str], planned: int, data
 
 
 def aggregate_study(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
-                    planned: int | None = None, study: str = "") -> list[Table]:
+                    planned: int | None = None, study: str = "", group: str = "") -> list[Table]:
     """One table per (dataset, setting) in ``records``; see :func:`aggregate`."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for record in records:
         groups.setdefault(_group(record), []).append(record)
-    return [aggregate(group, selection, rows, planned, study) for _, group in sorted(groups.items())]
+    return [aggregate(members, selection, rows, planned, study, group) for _, members in sorted(groups.items())]
+
+
+def grouped_tables(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
+                   planned: int | None = None, study: str = "", split: Sequence[str] = ()) -> list[Table]:
+    """The tables of :func:`aggregate_study`, one set per combination of the values of the ``split`` fields (the
+    grid fields besides the rows), in the order the records first show it; its ``key=value`` pairs are the
+    tables' ``group``."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(tuple(record.get(key) for key in split), []).append(record)
+    tables = []
+    for values, members in groups.items():
+        group = " ".join(f"{key}={value}" for key, value in zip(split, values, strict=True))
+        tables += aggregate_study(members, selection, rows, planned, study, group)
+    return tables
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
@@ -241,12 +276,76 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def render(tables: list[Table], fmt: str) -> str:
-    """The tables as Markdown (``md``), CSV (one line per cell, captions as ``#`` lines) or LaTeX."""
+def render(tables: list[Table], fmt: str, title: str = "Results") -> str:
+    """The tables as Markdown (``md``), CSV (one line per cell, captions as ``#`` lines), LaTeX, or a
+    self-contained HTML page called ``title`` (``html``: :func:`html_page` of the Markdown)."""
     if fmt == "csv":
         return _csv(tables)
+    if fmt == "html":
+        return html_page(title, render(tables, "md"))
     render_one = {"md": _markdown, "latex": _latex}[fmt]
     return "\n".join(render_one(table) for table in tables)
+
+
+# -- the HTML page ------------------------------------------------------------------------------------------
+HTML_STYLE = """body { font-family: sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #eee; }
+p.caption { font-size: 0.9em; color: #555; max-width: 70em; margin-bottom: 2em; }
+img { max-width: 100%; display: block; margin: 1em 0; }"""
+
+
+def _html_row(line: str, cell: str) -> str:
+    """A Markdown table row (``| a | b |``) as an HTML one of ``cell`` (``td`` or ``th``) elements."""
+    texts = [html.escape(text.strip()) for text in line.strip().strip("|").split("|")]
+    return "<tr>" + "".join(f"<{cell}>{text}</{cell}>" for text in texts) + "</tr>"
+
+
+def markdown_html(markdown: str) -> str:
+    """The Markdown this module and the studies' table functions write (``**title**`` lines, tables whose second
+    line is ``|---|...``, ``*caption*`` lines, plain lines) as HTML: one ``<h2>``, ``<table>`` or ``<p>`` each."""
+    out: list[str] = []
+    lines = markdown.splitlines()
+    index = 0
+    while index < len(lines):
+        line = lines[index].strip()
+        if line.startswith("|") and index + 1 < len(lines) and lines[index + 1].startswith("|---"):
+            body = []
+            index += 2
+            while index < len(lines) and lines[index].startswith("|"):
+                body.append(_html_row(lines[index], "td"))
+                index += 1
+            out.append("<table>\n" + "\n".join([_html_row(line, "th"), *body]) + "\n</table>")
+            continue
+        if line.startswith("**") and line.endswith("**") and len(line) > 4:
+            out.append(f"<h2>{html.escape(line[2:-2])}</h2>")
+        elif line.startswith("*") and line.endswith("*") and len(line) > 2:
+            out.append(f'<p class="caption">{html.escape(line[1:-1])}</p>')
+        elif line:
+            out.append(f"<p>{html.escape(line)}</p>")
+        index += 1
+    return "\n".join(out)
+
+
+def image_html(path: Path) -> str:
+    """The image file ``path`` as an ``<img>`` holding its bytes (a ``data:`` URI), its name as the alt text."""
+    kind = IMAGE_TYPES.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{path}: a report page embeds {', '.join(IMAGE_TYPES)} images only")
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:{kind};base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def html_page(title: str, markdown: str, images: Sequence[Path] = ()) -> str:
+    """One self-contained HTML page (no external file, script or style): ``title``, the tables of ``markdown``
+    (:func:`markdown_html`), then each of ``images`` embedded."""
+    parts = [markdown_html(markdown), *(image_html(Path(image)) for image in images)]
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>", f"<style>\n{HTML_STYLE}\n</style>", "</head>", "<body>",
+        f"<h1>{html.escape(title)}</h1>", *parts, "</body>", "</html>", ""])
 
 
 # -- the planned seeds --------------------------------------------------------------------------------------
@@ -261,3 +360,81 @@ def planned_seeds(value: str | None) -> int | None:
     except ValueError:
         seeds = [part for part in value.split(",") if part.strip()]
     return len(seeds) if isinstance(seeds, list) else None
+
+
+# -- a study's results, for its tracking parent run ------------------------------------------------------------
+def metric_part(text: str) -> str:
+    """``text`` as one dot-separated part of a metric name: ``->`` becomes ``-``, and every run of other
+    characters than letters, digits, ``_`` and ``-`` becomes ``_`` (MLflow names allow ``. / space`` too, but
+    those would blur the parts)."""
+    return re.sub(r"[^A-Za-z0-9_\-]+", "_", text.replace("->", "-")).strip("_") or "_"
+
+
+def table_metrics(tables: list[Table]) -> dict[str, float]:
+    """Every cell's mean and sample std as metrics named ``SELECTION[.GROUP].ROW.COLUMN.mean`` and ``.std``
+    (``oracle.srdc.A-W.mean``, ``labelfree.lambda_scale_0_5.srdc.Avg.mean``); no std for a single seed or Avg."""
+    metrics = {}
+    for table in tables:
+        prefix = [table.selection, *([table.group] if table.group else [])]
+        for (row, column), cell in table.cells.items():
+            name = ".".join(metric_part(part) for part in [*prefix, row, column])
+            metrics[f"{name}.mean"] = cell.mean
+            if cell.std is not None:
+                metrics[f"{name}.std"] = cell.std
+    return metrics
+
+
+def study_tags(records: list[dict[str, Any]], planned: int | None, paper_table: str) -> dict[str, str]:
+    """A study's tags from its records: ``srdc.paper_table`` (``none`` without one), ``srdc.dataset``,
+    ``srdc.setting``, ``srdc.seeds_planned`` (default: the seeds in the records) and ``srdc.seeds_finished``
+    (the seeds whose every trial has finished)."""
+    statuses: dict[str, list[str]] = {}
+    for record in records:
+        statuses.setdefault(str(record["seed"]), []).append(str(record["status"]))
+    finished = sum(all(status == FINISHED for status in found) for found in statuses.values())
+    return {"srdc.paper_table": paper_table or "none",
+            "srdc.dataset": ", ".join(sorted({_group(record)[0] for record in records})),
+            "srdc.setting": ", ".join(sorted({_group(record)[1] for record in records})),
+            "srdc.seeds_planned": str(planned if planned is not None else len(statuses)),
+            "srdc.seeds_finished": str(finished)}
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """What a study ends with, for its parent run: the tables of every selection (:data:`SELECTIONS`), each
+    selection's tables as Markdown (the study's own table text where it has one), and the study's tags."""
+
+    study: str
+    tables: list[Table]
+    markdown: dict[str, str]
+    tags: dict[str, str]
+
+    @property
+    def printed(self) -> str:
+        """The tables the study prints at its end (:data:`PRINTED_SELECTIONS`): its parent run's description."""
+        return "\n".join(self.markdown[selection] for selection in PRINTED_SELECTIONS)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Every cell's mean and std (:func:`table_metrics`)."""
+        return table_metrics(self.tables)
+
+    def files(self, images: Sequence[Path] = ()) -> dict[str, str]:
+        """File name (:data:`RESULT_FILES`) -> content: every selection's tables as Markdown and as a
+        self-contained HTML page of that Markdown that embeds ``images`` (the study's figures) after it, and the
+        mean±std tables as CSV and LaTeX (also for a study that prints tables of its own)."""
+        markdown = "\n".join(self.markdown[selection] for selection in SELECTIONS)
+        return {RESULT_FILES["md"]: markdown, RESULT_FILES["csv"]: render(self.tables, "csv"),
+                RESULT_FILES["latex"]: render(self.tables, "latex"),
+                RESULT_FILES["html"]: html_page(f"Study {self.study}", markdown, images)}
+
+
+def study_results(records: list[dict[str, Any]], study: str, rows: str = "variant", planned: int | None = None,
+                  split: Sequence[str] = (), paper_table: str = "",
+                  markdown: dict[str, str] | None = None) -> StudyResults:
+    """A study's results from its records: :func:`grouped_tables` of every selection, their Markdown (``markdown``,
+    selection -> text, when the study prints its own tables), and :func:`study_tags`."""
+    tables = {selection: grouped_tables(records, selection, rows, planned, study, split) for selection in SELECTIONS}
+    texts = markdown or {selection: render(tables[selection], "md") for selection in SELECTIONS}
+    return StudyResults(study, [table for selection in SELECTIONS for table in tables[selection]], texts,
+                        study_tags(records, planned, paper_table))

@@ -1,7 +1,10 @@
 """``srdc-report``: a study's results table from the tracking store, beside the paper's numbers.
 
 Reads the study's trial records through :mod:`srdc.tracking` (``--sync`` first backfills the store from Tune's
-results on disk), then aggregates and renders them with :mod:`srdc.report`.
+results on disk, and afterwards publishes the study's results on its parent run), then aggregates and renders them
+with :mod:`srdc.report`: Markdown, CSV, LaTeX, or a self-contained HTML page to share without a server.
+
+    python -m srdc.report_cli --study NAME      # the same as srdc-report, without an activated environment
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from srdc.tracking import (
     TrackingUnavailable,
     limit_http_retries,
     open_tracker,
+    publish_study,
     resolve_tracking_uri,
     sync_study,
 )
@@ -33,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"(default: {DEFAULT_EXPERIMENT})")
-    parser.add_argument("--format", choices=FORMATS, default="md")
+    parser.add_argument("--format", choices=FORMATS, default="md",
+                        help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page (default: md)")
     parser.add_argument("--selection", choices=tuple(SELECTIONS), default="oracle",
                         help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
                              "without them (labelfree), or the final one (last)")
@@ -43,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "and of the configuration it picks, the gap to the oracle's picks and its rank "
                              "correlation with target accuracy (reads every run's per-epoch metrics)")
     parser.add_argument("--sync", action="store_true",
-                        help="first backfill MLflow from the Tune results in --storage-path")
+                        help="first backfill MLflow from the Tune results in --storage-path, then publish the "
+                             "study's tables (every selection and format), metrics and description on its parent "
+                             "run")
     parser.add_argument("--storage-path", default=None,
                         help="the study's Tune experiment directory (for --sync): a folder, s3://... or gs://...")
     return parser
@@ -88,9 +95,11 @@ def report(args: argparse.Namespace) -> str:
     if records and args.rows not in records[0]:
         raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {args.study!r}")
     tables = aggregate_study(records, args.selection, args.rows, planned, args.study)
+    if args.sync and publish_study(tracker, args.study, args.rows):
+        print(f"published the results of study {args.study} on its parent run", file=sys.stderr)
     if not any(table.cells for table in tables):
         return f"study {args.study}: no finished trials yet ({len(records)} started)\n"
-    return render(tables, args.format)
+    return render(tables, args.format, f"Study {args.study}")
 
 
 def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str) -> str:

@@ -40,7 +40,6 @@ from srdc.model import Features, Outputs, SRDCNet, build_backbone, feature_space
 from srdc.selection import summarize
 from srdc.validators import ValidationInput, check_selector, validate
 
-EVAL_BATCH = 256
 TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s"})
 """History keys that measure time: the only ones allowed to differ between a run and its exact resume."""
 
@@ -63,6 +62,8 @@ class Trainer:
         check_selector(config.labelfree_selector)
         self.config = config
         self.device = resolve_device(config.device)
+        cuda = self.device.type == "cuda"
+        self.bf16, self.channels_last = config.uses_bf16(cuda), config.uses_channels_last(cuda)
         self.task = task if task is not None else load_task(config)
         self.progress = progress
         random.seed(config.seed)
@@ -85,8 +86,10 @@ class Trainer:
         sample = self.task.source.train_set[0][0]
         backbone, dim = build_backbone(name, self.config.weights, in_dim=int(sample.numel()))
         model = SRDCNet(backbone, dim, self.task.num_classes, self.config.bottleneck_dim).to(self.device)
-        if self.config.channels_last:
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if self.config.compile:
+            model.compile()  # in place: the state dict keeps its keys (no "_orig_mod." prefix)
         dims = feature_space_dims(self.config.feature_spaces, dim, self.config.bottleneck_dim)
         return model, build_method(self.config, self.task.num_classes, dims, self.device)
 
@@ -106,34 +109,39 @@ class Trainer:
             *self.method.parameter_groups(),
         ]
         groups = [g for g in groups if g["params"]]
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                               **self._sgd_kernels())
+
+    def _sgd_kernels(self) -> dict[str, bool]:
+        """SGD's implementation on this device: one fused kernel per step on CUDA, else the multi-tensor
+        (``foreach``) one, whose results on a CPU are bit-identical to the per-parameter loop's."""
+        cuda = self.device.type == "cuda"
+        return {"fused": cuda, "foreach": not cuda}
 
     # -- preparation pass ---------------------------------------------------------------------------------
     def _autocast(self) -> Any:
-        if self.config.bf16 and self.device.type == "cuda":
+        if self.bf16:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=self.config.pin_memory)
-        if self.config.channels_last and x.ndim == 4:
+        if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    @torch.no_grad()
     def extract(self, domain: Domain) -> Features:
-        """Pooled and bottleneck features and logits of every sample of ``domain`` (eval transform)."""
+        """Pooled and bottleneck features and logits of every sample of ``domain`` (eval transform), in batches of
+        ``eval_batch_size`` under inference mode; concatenated outside it, into normal tensors that the method's
+        plan may use in training."""
         self.model.eval()
-        pooled, bottleneck, logits = [], [], []
-        for inputs, _ in ordered_batches(domain, EVAL_BATCH, self.config.num_workers, self.config.pin_memory):
-            with self._autocast():
-                out = self.model(self._to_device(inputs))
-            pooled.append(out.pooled.float())
-            bottleneck.append(out.bottleneck.float())
-            logits.append(out.logits.float())
+        config, outputs = self.config, []
+        for inputs, _ in ordered_batches(domain, config.eval_batch_size, config.num_workers, config.pin_memory):
+            with torch.inference_mode(), self._autocast():
+                outputs.append(self.model(self._to_device(inputs)))
+        pooled, bottleneck, logits = (torch.cat(parts).float() for parts in zip(*outputs, strict=True))
         labels = torch.as_tensor(domain.labels, device=self.device)
-        spaces = {"pooled": torch.cat(pooled), "bottleneck": torch.cat(bottleneck)}
-        return Features(spaces, torch.cat(logits), labels)
+        return Features({"pooled": pooled, "bottleneck": bottleneck}, logits, labels)
 
     def prepare(self) -> dict[str, Any]:
         """The epoch's preparation pass: evaluation, the method's preparation, the validators; returns metrics."""
@@ -213,7 +221,7 @@ class Trainer:
                     f"the run diverged: the loss became {float(loss.total.detach())} at epoch {self.epoch + 1}, "
                     f"iteration {iteration + 1}; {_fix(config, self.epoch)}"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
+            _zero_grads(self.optimizer, kept=self.method.persistent_grad_params())
             loss.total.backward()
             self.optimizer.step()
             for name, value in {"total": float(loss.total.detach()), **loss.parts}.items():
@@ -281,11 +289,18 @@ class Trainer:
 
     def summary(self) -> dict[str, Any]:
         """acc_last / acc_best_oracle / acc_labelfree with their epochs (and per validator), plus epochs (the
-        history's last: the last finite one after a :class:`NonFiniteLossError`), wall time, config and what the
-        data's views apply (``transforms``)."""
+        history's last: the last finite one after a :class:`NonFiniteLossError`), wall time, config, what the
+        data's views apply (``transforms``) and how the run executed (``execution``)."""
         transforms = {"source": self.task.source.transform, "target": self.task.target.transform}
         return {**summarize(self.history, self.config.labelfree_selector), "epochs": self.history[-1]["epoch"],
-                "wall_s": self.wall_s, "config": self.config.to_dict(), "transforms": transforms}
+                "wall_s": self.wall_s, "config": self.config.to_dict(), "transforms": transforms,
+                "execution": self.execution()}
+
+    def execution(self) -> dict[str, Any]:
+        """How the run executes, the config's auto choices resolved for its device (``bf16``, ``channels_last``)."""
+        return {"device": str(self.device), "precision": "bf16" if self.bf16 else "fp32",
+                "channels_last": self.channels_last, "compile": self.config.compile,
+                "sgd": "fused" if self._sgd_kernels()["fused"] else "foreach"}
 
     # -- complete training state --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -318,6 +333,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the saved groups carry the kernels of the device they ran on
+            group.update(self._sgd_kernels())
         self.epoch = state["epoch"]
         self.plan = self.method.plan_from_state(_move(state["plan"], self.device))
         self.history = [dict(row) for row in state["history"]]
@@ -331,7 +348,8 @@ STATE_KEYS = frozenset({"config", "model", "method", "optimizer", "epoch", "plan
 """The keys of :meth:`Trainer.state_dict`."""
 
 
-_EXECUTION_FIELDS = {"device", "num_workers", "pin_memory", "data_root", "path_prefix"}
+_EXECUTION_FIELDS = {"device", "num_workers", "pin_memory", "data_root", "path_prefix", "eval_batch_size", "compile",
+                     "image_cache"}
 
 
 def _identity(config: SRDCConfig) -> dict[str, Any]:
@@ -361,6 +379,14 @@ def _native_rng(state: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`_portable_rng`."""
     name, keys, position, has_gauss, cached_gaussian = state["numpy"]
     return {**state, "numpy": (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)}
+
+
+def _zero_grads(optimizer: torch.optim.Optimizer, kept: list[torch.Tensor]) -> None:
+    """Zero (set to ``None``) every gradient of ``optimizer``'s parameters except those of ``kept``."""
+    grads = [param.grad for param in kept]
+    optimizer.zero_grad(set_to_none=True)
+    for param, grad in zip(kept, grads, strict=True):
+        param.grad = grad
 
 
 def _check_finite(row: dict[str, Any], config: SRDCConfig) -> None:

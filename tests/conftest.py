@@ -37,6 +37,18 @@ def without_timings(rows: list[dict]) -> list[dict]:
     return [{key: value for key, value in row.items() if not key.startswith(TIMING_PREFIXES)} for row in rows]
 
 
+def roundtrip(state):
+    """``state`` through a file read as checkpoints are (tensors and plain values only)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
 def wait_for(condition, timeout_s: float, what: str) -> None:
     """Poll ``condition()`` until it is true; fail after ``timeout_s`` naming ``what`` was awaited."""
     deadline = time.monotonic() + timeout_s

@@ -106,6 +106,17 @@ def test_progress_rows_show_what_the_row_holds():
                                     "lr 0.01000  lambda 0.250  2.0s")
 
 
+def test_the_progress_of_a_run_prints_no_placeholders_for_the_untrained_epoch(tmp_path, capsys):
+    quick = [arg for arg in QUICK if arg != "--quiet"]
+    assert main([*quick, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "acc_target" in line]  # not tqdm's bars
+    assert [line.split()[1] for line in lines] == ["0/1", "1/1"]
+    assert "nan" not in lines[0] and "loss" not in lines[0] and "lambda" not in lines[0]
+    history = read_history(tmp_path)
+    assert f"loss {history[1]['loss_total']:.4f}  lr {history[1]['lr']:.5f}  lambda {history[1]['lambda']:.3f}" \
+        in lines[1]
+
+
 def test_a_registered_method_is_a_variant_of_srdc_train(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(METHODS, "toy", ToyMethod)
     assert main([*QUICK, "--out", str(tmp_path), "--variant", "toy"]) == 0

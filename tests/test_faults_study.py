@@ -63,6 +63,7 @@ STUDY_CASES = [
     (["--set", "lr=fast"], "lr"),
     (["--epochs", "0"], "--epochs 0: must be >= 1"),
     (["--max-concurrent", "0"], "--max-concurrent 0"),
+    (["--checkpoint-every", "0"], "--checkpoint-every 0: must be >= 1"),
     (["--cpus-per-trial", "0"], "--cpus-per-trial"),
     (["--resume"], "--resume: no study"),
     (["--storage-path", "/proc/srdc-cannot-write"], "--storage-path /proc/srdc-cannot-write: cannot write there"),

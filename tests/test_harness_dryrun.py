@@ -97,7 +97,7 @@ def test_table1_on_8_gpus_at_half_a_gpu_each_plans_16_at_once_and_the_tables_est
 def test_a_config_the_table_lacks_gets_no_estimate_but_the_command_that_measures_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run_main(ABLATION, ["--dry-run", "--plan-gpus", "8", "--set", "bf16=true", "--set",
-                                       "batch_size=48"], capsys)
+                                       "channels_last=false", "--set", "batch_size=48"], capsys)
     assert code == 0
     assert ("no estimate: srdc/harness/epoch_costs.json has no row for resnet50, 224 px, batch 48, bf16, on gpu; "
             "measure it on such a GPU: python benchmarks/epoch_breakdown.py --dataset synthetic --backbone resnet50 "
@@ -122,6 +122,17 @@ def test_a_search_plans_its_lockstep_trials_at_its_concurrency_then_the_winners_
     assert runs == 4 and f"| {' + '.join(study.tasks)} | srdc | {SEARCH.num_samples} | 44x2 | " \
                           f"{trial / SRDCConfig.epochs:.1f} | {trial / 3600:.2f} |" in out
     assert "all 2 experiments, one after another:" in out and list(tmp_path.iterdir()) == []
+
+
+def test_the_gpu_default_bf16_channels_last_is_planned_with_the_fp32_row_as_an_upper_bound(tmp_path, monkeypatch,
+                                                                                          capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_main(ABLATION, ["--dry-run", "--plan-gpus", "8"], capsys)
+    assert code == 0, out
+    assert "no bf16+channels_last row: planned with the fp32 figures, an upper bound" in out
+    fp32 = run_main(ABLATION, ["--dry-run", "--plan-gpus", "8", "--set", "bf16=false", "--set",
+                               "channels_last=false"], capsys)[1]
+    assert "upper bound" not in fp32 and TOTAL.search(out).groups() == TOTAL.search(fp32).groups()
 
 
 @pytest.mark.parametrize("argv, message", [

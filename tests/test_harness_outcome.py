@@ -1,8 +1,10 @@
 """Real studies: a slice of the Table 1 smoke grid run by Ray Tune and logged to a real MLflow server, interrupted
 and resumed, or losing its tracking server mid-run."""
 
+import dataclasses
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -10,15 +12,21 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import MLflowServer, interrupt_when, read_jsonl, wait_for, without_timings
+from conftest import MLflowServer, free_port, interrupt_when, read_jsonl, wait_for, without_timings
 from mlflow import MlflowClient
 from pinned import reference
-from study_helpers import children, epochs_logged, load_declaration
+from study_helpers import children, epochs_logged, load_declaration, plan_of
 
 from srdc import report_cli
 from srdc.config import SRDCConfig
 from srdc.harness.main import main
+from srdc.harness.options import build_parser, launch_from_args
+from srdc.harness.outcome import RESULTS_FOLDER, publish, study_results, tracking_lines
+from srdc.harness.plan import grid_configs
 from srdc.harness.trainable import run_configs
+from srdc.harness.tuner import tracked_config
+from srdc.report import RESULT_FILES
+from srdc.tracking import MLflowTracker
 from srdc.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +71,90 @@ def trial_folder(storage: Path, run) -> Path:
 
 
 SLICE = ["--smoke-test", "--tasks", "A->W", "--variants", "source_only", "srdc", "--seeds", "0", "1"]
+CONFIG_FIELDS = {field.name for field in dataclasses.fields(SRDCConfig)}
+
+
+# -- what a study ends with, without running one ------------------------------------------------------------------
+def launch_of(storage: str, tracking_uri: str, *argv: str):
+    """The Launch of the ablation's smoke test for ``argv`` (and ``storage``, ``tracking_uri``)."""
+    args = build_parser(ABLATION).parse_args(["--smoke-test", *argv, "--storage-path", storage, "--tracking-uri",
+                                              tracking_uri])
+    return launch_from_args(ABLATION, args)
+
+
+def smoke_results(*argv: str):
+    """The results of the ablation's smoke test for ``argv``, every trial finished with accuracy 50 + seed."""
+    plan = plan_of(ABLATION, "--smoke-test", *argv)
+    records = [{**config, "status": "FINISHED", "acc_best_oracle": 50.0 + config["seed"], "acc_labelfree": 40.0,
+                "acc_last": 45.0} for config in grid_configs(plan)]
+    return study_results(ABLATION, plan, records)
+
+
+def test_a_trials_run_gets_every_config_field_as_its_trial_resolves_it():
+    (config,) = grid_configs(plan_of(ABLATION, "--smoke-test", "--tasks", "A->W", "--variants", "srdc", "--seeds",
+                                     "1", "--set", "lr=0.02"))
+    tracked = tracked_config(config)
+    assert CONFIG_FIELDS <= set(tracked) and set(config) <= set(tracked)
+    assert (tracked["study"], tracked["task"], tracked["source"], tracked["target"], tracked["seed"]) == \
+        ("ablation_office31-smoke", "digits->digits_photo", "digits", "digits_photo", 1)
+    assert (tracked["lr"], tracked["lambda_scale"], tracked["epochs"], tracked["max_samples"]) == (0.02, 1.0, 2, 200)
+    # a search trial: the fields its runs share, and its runs as they are
+    search = {"study": "s", "dataset": "embedded", "variant": "srdc", "epochs": 2, "lr": 0.05, "seeds": [0, 1],
+              "tasks": [{"task": "digits->digits_photo", "mu_init": "target"}, {"task": "digits->digits_color"}],
+              "search_objective": "labelfree", "task": "digits->digits_photo + digits->digits_color", "seed": "0+1"}
+    tracked = tracked_config(search)
+    assert set(tracked) == CONFIG_FIELDS - {"source", "target", "mu_init"} | set(search)
+    assert (tracked["lr"], tracked["lambda_scale"], tracked["seed"], tracked["tasks"]) == \
+        (0.05, 1.0, "0+1", search["tasks"])
+    # a config no run can have is left as it is: the trial fails with that error itself
+    assert tracked_config({"variant": "srdc", "lr": -1.0}) == {"variant": "srdc", "lr": -1.0}
+
+
+def test_a_study_whose_store_is_down_keeps_its_results_in_its_folder_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    launch = launch_of(str(tmp_path), f"http://127.0.0.1:{free_port()}", "--tasks", "A->W", "--seeds", "0", "1")
+    results = smoke_results("--tasks", "A->W", "--seeds", "0", "1")
+    parent, warning = publish(launch, "ablation_office31-smoke", results)
+    assert parent is None and "the study's results are not on its MLflow parent run" in warning
+    folder = tmp_path / "ablation_office31-smoke" / RESULTS_FOLDER
+    assert sorted(path.name for path in folder.iterdir()) == sorted(RESULT_FILES.values())
+    markdown = (folder / "tables.md").read_text()
+    assert "| srdc | 50.5±0.7 | 50.5 |" in markdown and "| srdc | 40.0±0.0 | 40.0 |" in markdown
+    assert "<td>45.0±0.0</td>" in (folder / "report.html").read_text()  # the last epoch
+
+
+def test_results_go_to_a_bucket_storage_and_the_parent_run(s3_bucket, mlflow_server, tmp_path):
+    experiment = "test_outcome_bucket"
+    launch = launch_of(s3_bucket.uri("studies"), mlflow_server, "--tasks", "A->W", "--seeds", "0", "--experiment",
+                       experiment)
+    parent_id = MLflowTracker(mlflow_server, experiment).attach_study("ablation_office31-smoke", {"seeds": "[0]"})
+    parent, warning = publish(launch, "ablation_office31-smoke", smoke_results("--tasks", "A->W", "--seeds", "0"))
+    assert parent[1] == parent_id and warning is None
+    keys = s3_bucket.keys("studies/ablation_office31-smoke/results/")
+    assert keys == sorted(f"studies/ablation_office31-smoke/results/{name}" for name in RESULT_FILES.values())
+    assert "| srdc | 50.0 | 50.0 |" in s3_bucket.read("studies/ablation_office31-smoke/results/tables.md").decode()
+    run = MlflowClient(mlflow_server).get_run(parent_id)
+    assert run.data.metrics["oracle.srdc.digits-digits_photo.mean"] == 50.0
+    assert run.data.tags["srdc.seeds_finished"] == "1"
+
+
+def test_the_printed_commands_work_as_printed_without_an_activated_environment(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MLflowTracker(uri, "printed")
+    tracker.attach_study("s", {"seeds": "[0]"})
+    launch = launch_of(str(tmp_path / "ray"), uri, "--study-name", "s", "--experiment", "printed")
+    lines = tracking_lines(launch, "s", ("1", "run"))
+    browse = next(line for line in lines if line.startswith("  browse: ")).removeprefix("  browse: ").split("  #")[0]
+    table = next(line for line in lines if line.startswith("  table: ")).removeprefix("  table: ")
+    assert shlex.split(browse)[:4] == [sys.executable, "-m", "mlflow", "ui"]
+    bare = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PATH")}
+    bare["PATH"] = "/usr/bin:/bin"  # no environment's bin folder: no srdc-report, no mlflow
+    done = subprocess.run([*shlex.split(table), "--format", "csv"], capture_output=True, text=True, env=bare,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "study s: no finished trials yet (0 started)\n"
+    done = subprocess.run([*shlex.split(browse), "--help"], capture_output=True, text=True, env=bare, timeout=300)
+    assert done.returncode == 0 and "--backend-store-uri" in done.stdout
 
 
 @pytest.mark.slow
@@ -115,6 +207,30 @@ def test_a_study_logs_one_parent_and_one_child_per_trial_to_a_real_mlflow_server
             values = [run.data.metrics[metric] for run in runs if run.data.tags["variant"] == variant]
             assert cells[0] == f"{statistics.mean(values):.1f}±{statistics.stdev(values):.1f}"
     assert f"parent run {parent.info.run_id}" in out and mlflow_server in out
+
+    # the parent carries the study's results: its name, tags, description, summary metrics and tables
+    assert parent.data.tags["mlflow.runName"] == "ablation_office31-smoke"
+    assert sorted(run.data.tags["mlflow.runName"] for run in runs) == \
+        [f"{variant} digits->digits_photo s{seed}" for variant in ("source_only", "srdc") for seed in (0, 1)]
+    assert {key: parent.data.tags[key] for key in ("srdc.paper_table", "srdc.dataset", "srdc.seeds_planned",
+                                                   "srdc.seeds_finished")} == \
+        {"srdc.paper_table": "Table 1", "srdc.dataset": "embedded", "srdc.seeds_planned": "2",
+         "srdc.seeds_finished": "2"}
+    note = parent.data.tags["mlflow.note.content"]
+    assert note in out and markdown_tables(note) == tables  # the tables printed at the end
+    for selection, metric in (("oracle", "acc_best_oracle"), ("labelfree", "acc_labelfree")):
+        for variant in ("source_only", "srdc"):
+            values = [run.data.metrics[metric] for run in runs if run.data.tags["variant"] == variant]
+            name = f"{selection}.{variant}.digits-digits_photo"
+            assert parent.data.metrics[f"{name}.mean"] == pytest.approx(statistics.mean(values))
+            assert parent.data.metrics[f"{name}.std"] == pytest.approx(statistics.stdev(values))
+    page = Path(client.download_artifacts(parent.info.run_id, "results/report.html", str(tmp_path)))
+    assert page.read_text() == (storage / RESULTS_FOLDER / "report.html").read_text()
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \
+        {f"results/{name}" for name in RESULT_FILES.values()}
+    # every config field is a param of each child run
+    for run in runs:
+        assert CONFIG_FIELDS <= set(run.data.params) and run.data.params["lambda_scale"] == "1.0"
 
 
 
@@ -222,6 +338,9 @@ def test_the_smoke_ablation_through_the_harness_gives_the_recorded_per_trial_met
         trial = pinned[config.source, config.target, config.variant]
         where = ("data_root", "device")  # where and on what it ran (the record: on the CPU)
         current = {k: v for k, v in config.to_dict().items() if k not in where}
+        # bf16/channels_last became auto (None: on CUDA only), which on the record's CPU is its False
+        assert not config.uses_bf16(cuda=False) and not config.uses_channels_last(cuda=False)
+        current.update(bf16=False, channels_last=False)
         recorded = {k: v for k, v in trial["config"].items() if k not in where}
         assert {k: current[k] for k in recorded} == recorded
         added = set(current) - set(recorded)  # fields added since the record: at their defaults

@@ -86,6 +86,29 @@ def test_a_resume_whose_saved_state_names_a_deleted_checkpoint_continues_from_th
 
 
 @pytest.mark.slow
+def test_checkpoint_every_k_epochs_retries_from_the_last_checkpoint_with_the_uninterrupted_metrics(
+        tmp_path, ray_cluster):
+    run = {**RUN, "epochs": 5}
+    study = Study(name="every", dataset="embedded", tasks=(run["task"],), variants=("srdc",), seeds=(0,),
+                  config={key: run[key] for key in ("epochs", "max_samples", "batch_size")})
+    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--experiment", "every", "--checkpoint-every", "2", "--keep-checkpoints", "10"]
+    marker = tmp_path / "crashed"
+    outcome = run_study(study, resolve_launch(study, argv), trainable=crash_once_after(3, marker))
+    assert marker.exists() and outcome.exit_code == 0
+    trial_dir = Path(outcome.records[0]["path"])
+    # checkpoints after epochs 0, 2 (the crash after epoch 3 goes back to it), 4 and the last, 5; epoch 3 trained twice
+    assert [row["epoch"] for row in read_jsonl(trial_dir / "result.json")] == [0, 1, 2, 3, 3, 4, 5]
+    assert len(list(trial_dir.glob("checkpoint_*"))) == 4
+    expected = without_timings(bare_history(run))
+    assert without_timings(read_jsonl(trial_dir / "history.jsonl")) == expected
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (child,) = client.search_runs([client.get_experiment_by_name("every").experiment_id], "tags.`srdc.role` = 'child'")
+    history = client.get_metric_history(child.info.run_id, "acc_target")
+    assert sorted((m.step, m.value) for m in history) == [(row["epoch"], row["acc_target"]) for row in expected]
+
+
+@pytest.mark.slow
 def test_a_diverging_trial_ends_as_diverged_without_retries(tmp_path, ray_cluster, capsys):
     study = Study(name="diverge", dataset="embedded", tasks=(RUN["task"],), variants=("srdc", "source_only"),
                   seeds=(0,), config={"epochs": 2, "max_samples": 200, "batch_size": 32, "lr": 1e6})

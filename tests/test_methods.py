@@ -1,11 +1,11 @@
 """The method registry and seam: the paper's variants, one clear error for an unknown one, and a toy method
 added with one registry line, trained by the generic Trainer."""
 
-import io
 
 import numpy as np
 import pytest
 import torch
+from conftest import roundtrip, without_timings
 from toys import TOY_ITERATIONS, ToyMethod
 
 from srdc import losses
@@ -17,7 +17,7 @@ from srdc.methods.oracle import Oracle
 from srdc.methods.source_only import SourceOnly
 from srdc.methods.srdc import SRDC
 from srdc.model import Features
-from srdc.trainer import TIMING_KEYS, Trainer, lr_at
+from srdc.trainer import Trainer, lr_at
 
 TOY = {"variant": "toy", "epochs": 2, "batch_size": 32, "max_samples": 200, "device": "cpu"}
 
@@ -104,10 +104,7 @@ def test_srdc_preparation_gives_mu_weights_and_column_masses():
 def test_srdc_plan_is_checkpointed_as_plain_tensors_and_rebuilt():
     srdc = build_method(SRDCConfig(), 2, {"pooled": 2, "bottleneck": 2}, torch.device("cpu"))
     plan = srdc.prepare(preparation(1)).plan
-    buffer = io.BytesIO()
-    torch.save(srdc.plan_state(plan), buffer)
-    buffer.seek(0)
-    rebuilt = srdc.plan_from_state(torch.load(buffer, weights_only=True))
+    rebuilt = srdc.plan_from_state(roundtrip(srdc.plan_state(plan)))
     assert type(rebuilt) is type(plan)
     assert torch.equal(rebuilt.source_weights, plan.source_weights)
     for name in ("mu", "target_centres", "kmeans_labels", "column_mass"):
@@ -164,16 +161,10 @@ def test_a_toy_method_resumes_exactly(monkeypatch):
     first = Trainer(SRDCConfig(**{**TOY, "epochs": 3}))
     first.initialise()
     first.step()
-    buffer = io.BytesIO()
-    torch.save(first.state_dict(), buffer)
-    buffer.seek(0)
+    state = roundtrip(first.state_dict())
     torch.manual_seed(777)
     resumed = Trainer(SRDCConfig(**{**TOY, "epochs": 3}))
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    resumed.load_state_dict(state)
     resumed.fit()
-
-    def untimed(history):
-        return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
-
-    assert untimed(resumed.history) == untimed(uninterrupted.history)
+    assert without_timings(resumed.history) == without_timings(uninterrupted.history)
     assert torch.equal(resumed.method.anchor, uninterrupted.method.anchor)

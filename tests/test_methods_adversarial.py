@@ -1,13 +1,13 @@
 """DANN and CDAN+E through the method seam: the gradient reversal layer, the discriminator's loss and gradients,
 CDAN's multilinear map and entropy weights against hand computations, and exact resume."""
 
-import io
 import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import roundtrip, without_timings
 
 from srdc.config import BASELINES, SRDCConfig
 from srdc.data import load_task
@@ -16,7 +16,7 @@ from srdc.methods.adversarial import DomainDiscriminator, domain_loss, reverse_g
 from srdc.methods.cdan import CDAN, RandomizedMap, entropy_weights, multilinear_map, uses_randomized_map
 from srdc.methods.dann import DANN
 from srdc.model import SRDCNet, build_backbone
-from srdc.trainer import TIMING_KEYS, Trainer
+from srdc.trainer import Trainer
 
 CPU = torch.device("cpu")
 SMALL = {"epochs": 3, "batch_size": 32, "max_samples": 300, "device": "cpu"}
@@ -147,10 +147,6 @@ def test_the_network_gets_the_cross_entropy_gradient_minus_lambda_times_the_doma
     assert any(not torch.allclose(g0, g1) for g0, g1 in zip(at0, at1, strict=True))
 
 
-def untimed(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
-
-
 @pytest.mark.parametrize("variant", BASELINES)
 def test_resume_mid_run_is_bit_identical(variant):
     """The discriminator (and CDAN's random map), its momentum and the dropout RNG are in the checkpoint."""
@@ -161,15 +157,13 @@ def test_resume_mid_run_is_bit_identical(variant):
     first = Trainer(config, task)
     first.initialise()
     first.step()
-    buffer = io.BytesIO()
-    torch.save(first.state_dict(), buffer)
-    buffer.seek(0)
+    state = roundtrip(first.state_dict())
     torch.manual_seed(12345)
     np.random.seed(999)
     resumed = Trainer(config, task)
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    resumed.load_state_dict(state)
     resumed.fit()
-    assert untimed(resumed.history) == untimed(uninterrupted.history)
+    assert without_timings(resumed.history) == without_timings(uninterrupted.history)
     for a, b in ((resumed.model, uninterrupted.model),
                  (resumed.method.discriminator, uninterrupted.method.discriminator)):
         for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):

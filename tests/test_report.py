@@ -1,17 +1,34 @@
 """Tables: aggregation on canned records (expected numbers worked out by hand), rendering, the paper's numbers;
 and the srdc-report command line (srdc.report_cli) against an embedded SQLite MLflow store."""
 
+import base64
 import csv
+import html
 import io
 import json
 import math
+import re
 import socket
 
 import pytest
+from mlflow import MlflowClient
+from mlflow.utils.validation import _validate_metric_name
 
 from srdc.errors import SRDCInputError
 from srdc.paper_results import TABLES, paper_cell, paper_reference, paper_task, paper_value
-from srdc.report import aggregate, aggregate_study, planned_seeds, render
+from srdc.report import (
+    RESULT_FILES,
+    aggregate,
+    aggregate_study,
+    cell_text,
+    grouped_tables,
+    html_page,
+    planned_seeds,
+    render,
+    study_results,
+    study_tags,
+    table_metrics,
+)
 from srdc.report_cli import main
 from srdc.tracking import MLflowTracker
 
@@ -113,7 +130,8 @@ def test_a_seed_twice_in_a_cell_asks_for_rows():
 def test_one_table_per_dataset_and_setting():
     inductive = [dict(r, setting="inductive") for r in RECORDS[:3]]
     tables = aggregate_study(RECORDS + inductive, planned=3)
-    assert [table.title for table in tables] == ["office31, inductive", "office31, transductive"]
+    assert [table.title for table in tables] == ["office31, inductive, oracle selection (target labels)",
+                                                 "office31, transductive, oracle selection (target labels)"]
     assert tables[0].cells["srdc", "A->W"].paper == 91.9  # Table 2, inductive
 
 
@@ -126,7 +144,7 @@ def test_planned_seeds_from_the_parent_param(text, planned):
 def test_markdown_cells_show_std_n_and_the_paper():
     text = render([aggregate(RECORDS, planned=3, study="demo")], "md")
     lines = text.splitlines()
-    assert lines[0] == "**Study demo: office31, transductive**"
+    assert lines[0] == "**Study demo: office31, transductive, oracle selection (target labels)**"
     assert "| variant | A->W | W->A | Avg |" in lines
     assert "| source_only | 62.0±2.6 (paper 77.8, -15.8) | — | — |" in lines
     assert "| srdc | 82.0±2.0 (paper 95.7, -13.7) | 72.0±2.8 n=2 (paper 77.1, -5.1) | 77.0 n=2 |" in lines
@@ -136,22 +154,114 @@ def test_markdown_cells_show_std_n_and_the_paper():
 
 def test_csv_one_line_per_cell_with_the_caption_as_comment():
     text = render([aggregate(RECORDS, "labelfree", planned=3)], "csv")
-    assert text.startswith("# office31, transductive. Target accuracy")
+    assert text.startswith("# office31, transductive, label-free selection. Target accuracy")
     rows = list(csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#")))
     assert len(rows) == 5
     srdc = next(row for row in rows if (row["row"], row["column"]) == ("srdc", "A->W"))
-    assert srdc == {"table": "office31, transductive", "row": "srdc", "column": "A->W", "mean": "81.0000",
-                    "std": "2.0000", "n": "3", "planned": "3", "paper": "95.7000", "diff": "-14.7000",
-                    "selection": "labelfree"}
+    assert srdc == {"table": "office31, transductive, label-free selection", "row": "srdc", "column": "A->W",
+                    "mean": "81.0000", "std": "2.0000", "n": "3", "planned": "3", "paper": "95.7000",
+                    "diff": "-14.7000", "selection": "labelfree"}
 
 
 def test_latex_escapes_and_captions():
     text = render([aggregate(RECORDS, "last", planned=3)], "latex")
-    assert r"\caption{office31, transductive. Target accuracy (\%), mean$\pm$std" in text
+    assert r"\caption{office31, transductive, last epoch. Target accuracy (\%), mean$\pm$std" in text
     assert "last = final epoch" in text
     assert r"variant & A$\to$W & W$\to$A & Avg \\" in text
     assert r"srdc & 80.0$\pm$2.0 (paper 95.7, -15.7) & 70.0$\pm$2.8 n=2 (paper 77.1, -7.1) & 75.0 n=2 \\" in text
     assert r"source\_only & 60.0$\pm$2.6 (paper 77.8, -17.8) & -- & -- \\" in text
+
+
+def test_each_selection_has_a_title_of_its_own():
+    titles = [aggregate(RECORDS, selection, planned=3, study="demo").title for selection in ("oracle", "labelfree",
+                                                                                               "last")]
+    assert titles == ["Study demo: office31, transductive, oracle selection (target labels)",
+                      "Study demo: office31, transductive, label-free selection",
+                      "Study demo: office31, transductive, last epoch"]
+    markdown = render([aggregate(RECORDS, "oracle", planned=3), aggregate(RECORDS, "labelfree", planned=3)], "md")
+    assert [line for line in markdown.splitlines() if line.startswith("**")] == [
+        "**office31, transductive, oracle selection (target labels)**", "**office31, transductive, label-free "
+                                                                          "selection**"]
+
+
+def test_html_is_one_self_contained_page_with_every_cell_and_caption():
+    tables = [aggregate(RECORDS, selection, planned=3, study="demo") for selection in ("oracle", "labelfree")]
+    page = render(tables, "html", "Study demo")
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "<title>Study demo</title>" in page and "<h1>Study demo</h1>" in page
+    # nothing outside the page: no links, scripts, style sheets or remote images
+    assert not re.search(r"<script|<link|<iframe|\bsrc=|\bhref=|url\(|https?://", page)
+    for table in tables:
+        assert f"<h2>{html.escape(table.title)}</h2>" in page
+        assert f'<p class="caption">{html.escape(table.caption)}</p>' in page
+        header = "".join(f"<th>{html.escape(text)}</th>" for text in [table.row_label, *table.columns])
+        assert f"<tr>{header}</tr>" in page
+        for row in table.rows:
+            texts = [cell_text(table.cells.get((row, column)), table.planned) or "—" for column in table.columns]
+            assert "<tr>" + "".join(f"<td>{html.escape(text)}</td>" for text in [row, *texts]) + "</tr>" in page
+    assert "<td>72.0±2.8 n=2 (paper 77.1, -5.1)</td>" in page  # one cell, by hand
+    assert page.count("<table>") == 2
+
+
+def test_html_page_embeds_the_given_images(tmp_path):
+    figure = tmp_path / "ablation.png"
+    figure.write_bytes(b"\x89PNG\r\n\x1a\nnot really a picture")
+    page = html_page("Study demo", render([aggregate(RECORDS, planned=3)], "md"), [figure])
+    (data,) = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="ablation.png">', page)
+    assert base64.b64decode(data) == figure.read_bytes()
+    assert "<img" not in html_page("Study demo", "")
+    with pytest.raises(ValueError, match="png"):
+        html_page("Study demo", "", [tmp_path / "figure.tiff"])
+
+
+def test_metrics_name_every_cell_by_selection_group_row_and_task():
+    records = RECORDS + [dict(r, variant="srdc", lambda_scale=2.0) for r in RECORDS[:3]]
+    records = [dict(r, lambda_scale=r.get("lambda_scale", 0.5)) for r in records]
+    tables = grouped_tables(records, "oracle", planned=3, study="demo", split=["lambda_scale"])
+    assert [table.group for table in tables] == ["lambda_scale=0.5", "lambda_scale=2.0"]
+    assert tables[0].title == "Study demo lambda_scale=0.5: office31, transductive, oracle selection (target labels)"
+    metrics = table_metrics(tables)
+    assert metrics["oracle.lambda_scale_0_5.srdc.A-W.mean"] == 82.0  # 80, 82, 84
+    assert metrics["oracle.lambda_scale_0_5.srdc.A-W.std"] == 2.0
+    assert metrics["oracle.lambda_scale_0_5.srdc.Avg.mean"] == 77.0
+    assert metrics["oracle.lambda_scale_2_0.srdc.A-W.mean"] == 82.0
+    assert "oracle.lambda_scale_0_5.srdc.Avg.std" not in metrics  # an average over tasks has no std
+    assert "oracle.lambda_scale_0_5.srdc_wide.A-W.std" not in metrics  # one seed
+    # lambda_scale=0.5: means and stds of source_only/srdc A->W and srdc W->A, the means of srdc Avg and srdc_wide
+    # A->W; lambda_scale=2.0 (one task): srdc A->W mean and std, srdc Avg mean
+    assert len(metrics) == 8 + 3
+    for name in metrics:
+        _validate_metric_name(name)  # MLflow's own check: raises for a name it refuses
+    plain = table_metrics([aggregate(RECORDS, "labelfree", planned=3)])
+    assert plain["labelfree.srdc.A-W.mean"] == 81.0 and plain["labelfree.source_only.A-W.std"] == \
+        pytest.approx(math.sqrt(7))
+
+
+def test_tags_count_the_seeds_whose_every_trial_finished():
+    # seed 0: source_only W->A failed; seed 2: srdc W->A still running; seed 1: every trial finished
+    assert study_tags(RECORDS, 3, "Table 1/6") == {
+        "srdc.paper_table": "Table 1/6", "srdc.dataset": "office31", "srdc.setting": "transductive",
+        "srdc.seeds_planned": "3", "srdc.seeds_finished": "1"}
+    assert study_tags(RECORDS[:3], None, "")["srdc.seeds_planned"] == "3"
+    assert study_tags(RECORDS[:3], None, "")["srdc.paper_table"] == "none"
+
+
+def test_study_results_hold_every_selection_in_every_format():
+    results = study_results(RECORDS, "demo", planned=3, paper_table="Table 1/6")
+    assert [table.selection for table in results.tables] == ["oracle", "labelfree", "last"]
+    assert results.printed == render(results.tables[:2], "md")
+    files = results.files()
+    assert set(files) == set(RESULT_FILES.values()) == {"tables.md", "tables.csv", "tables.tex", "report.html"}
+    assert files["tables.md"] == render(results.tables, "md")
+    assert files["tables.tex"] == render(results.tables, "latex")
+    rows = list(csv.DictReader(line for line in io.StringIO(files["tables.csv"]) if not line.startswith("#")))
+    assert {row["selection"] for row in rows} == {"oracle", "labelfree", "last"} and len(rows) == 3 * 5
+    assert "<td>80.0±2.0 (paper 95.7, -15.7)</td>" in files["report.html"]  # srdc A->W, last epoch
+    assert results.metrics["last.srdc.A-W.mean"] == 80.0 and results.tags["srdc.seeds_finished"] == "1"
+    own = study_results(RECORDS, "demo", planned=3, markdown={"oracle": "**mine**", "labelfree": "ours",
+                                                              "last": "theirs"})
+    assert own.printed == "**mine**\nours" and own.files()["tables.md"] == "**mine**\nours\ntheirs"
+    assert own.metrics == results.metrics  # the summary metrics come from the mean±std tables all the same
 
 
 # -- the paper's numbers -------------------------------------------------------------------------------------
@@ -225,6 +335,13 @@ def test_cli_prints_the_table_mid_study(tracking_uri, capsys):
     assert "| srdc | 82.0±2.8 n=2 (paper 95.7, -13.7) | 82.0 n=2 |" in out
 
 
+def test_cli_writes_one_html_page(tracking_uri, capsys):
+    assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--format", "html"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("<!DOCTYPE html>") and "<title>Study cli</title>" in out
+    assert "<tr><td>srdc</td><td>82.0±2.8 n=2 (paper 95.7, -13.7)</td><td>82.0 n=2</td></tr>" in out
+
+
 def test_cli_unknown_study_names_the_known_ones(tracking_uri, capsys):
     assert main(["--study", "nope", "--tracking-uri", tracking_uri, "--experiment", "tests"]) == 2
     err = capsys.readouterr().err
@@ -267,7 +384,20 @@ def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys, monke
                  "--format", "csv"]) == 0
     captured = capsys.readouterr()
     assert "synced 1 trial(s)" in captured.err and "1 run(s) created, 2 epoch(s) logged" in captured.err
-    assert "study: office31, transductive\",srdc,A->D,90.0000,,1,1,95.8000,-5.8000,oracle" in captured.out
+    assert "study: office31, transductive, oracle selection (target labels)\",srdc,A->D,90.0000,,1,1,95.8000," \
+           "-5.8000,oracle" in captured.out
+    # the study's results are published on its parent run
+    assert "published the results of study study on its parent run" in captured.err
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("srdc-studies").experiment_id],
+                                   "tags.`srdc.role` = 'parent'")
+    assert parent.data.metrics == {"oracle.srdc.A-D.mean": 90.0, "oracle.srdc.Avg.mean": 90.0,
+                                   "labelfree.srdc.A-D.mean": 85.0, "labelfree.srdc.Avg.mean": 85.0,
+                                   "last.srdc.A-D.mean": 85.0, "last.srdc.Avg.mean": 85.0}
+    assert "| srdc | 90.0 (paper 95.8, -5.8) | 90.0 |" in parent.data.tags["mlflow.note.content"]
+    assert (parent.data.tags["srdc.seeds_planned"], parent.data.tags["srdc.seeds_finished"]) == ("1", "1")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \
+        {f"results/{name}" for name in RESULT_FILES.values()}
 
 
 def test_cli_sync_needs_a_tune_experiment_directory(tracking_uri, tmp_path, capsys):

@@ -182,7 +182,9 @@ def check_tables(out: str, name: str, tmp_path: Path, rows: tuple[str, ...], set
     records = trial_records(tmp_path / "ray" / f"{name}-smoke")
     seeds, tasks = {r["seed"] for r in records}, sorted({r["task"] for r in records})
     tables = [table for table in markdown_tables(out) if table["header"][0] == row_label]
-    assert [table["title"] for table in tables] == [f"Study {name}-smoke: embedded, {setting}"] * 2
+    assert [table["title"] for table in tables] == [f"Study {name}-smoke: embedded, {setting}, {selection}" for
+                                                    selection in ("oracle selection (target labels)",
+                                                                  "label-free selection")]
     for table, (metric, caption) in zip(tables, SELECTIONS.values(), strict=True):
         assert table["header"] == [row_label, *tasks, "Avg"] and caption in table["caption"]
         assert list(table["rows"]) == list(rows)

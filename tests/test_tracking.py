@@ -9,6 +9,7 @@ Tune callback does.
 import json
 import logging
 import pickle
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,9 +233,55 @@ def test_a_trials_run_is_tagged_with_its_nodes_once_per_move(tmp_path):
     for epoch, node, nodes in [(0, "a", "a"), (1, "a", "a"), (2, "b", "a,b"), (3, "b", "a,b")]:
         logger.trial_result(trial.trial_id, trial.config, trial.folders,
                             {"epoch": epoch, "acc_target": 50.0, "node_id": node, "node_ids": nodes})
+        logger.flush()  # results far apart: each is sent before the next arrives
     assert tracker.tags == [("n", "srdc.node", "a"), ("n", "srdc.nodes", "a"),
                             ("n", "srdc.node", "b"), ("n", "srdc.nodes", "a,b")]
     assert all(set(row.metrics) == {"epoch", "acc_target"} for row in tracker.rows["n"])  # tags, not metrics
+
+
+class BlockingTracker(MemoryTracker):
+    """Its ``log_rows`` waits for ``opened`` (a store that stalls) and counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__(refused=set())
+        self.opened = threading.Event()
+        self.calls: list[list[int]] = []
+
+    def log_rows(self, run_id, rows):
+        self.opened.wait(timeout=60)
+        self.calls.append([row.step for row in rows])
+        super().log_rows(run_id, rows)
+
+
+def test_the_driver_never_waits_for_the_store_and_queued_epochs_go_out_together(tmp_path):
+    tracker = BlockingTracker()
+    logger = StudyLogger("queued", "e", "memory://", {"seeds": 1}, tracker_factory=lambda uri, name: tracker)
+    logger.setup()
+    trial = make_trial(tmp_path, "q", seed=0, epochs=6)
+    logger.trial_started(trial.trial_id, trial.config, trial.folders)
+    for epoch in range(1, 7):  # all six return while the store holds the first send
+        logger.trial_result(trial.trial_id, trial.config, trial.folders, {"epoch": epoch, "acc_target": 10.0 * epoch})
+    assert not tracker.opened.is_set() and tracker.rows.get("q", []) == []
+    tracker.opened.set()
+    logger.trial_ended(trial.trial_id, trial.config, trial.folders, FINISHED)
+    logger.experiment_ended()
+    assert [row.step for row in tracker.rows["q"]] == [1, 2, 3, 4, 5, 6]
+    assert len(tracker.calls) <= 3 and sorted(step for call in tracker.calls for step in call) == [1, 2, 3, 4, 5, 6]
+    assert tracker.status == {"parent": "FINISHED", "q": "FINISHED"}
+
+
+def test_a_defect_of_the_logger_is_raised_in_the_driver_not_swallowed(tmp_path):
+    tracker = MemoryTracker(refused=set())
+    tracker.log_rows = lambda run_id, rows: 1 / 0
+    logger = StudyLogger("defect", "e", "memory://", {"seeds": 1}, tracker_factory=lambda uri, name: tracker)
+    logger.setup()
+    trial = make_trial(tmp_path, "d", seed=0)
+    logger.trial_result(trial.trial_id, trial.config, trial.folders, {"epoch": 1, "acc_target": 10.0})
+    with pytest.raises(RuntimeError, match="srdc-report --study defect --sync") as raised:
+        logger.flush()
+    assert isinstance(raised.value.__cause__, ZeroDivisionError)
+    with pytest.raises(RuntimeError):
+        logger.experiment_ended()
 
 
 def test_the_logger_pickles_its_settings_only(tmp_path):
@@ -338,6 +385,7 @@ def test_restore_reattaches_runs_without_duplicate_runs_or_steps(mlflow_server, 
     for epoch in (1, 2):
         report(first, interrupted, epoch, interrupted_accuracies)
     run_trial(first, errored, [30.0], fail=True)  # its epoch 2 never came
+    first.flush()  # what the first driver had sent before it died
     # the driver dies; Tuner.restore unpickles the callback and resumes both trials from epoch 2
     second = pickle.loads(pickle.dumps(first))
     second.setup()
@@ -385,9 +433,11 @@ def test_outage_mid_run_keeps_epochs_and_sends_them_when_back(mlflow_server, exp
     with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
         report(logger, trial, 2, accuracies)
         report(logger, trial, 3, accuracies)
+        logger.flush()  # both tried while the store is down
         monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
         report(logger, trial, 4, accuracies)
         logger.trial_ended(trial.trial_id, trial.config, trial.folders, FINISHED)
+        logger.flush()
     assert sum("unreachable" in message for message in messages(caplog)) == 1
     assert sum("reachable again" in message for message in messages(caplog)) == 1
 
@@ -501,3 +551,102 @@ def test_real_tuner_drives_the_logger(mlflow_server, experiment, ray_cluster, tm
         assert sorted(a.path for a in client.list_artifacts(run.info.run_id)) == ["history.jsonl", "summary.json"]
     # Tune's files on disk agree: a sync finds nothing to add
     assert sync_study(tmp_path / "ray", "ray", mlflow_server, experiment) == SyncReport(2, 0, 0)
+
+
+# -- a study's results on its parent run ------------------------------------------------------------------------
+import statistics  # noqa: E402  (this section's imports: the file's head is left as it was)
+
+from srdc.tracking import publish_study  # noqa: E402
+from srdc.tracking.mlflow_tracker import note  # noqa: E402
+
+
+def finished_trial(tracker: MLflowTracker, study: str, parent_id: str, trial_id: str, variant: str, seed: int,
+                   oracle: float, labelfree: float, **config) -> str:
+    """A FINISHED child run of ``study`` on office31 A->W with its summary accuracies; its run id."""
+    config = {"dataset": "office31", "source": "A", "target": "W", "variant": variant, "seed": seed, "epochs": 2,
+              "setting": "transductive", "labelfree_selector": "infomax", **config}
+    run_id, _ = tracker.attach_trial(study, parent_id, trial_id, config)
+    tracker.log_summary(run_id, {"acc_best_oracle": oracle, "acc_labelfree": labelfree, "acc_last": labelfree,
+                                 "epochs": 2})
+    tracker.set_status(run_id, FINISHED)
+    return run_id
+
+
+def artifact_text(client: MlflowClient, run_id: str, path: str, into: Path) -> str:
+    return Path(client.download_artifacts(run_id, path, str(into))).read_text(encoding="utf-8")
+
+
+def test_the_parent_run_carries_the_studys_results(mlflow_server, experiment, tmp_path):
+    tracker = MLflowTracker(mlflow_server, experiment)
+    parent_id = tracker.attach_study("pub", {"seeds": "[0, 1]", "paper_table": "Table 1"})
+    # srdc: oracle 80, 82 -> 81.0 ± sqrt(2) = 1.4 (paper 95.7); source_only: 60, 64 -> 62.0 ± 2.8 (paper 77.8)
+    for trial_id, variant, seed, oracle in (("p_0", "srdc", 0, 80.0), ("p_1", "srdc", 1, 82.0),
+                                            ("p_2", "source_only", 0, 60.0), ("p_3", "source_only", 1, 64.0)):
+        finished_trial(tracker, "pub", parent_id, trial_id, variant, seed, oracle, oracle - 5.0)
+    assert publish_study(tracker, "pub") and not publish_study(tracker, "no such study")
+
+    client = MlflowClient(mlflow_server)
+    parents, children = runs_of(client, experiment, "pub")
+    (parent,) = parents
+    assert parent.data.tags["mlflow.runName"] == "pub"
+    assert sorted(run.data.tags["mlflow.runName"] for run in children.values()) == \
+        ["source_only A->W s0", "source_only A->W s1", "srdc A->W s0", "srdc A->W s1"]
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == \
+        "custom_model_development"
+    # the tables: every format, every selection
+    assert sorted(a.path for a in client.list_artifacts(parent.info.run_id, "results")) == \
+        ["results/report.html", "results/tables.csv", "results/tables.md", "results/tables.tex"]
+    markdown = artifact_text(client, parent.info.run_id, "results/tables.md", tmp_path)
+    titles = [line for line in markdown.splitlines() if line.startswith("**")]
+    assert titles == ["**Study pub: office31, transductive, oracle selection (target labels)**",
+                      "**Study pub: office31, transductive, label-free selection**",
+                      "**Study pub: office31, transductive, last epoch**"]
+    assert "| srdc | 81.0±1.4 (paper 95.7, -14.7) | 81.0 |" in markdown
+    assert "| source_only | 57.0±2.8 (paper 77.8, -20.8) | 57.0 |" in markdown  # label-free: 55, 59
+    page = artifact_text(client, parent.info.run_id, "results/report.html", tmp_path)
+    assert "<td>81.0±1.4 (paper 95.7, -14.7)</td>" in page and "<td>62.0±2.8 (paper 77.8, -15.8)</td>" in page
+    assert "srdc,A->W,81.0000,1.4142,2,2,95.7000,-14.7000,oracle" in \
+        artifact_text(client, parent.info.run_id, "results/tables.csv", tmp_path)
+    assert r"srdc & 81.0$\pm$1.4 (paper 95.7, -14.7) & 81.0 \\" in \
+        artifact_text(client, parent.info.run_id, "results/tables.tex", tmp_path)
+    # the description: the oracle and label-free tables, as printed at the study's end
+    note = parent.data.tags["mlflow.note.content"]
+    assert markdown.startswith(note) and note.count("**Study pub") == 2 and "last epoch" not in note
+    # the summary metrics: the mean and std of the children's values
+    for selection, key in (("oracle", "acc_best_oracle"), ("labelfree", "acc_labelfree")):
+        for variant in ("srdc", "source_only"):
+            values = [run.data.metrics[key] for run in children.values() if run.data.tags["variant"] == variant]
+            assert parent.data.metrics[f"{selection}.{variant}.A-W.mean"] == pytest.approx(statistics.mean(values))
+            assert parent.data.metrics[f"{selection}.{variant}.A-W.std"] == pytest.approx(statistics.stdev(values))
+            assert parent.data.metrics[f"{selection}.{variant}.Avg.mean"] == pytest.approx(statistics.mean(values))
+    assert {key: parent.data.tags[key] for key in ("srdc.paper_table", "srdc.dataset", "srdc.setting",
+                                                   "srdc.seeds_planned", "srdc.seeds_finished")} == \
+        {"srdc.paper_table": "Table 1", "srdc.dataset": "office31", "srdc.setting": "transductive",
+         "srdc.seeds_planned": "2", "srdc.seeds_finished": "2"}
+    # publishing again changes nothing: no metric is logged twice
+    assert publish_study(MLflowTracker(mlflow_server, experiment), "pub")
+    assert len(client.get_metric_history(parent.info.run_id, "oracle.srdc.A-W.mean")) == 1
+
+
+def test_results_split_by_a_grid_dimension_and_names_stay_readable(mlflow_server, experiment):
+    tracker = MLflowTracker(mlflow_server, experiment)
+    parent_id = tracker.attach_study("grid", {"seeds": "[0]", "grid.lambda_scale": "[0.5, 1.0]",
+                                              "grid.lr": "LogUniform (0.001, 0.1)"})
+    finished_trial(tracker, "grid", parent_id, "g_0", "srdc", 0, 70.0, 60.0, lambda_scale=0.5)
+    finished_trial(tracker, "grid", parent_id, "g_1", "srdc", 0, 90.0, 60.0, lambda_scale=1.0)
+    assert publish_study(tracker, "grid")
+    client = MlflowClient(mlflow_server)
+    parents, children = runs_of(client, experiment, "grid")
+    # the same variant, task and seed twice: the second run's name says which trial it is
+    assert [children[t].data.tags["mlflow.runName"] for t in ("g_0", "g_1")] == ["srdc A->W s0", "srdc A->W s0 (g_1)"]
+    metrics = parents[0].data.metrics
+    assert (metrics["oracle.lambda_scale_0_5.srdc.A-W.mean"], metrics["oracle.lambda_scale_1_0.srdc.A-W.mean"]) == \
+        (70.0, 90.0)
+
+
+def test_a_description_too_long_for_a_tag_is_cut_at_a_table_and_says_where_the_rest_is():
+    tables = "\n\n".join(f"**table {i}**\n| a | b |\n|---|---|\n| x | {i} |" for i in range(400))
+    cut = note(tables, 8000)
+    assert len(cut) <= 8000 and cut.endswith("(cut here: every table is in the artifacts, results/)")
+    assert tables.startswith(cut.split("\n\n(cut here")[0] + "\n\n**table")
+    assert note("short", 8000) == "short"

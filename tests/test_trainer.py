@@ -1,18 +1,18 @@
 """The trainer: exact resume (from weights-only checkpoints), component switches, the embedded pair's domain gap,
 non-finite losses and metrics."""
 
-import io
 
 import numpy as np
 import pytest
 import torch
+from conftest import roundtrip, without_timings
 from torch.utils.data import Dataset
 
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.data.base import Domain, TaskData
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.trainer import TIMING_KEYS, Trainer, lambda_at, lr_at
+from srdc.trainer import Trainer, lambda_at, lr_at
 from srdc.validators import VALIDATORS, Validator
 
 
@@ -20,18 +20,6 @@ def small_config(**overrides) -> SRDCConfig:
     values = {"epochs": 4, "batch_size": 32, "max_samples": 300, "device": "cpu"}
     values.update(overrides)
     return SRDCConfig(**values)
-
-
-def without_timings(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
-
-
-def roundtrip(state: dict) -> dict:
-    """``state`` through a file read as checkpoints are: tensors and plain values only."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def assert_same_run(a: Trainer, b: Trainer) -> None:

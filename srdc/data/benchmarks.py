@@ -240,12 +240,13 @@ def verify_benchmark(bench: Benchmark, dataset_dir: Path) -> dict[str, int]:
 # -- the registered datasets ---------------------------------------------------------------------------------
 def load_benchmark_domain(bench: Benchmark, domain: str, config: SRDCConfig) -> Domain:
     """One whole domain of ``bench`` from ``config.data_root/bench.name`` (``--path_prefix`` applies to lists)."""
-    from srdc.data.images import config_profile, image_domain, parse_path_prefix
+    from srdc.data.decoded import load_image_domain
+    from srdc.data.images import parse_path_prefix
 
     spec = bench.domain(domain)
     prefix = parse_path_prefix(config.path_prefix) if config.path_prefix else None
     samples = domain_samples(bench, Path(config.data_root) / bench.name, spec, prefix)
-    return image_domain(spec.name, list(bench.classes), samples, config_profile(config), config.image_size)
+    return load_image_domain(spec.name, list(bench.classes), samples, config, Path(config.data_root))
 
 
 def benchmark_spec(bench: Benchmark) -> DatasetSpec:

@@ -1,10 +1,11 @@
-"""``srdc-data``: list, download, verify, split and extract features of datasets (docs/datasets.md).
+"""``srdc-data``: list, download, verify, split, cache and extract features of datasets (docs/datasets.md).
 
     srdc-data list [--root DIR]
     srdc-data download NAME --root DIR [--archive FILE] [--keep-archive] [--accept-unverified]
     srdc-data verify NAME --root DIR
     srdc-data fingerprint ARCHIVE [--out MANIFEST.json | --check MANIFEST.json] [--benchmark NAME]
     srdc-data split NAME --domain X --root DIR --seed 0 --out DIR
+    srdc-data cache NAME [--domain X ...] --root DIR [--image-size S] [--backbone B] [--augment A] [--cache DIR]
     srdc-data extract-features --dataset NAME --domain X --root DIR --out X.npz [--backbone resnet50]
                                [--weights imagenet|none|PATH] [--batch-size 64] [--device auto|cpu|cuda]
 
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 
 from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
-from srdc.config import SRDCConfig
+from srdc.config import CHOICES, SRDCConfig
 from srdc.data import load_one_domain
 from srdc.data.base import Domain
 from srdc.data.benchmarks import BENCHMARKS, Benchmark, find_domain_path, get_benchmark, verify_benchmark
@@ -138,6 +139,38 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cache_domains(args: argparse.Namespace) -> list[str]:
+    """The domains ``srdc-data cache`` builds: ``--domain`` as given, else every domain of a benchmark."""
+    if args.domain:
+        return args.domain
+    if args.name not in BENCHMARKS:
+        raise SRDCInputError(f"{args.name} has no fixed domains: name them with --domain (a path for folder and "
+                             "imagelist)")
+    return [domain.name for domain in BENCHMARKS[args.name].domains]
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Build (or check) the decoded-image cache of each domain, as a run with the same options would use it."""
+    import time
+
+    from srdc.data.decoded import DecodedDataset
+
+    if args.cache == "off":
+        raise SRDCInputError("--cache off builds nothing; give auto or a folder")
+    for name in cache_domains(args):
+        config = SRDCConfig(dataset=args.name, source=name, target=name, data_root=args.root, backbone=args.backbone,
+                            augment=args.augment, image_size=args.image_size, path_prefix=args.path_prefix,
+                            image_cache=args.cache)
+        start = time.perf_counter()
+        domain = load_one_domain(args.name, name, config)
+        if not isinstance(domain.eval_set, DecodedDataset):
+            raise SRDCInputError(f"{args.name} is held in memory, not in image files: there is nothing to cache")
+        images = domain.eval_set.images
+        print(f"{domain.name}: {len(images)} images, {images.nbytes / 2**20:.1f} MiB at {images.path} "
+              f"(ready in {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
 def cmd_extract(args: argparse.Namespace) -> int:
     from srdc.extract import ExtractionRequest, run_extraction
 
@@ -201,6 +234,19 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--out", required=True, help="folder for train.txt, test.txt, classes.txt")
     split.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, help="OLD=NEW")
     split.set_defaults(run=cmd_split)
+
+    cache = commands.add_parser("cache", help="decode a dataset's images once into the cache runs read "
+                                "(--image_cache): build it ahead of the runs")
+    cache.add_argument("name", help="a dataset: a benchmark, folder or imagelist")
+    cache.add_argument("--domain", action="append", default=None,
+                       help="a domain name or letter (a path for folder/imagelist); repeat it; default: all")
+    cache.add_argument("--root", default="data")
+    cache.add_argument("--cache", default="auto", help="auto (as --image_cache auto) or a folder")
+    cache.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
+    cache.add_argument("--backbone", default="auto", help="the backbone whose transform profile the runs use")
+    cache.add_argument("--augment", default="auto", choices=CHOICES["augment"])
+    cache.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, help="OLD=NEW")
+    cache.set_defaults(run=cmd_cache)
 
     extract = commands.add_parser("extract-features", help="backbone features of one domain into a .npz file")
     extract.add_argument("--dataset", required=True)

@@ -108,25 +108,77 @@ def config_profile(config: SRDCConfig, default_backbone: str = "resnet50") -> Tr
     return transform_profile(backbone, config.augment, config.normalize)
 
 
-def train_transform(profile: TransformProfile, image_size: int | None) -> Callable:
-    """The training view: see :class:`TransformProfile`."""
+def resize_geometry(profile: TransformProfile, image_size: int | None) -> tuple[str, int]:
+    """The resize step of both views: ``("shorter", resize)`` (the shorter side to ``resize``, aspect kept) or, for
+    ``augment`` ``none``, ``("exact", crop)`` (to ``crop x crop``). The decoded-image cache stores its output."""
+    resize, crop = profile.sizes(image_size)
+    return ("exact", crop) if profile.augment == "none" else ("shorter", resize)
+
+
+def resize_step(geometry: tuple[str, int]) -> Callable:
+    """The torchvision ``Resize`` of a :func:`resize_geometry` (on PIL images: PIL's antialiased bilinear)."""
     from torchvision import transforms  # here, not at the top: in-memory datasets need no torchvision
 
-    resize, crop = profile.sizes(image_size)
-    steps = {"flip_crop": [transforms.Resize(resize), transforms.RandomCrop(crop), transforms.RandomHorizontalFlip()],
-             "crop": [transforms.Resize(resize), transforms.RandomCrop(crop)],
-             "none": [transforms.Resize((crop, crop))]}[profile.augment]
-    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(*NORMALIZATIONS[profile.normalize])])
+    mode, size = geometry
+    return transforms.Resize((size, size) if mode == "exact" else size)
+
+
+def view_steps(profile: TransformProfile, image_size: int | None, train: bool) -> list[Callable]:
+    """The steps of a view after the resize: train random crop (+ flip), eval centre crop (``none``: nothing).
+    They take PIL images or uint8 tensors alike and draw the same random numbers from torch's generator."""
+    from torchvision import transforms
+
+    crop = profile.sizes(image_size)[1]
+    if profile.augment == "none":
+        return []
+    if not train:
+        return [transforms.CenterCrop(crop)]
+    flip = [transforms.RandomHorizontalFlip()] if profile.augment == "flip_crop" else []
+    return [transforms.RandomCrop(crop), *flip]
+
+
+def _normalize(profile: TransformProfile) -> Callable:
+    from torchvision import transforms
+
+    return transforms.Normalize(*NORMALIZATIONS[profile.normalize])
+
+
+def _pil_view(profile: TransformProfile, image_size: int | None, train: bool) -> Callable:
+    from torchvision import transforms
+
+    return transforms.Compose([resize_step(resize_geometry(profile, image_size)),
+                               *view_steps(profile, image_size, train), transforms.ToTensor(), _normalize(profile)])
+
+
+def train_transform(profile: TransformProfile, image_size: int | None) -> Callable:
+    """The training view of a PIL image: see :class:`TransformProfile`."""
+    return _pil_view(profile, image_size, train=True)
 
 
 def eval_transform(profile: TransformProfile, image_size: int | None) -> Callable:
-    """The evaluation view: resize and centre crop (``augment`` ``none``: resize to the crop size)."""
+    """The evaluation view of a PIL image: resize and centre crop (``augment`` ``none``: resize to the crop size)."""
+    return _pil_view(profile, image_size, train=False)
+
+
+class ScaleNormalize:
+    """A uint8 ``3 x H x W`` tensor to float: ``/ 255`` then ``(x - mean) / std``, the operations of ``ToTensor`` and
+    ``Normalize`` in their order (so the same floats), without their checks and constants made at every call."""
+
+    def __init__(self, normalize: str) -> None:
+        mean, std = NORMALIZATIONS[normalize]
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image.to(torch.float32).div_(255).sub_(self.mean).div_(self.std)
+
+
+def resized_tensor_transform(profile: TransformProfile, image_size: int | None, train: bool) -> Callable:
+    """A view of an image already resized by :func:`resize_step`, given as a uint8 ``3 x H x W`` tensor: the same
+    crop/flip steps, then :class:`ScaleNormalize`: the same floats as the PIL view."""
     from torchvision import transforms
 
-    resize, crop = profile.sizes(image_size)
-    steps = ([transforms.Resize((crop, crop))] if profile.augment == "none"
-             else [transforms.Resize(resize), transforms.CenterCrop(crop)])
-    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(*NORMALIZATIONS[profile.normalize])])
+    return transforms.Compose([*view_steps(profile, image_size, train), ScaleNormalize(profile.normalize)])
 
 
 # -- reading images ------------------------------------------------------------------------------------------

@@ -22,11 +22,10 @@ import numpy as np
 
 from srdc.config import SRDCConfig
 from srdc.data.base import DatasetSpec, Domain, register
+from srdc.data.decoded import load_image_domain
 from srdc.data.images import (
     check_files_exist,
     class_folders,
-    config_profile,
-    image_domain,
     parse_path_prefix,
     read_image_list,
     scan_class_folders,
@@ -97,7 +96,7 @@ def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
     samples = read_image_list(Path(domain), _prefix(config))
     check_files_exist(samples, domain)
     classes = resolve_classes(config, _list_labels(config.source, config), _list_labels(config.target, config))
-    return image_domain(domain, classes, samples, config_profile(config), config.image_size)
+    return load_image_domain(domain, classes, samples, config, data_root=None)
 
 
 # -- folder --------------------------------------------------------------------------------------------------
@@ -119,7 +118,7 @@ def check_same_class_folders(source: Path, target: Path) -> None:
 def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
     check_same_class_folders(Path(config.source), Path(config.target))
     classes, samples = scan_class_folders(Path(domain))
-    return image_domain(domain, classes, samples, config_profile(config), config.image_size)
+    return load_image_domain(domain, classes, samples, config, data_root=None)
 
 
 IMAGELIST = register(DatasetSpec(

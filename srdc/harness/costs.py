@@ -19,6 +19,7 @@ A row's figures (seconds):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -124,7 +125,20 @@ def merge_row(row: CostRow, path: Path = COSTS_FILE) -> None:
 def find_row(rows: Iterable[CostRow], key: CostKey) -> tuple[CostRow | None, str]:
     """The row for ``key`` and a note on how it was chosen. A CPU key needs its exact row. A GPU key (``device``:
     the GPU's name, or ``gpu`` when it is not known) takes the row of that GPU (a name containing the other),
-    else the first GPU row of the same configuration, with a note saying whose figures stand in."""
+    else the first GPU row of the same configuration, with a note saying whose figures stand in; a bf16 or
+    channels-last GPU key without any row takes the fp32 row (the GPU default is bf16 + channels_last: its
+    figures are an upper bound then, said in the note)."""
+    rows = list(rows)
+    row, note = _find_exact(rows, key)
+    if row is None and key.device != CPU and key.dtype != "fp32":
+        row, note = _find_exact(rows, dataclasses.replace(key, dtype="fp32"))
+        if row is not None:
+            note = "; ".join(filter(None, [f"no {key.dtype} row: planned with the fp32 figures, an upper bound "
+                                           f"(measure it: {measure_command(key)})", note]))
+    return row, note
+
+
+def _find_exact(rows: list[CostRow], key: CostKey) -> tuple[CostRow | None, str]:
     same = [row for row in rows if row.key.same_model(key)]
     if key.device == CPU:
         return next((row for row in same if row.key.device == CPU), None), ""

@@ -29,6 +29,7 @@ loader slower than the GPU (JPEG decoding needs enough ``--cpus-per-trial``), Tu
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import os
@@ -177,7 +178,8 @@ class DataFacts:
             return bench.domain(name).count, len(bench.classes), None
         key = (config.dataset, name, config.data_root, config.image_size, config.max_samples)
         if key not in self.loaded:
-            self.loaded[key] = load_one_domain(config.dataset, name, config)
+            # counting images needs no decoded-image cache (which would be built)
+            self.loaded[key] = load_one_domain(config.dataset, name, dataclasses.replace(config, image_cache="off"))
         domain = self.loaded[key]
         return len(domain), domain.num_classes, domain
 
@@ -346,7 +348,7 @@ class Estimator:
     def row(self, config: SRDCConfig, data: RunData, gpu: bool, experiment: ExperimentPlan) -> CostRow | None:
         device = (self.cluster.gpu_name or "gpu") if gpu else CPU
         key = CostKey(data.backbone, data.image_size, config.batch_size,
-                      dtype_name(config.bf16, config.channels_last, gpu), device)
+                      dtype_name(config.uses_bf16(gpu), config.uses_channels_last(gpu), gpu), device)
         row, note = find_row(self.rows, key)
         if row is None:
             missing = (f"{TABLE_NAME} has no row for {key.describe()}; measure it"

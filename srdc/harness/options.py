@@ -73,6 +73,7 @@ class Launch:
     max_concurrent: int | None = None
     max_failures: int = 2
     keep_checkpoints: int = 1
+    checkpoint_every: int = 1
     address: str | None = None
     resume: bool = False
     dry_run: bool = False
@@ -138,6 +139,9 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
                         help="retries of a crashed trial, each from its last checkpoint (default: 2)")
     parser.add_argument("--keep-checkpoints", type=int, default=1, metavar="K",
                         help="checkpoints kept per trial in the storage, the latest K (default: 1)")
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="K",
+                        help="checkpoint a trial every K epochs (and at its last); a crashed trial then trains "
+                             "again, exactly as before, the epochs after its last checkpoint (default: 1)")
     parser.add_argument("--address", default=None,
                         help="the Ray cluster to run on, e.g. HEAD_IP:6379 (default: $RAY_ADDRESS, else the "
                              "cluster `ray start` made on this machine, else a local instance for this study)")
@@ -224,7 +228,8 @@ def study_name(study: Study, args: argparse.Namespace) -> str:
 
 def check_ranges(args: argparse.Namespace) -> None:
     """Counts and resources in range (one line naming the option otherwise)."""
-    limits = {"epochs": 1, "max_concurrent": 1, "max_failures": 0, "keep_checkpoints": 1, "num_samples": 1,
+    limits = {"epochs": 1, "max_concurrent": 1, "max_failures": 0, "keep_checkpoints": 1, "checkpoint_every": 1,
+              "num_samples": 1,
               "promote": 0, "grace_period": 1, "reduction_factor": 2, "n_startup_trials": 0}
     for name, low in limits.items():
         value = getattr(args, name, None)
@@ -252,8 +257,8 @@ def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
         experiment=args.experiment, smoke_test=args.smoke_test, epochs=args.epochs, **optional_tuples,
         overrides=tuple(args.overrides), gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, keep_checkpoints=args.keep_checkpoints,
-        address=args.address or os.environ.get("RAY_ADDRESS") or None, resume=args.resume, dry_run=args.dry_run,
-        plan_gpus=args.plan_gpus, search=search)
+        checkpoint_every=args.checkpoint_every, address=args.address or os.environ.get("RAY_ADDRESS") or None,
+        resume=args.resume, dry_run=args.dry_run, plan_gpus=args.plan_gpus, search=search)
 
 
 def resolve_launch(study: Study, argv: list[str] | None, search: Search | None = None) -> Launch:

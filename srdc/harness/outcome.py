@@ -1,13 +1,19 @@
 """Running a study and what it ends with: the mean±std tables of every printed model selection (built from Tune's
-own results, so they print even when MLflow is down), where the Tune results and the MLflow runs are, and the
-exit status.
+own results, so they print even when MLflow is down), the study's results (the tables of every selection in every
+format, in the Tune experiment folder's ``results/`` and on the study's MLflow parent run, with its summary
+metrics, tags and description), where the Tune results and the MLflow runs are, and the exit status.
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import pyarrow.fs
 
 from srdc import report
 from srdc.base import threads_for_cpus
@@ -16,11 +22,12 @@ from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, param_space, plan_study
 from srdc.harness.trainable import train_srdc
 from srdc.harness.tuner import Experiment, Trainable, TrialStatus, fit, ray_session
-from srdc.tracking import TrackingUnavailable, open_tracker
+from srdc.tracking import TrackingUnavailable, open_tracker, publish_results, write_results
 
 EXIT_INTERRUPTED = 130
-PRINTED_SELECTIONS = ("oracle", "labelfree")
 GRID_COLUMNS = ("task", "variant", "seed")
+# the folder of the study's Tune experiment folder that holds its results (report.RESULT_FILES)
+RESULTS_FOLDER = "results"
 
 
 @dataclass
@@ -55,7 +62,8 @@ class StudyOutcome:
         diverged = f"{counts[TrialStatus.DIVERGED]} diverged, " if counts[TrialStatus.DIVERGED] else ""
         lines = [f"study {plan.name}: {len(self.records)} trials, {counts[TrialStatus.FINISHED]} finished, "
                  f"{diverged}{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.UNFINISHED]} unfinished; "
-                 f"Tune results: {launch.path}", "", self.tables]
+                 f"Tune results: {launch.path}", "", self.tables,
+                 f"every selection's tables (md, csv, LaTeX, one HTML page): {launch.path}/{RESULTS_FOLDER}/"]
         if self.interrupted:
             lines.append(f"interrupted: continue it with: {resume_command(launch)}")
         lines += [f"warning: {warning}" for warning in self.warnings]
@@ -64,37 +72,59 @@ class StudyOutcome:
 
 
 def tracking_lines(launch: Launch, study: str, parent_run: tuple[str, str] | None) -> list[str]:
-    """Where the study's MLflow runs are, how to browse them and print the table again."""
+    """Where the study's MLflow runs are, how to browse them and print the table again: commands that work as
+    printed, with this Python (``python -m``), also without an activated environment."""
     uri, experiment = launch.tracking_uri, launch.experiment
     parent = parent_run[1] if parent_run else "(not reachable now)"
     lines = [f"MLflow: tracking URI {uri}, experiment {experiment!r}, parent run {parent} "
              f"(tag srdc.study={study}; one child run per trial)"]
     if not uri.startswith("http"):
-        lines.append(f"  browse: mlflow ui --backend-store-uri {uri}  # then http://127.0.0.1:5000")
+        browse = shlex.join([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri])
+        lines.append(f"  browse: {browse}  # then http://127.0.0.1:5000")
     elif parent_run:
         lines.append(f"  browse: {uri}/#/experiments/{parent_run[0]}/runs/{parent_run[1]}")
-    sync = "" if parent_run else f" --sync --storage-path {launch.storage_path}/{study}"
-    lines.append(f"  table: srdc-report --study {study} --tracking-uri {uri} --experiment {experiment}{sync}")
+    table = [sys.executable, "-m", "srdc.report_cli", "--study", study, "--tracking-uri", uri, "--experiment",
+             experiment]
+    sync = [] if parent_run else ["--sync", "--storage-path", f"{launch.storage_path}/{study}"]
+    lines.append(f"  table: {shlex.join([*table, *sync])}")
     return lines
 
 
-def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> str:
-    """The tables of every printed selection: the study's own (``Study.tables``), else the mean±std tables, one per
-    value of the grid fields besides the rows."""
-    if study.tables is not None:
-        return "\n".join(study.tables(records, selection, len(plan.seeds), plan.name)
-                         for selection in PRINTED_SELECTIONS)
+def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> report.StudyResults:
+    """The study's results: the tables of every selection, one set per value of the grid fields besides the rows
+    (their Markdown the study's own, ``Study.tables``, where it has them), its tags and summary metrics."""
+    planned = len(plan.seeds)
+    markdown = None if study.tables is None else {
+        selection: study.tables(records, selection, planned, plan.name) for selection in report.SELECTIONS}
     split = [key for key in plan.grid if key != plan.rows]
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(tuple(record.get(key) for key in split), []).append(record)
-    texts = []
-    for values, group in groups.items():
-        label = plan.name + "".join(f" {key}={value}" for key, value in zip(split, values, strict=True))
-        for selection in PRINTED_SELECTIONS:
-            tables = report.aggregate_study(group, selection, plan.rows, len(plan.seeds), label)
-            texts.append(report.render(tables, "md"))
-    return "\n".join(texts)
+    return report.study_results(records, plan.name, plan.rows, planned, split,
+                                str(plan.study_params.get("paper_table", "")), markdown)
+
+
+def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> str:
+    """The tables of every printed selection (:data:`srdc.report.PRINTED_SELECTIONS`), as Markdown."""
+    return study_results(study, plan, records).printed
+
+
+def publish(launch: Launch, study: str, results: report.StudyResults) -> tuple[tuple[str, str] | None, str | None]:
+    """Write ``results`` into the study's Tune experiment folder (``results/``; a remote storage's through a local
+    copy), then onto its MLflow parent run. Returns the parent run (experiment id, run id; ``None`` when there
+    is none, or the store cannot be read now) and a warning when the store could not take the results."""
+    remote = "://" in launch.path
+    with tempfile.TemporaryDirectory(prefix="srdc-results-") as scratch:
+        folder = Path(scratch) if remote else Path(launch.path) / RESULTS_FOLDER
+        paths = write_results(results, folder)
+        if remote:
+            pyarrow.fs.copy_files(scratch, f"{launch.path}/{RESULTS_FOLDER}")
+        try:
+            tracker = open_tracker(launch.tracking_uri, launch.experiment)
+            found = tracker.find_study(study)
+            if found is not None:
+                publish_results(tracker, found.run_id, results, paths)
+        except TrackingUnavailable as error:
+            return None, (f"the study's results are not on its MLflow parent run ({error}); the srdc.report_cli "
+                          f"--sync command below publishes them once the store is back")
+    return (None if found is None else (found.experiment_id, found.run_id)), None
 
 
 def announce(warnings: list[str]) -> None:
@@ -137,5 +167,6 @@ def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -
     announce_threads(launch)
     with ray_session(launch.address):
         records = fit(launch, study_experiment(plan), trainable)
-    return StudyOutcome(plan, launch, records, summary_tables(study, plan, records),
-                        find_parent_run(launch, plan.name), warnings)
+    results = study_results(study, plan, records)
+    parent_run, warning = publish(launch, plan.name, results)
+    return StudyOutcome(plan, launch, records, results.printed, parent_run, [*warnings, *filter(None, [warning])])

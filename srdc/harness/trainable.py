@@ -10,11 +10,16 @@ so that runs stepped in lockstep draw exactly the numbers they would draw alone.
 Each report holds, for epoch e, the mean over the runs of every number of their history rows and running
 selections (for one run: the run's own row and selections), the wall time so far, and with a ``search_objective``
 the search objectives (higher is better); with several runs also each run's own ``KEY.metric``. Epoch 0 is
-the untrained model. The checkpoint holds each run's complete state in ``KEY/``, so that a retried or restored
-trial continues bit for bit from its last epoch. The trial folder's ``history.jsonl``/``summary.json`` are the
-run's own files for one run, else the trial's reports and summary (the MLflow callback logs them). Each report also
-names the Ray node it comes from (``node_id``) and every node the trial ran on so far (``node_ids``, kept with the
-checkpoint, so a trial retried on another node after a node loss names both); the tracker tags its run with them.
+the untrained model. A checkpoint holds each run's complete state in ``KEY/checkpoint.pt`` (its history included),
+so that a retried or restored trial continues bit for bit from it; it comes with epoch 0, every
+``checkpoint_every``-th epoch (a trial-config key, 1 unless the study's ``--checkpoint-every`` says otherwise) and the
+last epoch, and a trial restarted from it trains the epochs after it again (exactly as before, so their reports
+repeat themselves). The trial folder's ``history.jsonl``/``summary.json`` are the run's own history and summary for
+one run, else the trial's reports and summary (the MLflow callback logs them); each is written once per epoch, and a
+checkpoint's folder holds only the checkpoints, serialised once (Tune copies the folder into its storage). Each
+report also names the Ray node it comes from (``node_id``) and every node the trial ran on so far (``node_ids``,
+kept with the checkpoint, so a trial retried on another node after a node loss names both); the tracker tags its run
+with them.
 """
 
 from __future__ import annotations
@@ -34,12 +39,12 @@ from srdc.base import NODE_KEY, NODES_KEY, RngState, capture_rng, restore_rng, s
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.runio import read_checkpoint, save_run, write_history, write_summary
+from srdc.runio import read_checkpoint, write_checkpoint, write_history, write_summary
 from srdc.selection import labelfree_score, summarize
 from srdc.trainer import Trainer
 
 # trial-config keys that describe the trial, not a run
-TRIAL_KEYS = frozenset({"study", "search_objective"})
+TRIAL_KEYS = frozenset({"study", "search_objective", "checkpoint_every"})
 # with ``tasks``/``seeds`` (a search trial), ``task``/``seed`` only display the trial's runs
 MULTI_KEYS = frozenset({"tasks", "seeds", "task", "seed"})
 OBJECTIVES = ("labelfree", "oracle")
@@ -104,6 +109,7 @@ class Lockstep:
         if self.objective is not None and self.objective not in OBJECTIVES:
             raise SRDCInputError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
         self.members: list[Member] = []
+        self._reports: list[dict[str, Any]] = []  # the reports of epochs 0, 1, ... made so far (several runs)
         data: dict[str, Any] = {}  # the seeds of one task share its data
         for config in run_configs(trial_config):
             if config.task_name not in data:
@@ -152,10 +158,13 @@ class Lockstep:
         return report
 
     def history(self) -> list[dict[str, Any]]:
-        """The trial folder's history: the run's own for one run, else the report of every epoch so far."""
+        """The trial folder's history: the run's own for one run, else the report of every epoch so far (each
+        made once: an epoch's report depends on the epochs up to it only)."""
         if len(self.members) == 1:
             return self.members[0].trainer.history
-        return [self.report(epoch) for epoch in range(self.epoch + 1)]
+        del self._reports[self.epoch + 1:]
+        self._reports += [self.report(epoch) for epoch in range(len(self._reports), self.epoch + 1)]
+        return self._reports
 
     def summary(self) -> dict[str, Any]:
         """The trial folder's summary: the run's own for one run, else the latest report, ``epochs`` and each
@@ -167,9 +176,11 @@ class Lockstep:
         return {**self.report(self.epoch), "epochs": self.epoch, "runs": runs}
 
     def save(self, folder: Path) -> None:
-        """Every run's complete state (and its history and summary) into ``folder/KEY``."""
+        """Every run's complete state into ``folder/KEY/checkpoint.pt``."""
         for member in self.members:
-            member.do(lambda trainer, out=folder / member.key: save_run(out, trainer))
+            out = folder / member.key
+            out.mkdir(parents=True)
+            member.do(lambda trainer, into=out: write_checkpoint(into, trainer.state_dict()))
 
     def load(self, folder: Path) -> None:
         """Continue every run from ``folder`` (written by :meth:`save`)."""
@@ -225,18 +236,29 @@ def trial_threads() -> str:
     return set_torch_threads(threads_for_cpus(cpus), "the trial's CPUs") if cpus else set_torch_threads()
 
 
-def report_epoch(runs: Lockstep, trial_dir: Path, nodes: list[str]) -> None:
-    """Write the trial folder's history and summary, then report the latest epoch with a checkpoint of every run
-    (and of the ``nodes`` the trial ran on)."""
+def report_epoch(runs: Lockstep, trial_dir: Path, nodes: list[str], checkpoint: bool = True) -> None:
+    """Write the trial folder's history and summary, then report the latest epoch, with ``checkpoint`` a checkpoint
+    of every run (and of the ``nodes`` the trial ran on)."""
     import ray.tune
 
     write_history(trial_dir, runs.history())
     write_summary(trial_dir, runs.summary())
+    report = {**runs.report(runs.epoch), **placement(nodes)}
+    if not checkpoint:
+        ray.tune.report(report)
+        return
     with tempfile.TemporaryDirectory(prefix="srdc-checkpoint-") as folder:
         runs.save(Path(folder))
         (Path(folder) / NODES_FILE).write_text(json.dumps(nodes))
-        ray.tune.report({**runs.report(runs.epoch), **placement(nodes)},
-                        checkpoint=ray.tune.Checkpoint.from_directory(folder))
+        ray.tune.report(report, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+
+
+def checkpoint_every(trial_config: dict[str, Any]) -> int:
+    """Every how many epochs the trial checkpoints (its ``checkpoint_every`` key; 1 when it has none)."""
+    every = trial_config.get("checkpoint_every", 1)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise SRDCInputError(f"checkpoint_every must be a whole number >= 1, got {every!r}")
+    return every
 
 
 def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None) -> None:
@@ -246,6 +268,7 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the study's console
     print(trial_threads())
+    every = checkpoint_every(trial_config)
     runs = Lockstep(trial_config)
     checkpoint = ray.tune.get_checkpoint()
     nodes: list[str] = []
@@ -265,7 +288,7 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
             report_epoch(runs, trial_dir, nodes)
         while not runs.done:
             runs.step()
-            report_epoch(runs, trial_dir, nodes)
+            report_epoch(runs, trial_dir, nodes, checkpoint=runs.epoch % every == 0 or runs.done)
             if after_epoch is not None:
                 after_epoch(runs.members[0].trainer)
     except NonFiniteLossError as error:

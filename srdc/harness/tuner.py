@@ -23,8 +23,9 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from srdc.base import SELECTION_KEYS
+from srdc.errors import SRDCInputError
 from srdc.harness.options import Launch
-from srdc.harness.trainable import DIVERGED, train_srdc
+from srdc.harness.trainable import DIVERGED, run_configs, train_srdc
 from srdc.tracking import FAILED, FINISHED, Folder, StudyLogger, limit_http_retries, local_folders
 
 Trainable = Callable[[dict[str, Any]], None]
@@ -103,8 +104,24 @@ def _stop_gracefully(signum: int, frame: Any) -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
+def tracked_config(trial_config: dict[str, Any]) -> dict[str, Any]:
+    """What a trial's run holds as params: every :class:`~srdc.config.SRDCConfig` field as the trial's run resolves
+    it (defaults included), then the trial config's own keys as they are (``study``, ``task``...). A search trial
+    (``tasks``/``seeds``, several runs) gets the fields its runs share, beside its ``tasks`` and ``seeds``. A config
+    that makes no valid run stays as it is: the trial fails with that error itself."""
+    try:
+        first = run_configs(trial_config)[0].to_dict()
+    except SRDCInputError:
+        return dict(trial_config)
+    if "tasks" in trial_config:
+        per_run = {"source", "target", "seed", *(key for entry in trial_config["tasks"] for key in entry)}
+        first = {key: value for key, value in first.items() if key not in per_run}
+    return {**first, **trial_config}
+
+
 class TuneTracking(tune.Callback):
-    """The Tune side of :class:`srdc.tracking.StudyLogger`: each trial event, handed to the tracker-agnostic logger."""
+    """The Tune side of :class:`srdc.tracking.StudyLogger`: each trial event, handed to the tracker-agnostic logger
+    with the trial's full config (:func:`tracked_config`)."""
 
     def __init__(self, logger: StudyLogger) -> None:
         self.logger = logger
@@ -113,17 +130,17 @@ class TuneTracking(tune.Callback):
         self.logger.setup()
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.logger.trial_started(trial.trial_id, dict(trial.config), trial_folders(trial))
+        self.logger.trial_started(trial.trial_id, tracked_config(trial.config), trial_folders(trial))
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
-        self.logger.trial_result(trial.trial_id, dict(trial.config), trial_folders(trial), result)
+        self.logger.trial_result(trial.trial_id, tracked_config(trial.config), trial_folders(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.logger.trial_ended(trial.trial_id, dict(trial.config), trial_folders(trial), FINISHED)
+        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial), FINISHED)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.logger.trial_ended(trial.trial_id, dict(trial.config), trial_folders(trial), FAILED)
+        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial), FAILED)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.logger.experiment_ended()
@@ -181,10 +198,17 @@ def fit(launch: Launch, experiment: Experiment, trainable: Trainable = train_srd
         tune_config = tune.TuneConfig(num_samples=experiment.num_samples, search_alg=experiment.searcher,
                                       scheduler=experiment.scheduler, max_concurrent_trials=launch.max_concurrent
                                       if experiment.searcher is None else None, reuse_actors=True)
-        tuner = tune.Tuner(runnable, param_space=experiment.param_space, tune_config=tune_config,
+        tuner = tune.Tuner(runnable, param_space=param_space(launch, experiment), tune_config=tune_config,
                            run_config=run_config(launch, experiment))
     tuner.fit()
     return trial_records(path, experiment.epochs)
+
+
+def param_space(launch: Launch, experiment: Experiment) -> dict[str, Any]:
+    """The experiment's trial configs, with ``checkpoint_every`` when ``--checkpoint-every`` is not 1."""
+    if launch.checkpoint_every == 1:
+        return experiment.param_space
+    return {**experiment.param_space, "checkpoint_every": launch.checkpoint_every}
 
 
 def recover_checkpoints(path: str) -> list[str]:

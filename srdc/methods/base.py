@@ -8,7 +8,8 @@ The trainer owns the epoch loop, the one no-grad preparation pass, evaluation, c
 (c) :meth:`Method.prepare`: what the preparation pass computes for the method (a plan for the next epoch, and
     metrics for the history), from the features of both domains;
 (d) :meth:`Method.parameter_groups`, :meth:`Method.state_dict`: the parameters it owns besides the network's
-    (SRDC's learnable centres mu), and their state for checkpoints.
+    (SRDC's learnable centres mu), and their state for checkpoints; :meth:`Method.persistent_grad_params`: those
+    whose gradients are never zeroed.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ class Method:
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups ``{"params": [...], "lr_mult": m}`` for the parameters the method owns."""
+        return []
+
+    def persistent_grad_params(self) -> list[torch.Tensor]:
+        """Parameters (among :meth:`parameter_groups`') whose gradients the trainer never zeroes, so that they add
+        up over the steps; none by default. :meth:`state_dict` must then hold their ``.grad`` for exact resume."""
         return []
 
     def plan_state(self, plan: Any) -> Any:

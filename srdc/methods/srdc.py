@@ -47,6 +47,9 @@ class SRDC(Method):
                  device: torch.device) -> None:
         super().__init__(config, num_classes, feature_dims, device)
         self.centres = Centres(feature_dims if config.uses_feature_discrimination else {}, num_classes).to(device)
+        if config.centre_grad_accumulate:
+            for mu in self.centres.parameters():
+                mu.register_post_accumulate_grad_hook(self._decay_into_grad)
 
     # -- (a) what an epoch draws ----------------------------------------------------------------------------
     def draw(self, epoch: int) -> Draw:
@@ -83,11 +86,14 @@ class SRDC(Method):
         """Source class centres, then K-means of the target (Appendix A: from the source centres at the first
         epoch, later from the target means grouped by the classifier's predictions); (c^s, labels, c^t)."""
         source, target = pass_.source, pass_.target
+        config = self.config
         source_centres = class_means(source.spaces[space], source.labels, pass_.num_classes)[0]
+        fallback = source_centres if config.empty_centre == "source" else torch.zeros_like(source_centres)
         init = source_centres if pass_.epoch == 0 else centroids_with_fallback(
-            target.spaces[space], target.logits.argmax(dim=1), source_centres)
-        labels, target_centres = kmeans(target.spaces[space], init, self.config.kmeans_iters,
-                                        self.config.kmeans_chunk)
+            target.spaces[space], target.logits.argmax(dim=1), fallback)
+        labels, target_centres = kmeans(target.spaces[space], init, config.kmeans_iters, config.kmeans_chunk,
+                                        zero_empty=config.empty_centre == "zero",
+                                        labels_before_update=config.kmeans_labels == "before_update")
         return source_centres, labels, target_centres
 
     def _source_weights(self, pass_: Preparation, target_centres: torch.Tensor) -> torch.Tensor:
@@ -148,16 +154,27 @@ class SRDC(Method):
         return q if self.config.aux_grad else q.detach()
 
     def _target_loss(self, out: Outputs, index: torch.Tensor, plan: EpochPlan, first_epoch: bool) -> torch.Tensor:
-        """Eq. (6) on a target mini-batch: auxiliary targets by eq. (2), one-hot K-means labels at the first epoch."""
+        """Eq. (6) on a target mini-batch, with the targets ``q`` of :meth:`_target_distribution` in each space."""
         kernels = self._kernels(out)
+        q = {space: self._target_distribution(logits, space, index, plan, first_epoch)
+             for space, logits in {"output": out.logits, **kernels}.items()}
+        return losses.target_objective(out.logits, q["output"], [(kernels[s], q[s]) for s in kernels])
+
+    def _target_distribution(self, logits: torch.Tensor, space: str, index: torch.Tensor, plan: EpochPlan,
+                             first_epoch: bool) -> torch.Tensor:
+        """The one-hot K-means labels at the first epoch (Appendix A), then eq. (2) of ``softmax(logits)``, mixed
+        as ``w onehot + (1 - w) Q`` when ``aux_kmeans_weight`` w > 0 (the released code's webcam->amazon)."""
         if first_epoch:
-            hard = plan.kmeans_labels
-            q = F.one_hot(hard["pooled"][index], self.num_classes).float()
-            q_feature = {s: F.one_hot(hard[s][index], self.num_classes).float() for s in kernels}
-        else:
-            q = self._auxiliary(torch.softmax(out.logits, dim=1), "output", plan)
-            q_feature = {s: self._auxiliary(torch.softmax(k, dim=1), s, plan) for s, k in kernels.items()}
-        return losses.target_objective(out.logits, q, [(kernels[s], q_feature[s]) for s in kernels])
+            return self._one_hot_labels(space, index, plan)
+        q = self._auxiliary(torch.softmax(logits, dim=1), space, plan)
+        weight = self.config.aux_kmeans_weight
+        return q if weight == 0 else weight * self._one_hot_labels(space, index, plan) + (1 - weight) * q
+
+    def _one_hot_labels(self, space: str, index: torch.Tensor, plan: EpochPlan) -> torch.Tensor:
+        """One-hot K-means labels of a target mini-batch for ``space``'s term: the pooled space's K-means for the
+        output and pooled spaces; the bottleneck's own, or the pooled space's (``bottleneck_kmeans_labels``)."""
+        own = space == "bottleneck" and self.config.bottleneck_kmeans_labels == "own"
+        return F.one_hot(plan.kmeans_labels["bottleneck" if own else "pooled"][index], self.num_classes).float()
 
     def _source_loss(self, out: Outputs, batch: Batch, plan: EpochPlan) -> tuple[torch.Tensor, torch.Tensor]:
         """Eqs. (10)/(13)/(14) on a source mini-batch."""
@@ -167,11 +184,29 @@ class SRDC(Method):
 
     # -- (d) what the method owns ---------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """The centres mu, at ``centres_lr_mult`` times the learning rate (none without feature discrimination)."""
-        return [{"params": list(self.centres.parameters()), "lr_mult": self.config.centres_lr_mult}]
+        """The centres mu, at ``centres_lr_mult`` times the learning rate (none without feature discrimination).
+        With ``centre_grad_accumulate`` their weight decay goes into the gradient instead (:meth:`_decay_into_grad`)."""
+        group = {"params": list(self.centres.parameters()), "lr_mult": self.config.centres_lr_mult}
+        if self.config.centre_grad_accumulate:
+            group["weight_decay"] = 0.0
+        return [group]
+
+    def persistent_grad_params(self) -> list[torch.Tensor]:
+        """With ``centre_grad_accumulate``, the centres: the released code never zeroes their gradients."""
+        return list(self.centres.parameters()) if self.config.centre_grad_accumulate else []
+
+    def _decay_into_grad(self, mu: torch.Tensor) -> None:
+        """After each backward, add ``weight_decay * mu`` to ``mu.grad`` in place, as the released code's SGD
+        (PyTorch 1.1) does: the accumulated gradient also sums every step's decay term."""
+        mu.grad.add_(mu.detach(), alpha=self.config.weight_decay)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"centres": self.centres.state_dict()}
+        """The centres and, with ``centre_grad_accumulate``, their accumulated gradients."""
+        grads = {space: mu.grad.detach().clone() for space, mu in self.centres.mu.items()
+                 if mu.grad is not None and self.config.centre_grad_accumulate}
+        return {"centres": self.centres.state_dict(), "centre_grads": grads}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.centres.load_state_dict(state["centres"])
+        for space, grad in state.get("centre_grads", {}).items():
+            self.centres.mu[space].grad = grad.to(self.device).clone()

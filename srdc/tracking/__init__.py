@@ -3,7 +3,8 @@
 * :mod:`srdc.tracking.base`: the :class:`Tracker` interface, its value types, statuses and errors;
 * :mod:`srdc.tracking.mlflow_tracker`: :class:`MLflowTracker`, the only module that imports MLflow (lazily);
 * :mod:`srdc.tracking.logger`: :class:`StudyLogger`, which a study's driver calls to mirror it live;
-* :mod:`srdc.tracking.sync`: :func:`sync_study`, the backfill from Tune's results on disk.
+* :mod:`srdc.tracking.sync`: :func:`sync_study`, the backfill from Tune's results on disk;
+* :mod:`srdc.tracking.results`: a study's results (tables, metrics, tags, description) on its parent run.
 
 Importing this package imports neither MLflow nor Ray.
 """
@@ -26,6 +27,7 @@ from srdc.tracking.base import (
 )
 from srdc.tracking.logger import Folder, StudyLogger, local_folders
 from srdc.tracking.mlflow_tracker import MLflowTracker, open_tracker
+from srdc.tracking.results import publish_results, publish_study, store_results, write_results
 from srdc.tracking.sync import SyncReport, ended_run_status, sync_study
 
 __all__ = [
@@ -47,8 +49,12 @@ __all__ = [
     "limit_http_retries",
     "local_folders",
     "open_tracker",
+    "publish_results",
+    "publish_study",
     "resolve_tracking_uri",
+    "store_results",
     "summary_metrics",
     "sync_study",
     "ended_run_status",
+    "write_results",
 ]

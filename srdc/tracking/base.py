@@ -106,6 +106,11 @@ class Tracker(Protocol):
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         """Tag the run."""
 
+    def log_study_results(self, run_id: str, files: list[Path], metrics: dict[str, float], tags: dict[str, str],
+                          description: str) -> None:
+        """A study's results on its parent run: ``files`` as artifacts (replacing those held), ``metrics``,
+        ``tags``, and ``description`` (Markdown) as the run's description."""
+
     def study_trials(self, study: str) -> list[dict[str, Any]]:
         """One record per child run: its params (the trial config), ``task``, ``status``, ``run_id`` and summary
         metrics."""
@@ -194,3 +199,20 @@ def epoch_row(result: dict[str, Any]) -> EpochRow | None:
     metrics = {key: float(value) for key, value in result.items() if key not in TUNE_KEYS and is_number(value)}
     timestamp_ms = int(result.get("timestamp", time.time()) * 1000)
     return EpochRow(step=int(result[STEP_KEY]), timestamp_ms=timestamp_ms, metrics=metrics)
+
+
+def copy_remote_files(uri: str, names: tuple[str, ...], into: Path, depth: int) -> Path:
+    """Copy the files called one of ``names`` at most ``depth`` folders below ``uri`` (``s3://``, ``gs://``: read
+    through pyarrow with the usual credentials and ``AWS_ENDPOINT_URL``) into ``into``, in the same layout; ``into``.
+    An unreadable storage raises ``OSError`` or ``ValueError`` (pyarrow's)."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True, recursive=depth > 1))
+    for info in found:
+        relative = Path(info.path).relative_to(root)
+        if info.type == pyarrow.fs.FileType.File and info.base_name in names and len(relative.parts) <= depth:
+            (into / relative).parent.mkdir(parents=True, exist_ok=True)
+            with filesystem.open_input_stream(info.path) as stream:
+                (into / relative).write_bytes(stream.read())
+    return into

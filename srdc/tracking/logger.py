@@ -1,10 +1,17 @@
 """:class:`StudyLogger`: mirrors a running study into a tracker, one parent run per study, one child per trial.
 
 It runs in the Tune driver, called by the harness's Tune callback (this module imports no Ray). It logs each
-trial's per-epoch results (``step=epoch``, one batch per result), tags its run with the Ray node(s) it ran on
-(``srdc.node``, ``srdc.nodes``) and at the trial's end logs its summary metrics, its
-``summary.json``/``history.jsonl`` and the run status. Runs are found again by their tags, so a trial retry or a
-``Tuner.restore`` re-attaches to the existing runs and never logs an epoch twice.
+trial's per-epoch results (``step=epoch``), tags its run with the Ray node(s) it ran on (``srdc.node``,
+``srdc.nodes``) and at the trial's end logs its summary metrics, its ``summary.json``/``history.jsonl`` and the run
+status. Runs are found again by their tags, so a trial retry or a ``Tuner.restore`` re-attaches to the existing runs
+and never logs an epoch twice.
+
+Sending is off the Tune loop: the driver's calls only queue the event (a bounded queue: a store slower than the
+study slows the driver down instead of filling its memory); one background thread takes every queued event, then
+sends what is pending for all trials in one pass, so epochs that arrived together go out in one batch per run.
+:meth:`StudyLogger.flush` waits until everything queued has been handled; :meth:`StudyLogger.experiment_ended`
+drains the queue and stops the thread. An error of the logger itself (not of the store) stops the sending and is
+raised again in the driver at its next call, never swallowed.
 
 The tracking store is optional: when it cannot be reached the logger warns once, keeps the unsent epochs and
 retries later; the study never stops for it. Tune's results on disk stay the source of truth, and
@@ -16,7 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +42,7 @@ from srdc.tracking.base import (
     TrackingRefused,
     TrackingUnavailable,
     check_name,
+    copy_remote_files,
     epoch_row,
     limit_http_retries,
     node_tags,
@@ -46,6 +56,10 @@ SUMMARY_FILE = "summary.json"
 HISTORY_FILE = "history.jsonl"
 # what StudyLogger pickles: its settings (Tune pickles its callbacks with the Tuner)
 SETTINGS = ("study", "experiment", "tracking_uri", "study_params", "retry_interval_s", "tracker_factory")
+# events the driver may queue ahead of the sending thread before it waits for it
+QUEUE_SIZE = 10_000
+# the event that stops the sending thread
+STOP = None
 
 TrackerFactory = Callable[[str, str], Tracker]
 # where a trial's files are: a local folder, or the URI of its folder in a remote storage (``s3://``, ``gs://``)
@@ -72,17 +86,11 @@ def holds_trial_files(folder: Path) -> bool:
 
 
 def fetch_trial_files(uri: str, into: Path) -> Path:
-    """Copy the trainable's files of the trial folder ``uri`` (``s3://...``, ``gs://...``, read through pyarrow with
-    the usual credentials and ``AWS_ENDPOINT_URL``) into the folder ``into``; ``into``. An unreadable storage is
-    a warning: the run then ends without them (``srdc-report --sync`` can add them later)."""
-    import pyarrow.fs
-
+    """Copy the trainable's files of the trial folder ``uri`` (``s3://...``, ``gs://...``) into the folder ``into``;
+    ``into``. An unreadable storage is a warning: the run then ends without them (``srdc-report --sync`` can add
+    them later)."""
     try:
-        filesystem, folder = pyarrow.fs.FileSystem.from_uri(uri)
-        for name in (SUMMARY_FILE, HISTORY_FILE):
-            if filesystem.get_file_info(f"{folder}/{name}").type == pyarrow.fs.FileType.File:
-                with filesystem.open_input_stream(f"{folder}/{name}") as stream:
-                    (into / name).write_bytes(stream.read())
+        copy_remote_files(uri, (SUMMARY_FILE, HISTORY_FILE), into, depth=1)
     except (OSError, ValueError) as error:
         logger.warning("cannot read the trial files in %s (%s)", uri, error)
     return into
@@ -152,6 +160,9 @@ class StudyLogger:
         self._retry_at = 0.0
         self._offline = False
         self._disabled = False
+        self._events: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=QUEUE_SIZE)
+        self._sender: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """The settings only; the state is rebuilt on use."""
@@ -163,37 +174,41 @@ class StudyLogger:
 
     # -- what the study's driver calls --------------------------------------------------------------------------
     def setup(self) -> None:
-        """Before the first trial: fail fast on HTTP errors, attach the study's parent run."""
+        """Before the first trial: fail fast on HTTP errors, attach the study's parent run (in the driver, once)."""
         limit_http_retries()
         self._flush()
 
     def trial_started(self, trial_id: str, config: dict[str, Any], folders: list[Folder]) -> None:
         """A trial starts, or starts again (retry, restore): its run is attached (re-opened)."""
-        state = self._trial_log(trial_id, config, folders)
-        if state.final_status is not None:  # restarted after its end: re-attach (and so re-open) its run
-            state.run_id, state.final_status, state.finalized = None, None, False
-        self._flush()
+        self._queue(partial(self._on_started, trial_id, dict(config), list(folders)))
 
     def trial_result(self, trial_id: str, config: dict[str, Any], folders: list[Folder],
                      result: dict[str, Any]) -> None:
         """A trial reported ``result``: logged when it is a per-epoch result (it has an ``epoch`` key); the node it
         names becomes a tag of the trial's run."""
-        state = self._trial_log(trial_id, config, folders)
-        row = epoch_row(result)
-        if row is not None:
-            state.pending.append(row)
-        state.tags.update(node_tags(result))
-        self._flush()
+        self._queue(partial(self._on_result, trial_id, dict(config), list(folders), epoch_row(result),
+                            node_tags(result)))
 
     def trial_ended(self, trial_id: str, config: dict[str, Any], folders: list[Folder], status: str) -> None:
         """A trial ended with ``status`` (FINISHED or FAILED): summary, files and status go to its run."""
         if status not in (FINISHED, FAILED):
             raise ValueError(f"a trial ends FINISHED or FAILED, not {status!r}")
-        self._trial_log(trial_id, config, folders).final_status = status
-        self._flush()
+        self._queue(partial(self._on_ended, trial_id, dict(config), list(folders), status))
+
+    def flush(self) -> None:
+        """Wait until every event queued so far has been handled (sent, or kept for a retry when the store is
+        unreachable)."""
+        self._raise_failure()
+        self._events.join()
+        self._raise_failure()
 
     def experiment_ended(self) -> None:
         """The study ended: send what is left, end the parent run, and name what could not be sent."""
+        if self._sender is not None:
+            self._events.put(STOP)
+            self._sender.join()
+            self._sender = None
+        self._raise_failure()
         self._retry_at = 0.0
         self._flush()
         if self._parent_id is not None and not self._offline:
@@ -203,6 +218,63 @@ class StudyLogger:
             logger.warning("%d trial(s) of study %s are not fully in the tracking store %s; backfill them with "
                            "`srdc-report --study %s --sync --storage-path DIR`", len(unsent), self.study,
                            self.tracking_uri, self.study)
+
+    # -- the sending thread ---------------------------------------------------------------------------------
+    def _queue(self, event: Callable[[], None]) -> None:
+        self._raise_failure()
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_loop, name=f"srdc-tracking-{self.study}", daemon=True)
+            self._sender.start()
+        self._events.put(event)
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"tracking study {self.study} failed; Tune's results are complete, backfill the "
+                               f"store with `srdc-report --study {self.study} --sync`") from self._failure
+
+    def _send_loop(self) -> None:
+        """Handle every queued event, then send what is pending in one pass; until :data:`STOP`. While the store
+        is unreachable, wake up again when its retry is due."""
+        stop = False
+        while not stop:
+            timeout = max(self._retry_at - time.monotonic(), 0.0) + 0.01 if self._offline else None
+            try:
+                events = [self._events.get(timeout=timeout)]
+            except queue.Empty:
+                events = []
+            while True:
+                try:
+                    events.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                for event in events:
+                    if event is STOP:
+                        stop = True
+                    elif self._failure is None:
+                        event()
+                if self._failure is None:
+                    self._flush()
+            except BaseException as error:  # a defect of the logger: the driver raises it at its next call
+                self._failure = error
+            finally:
+                for _ in events:
+                    self._events.task_done()
+
+    def _on_started(self, trial_id: str, config: dict[str, Any], folders: list[Folder]) -> None:
+        state = self._trial_log(trial_id, config, folders)
+        if state.final_status is not None:  # restarted after its end: re-attach (and so re-open) its run
+            state.run_id, state.final_status, state.finalized = None, None, False
+
+    def _on_result(self, trial_id: str, config: dict[str, Any], folders: list[Folder], row: EpochRow | None,
+                   tags: dict[str, str]) -> None:
+        state = self._trial_log(trial_id, config, folders)
+        if row is not None:
+            state.pending.append(row)
+        state.tags.update(tags)
+
+    def _on_ended(self, trial_id: str, config: dict[str, Any], folders: list[Folder], status: str) -> None:
+        self._trial_log(trial_id, config, folders).final_status = status
 
     # -- sending --------------------------------------------------------------------------------------------
     def _trial_log(self, trial_id: str, config: dict[str, Any], folders: list[Folder]) -> _TrialLog:

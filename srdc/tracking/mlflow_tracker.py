@@ -1,10 +1,15 @@
 """:class:`MLflowTracker`: the :class:`srdc.tracking.base.Tracker` of an MLflow tracking store.
 
 The only module of ``srdc`` that imports MLflow, and only when a tracker is made or used. Runs carry these tags.
-Parent: ``srdc.study``, ``srdc.role=parent``; its params are the study's (``seeds``: the seeds planned). Child:
-``study``, ``dataset``, ``task``, ``variant``, ``seed``, ``setting``, ``trial_id``, ``srdc.role=child`` and
-``mlflow.parentRunId`` (and, set from its results, ``srdc.node``/``srdc.nodes``: the Ray nodes it ran on); its
-params are the trial's full config. MLflow's errors leave as
+Parent: ``srdc.study``, ``srdc.role=parent``, its name the study's; its params are the study's (``seeds``: the seeds
+planned); once the study's results are published (:meth:`MLflowTracker.log_study_results`) also the study's tags
+(``srdc.paper_table``, ``srdc.dataset``, ``srdc.setting``, ``srdc.seeds_planned``, ``srdc.seeds_finished``), its
+tables as its description (``mlflow.note.content``), as metrics and as artifacts. Child: ``study``, ``dataset``,
+``task``, ``variant``, ``seed``, ``setting``, ``trial_id``, ``srdc.role=child`` and ``mlflow.parentRunId`` (and,
+set from its results, ``srdc.node``/``srdc.nodes``: the Ray nodes it ran on), named ``srdc A->W s0`` (with its
+trial id when another run of the study has that name); its params are the trial's config. An experiment the
+tracker creates is tagged as a classic machine-learning one (:data:`EXPERIMENT_KIND`), so the MLflow UI opens it on
+its runs. MLflow's errors leave as
 :class:`~srdc.tracking.base.TrackingRefused` (a 4xx answer other than 429) or
 :class:`~srdc.tracking.base.TrackingUnavailable` (anything else: unreachable, timed out, busy).
 """
@@ -38,7 +43,14 @@ if TYPE_CHECKING:
 # MLflow's tag names (mlflow.utils.mlflow_tags)
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+NOTE_TAG = "mlflow.note.content"  # a run's description, rendered as Markdown on its page
 ACTIVE_ONLY = 1  # mlflow.entities.ViewType.ACTIVE_ONLY
+# the experiment tag the UI (MLflow 3) reads to choose between its GenAI pages and the classic runs table, and the
+# value of the latter (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT, shown as "Machine learning")
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# the folder of a parent run's artifacts that holds the study's results
+RESULTS_ARTIFACTS = "results"
 
 Result = TypeVar("Result")
 
@@ -79,9 +91,23 @@ def batches(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start:start + size]
 
 
-def child_tags(study: str, trial_id: str, config: dict[str, Any], parent_id: str) -> dict[str, str]:
-    """The tags of a trial's child run."""
-    variant, seed, task = config.get("variant", "trial"), config.get("seed", ""), task_name(config)
+def run_name(config: dict[str, Any]) -> str:
+    """A trial's run name: ``srdc A->W s0`` (variant, task, seed)."""
+    return f"{config.get('variant', 'trial')} {task_name(config)} s{config.get('seed', '')}"
+
+
+def note(description: str, limit: int) -> str:
+    """``description`` cut to at most ``limit`` characters (at a blank line where it can), saying where the rest is."""
+    if len(description) <= limit:
+        return description
+    rest = f"\n\n(cut here: every table is in the artifacts, {RESULTS_ARTIFACTS}/)"
+    kept = description[:limit - len(rest)]
+    return kept[:kept.rfind("\n\n")] + rest if "\n\n" in kept else kept + rest
+
+
+def child_tags(study: str, trial_id: str, config: dict[str, Any], parent_id: str, name: str) -> dict[str, str]:
+    """The tags of a trial's child run, called ``name``."""
+    seed, task = config.get("seed", ""), task_name(config)
     return {
         "study": study,
         "dataset": str(config.get("dataset", "")),
@@ -92,7 +118,7 @@ def child_tags(study: str, trial_id: str, config: dict[str, Any], parent_id: str
         "trial_id": trial_id,
         "srdc.role": "child",
         PARENT_RUN_TAG: parent_id,
-        RUN_NAME_TAG: f"{variant} {task} seed{seed} ({trial_id})",
+        RUN_NAME_TAG: name,
     }
 
 
@@ -105,6 +131,11 @@ class MLflowTracker:
     """The experiment ``experiment`` of the MLflow store at ``tracking_uri``; see the module docstring.
 
     Reading never creates the experiment; writing (:meth:`attach_study`, :meth:`attach_trial`) does.
+
+    Lookups are cached per tracker: a study's child runs are searched once (at its first :meth:`attach_trial`;
+    runs created later are added as they are created), and the status and artifact listing of every run it created
+    or found are kept, so a trial costs no search, and ending it no ``get_run``/``list_artifacts``. One driver
+    writes a study at a time (as Tune's experiment folder already requires).
     """
 
     @translated
@@ -118,6 +149,9 @@ class MLflowTracker:
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._experiment_id: str | None = None
+        self._trial_runs: dict[str, dict[str, Run]] = {}  # study -> trial id -> its child run, as found
+        self._status: dict[str, str] = {}  # run id -> status
+        self._artifacts: dict[tuple[str, str | None], dict[str, int]] = {}  # (run id, folder) -> name -> size
 
     # -- studies ------------------------------------------------------------------------------------------------
     @translated
@@ -131,7 +165,8 @@ class MLflowTracker:
             self._log_params(found.info.run_id, params)
         elif not found.data.params:  # created, but the params never arrived
             self._log_params(found.info.run_id, params)
-        self._set_status(found, RUNNING)
+        self._status[found.info.run_id] = found.info.status
+        self._set_status(found.info.run_id, RUNNING)
         return found.info.run_id
 
     @translated
@@ -171,14 +206,20 @@ class MLflowTracker:
     @translated
     def attach_trial(self, study: str, parent_id: str, trial_id: str, config: dict[str, Any]) -> tuple[str, bool]:
         """The trial's child run id and whether it was created now (tagged, ``config`` logged as params)."""
-        found = oldest(self._search(f"tags.study = {quoted(study)} AND tags.trial_id = {quoted(trial_id)}",
-                                    create=True))
+        runs = self._study_trial_runs(study)
+        found = runs.get(trial_id)
         if found is not None:
             if not found.data.params:  # created, but the params never arrived
                 self._log_params(found.info.run_id, config)
             return found.info.run_id, False
+        name = run_name(config)
+        if any(other.data.tags.get(RUN_NAME_TAG) == name for other in runs.values()):
+            name = f"{name} ({trial_id})"
         run = self.client.create_run(self._experiment(create=True),
-                                     tags=child_tags(study, trial_id, config, parent_id))
+                                     tags=child_tags(study, trial_id, config, parent_id, name))
+        runs[trial_id] = run  # before its params: should they fail, the next attach finds the run and adds them
+        self._status[run.info.run_id] = run.info.status
+        self._artifacts[run.info.run_id, None] = {}
         self._log_params(run.info.run_id, config)
         return run.info.run_id, True
 
@@ -218,20 +259,54 @@ class MLflowTracker:
     @translated
     def log_files(self, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
         """The files as artifacts under ``artifact_path``; one held already with the same size is skipped."""
-        held = {Path(info.path).name: info.file_size for info in self.client.list_artifacts(run_id, artifact_path)}
+        key = (run_id, artifact_path)
+        if key not in self._artifacts:
+            self._artifacts[key] = {Path(info.path).name: info.file_size
+                                    for info in self.client.list_artifacts(run_id, artifact_path)}
+        held = self._artifacts[key]
         for path in map(Path, paths):
-            if held.get(path.name) != path.stat().st_size:
+            size = path.stat().st_size
+            if held.get(path.name) != size:
                 self.client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+                held[path.name] = size
 
     @translated
     def set_status(self, run_id: str, status: str) -> None:
         """FINISHED/FAILED end the run, RUNNING re-opens it; nothing changes when it has that status already."""
-        self._set_status(self.client.get_run(run_id), status)
+        if run_id not in self._status:
+            self._status[run_id] = self.client.get_run(run_id).info.status
+        self._set_status(run_id, status)
 
     @translated
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         """Tag the run."""
         self.client.set_tag(run_id, key, value)
+
+    @translated
+    def log_study_results(self, run_id: str, files: list[Path], metrics: dict[str, float], tags: dict[str, str],
+                          description: str) -> None:
+        """A study's results on its parent run: ``files`` as artifacts under ``results/`` (replacing those held),
+        ``metrics`` at step 0 (those it does not hold with that value already), ``tags``, and ``description``
+        (Markdown) as its description, cut to MLflow's longest tag value. Marks the run's experiment as a classic
+        one when it has no kind yet (experiments made before the tracker did so at creation)."""
+        from mlflow.entities import Metric, RunTag
+        from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH
+
+        run = self.client.get_run(run_id)
+        experiment = self.client.get_experiment(run.info.experiment_id)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        now_ms = int(time.time() * 1000)
+        held = run.data.metrics
+        changed = [Metric(key, value, now_ms, 0) for key, value in metrics.items() if held.get(key) != value]
+        for batch in batches(changed, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=batch, synchronous=True)
+        run_tags = [RunTag(key, value) for key, value in tags.items()]
+        run_tags.append(RunTag(NOTE_TAG, note(description, MAX_TAG_VAL_LENGTH)))
+        for batch in batches(run_tags, MAX_PARAMS_TAGS_PER_BATCH):
+            self.client.log_batch(run_id, tags=batch, synchronous=True)
+        for path in files:
+            self.client.log_artifact(run_id, str(path), artifact_path=RESULTS_ARTIFACTS)
 
     # -- MLflow -------------------------------------------------------------------------------------------------
     def _experiment(self, create: bool = False) -> str | None:
@@ -241,7 +316,8 @@ class MLflowTracker:
             if found is not None:
                 self._experiment_id = found.experiment_id
             elif create:
-                self._experiment_id = self.client.create_experiment(self.experiment)
+                self._experiment_id = self.client.create_experiment(self.experiment,
+                                                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         return self._experiment_id
 
     def _search(self, filter_string: str, create: bool = False) -> list[Run]:
@@ -261,8 +337,18 @@ class MLflowTracker:
     def _parent(self, study: str, create: bool = False) -> Run | None:
         return oldest(self._search(f"tags.`srdc.study` = {quoted(study)} AND tags.`srdc.role` = 'parent'", create))
 
-    def _children(self, study: str) -> list[Run]:
-        return self._search(f"tags.study = {quoted(study)} AND tags.`srdc.role` = 'child'")
+    def _children(self, study: str, create: bool = False) -> list[Run]:
+        return self._search(f"tags.study = {quoted(study)} AND tags.`srdc.role` = 'child'", create)
+
+    def _study_trial_runs(self, study: str) -> dict[str, Run]:
+        """The study's child runs by trial id (the oldest, should a race ever have made two), searched once."""
+        if study not in self._trial_runs:
+            runs: dict[str, Run] = {}
+            for run in sorted(self._children(study, create=True), key=lambda run: run.info.start_time):
+                runs.setdefault(run.data.tags.get("trial_id", ""), run)
+                self._status[run.info.run_id] = run.info.status
+            self._trial_runs[study] = runs
+        return self._trial_runs[study]
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
         """``params`` as MLflow params (values as strings), in batches of MLflow's limit."""
@@ -273,13 +359,14 @@ class MLflowTracker:
         for batch in batches(items, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(run_id, params=batch, synchronous=True)
 
-    def _set_status(self, run: Run, status: str) -> None:
-        if run.info.status == status:
+    def _set_status(self, run_id: str, status: str) -> None:
+        if self._status.get(run_id) == status:
             return
         if status in (FINISHED, FAILED):
-            self.client.set_terminated(run.info.run_id, status)
+            self.client.set_terminated(run_id, status)
         else:
-            self.client.update_run(run.info.run_id, status=status)
+            self.client.update_run(run_id, status=status)
+        self._status[run_id] = status
 
 
 def open_tracker(tracking_uri: str, experiment: str) -> MLflowTracker:

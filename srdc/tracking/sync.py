@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from srdc.errors import SRDCInputError
-from srdc.tracking.base import DEFAULT_EXPERIMENT, FAILED, FINISHED, EpochRow, Tracker, epoch_row, node_tags
+from srdc.tracking.base import (
+    DEFAULT_EXPERIMENT,
+    FAILED,
+    FINISHED,
+    EpochRow,
+    Tracker,
+    copy_remote_files,
+    epoch_row,
+    node_tags,
+)
 from srdc.tracking.logger import HISTORY_FILE, SUMMARY_FILE, finish_trial, read_json
 from srdc.tracking.mlflow_tracker import open_tracker
 
@@ -119,20 +128,10 @@ def fetch_trial_files(uri: str, into: Path) -> Path:
     """Copy the :data:`TRIAL_FILES` of the trial folders in ``uri`` (``s3://``, ``gs://``: a Tune experiment
     folder, or the storage folder above it; not the files inside checkpoints, deeper down) into ``into``, in the
     same layout; ``into``."""
-    import pyarrow.fs
-
     try:
-        filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
-        found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True, recursive=True))
-        for info in found:
-            relative = Path(info.path).relative_to(root)
-            if info.type == pyarrow.fs.FileType.File and info.base_name in TRIAL_FILES and len(relative.parts) <= 3:
-                (into / relative).parent.mkdir(parents=True, exist_ok=True)
-                with filesystem.open_input_stream(info.path) as stream:
-                    (into / relative).write_bytes(stream.read())
+        return copy_remote_files(uri, TRIAL_FILES, into, depth=3)
     except (OSError, ValueError) as error:
         raise SRDCInputError(f"cannot read {uri} ({error}); check --storage-path and its credentials") from None
-    return into
 
 
 def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT,

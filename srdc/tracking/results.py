@@ -1,0 +1,73 @@
+"""A study's results on its parent run: the tables of every selection as files (:func:`write_results`), and those
+files with the summary metrics, the tags and the printed tables as the run's description (:func:`publish_results`).
+
+A study publishes them when it ends, from Tune's records (:mod:`srdc.harness.outcome`); ``srdc-report --sync``
+publishes them again from the tracking store's records (:func:`publish_study`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from srdc.report import StudyResults, planned_seeds, study_results
+from srdc.tracking.base import Tracker
+
+# the parent run's params that name the study's grid dimensions (srdc.harness.plan): ``grid.KEY``
+GRID_PREFIX = "grid."
+
+
+def write_results(results: StudyResults, folder: Path, images: Sequence[Path] = ()) -> list[Path]:
+    """Write the files of ``results`` (:meth:`StudyResults.files`, ``images`` embedded in the HTML page) into
+    ``folder`` (made when missing); their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, text in results.files(images).items():
+        (folder / name).write_text(text, encoding="utf-8")
+        paths.append(folder / name)
+    return paths
+
+
+def publish_results(tracker: Tracker, run_id: str, results: StudyResults, paths: list[Path]) -> None:
+    """``results`` on the parent run ``run_id``: the files at ``paths`` (:func:`write_results`), the summary
+    metrics, the tags, and the printed tables as its description."""
+    tracker.log_study_results(run_id, paths, results.metrics, results.tags, results.printed)
+
+
+def grid_fields(params: dict[str, str], rows: str) -> list[str]:
+    """The study's grid dimensions besides ``rows``, from its parent run's params: the ``grid.KEY`` params that
+    hold a JSON list (a search's sampled domains are no grid dimension)."""
+    fields = []
+    for key, value in params.items():
+        name = key.removeprefix(GRID_PREFIX)
+        if not key.startswith(GRID_PREFIX) or name == rows:
+            continue
+        try:
+            values: Any = json.loads(value)
+        except ValueError:  # "LogUniform (0.001, 0.1)": sampled, not a grid
+            continue
+        if isinstance(values, list):
+            fields.append(name)
+    return fields
+
+
+def store_results(tracker: Tracker, study: str, rows: str = "variant") -> StudyResults:
+    """The results of ``study`` from the tracking store: its child runs' records, and the seeds planned, grid and
+    paper table of its parent run's params."""
+    params = tracker.study_params(study)
+    return study_results(tracker.study_trials(study), study, rows, planned_seeds(params.get("seeds")),
+                         grid_fields(params, rows), params.get("paper_table", ""))
+
+
+def publish_study(tracker: Tracker, study: str, rows: str = "variant") -> bool:
+    """Publish :func:`store_results` on the study's parent run; whether it has one."""
+    found = tracker.find_study(study)
+    if found is None:
+        return False
+    results = store_results(tracker, study, rows)
+    with tempfile.TemporaryDirectory(prefix="srdc-results-") as folder:
+        publish_results(tracker, found.run_id, results, write_results(results, Path(folder)))
+    return True
