@@ -4,6 +4,7 @@ per trial and the trials' files land in the bucket; a crashed trial continues fr
 driver resumes an interrupted study from the bucket alone; the MLflow runs get every trial's files, also from
 ``srdc-report --sync``."""
 
+import io
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REPO, S3Bucket, interrupt_when, read_jsonl, without_timings
 from mlflow import MlflowClient
 from study_helpers import bare_history, children, crash_once_after, epochs_logged
@@ -132,9 +134,15 @@ def test_a_study_on_s3_keeps_the_latest_checkpoints_and_a_crashed_trial_continue
         assert reported == list(range(EPOCHS + 1))  # each epoch once: the crashed trial did not start over
         assert checkpoints(s3_bucket, trial) == latest_checkpoints(EPOCHS)
         key = run_key(run_configs(params)[0])
-        kept = json.loads(s3_bucket.read(f"{trial}/checkpoint_{EPOCHS:06d}/{key}/summary.json"))
+        latest = f"{trial}/checkpoint_{EPOCHS:06d}"
+        # a checkpoint holds each run's state (its history included) and the nodes, nothing written twice
+        held = {k.removeprefix(latest + "/") for k in keys if k.startswith(latest + "/")}
+        assert {f"{key}/checkpoint.pt", "nodes.json"} <= held
+        assert not any(name.endswith(("summary.json", "history.jsonl")) for name in held)
+        kept = torch.load(io.BytesIO(s3_bucket.read(f"{latest}/{key}/checkpoint.pt")), weights_only=True)["state"]
         summary = json.loads(s3_bucket.read(f"{trial}/summary.json"))
-        assert kept["epochs"] == summary["epochs"] == EPOCHS and kept["acc_last"] == summary["acc_last"]
+        assert kept["epoch"] == summary["epochs"] == EPOCHS
+        assert kept["history"][-1]["acc_target"] == summary["acc_last"]
         # the MLflow run has the trial's files from the bucket, and its summary metrics
         run = runs[record["trial_id"]]
         assert run.info.status == "FINISHED" and run.data.metrics["acc_last"] == summary["acc_last"]

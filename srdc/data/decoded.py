@@ -280,8 +280,8 @@ def open_cache(name: str, samples: list[Sample], geometry: Geometry, folder: Pat
 
 
 class DecodedDataset(Dataset):
-    """``(view(image), label)`` for each sample, the image read from a :class:`DecodedImages`
-    ``samples`` as :class:`srdc.data.images.ImageDataset`'s, for the tools that write lists)."""
+    """``(view(image), label)`` for each sample, the image read from a :class:`DecodedImages` (``samples``, as
+    :class:`srdc.data.images.ImageDataset`'s, for the tools that write lists)."""
 
     def __init__(self, images: DecodedImages, samples: list[Sample], view: Any) -> None:
         self.images = images
