@@ -305,7 +305,12 @@ def test_a_lost_worker_node_and_a_killed_driver_lose_no_finished_trial_and_no_ep
     for name, rows in after.items():
         run, nodes = runs[rows[0]["trial_id"]], visits(rows)
         assert epochs_logged(client, run) == list(range(EPOCHS + 1)), name  # each epoch once
-        assert tags[rows[0]["trial_id"]] == {"srdc.node": nodes[-1], "srdc.nodes": ",".join(nodes)}, name
+        # the tags come from every result the driver received; result.json can lack the rows of a killed driver's
+        # last moments (above), so the nodes it shows are the tags' nodes, in order, perhaps fewer
+        tagged = tags[rows[0]["trial_id"]]
+        assert tagged["srdc.node"] == nodes[-1], name
+        tagged_nodes = iter(tagged["srdc.nodes"].split(","))
+        assert all(node in tagged_nodes for node in nodes), name
         expected = without_timings(bare_history(json.loads((storage / name / "params.json").read_text())))
         assert without_timings(read_json_lines(storage / name / "history.jsonl")) == expected, name
         logged = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "acc_target"))
