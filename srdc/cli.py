@@ -2,8 +2,9 @@
 
 Every :class:`srdc.config.SRDCConfig` field is an option under its own name (``--lambda_scale 0.5``; dashes
 work too: ``--data-root``). Writes ``OUT/summary.json``, ``OUT/history.jsonl`` and ``OUT/checkpoint.pt`` after
-every epoch; ``--resume`` continues from the checkpoint in OUT, bit for bit (``--resume-or-start``: continue it,
-or start the run when OUT holds no checkpoint). One process at a time owns OUT (:class:`srdc.runio.RunLock`).
+every epoch, and the run's figures into ``OUT/figures`` at its end (unless ``--figures false``); ``--resume``
+continues from the checkpoint in OUT, bit for bit (``--resume-or-start``: continue it, or start the run when OUT holds
+no checkpoint). One process at a time owns OUT (:class:`srdc.runio.RunLock`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from typing import Any
 from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
 from srdc.config import CHOICES, HELP, SRDCConfig, config_fields
 from srdc.errors import SRDCInputError
+from srdc.figures.trial import FIGURES_DIR, write_trial_figures
 from srdc.methods import METHODS
 from srdc.runio import CHECKPOINT, RunLock, read_checkpoint, save_run
 from srdc.validators import VALIDATORS
 
 # fields whose values are registry names: the registered methods and label-free validators
 REGISTRY_CHOICES = {"variant": METHODS, "labelfree_selector": VALIDATORS}
+# what a trained epoch's progress line adds (history key, label, format); epoch 0, before training, has none of them
+TRAINING_COLUMNS = (("loss_total", "loss", ".4f"), ("lr", "lr", ".5f"), ("lambda", "lambda", ".3f"))
 
 
 def parse_bool(text: str) -> bool:
@@ -93,7 +97,8 @@ def default_out(config: SRDCConfig) -> Path:
 
 
 def format_row(row: dict[str, Any], epochs: int) -> str:
-    """One history row as a progress line: accuracies, the validators, and (after training) loss, lr, lambda."""
+    """One history row as a progress line: accuracies, the validators, and what exists of loss, lr and lambda (a
+    trained epoch's; never a placeholder)."""
     parts = [f"epoch {row['epoch']:>3}/{epochs}", f"acc_target {row['acc_target']:6.2f}"]
     if "acc_target_test" in row:
         parts.append(f"test {row['acc_target_test']:.2f}")
@@ -101,8 +106,7 @@ def format_row(row: dict[str, Any], epochs: int) -> str:
         parts.append(f"kmeans {row['acc_kmeans_pooled']:6.2f}")
     parts += [f"{validator.metric} {row[validator.metric]:.3f}" for validator in VALIDATORS.values()
               if validator.metric in row]
-    if "loss_total" in row:
-        parts += [f"loss {row['loss_total']:.4f}", f"lr {row['lr']:.5f}", f"lambda {row['lambda']:.3f}"]
+    parts += [f"{label} {row[key]:{spec}}" for key, label, spec in TRAINING_COLUMNS if key in row]
     parts.append(f"{row['wall_s_epoch']:.1f}s")
     return "  ".join(parts)
 
@@ -149,7 +153,10 @@ def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, pro
         print(format_row(row, config.epochs), file=sys.stderr)
         save_run(out, trainer)
 
-    return trainer.fit(on_epoch)
+    summary = trainer.fit(on_epoch)
+    if config.figures:
+        write_trial_figures(trainer.figure_record(), out / FIGURES_DIR)
+    return summary
 
 
 def train(argv: list[str] | None = None) -> int:
@@ -163,7 +170,8 @@ def train(argv: list[str] | None = None) -> int:
     print(f"acc_last {summary['acc_last']:.2f}  acc_best_oracle {summary['acc_best_oracle']:.2f} "
           f"(epoch {summary['best_oracle_epoch']}, selected with target labels)  acc_labelfree "
           f"{summary['acc_labelfree']:.2f} (epoch {summary['labelfree_epoch']}, {summary['labelfree_selector']})")
-    print(f"wrote {out}/summary.json and {out}/history.jsonl")
+    figures = f" and the figures in {out / FIGURES_DIR}" if config.figures else ""
+    print(f"wrote {out}/summary.json, {out}/history.jsonl{figures}")
     return 0
 
 

@@ -81,8 +81,10 @@ def feature_arrays(domain: Domain, features: np.ndarray, request: ExtractionRequ
 
 def run_extraction(request: ExtractionRequest, progress: bool = True) -> Path:
     """Load the domain, build the backbone (``srdc.model.build_backbone``), extract and save; returns the path."""
+    # one pass over the images: a decoded-image cache would only add a copy of them
     config = SRDCConfig(dataset=request.dataset, source=request.domain, target=request.domain,
-                        data_root=request.root, image_size=request.image_size, path_prefix=request.path_prefix)
+                        data_root=request.root, image_size=request.image_size, path_prefix=request.path_prefix,
+                        image_cache="off")
     domain = load_one_domain(request.dataset, request.domain, config)
     device = resolve_device(request.device)
     in_dim = int(domain.eval_set[0][0].numel())

@@ -134,6 +134,14 @@ def render_effects(effects: Sequence[Effect], title: str, caption: str) -> str:
     return "\n".join([*lines, "", f"*{caption}*", ""])
 
 
+def cell_tables(records: Sequence[dict[str, Any]], selection: str, planned: int | None,
+                study: str) -> list[report.Table]:
+    """The results tables of the factorial study for one model ``selection``: a row per cell of the switches
+    (:func:`cell_label`, in :data:`CELLS` order), the paper's number where the cell is one of its variants."""
+    named = [{**record, "variant": _row_name(cell_levels(record))} for record in records]
+    return [_relabel(table) for table in report.aggregate_study(named, selection, "variant", planned, study)]
+
+
 def factorial_tables(records: Sequence[dict[str, Any]], selection: str, planned: int, study: str) -> str:
     """The factorial study's results table (a row per cell) and its effects, for one model ``selection``.
 
@@ -141,8 +149,7 @@ def factorial_tables(records: Sequence[dict[str, Any]], selection: str, planned:
     and accuracies. Effects use the finished trials of complete task x seed blocks.
     """
     metric = report.SELECTIONS[selection][0]
-    named = [{**record, "variant": _row_name(cell_levels(record))} for record in records]
-    tables = [_relabel(table) for table in report.aggregate_study(named, selection, "variant", planned, study)]
+    tables = cell_tables(records, selection, planned, study)
     finished = [record for record in records if record["status"] == FINISHED and record.get(metric) is not None]
     effects = estimate_effects(finished, SWITCHES, metric, BLOCK_KEYS)
     selectors = {str(record["labelfree_selector"]) for record in finished if "labelfree_selector" in record}

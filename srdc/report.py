@@ -22,7 +22,7 @@ import json
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -276,13 +276,13 @@ def _number(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def render(tables: list[Table], fmt: str, title: str = "Results") -> str:
+def render(tables: list[Table], fmt: str, title: str = "Results", images: Sequence[Path] = ()) -> str:
     """The tables as Markdown (``md``), CSV (one line per cell, captions as ``#`` lines), LaTeX, or a
-    self-contained HTML page called ``title`` (``html``: :func:`html_page` of the Markdown)."""
+    self-contained HTML page called ``title`` (``html``: :func:`html_page` of the Markdown, ``images`` embedded)."""
     if fmt == "csv":
         return _csv(tables)
     if fmt == "html":
-        return html_page(title, render(tables, "md"))
+        return html_page(title, render(tables, "md"), images)
     render_one = {"md": _markdown, "latex": _latex}[fmt]
     return "\n".join(render_one(table) for table in tables)
 
@@ -402,12 +402,17 @@ def study_tags(records: list[dict[str, Any]], planned: int | None, paper_table: 
 @dataclass(frozen=True)
 class StudyResults:
     """What a study ends with, for its parent run: the tables of every selection (:data:`SELECTIONS`), each
-    selection's tables as Markdown (the study's own table text where it has one), and the study's tags."""
+    selection's tables as Markdown (the study's own table text where it has one), and the study's tags; and what
+    its figures (:mod:`srdc.figures.study`) are drawn from: its records (with their epoch histories where known),
+    the field of the rows and the grid fields that split the tables."""
 
     study: str
     tables: list[Table]
     markdown: dict[str, str]
     tags: dict[str, str]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    rows: str = "variant"
+    split: tuple[str, ...] = ()
 
     @property
     def printed(self) -> str:
@@ -433,8 +438,8 @@ def study_results(records: list[dict[str, Any]], study: str, rows: str = "varian
                   split: Sequence[str] = (), paper_table: str = "",
                   markdown: dict[str, str] | None = None) -> StudyResults:
     """A study's results from its records: :func:`grouped_tables` of every selection, their Markdown (``markdown``,
-    selection -> text, when the study prints its own tables), and :func:`study_tags`."""
+    selection -> text, when the study prints its own tables), :func:`study_tags`, and the records themselves."""
     tables = {selection: grouped_tables(records, selection, rows, planned, study, split) for selection in SELECTIONS}
     texts = markdown or {selection: render(tables[selection], "md") for selection in SELECTIONS}
     return StudyResults(study, [table for selection in SELECTIONS for table in tables[selection]], texts,
-                        study_tags(records, planned, paper_table))
+                        study_tags(records, planned, paper_table), list(records), rows, tuple(split))

@@ -2,7 +2,8 @@
 
 Reads the study's trial records through :mod:`srdc.tracking` (``--sync`` first backfills the store from Tune's
 results on disk, and afterwards publishes the study's results on its parent run), then aggregates and renders them
-with :mod:`srdc.report`: Markdown, CSV, LaTeX, or a self-contained HTML page to share without a server.
+with :mod:`srdc.report`: Markdown, CSV, LaTeX, or a self-contained HTML page to share without a server, which
+embeds the study's figures (:mod:`srdc.figures.study`, drawn from the store's records and metric histories).
 
     python -m srdc.report_cli --study NAME      # the same as srdc-report, without an activated environment
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from srdc.base import ArgumentParser, run_main
 from srdc.errors import SRDCInputError
-from srdc.report import FINISHED, FORMATS, SELECTIONS, aggregate_study, planned_seeds, render
+from srdc.figures.study import study_figures
+from srdc.report import FINISHED, FORMATS, SELECTIONS, Table, grouped_tables, planned_seeds, render
 from srdc.tracking import (
     DEFAULT_EXPERIMENT,
     Tracker,
@@ -25,8 +28,10 @@ from srdc.tracking import (
     open_tracker,
     publish_study,
     resolve_tracking_uri,
+    store_results,
     sync_study,
 )
+from srdc.tracking.results import grid_fields
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--study", required=True, help="the study's name (tag srdc.study)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"(default: {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
+                        help=f"the MLflow experiment holding the study's runs (default: {DEFAULT_EXPERIMENT})")
     parser.add_argument("--format", choices=FORMATS, default="md",
-                        help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page (default: md)")
+                        help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page with the "
+                             "study's figures (default: md)")
     parser.add_argument("--selection", choices=tuple(SELECTIONS), default="oracle",
                         help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
                              "without them (labelfree), or the final one (last)")
@@ -62,14 +69,15 @@ def check_store_exists(uri: str) -> None:
         raise SRDCInputError(f"no MLflow store at {uri}; run the report where the study ran, or pass --tracking-uri")
 
 
-def load_study(tracker: Tracker, study: str, where: str) -> tuple[list[dict[str, Any]], int | None]:
-    """The study's records (one per trial) and its planned seed count (the parent's ``seeds`` param)."""
+def load_study(tracker: Tracker, study: str, where: str) -> tuple[list[dict[str, Any]], int | None, dict[str, str]]:
+    """The study's records (one per trial), its planned seed count (the parent's ``seeds`` param) and its parent's
+    params."""
     records = tracker.study_trials(study)
     params = tracker.study_params(study)
     if not records and not params and tracker.find_study(study) is None:
         known = ", ".join(tracker.known_studies()) or "none"
         raise SRDCInputError(f"no study {study!r} in {where}; known studies: {known} (or pass --experiment)")
-    return records, planned_seeds(params.get("seeds"))
+    return records, planned_seeds(params.get("seeds")), params
 
 
 def sync(args: argparse.Namespace, uri: str) -> None:
@@ -89,17 +97,28 @@ def report(args: argparse.Namespace) -> str:
     else:
         check_store_exists(uri)
     tracker = open_tracker(uri, args.experiment)
-    records, planned = load_study(tracker, args.study, f"experiment {args.experiment!r} at {uri}")
+    records, planned, params = load_study(tracker, args.study, f"experiment {args.experiment!r} at {uri}")
     if args.validators:
         return validators_table(tracker, records, args.study)
     if records and args.rows not in records[0]:
         raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {args.study!r}")
-    tables = aggregate_study(records, args.selection, args.rows, planned, args.study)
+    # one set of tables per value of the grid fields besides the rows (the factorial study's switches...)
+    tables = grouped_tables(records, args.selection, args.rows, planned, args.study, grid_fields(params, args.rows))
     if args.sync and publish_study(tracker, args.study, args.rows):
         print(f"published the results of study {args.study} on its parent run", file=sys.stderr)
     if not any(table.cells for table in tables):
         return f"study {args.study}: no finished trials yet ({len(records)} started)\n"
+    if args.format == "html":
+        return html_report(tracker, args.study, args.rows, tables)
     return render(tables, args.format, f"Study {args.study}")
+
+
+def html_report(tracker: Tracker, study: str, rows: str, tables: list[Table]) -> str:
+    """The HTML page of ``tables`` with the study's figures (those its parent run holds, drawn again from the
+    store) embedded after them."""
+    with tempfile.TemporaryDirectory(prefix="srdc-figures-") as folder:
+        figures = study_figures(store_results(tracker, study, rows), Path(folder))
+        return render(tables, "html", f"Study {study}", figures)
 
 
 def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str) -> str:

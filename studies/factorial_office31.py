@@ -8,7 +8,8 @@ mean ± standard error across the 12 task x seed blocks (``srdc.factorial``).
 Without S the trainer pre-trains on the source for ``source_pretrain_epochs`` and then trains eq. (6) alone,
 so W has no effect there: the cells S- F± W+ and S- F± W- are identical. Hence the main effect of W is half
 the effect W has with S on and equals the S x W interaction (and F x W equals S x F x W). With the paper's
-feature kernel F's gradients are small (docs/fidelity_notes.md, 15b; the smoke test's F effect is +0.0):
+feature kernel F's gradients are small (docs/fidelity_notes.md, 15b; in the smoke ablation srdc and srdc_no_featdisc
+differ by 0.2 points at most):
 ``--set feature_kernel=student_t`` runs the whole factorial with DEC's kernel instead.
 
     python studies/factorial_office31.py --data-root DATA          # the table: 8 cells x 4 tasks x 3 seeds

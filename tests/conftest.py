@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -22,6 +23,8 @@ import pytest
 # unpinned threads ran 5-10x slower; Ray pins its trial workers to their CPUs itself
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# image runs build their decoded-image caches (--image_cache auto, the default) here, not in ~/.cache/srdc
+os.environ.setdefault("SRDC_CACHE_DIR", tempfile.mkdtemp(prefix="srdc-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_PREFIXES = ("time_", "wall_s")  # wall-clock figures differ between runs; nothing else may

@@ -208,19 +208,27 @@ def test_where_the_cache_lives(tmp_path, monkeypatch):
     assert cache_folder("auto", tmp_path / "data") == tmp_path / "data" / ".srdc-cache"
     assert cache_folder("auto", None) == tmp_path / "xdg" / "srdc"
     assert cache_folder(str(tmp_path / "mine"), tmp_path) == tmp_path / "mine"
+    read_only = tmp_path / "read_only"  # a data root this process may not write to: the user's cache instead
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if not os.access(read_only, os.W_OK):  # root may write anywhere
+        assert cache_folder("auto", read_only) == tmp_path / "xdg" / "srdc"
+    (tmp_path / "a_file").write_text("")  # a data root that cannot be made
+    assert cache_folder("auto", tmp_path / "a_file" / "data") == tmp_path / "xdg" / "srdc"
     monkeypatch.setenv("SRDC_CACHE_DIR", str(tmp_path / "env"))
     assert cache_folder("auto", tmp_path / "data") == tmp_path / "env"
 
 
-def test_runs_read_the_cache_when_asked_and_the_files_by_default(tmp_path, decodes):
+def test_runs_read_the_cache_by_default_and_the_files_when_it_is_off(tmp_path, monkeypatch, decodes):
     for side in ("src", "tgt"):
         make_class_folders(tmp_path / side, TINY_CLASSES, (2, 1, 1))
+    monkeypatch.setenv("SRDC_CACHE_DIR", str(tmp_path / "cache"))
     base = {"dataset": "folder", "source": str(tmp_path / "src"), "target": str(tmp_path / "tgt"), "image_size": 32}
-    task = load_task(SRDCConfig(**base, image_cache=str(tmp_path / "cache")))
+    task = load_task(SRDCConfig(**base))
     assert isinstance(task.source.train_set, DecodedDataset) and len(decodes) == 8
     assert task.source.train_set[0][0].shape == (3, 32, 32)
     assert len(files_of(tmp_path / "cache", ".pixels")) == 2
-    assert not isinstance(load_task(SRDCConfig(**base)).source.train_set, DecodedDataset)
+    assert not isinstance(load_task(SRDCConfig(**base, image_cache="off")).source.train_set, DecodedDataset)
 
 
 def test_an_unwritable_cache_folder_is_one_error_naming_it(tmp_path, samples):

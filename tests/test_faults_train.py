@@ -222,7 +222,8 @@ def _snapshot(out: Path) -> dict[str, tuple[bytes, int]]:
         return {}
     if out.is_file():
         return {out.name: (out.read_bytes(), out.stat().st_mtime_ns)}
-    return {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in sorted(out.iterdir())}
+    return {str(path.relative_to(out)): (path.read_bytes(), path.stat().st_mtime_ns)
+            for path in sorted(out.rglob("*")) if path.is_file()}
 
 
 def test_the_sweep_covers_at_least_fifteen_bad_inputs():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import MLflowServer, free_port, interrupt_when, read_jsonl, wait_for, without_timings
 from mlflow import MlflowClient
-from pinned import reference
+from pinned import LEGACY, reference
 from study_helpers import children, epochs_logged, load_declaration, plan_of
 
 from srdc import report_cli
@@ -32,6 +32,8 @@ from srdc.trainer import Trainer
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "studies" / "ablation_office31.py"
 ABLATION = load_declaration("ablation_office31")
+# the figures of records without epoch histories (srdc.figures.study)
+ABLATION_CHARTS = ("ablation_oracle.png", "ablation_labelfree.png")
 
 
 # -- real studies -------------------------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def test_a_study_whose_store_is_down_keeps_its_results_in_its_folder_and_says_so
     parent, warning = publish(launch, "ablation_office31-smoke", results)
     assert parent is None and "the study's results are not on its MLflow parent run" in warning
     folder = tmp_path / "ablation_office31-smoke" / RESULTS_FOLDER
-    assert sorted(path.name for path in folder.iterdir()) == sorted(RESULT_FILES.values())
+    assert sorted(path.name for path in folder.iterdir()) == sorted([*RESULT_FILES.values(), *ABLATION_CHARTS])
     markdown = (folder / "tables.md").read_text()
     assert "| srdc | 50.5±0.7 | 50.5 |" in markdown and "| srdc | 40.0±0.0 | 40.0 |" in markdown
     assert "<td>45.0±0.0</td>" in (folder / "report.html").read_text()  # the last epoch
@@ -131,9 +133,12 @@ def test_results_go_to_a_bucket_storage_and_the_parent_run(s3_bucket, mlflow_ser
     parent, warning = publish(launch, "ablation_office31-smoke", smoke_results("--tasks", "A->W", "--seeds", "0"))
     assert parent[1] == parent_id and warning is None
     keys = s3_bucket.keys("studies/ablation_office31-smoke/results/")
-    assert keys == sorted(f"studies/ablation_office31-smoke/results/{name}" for name in RESULT_FILES.values())
+    assert keys == sorted(f"studies/ablation_office31-smoke/results/{name}"
+                          for name in [*RESULT_FILES.values(), *ABLATION_CHARTS])
     assert "| srdc | 50.0 | 50.0 |" in s3_bucket.read("studies/ablation_office31-smoke/results/tables.md").decode()
     run = MlflowClient(mlflow_server).get_run(parent_id)
+    assert {f"results/{name}" for name in ABLATION_CHARTS} <= \
+        {info.path for info in MlflowClient(mlflow_server).list_artifacts(parent_id, "results")}
     assert run.data.metrics["oracle.srdc.digits-digits_photo.mean"] == 50.0
     assert run.data.tags["srdc.seeds_finished"] == "1"
 
@@ -325,8 +330,9 @@ def test_the_smoke_ablation_through_the_harness_gives_the_recorded_per_trial_met
     """The same study before and after the harness redesign: the trials of ``--smoke-test --tasks A->W D->A
     --seeds 0`` reproduce, through Ray Tune, the histories and accuracies the old code gives (:mod:`pinned`)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    legacy = [arg for field, value in LEGACY.items() for arg in ("--set", f"{field}={value}")]
     argv = ["--smoke-test", "--tasks", "A->W", "D->A", "--seeds", "0", "--storage-path", str(tmp_path / "ray"),
-            "--tracking-uri", uri]
+            "--tracking-uri", uri, *legacy]
     assert main(ABLATION, argv) == 0, capsys.readouterr().out
     assert "study ablation_office31-smoke: 10 trials, 10 finished, 0 failed" in capsys.readouterr().out
     pinned = {(t["config"]["source"], t["config"]["target"], t["config"]["variant"]): t
@@ -343,8 +349,8 @@ def test_the_smoke_ablation_through_the_harness_gives_the_recorded_per_trial_met
         current.update(bf16=False, channels_last=False)
         recorded = {k: v for k, v in trial["config"].items() if k not in where}
         assert {k: current[k] for k in recorded} == recorded
-        added = set(current) - set(recorded)  # fields added since the record: at their defaults
-        assert {k: current[k] for k in added} == {k: getattr(SRDCConfig(), k) for k in added}
+        added = set(current) - set(recorded)  # fields added since the record: at their defaults, or the record's
+        assert {k: current[k] for k in added} == {k: LEGACY.get(k, getattr(SRDCConfig(), k)) for k in added}
         history = without_timings(read_jsonl(params.parent / "history.jsonl"))
         assert history == trial["history"], config.variant
         last = read_jsonl(params.parent / "result.json")[-1]

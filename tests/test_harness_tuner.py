@@ -86,6 +86,25 @@ def test_a_resume_whose_saved_state_names_a_deleted_checkpoint_continues_from_th
 
 
 @pytest.mark.slow
+def test_a_trial_whose_checkpoint_lacks_its_file_continues_from_its_nearest_complete_checkpoint(
+        tmp_path, mlflow_server, ray_cluster, monkeypatch):
+    """What a lost worker node once left (multi-node test): Tune restores a trial from a checkpoint folder in the
+    storage that holds no ``checkpoint.pt``; without a fallback every retry fails on it."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    trainable = crash_once_after(1, tmp_path / "crashed")
+    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_empty",
+            "--max-failures", "0"]
+    first = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, argv), trainable=trainable)
+    assert first.counts[TrialStatus.FAILED] == 1
+    trial_dir = Path(first.records[0]["path"])
+    named = trial_dir / "checkpoint_000001"  # the one Tune's saved state names
+    named.rename(trial_dir / "checkpoint_000002")  # complete, newer
+    (named / "digits-digits_photo.seed0").mkdir(parents=True)  # the named folder, without its checkpoint.pt
+    resumed = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
+    assert_as_if_never_interrupted(resumed, mlflow_server, "tune_empty")
+
+
+@pytest.mark.slow
 def test_checkpoint_every_k_epochs_retries_from_the_last_checkpoint_with_the_uninterrupted_metrics(
         tmp_path, ray_cluster):
     run = {**RUN, "epochs": 5}

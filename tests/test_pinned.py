@@ -9,7 +9,7 @@ first (:mod:`pinned`).
 
 import pytest
 import torch
-from pinned import PINNED, reference
+from pinned import LEGACY, PINNED, reference
 
 from srdc.config import SRDCConfig
 from srdc.trainer import TIMING_KEYS, Trainer
@@ -38,7 +38,7 @@ def test_the_record_covers_every_paper_variant_and_the_selectors():
 @pytest.mark.parametrize("index", range(len(PINNED)), ids=[f"{t['name']}-{t['config']['variant']}" for t in PINNED])
 def test_history_and_accuracies_are_exactly_the_pinned_ones(index, baseline, one_thread):
     trial = baseline[index]
-    trainer = Trainer(SRDCConfig.from_dict({**trial["config"], "device": "cpu"}))
+    trainer = Trainer(SRDCConfig.from_dict({**LEGACY, **trial["config"], "device": "cpu"}))
     summary = trainer.fit()
     history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in trainer.history]
     assert len(history) == len(trial["history"])

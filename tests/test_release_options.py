@@ -1,5 +1,5 @@
 """The options that reproduce the released code where it differs from ours (docs/fidelity_notes.md items 22-26):
-each changes exactly what it claims, and its default is our code path."""
+each changes exactly what it claims, and its default is the released code's path (the other value is ours)."""
 
 import dataclasses
 import io
@@ -18,6 +18,16 @@ from srdc.trainer import TIMING_KEYS, Trainer, lr_at
 
 CPU = torch.device("cpu")
 DIMS = {"pooled": 2, "bottleneck": 2}
+# our code path where the released code's differs (the defaults are the release's)
+OURS = {"centre_grad_accumulate": False, "bottleneck_kmeans_labels": "own", "kmeans_labels": "final",
+        "empty_centre": "source"}
+
+
+def test_the_defaults_are_the_released_codes_and_the_other_values_ours():
+    release = {"centre_grad_accumulate": True, "bottleneck_kmeans_labels": "pooled", "kmeans_labels": "before_update",
+               "empty_centre": "zero", "aux_kmeans_weight": 0.0}
+    assert {field: getattr(SRDCConfig(), field) for field in release} == release
+    assert {field: getattr(SRDCConfig(**OURS), field) for field in OURS} == OURS
 
 
 # -- (d) kmeans_labels --------------------------------------------------------------------------------------
@@ -58,8 +68,8 @@ def nobody_predicts_class_1(epoch: int) -> Preparation:
 
 def test_a_class_nobody_predicts_starts_from_its_source_centroid_or_from_zero():
     prep = nobody_predicts_class_1(epoch=1)
-    ours = build_method(SRDCConfig(), 2, DIMS, CPU).prepare(prep).plan
-    release = build_method(SRDCConfig(empty_centre="zero"), 2, DIMS, CPU).prepare(prep).plan
+    ours = build_method(SRDCConfig(empty_centre="source"), 2, DIMS, CPU).prepare(prep).plan
+    release = build_method(SRDCConfig(), 2, DIMS, CPU).prepare(prep).plan
     # ours: K-means from (16, 0.5) and class 1's source centroid (20, 0.5) finds both target blobs
     assert ours.target_centres["pooled"].tolist() == [[11.0, 0.5], [21.0, 0.5]]
     assert ours.kmeans_labels["pooled"].tolist() == [0, 0, 1, 1]
@@ -111,8 +121,8 @@ def objective(parts: dict, q: dict) -> float:
 
 def test_first_epoch_bottleneck_term_uses_its_own_or_the_pooled_kmeans_labels():
     bottleneck_labels = [1, 0, 0, 1]  # differ from the pooled space's [0, 0, 1, 1]
-    ours, parts = target_loss(SRDCConfig(), 0, bottleneck_labels)
-    release, _ = target_loss(SRDCConfig(bottleneck_kmeans_labels="pooled"), 0, bottleneck_labels)
+    ours, parts = target_loss(SRDCConfig(bottleneck_kmeans_labels="own"), 0, bottleneck_labels)
+    release, _ = target_loss(SRDCConfig(), 0, bottleneck_labels)
     hard = parts["hard"]
     assert hard["pooled"].argmax(1).tolist() == [0, 0, 1, 1]
     assert ours == pytest.approx(objective(parts, {"output": hard["pooled"], "pooled": hard["pooled"],
@@ -124,10 +134,11 @@ def test_first_epoch_bottleneck_term_uses_its_own_or_the_pooled_kmeans_labels():
 
 def test_aux_kmeans_weight_mixes_one_hot_labels_into_q_after_the_first_epoch():
     bottleneck_labels = [1, 0, 0, 1]
-    ours, parts = target_loss(SRDCConfig(), 1, bottleneck_labels)
-    mixed, _ = target_loss(SRDCConfig(aux_kmeans_weight=0.5), 1, bottleneck_labels)
-    first_epoch, _ = target_loss(SRDCConfig(aux_kmeans_weight=0.5), 0, bottleneck_labels)
-    default_first_epoch, _ = target_loss(SRDCConfig(), 0, bottleneck_labels)
+    own = SRDCConfig(bottleneck_kmeans_labels="own")  # the bottleneck's own K-means labels in the mix
+    ours, parts = target_loss(own, 1, bottleneck_labels)
+    mixed, _ = target_loss(dataclasses.replace(own, aux_kmeans_weight=0.5), 1, bottleneck_labels)
+    first_epoch, _ = target_loss(dataclasses.replace(own, aux_kmeans_weight=0.5), 0, bottleneck_labels)
+    default_first_epoch, _ = target_loss(own, 0, bottleneck_labels)
     logits = {"output": parts["logits"], **parts["kernels"]}
     big_q = {s: losses.auxiliary_distribution(torch.softmax(x, dim=1)) for s, x in logits.items()}  # eq. (2)
     hard = parts["hard"]
@@ -168,8 +179,8 @@ def spied_epoch(monkeypatch, config: SRDCConfig) -> tuple[Trainer, list, list]:
     return trainer, fresh, received
 
 
-def test_by_default_each_step_sees_only_its_own_centre_gradient(monkeypatch):
-    _, fresh, received = spied_epoch(monkeypatch, small_config())
+def test_with_zeroed_centre_gradients_each_step_sees_only_its_own(monkeypatch):
+    _, fresh, received = spied_epoch(monkeypatch, small_config(centre_grad_accumulate=False))
     assert len(fresh) >= 3
     for grads, got in zip(fresh, received, strict=True):
         for g, (grad, _) in zip(grads, got, strict=True):
@@ -236,8 +247,8 @@ def test_resume_with_accumulated_centre_gradients_is_bit_identical():
     assert history(forgetful) != history(uninterrupted)
 
 
-def test_by_default_no_centre_gradient_is_checkpointed():
-    srdc = build_method(SRDCConfig(), 2, DIMS, CPU)
+def test_with_zeroed_centre_gradients_none_is_checkpointed():
+    srdc = build_method(SRDCConfig(centre_grad_accumulate=False), 2, DIMS, CPU)
     assert srdc.persistent_grad_params() == [] and srdc.state_dict()["centre_grads"] == {}
     (group,) = srdc.parameter_groups()
     assert "weight_decay" not in group  # the optimizer's weight decay, as before

@@ -340,6 +340,9 @@ def test_cli_writes_one_html_page(tracking_uri, capsys):
     out = capsys.readouterr().out
     assert out.startswith("<!DOCTYPE html>") and "<title>Study cli</title>" in out
     assert "<tr><td>srdc</td><td>82.0±2.8 n=2 (paper 95.7, -13.7)</td><td>82.0 n=2</td></tr>" in out
+    # the study's figures, embedded: its runs hold no per-epoch accuracy, so the ablation charts alone
+    assert re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]+)">', out) == \
+        ["ablation_oracle.png", "ablation_labelfree.png"]
 
 
 def test_cli_unknown_study_names_the_known_ones(tracking_uri, capsys):
@@ -396,8 +399,10 @@ def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys, monke
                                    "last.srdc.A-D.mean": 85.0, "last.srdc.Avg.mean": 85.0}
     assert "| srdc | 90.0 (paper 95.8, -5.8) | 90.0 |" in parent.data.tags["mlflow.note.content"]
     assert (parent.data.tags["srdc.seeds_planned"], parent.data.tags["srdc.seeds_finished"]) == ("1", "1")
+    # with the study's figures: the ablation charts, and the learning curves of the synced epochs
+    figures = ["ablation_oracle.png", "ablation_labelfree.png", "learning_curves.png"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \
-        {f"results/{name}" for name in RESULT_FILES.values()}
+        {f"results/{name}" for name in [*RESULT_FILES.values(), *figures]}
 
 
 def test_cli_sync_needs_a_tune_experiment_directory(tracking_uri, tmp_path, capsys):

@@ -76,6 +76,7 @@ def test_office31_studies_share_the_amazon_target_setting(name):
     assert study.task_config == office31_task_config(study.tasks)
     configs = grid_configs(plan_of(study))
     assert {c["task"] for c in configs if c.get("mu_init") == "target"} == {t for t in study.tasks if t[-1] == "A"}
+    assert {c["task"] for c in configs if c.get("aux_kmeans_weight") == 0.5} == {"W->A"} & set(study.tasks)
 
 
 def test_the_inductive_study_runs_every_trial_on_the_50_50_splits_and_says_so_in_its_captions():

@@ -129,7 +129,7 @@ def cmd_split(args: argparse.Namespace) -> int:
         raise SRDCInputError(f"--seed must be >= 0, got {args.seed}")
     check_output_folder(Path(args.out))
     config = SRDCConfig(dataset=args.name, source=args.domain, target=args.domain, data_root=args.root,
-                        path_prefix=args.path_prefix)
+                        path_prefix=args.path_prefix, image_cache="off")  # the labels only: no image is read
     domain = load_one_domain(args.name, args.domain, config)
     out = Path(args.out)
     train, test = write_split(domain, args.seed, out)
@@ -192,6 +192,9 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+PATH_PREFIX_HELP = "rewrite the absolute paths in image lists that start with OLD to start with NEW"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="srdc-data", description="Datasets for SRDC: download, verify, split, "
                                      "extract features. See docs/datasets.md.")
@@ -202,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(run=cmd_list)
 
     download = commands.add_parser("download", help="download, check (md5, counts) and install a benchmark")
-    download.add_argument("name", choices=sorted(BENCHMARKS))
+    download.add_argument("name", choices=sorted(BENCHMARKS), help="the benchmark")
     download.add_argument("--root", required=True, help="installs ROOT/NAME")
     download.add_argument("--archive", default=None, help="use this archive, downloaded by hand, instead")
     download.add_argument("--keep-archive", action="store_true", help="keep ROOT/.downloads/ARCHIVE afterwards")
@@ -213,12 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(run=cmd_download)
 
     verify = commands.add_parser("verify", help="check ROOT/NAME: every domain, its classes and image count")
-    verify.add_argument("name", choices=sorted(BENCHMARKS))
-    verify.add_argument("--root", required=True)
+    verify.add_argument("name", choices=sorted(BENCHMARKS), help="the benchmark")
+    verify.add_argument("--root", required=True, help="the folder holding NAME (as srdc-data download --root)")
     verify.set_defaults(run=cmd_verify)
 
     fingerprint = commands.add_parser("fingerprint", help="an archive's md5 and file list: print, record, check")
-    fingerprint.add_argument("archive")
+    fingerprint.add_argument("archive", help="the archive file (.zip, .tar, .tar.gz, ...)")
     target = fingerprint.add_mutually_exclusive_group()
     target.add_argument("--out", default=None, help="write the manifest here (default: ARCHIVE.fingerprint.json)")
     target.add_argument("--check", default=None, help="compare with this recorded manifest instead of writing one")
@@ -229,10 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     split = commands.add_parser("split", help="write the inductive 50/50 split of a domain as image lists")
     split.add_argument("name", help="a dataset: a benchmark, folder or imagelist")
     split.add_argument("--domain", required=True, help="a domain name or letter (a path for folder/imagelist)")
-    split.add_argument("--root", default="data")
+    split.add_argument("--root", default="data", help="the folder holding the datasets (default: data)")
     split.add_argument("--seed", type=int, default=0, help="the split_seed of training (default 0)")
     split.add_argument("--out", required=True, help="folder for train.txt, test.txt, classes.txt")
-    split.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, help="OLD=NEW")
+    split.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, metavar="OLD=NEW",
+                       help=PATH_PREFIX_HELP)
     split.set_defaults(run=cmd_split)
 
     cache = commands.add_parser("cache", help="decode a dataset's images once into the cache runs read "
@@ -240,26 +244,34 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("name", help="a dataset: a benchmark, folder or imagelist")
     cache.add_argument("--domain", action="append", default=None,
                        help="a domain name or letter (a path for folder/imagelist); repeat it; default: all")
-    cache.add_argument("--root", default="data")
+    cache.add_argument("--root", default="data", help="the folder holding the datasets (default: data)")
     cache.add_argument("--cache", default="auto", help="auto (as --image_cache auto) or a folder")
-    cache.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
+    cache.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None,
+                       help="the runs' --image_size (default: the backbone's)")
     cache.add_argument("--backbone", default="auto", help="the backbone whose transform profile the runs use")
-    cache.add_argument("--augment", default="auto", choices=CHOICES["augment"])
-    cache.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, help="OLD=NEW")
+    cache.add_argument("--augment", default="auto", choices=CHOICES["augment"],
+                       help="the runs' --augment, which decides the stored image size (default: auto, the backbone's)")
+    cache.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, metavar="OLD=NEW",
+                       help=PATH_PREFIX_HELP)
     cache.set_defaults(run=cmd_cache)
 
     extract = commands.add_parser("extract-features", help="backbone features of one domain into a .npz file")
-    extract.add_argument("--dataset", required=True)
-    extract.add_argument("--domain", required=True)
-    extract.add_argument("--root", default="data")
-    extract.add_argument("--out", required=True)
-    extract.add_argument("--backbone", default="resnet50")
-    extract.add_argument("--weights", default="imagenet", help="imagenet, none, or a .pth file")
-    extract.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
-    extract.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    extract.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
-    extract.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=0)
-    extract.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, help="OLD=NEW")
+    extract.add_argument("--dataset", required=True, help="a dataset: a benchmark, folder or imagelist")
+    extract.add_argument("--domain", required=True, help="a domain name or letter (a path for folder/imagelist)")
+    extract.add_argument("--root", default="data", help="the folder holding the datasets (default: data)")
+    extract.add_argument("--out", required=True, help="the .npz file to write (features, labels)")
+    extract.add_argument("--backbone", default="resnet50", help="the feature extractor (default: resnet50)")
+    extract.add_argument("--weights", default="imagenet", help="imagenet, none, or a .pth file (default: imagenet)")
+    extract.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64,
+                         help="images per forward pass (default: 64)")
+    extract.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                         help="auto: CUDA when available, else the CPU (default: auto)")
+    extract.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None,
+                         help="the network's input size in pixels (default: the backbone's)")
+    extract.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=0,
+                         help="data-loading worker processes (default: 0, in this process)")
+    extract.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, metavar="OLD=NEW",
+                         help=PATH_PREFIX_HELP)
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
     extract.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     extract.set_defaults(run=cmd_extract)

@@ -1,11 +1,11 @@
 """Decode once: a cache of an image domain's decoded, resized pixels, memory-mapped and shared by every run on a node.
 
-Without it (``--image_cache off``, the default) an image is decoded and resized at every access, by both views in
-every epoch. With it, the first run to need a domain decodes each image once through the resize step of its
-transform profile (:func:`srdc.data.images.resize_geometry`: the shorter side to ``resize``, or exactly
-``crop x crop`` for ``augment`` ``none``) and stores the result; every run after that (and every DataLoader worker,
-and the other trials of a study on the same node) maps the same file read-only, so the operating system keeps one
-copy of its pages in memory. The crop and flip then run on uint8 tensors and the normalisation turns the crop into
+Without it (``--image_cache off``) an image is decoded and resized at every access, by both views in every epoch.
+With it (``auto``, the default, or a folder), the first run to need a domain decodes each image once through the
+resize step of its transform profile (:func:`srdc.data.images.resize_geometry`: the shorter side to ``resize``, or
+exactly ``crop x crop`` for ``augment`` ``none``) and stores the result; every run after that (and every DataLoader
+worker, and the other trials of a study on the same node) maps the same file read-only, so the operating system keeps
+one copy of its pages in memory. The crop and flip then run on uint8 tensors and the normalisation turns the crop into
 floats (:func:`srdc.data.images.resized_tensor_transform`, on the CPU, where the DataLoader runs): the same torchvision
 steps drawing the same random numbers from torch's generator, and the same float operations, so a view read from the
 cache is the view decoded from the file, float for float, and a seeded run is the same run with the cache or without
@@ -63,17 +63,24 @@ FileStat = list[Any]  # [absolute path, size in bytes, mtime in ns]
 # -- where --------------------------------------------------------------------------------------------------
 def cache_folder(setting: str, data_root: Path | None) -> Path | None:
     """The folder of ``--image_cache`` (``None``: off). ``auto``: ``$SRDC_CACHE_DIR`` if set, else
-    ``DATA_ROOT/.srdc-cache`` for a benchmark, else ``$XDG_CACHE_HOME/srdc`` (``~/.cache/srdc``) for your own
-    image lists and folders; any other value is the folder itself."""
+    ``DATA_ROOT/.srdc-cache`` for a benchmark whose data root this process may write to, else
+    ``$XDG_CACHE_HOME/srdc`` (``~/.cache/srdc``: your own image lists and folders, a read-only data root); any other
+    value is the folder itself."""
     if setting == "off":
         return None
     if setting != "auto":
         return Path(setting)
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
-    if data_root is not None:
+    if data_root is not None and writable(data_root / CACHE_FOLDER):
         return data_root / CACHE_FOLDER
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "srdc"
+
+
+def writable(folder: Path) -> bool:
+    """Whether this process may write in ``folder``, or create it (its nearest existing ancestor is writable)."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    return existing is not None and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
 def cache_stem(name: str, samples: list[Sample], geometry: Geometry) -> str:

@@ -31,8 +31,8 @@ STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 OBJECTIVES = ("labelfree", "oracle")
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
-# (and the Ray cluster: a new head after the old one died has a new address; and the dry run's own options)
-LOCATING = ("storage_path", "study_name", "smoke_test", "resume", "address", "dry_run", "plan_gpus")
+# (and the Ray cluster: a new head after the old one died has a new address; the dry run's own options; the console)
+LOCATING = ("storage_path", "study_name", "smoke_test", "resume", "address", "dry_run", "plan_gpus", "verbose")
 # --set may not touch what the study's own options set
 RESERVED = (*GRID_KEYS, "source", "target", "dataset", "epochs", "data_root")
 
@@ -78,6 +78,7 @@ class Launch:
     resume: bool = False
     dry_run: bool = False
     plan_gpus: float | None = None
+    verbose: int = 0
     search: SearchOptions | None = None
 
     @property
@@ -114,7 +115,9 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
     parser.add_argument("--smoke-test", action="store_true",
                         help="the same grid shape on the embedded data, tiny budget (minutes on a CPU)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the study's)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="(default: the study's)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="the seeds: one trial per seed and grid cell (a search: every trial trains each seed) "
+                             "(default: the study's)")
     parser.add_argument("--tasks", nargs="+", default=None, help="a subset of the study's tasks")
     parser.add_argument("--variants", nargs="+", default=None, help="a subset of the study's variants")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -153,6 +156,11 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted study STORAGE/NAME with its original settings: finished "
                              "trials are kept, unfinished and errored ones continue from their last checkpoint")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="the console: by default one line per trial event (started, finished with its "
+                             "accuracies, stopped early, diverged, retried, failed) and a summary line every 30 s; "
+                             "-v adds Tune's status table of every trial every 30 s, -vv each trial's results as "
+                             "they come, -vvv with every reported value (Tune's verbosity 1-3)")
     if search is not None:
         add_search_options(parser, search)
     return parser
@@ -258,7 +266,7 @@ def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
         overrides=tuple(args.overrides), gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, keep_checkpoints=args.keep_checkpoints,
         checkpoint_every=args.checkpoint_every, address=args.address or os.environ.get("RAY_ADDRESS") or None,
-        resume=args.resume, dry_run=args.dry_run, plan_gpus=args.plan_gpus, search=search)
+        resume=args.resume, dry_run=args.dry_run, plan_gpus=args.plan_gpus, verbose=args.verbose, search=search)
 
 
 def resolve_launch(study: Study, argv: list[str] | None, search: Search | None = None) -> Launch:

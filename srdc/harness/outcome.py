@@ -1,28 +1,33 @@
 """Running a study and what it ends with: the mean±std tables of every printed model selection (built from Tune's
 own results, so they print even when MLflow is down), the study's results (the tables of every selection in every
-format, in the Tune experiment folder's ``results/`` and on the study's MLflow parent run, with its summary
-metrics, tags and description), where the Tune results and the MLflow runs are, and the exit status.
+format and the study's figures, :mod:`srdc.figures.study`, drawn from the records and the trials' ``history.jsonl``,
+in the Tune experiment folder's ``results/`` and on the study's MLflow parent run, with its summary metrics, tags
+and description), where the Tune results and the MLflow runs are, and the exit status.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pyarrow.fs
 
 from srdc import report
 from srdc.base import threads_for_cpus
-from srdc.harness.declarations import Study
+from srdc.figures.study import CURVE_METRIC, HISTORY
+from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, param_space, plan_study
 from srdc.harness.trainable import train_srdc
 from srdc.harness.tuner import Experiment, Trainable, TrialStatus, fit, ray_session
-from srdc.tracking import TrackingUnavailable, open_tracker, publish_results, write_results
+from srdc.runio import HISTORY as HISTORY_FILE
+from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
+from srdc.tracking.results import write_study
 
 EXIT_INTERRUPTED = 130
 GRID_COLUMNS = ("task", "variant", "seed")
@@ -62,8 +67,9 @@ class StudyOutcome:
         diverged = f"{counts[TrialStatus.DIVERGED]} diverged, " if counts[TrialStatus.DIVERGED] else ""
         lines = [f"study {plan.name}: {len(self.records)} trials, {counts[TrialStatus.FINISHED]} finished, "
                  f"{diverged}{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.UNFINISHED]} unfinished; "
-                 f"Tune results: {launch.path}", "", self.tables,
-                 f"every selection's tables (md, csv, LaTeX, one HTML page): {launch.path}/{RESULTS_FOLDER}/"]
+                 f"Tune results: {launch.path}", "", *([SMOKE_NOTE, ""] if launch.smoke_test else []), self.tables,
+                 f"every selection's tables (md, csv, LaTeX) and the study's figures (PNG), all in one HTML page: "
+                 f"{launch.path}/{RESULTS_FOLDER}/"]
         if self.interrupted:
             lines.append(f"interrupted: continue it with: {resume_command(launch)}")
         lines += [f"warning: {warning}" for warning in self.warnings]
@@ -101,19 +107,38 @@ def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> re
                                 str(plan.study_params.get("paper_table", "")), markdown)
 
 
+def with_trial_histories(launch: Launch, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records, each finished trial's with its target accuracy by epoch (:data:`srdc.figures.study.HISTORY`)
+    from the ``history.jsonl`` of its folder in the study's storage (a local folder, or ``s3://``/``gs://``)."""
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(launch.path)
+    found = []
+    for record in records:
+        path = f"{root}/{PurePosixPath(record['path']).name}/{HISTORY_FILE}"
+        if record["status"] != TrialStatus.FINISHED or \
+                filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+            found.append(record)
+            continue
+        with filesystem.open_input_stream(path) as stream:
+            rows = [json.loads(line) for line in stream.read().decode().splitlines() if line.strip()]
+        history = [{"epoch": row["epoch"], CURVE_METRIC: row[CURVE_METRIC]} for row in rows if CURVE_METRIC in row]
+        found.append({**record, HISTORY: history})
+    return found
+
+
 def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> str:
     """The tables of every printed selection (:data:`srdc.report.PRINTED_SELECTIONS`), as Markdown."""
     return study_results(study, plan, records).printed
 
 
 def publish(launch: Launch, study: str, results: report.StudyResults) -> tuple[tuple[str, str] | None, str | None]:
-    """Write ``results`` into the study's Tune experiment folder (``results/``; a remote storage's through a local
-    copy), then onto its MLflow parent run. Returns the parent run (experiment id, run id; ``None`` when there
-    is none, or the store cannot be read now) and a warning when the store could not take the results."""
+    """Write ``results`` and the study's figures (:func:`srdc.figures.study.study_figures`, embedded in its HTML
+    page) into the study's Tune experiment folder (``results/``; a remote storage's through a local copy), then
+    onto its MLflow parent run. Returns the parent run (experiment id, run id; ``None`` when there is none, or
+    the store cannot be read now) and a warning when the store could not take the results."""
     remote = "://" in launch.path
     with tempfile.TemporaryDirectory(prefix="srdc-results-") as scratch:
         folder = Path(scratch) if remote else Path(launch.path) / RESULTS_FOLDER
-        paths = write_results(results, folder)
+        paths = write_study(results, folder)
         if remote:
             pyarrow.fs.copy_files(scratch, f"{launch.path}/{RESULTS_FOLDER}")
         try:
@@ -167,6 +192,6 @@ def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -
     announce_threads(launch)
     with ray_session(launch.address):
         records = fit(launch, study_experiment(plan), trainable)
-    results = study_results(study, plan, records)
+    results = study_results(study, plan, with_trial_histories(launch, records))
     parent_run, warning = publish(launch, plan.name, results)
     return StudyOutcome(plan, launch, records, results.printed, parent_run, [*warnings, *filter(None, [warning])])

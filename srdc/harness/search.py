@@ -9,9 +9,10 @@ to three phases, each a Tune experiment under the launch's storage, all tracked 
    (``ConcurrencyLimiter``), stopped early by ``ASHAScheduler`` (``time_attr`` epoch). A trial reports after every
    epoch the mean over its runs of the ``objective``: label-free by default (the best value so far of the
    validator behind ``acc_labelfree``), the paper's protocol with ``--objective oracle`` (the best target
-   accuracy so far). The Optuna study is kept in ``NAME/optuna.db``; its trial history and parameter
-   importances go to the MLflow parent as artifacts. With ``--dataset features`` the runs train the head on
-   cached backbone features (extracted once into ``--features-dir``): minutes.
+   accuracy so far). The Optuna study is kept in ``NAME/optuna.db``; its trials, parameter importances and their
+   plots, and the trials' accuracies against each searched parameter (:func:`srdc.figures.study.search_chart`) go
+   into ``NAME/results/`` and to the MLflow parent as artifacts (``search/``). With ``--dataset features`` the runs
+   train the head on cached backbone features (extracted once into ``--features-dir``): minutes.
 2. **promotion** (only with ``--promote K``; Tune experiment NAME-promoted, same MLflow parent): the K best
    finished configs run again as full fine-tuning trials on the study's image dataset, same tasks and seeds.
 3. **re-run** (study NAME-rerun): the winner (the best promoted config, else the best searched one) on fresh
@@ -28,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ from typing import Any
 from srdc.base import parse_task
 from srdc.config import SRDCConfig
 from srdc.errors import SRDCInputError
+from srdc.figures.study import SEARCH_FILE, search_chart
 from srdc.harness.declarations import Search, Study
 from srdc.harness.options import (
     FEATURES,
@@ -51,6 +52,7 @@ from srdc.harness.options import (
 )
 from srdc.harness.outcome import (
     EXIT_INTERRUPTED,
+    RESULTS_FOLDER,
     StudyOutcome,
     announce,
     announce_threads,
@@ -313,7 +315,7 @@ def run_search(search: Search, launch: Launch) -> SearchOutcome:
     parent = find_parent_run(launch, setup.name)
     outcome.parent_run_id = parent[1] if parent is not None else None
     if not outcome.search.interrupted:
-        log_to_parent(outcome)
+        log_to_parent(outcome, write_search_files(outcome))
     return outcome
 
 
@@ -337,7 +339,25 @@ def run_phases(setup: Setup) -> SearchOutcome:
     return outcome
 
 
-# -- MLflow: the Optuna study's plots and the search's report on the parent run ---------------------------------
+# -- the search's files (the Optuna study's plots, the accuracy chart, the report), on its MLflow parent run ---------
+def search_folder(setup: Setup) -> Path:
+    """Where the search's files are: ``results/`` in its Tune experiment folder (a search's storage is local)."""
+    return Path(setup.launch.path) / RESULTS_FOLDER
+
+
+def log_scales(grid: dict[str, Any]) -> dict[str, bool]:
+    """Each searched field of ``grid`` (Tune domains) -> whether it is sampled on a log scale (``loguniform``...)."""
+    from ray.tune.search.sample import LogUniform, Quantized
+
+    scales = {}
+    for key, domain in grid.items():
+        sampler = getattr(domain, "sampler", None)
+        if isinstance(sampler, Quantized):
+            sampler = sampler.get_sampler()
+        scales[key] = isinstance(sampler, LogUniform)
+    return scales
+
+
 def optuna_files(setup: Setup, folder: Path) -> list[Path]:
     """The Optuna study's trials (CSV), parameter importances (JSON) and, with matplotlib, their plots."""
     import optuna
@@ -368,24 +388,34 @@ def optuna_files(setup: Setup, folder: Path) -> list[Path]:
     return files
 
 
-def log_to_parent(outcome: SearchOutcome) -> None:
-    """Log the Optuna study's files, the winner and the printed report to the search's parent run."""
+def write_search_files(outcome: SearchOutcome) -> list[Path]:
+    """Write the Optuna study's files (:func:`optuna_files`), the search's accuracy against each searched parameter
+    (:func:`srdc.figures.study.search_chart`), the printed report and the winner into :func:`search_folder`."""
+    setup = outcome.setup
+    folder = search_folder(setup)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = optuna_files(setup, folder)
+    title = f"Search {setup.name}: the trials' accuracies against the searched parameters"
+    files.append(search_chart(outcome.search.records, log_scales(setup.plan.grid), title, folder / SEARCH_FILE))
+    files.append(folder / "search_report.md")
+    files[-1].write_text(describe(outcome) + "\n")
+    if outcome.winner is not None:
+        files.append(folder / "best_config.json")
+        files[-1].write_text(json.dumps(outcome.winner["params"], indent=2) + "\n")
+    return files
+
+
+def log_to_parent(outcome: SearchOutcome, files: list[Path]) -> None:
+    """Log the search's files (:func:`write_search_files`) to its parent run, under ``search/``."""
     setup = outcome.setup
     if outcome.parent_run_id is None:
-        logger.warning("MLflow is not reachable: the Optuna study's plots stay in %s only", setup.optuna_url)
+        logger.warning("MLflow is not reachable: the search's files and plots stay in %s only", search_folder(setup))
         return
-    with tempfile.TemporaryDirectory(prefix="srdc-search-") as folder:
-        files = optuna_files(setup, Path(folder))
-        (Path(folder) / "search_report.md").write_text(describe(outcome) + "\n")
-        files.append(Path(folder) / "search_report.md")
-        if outcome.winner is not None:
-            files.append(Path(folder) / "best_config.json")
-            files[-1].write_text(json.dumps(outcome.winner["params"], indent=2) + "\n")
-        try:
-            tracker = open_tracker(setup.launch.tracking_uri, setup.launch.experiment)
-            tracker.log_files(outcome.parent_run_id, files, artifact_path="search")
-        except TrackingUnavailable as error:
-            logger.warning("could not log the search's files to MLflow (%s)", error)
+    try:
+        tracker = open_tracker(setup.launch.tracking_uri, setup.launch.experiment)
+        tracker.log_files(outcome.parent_run_id, files, artifact_path="search")
+    except TrackingUnavailable as error:
+        logger.warning("could not log the search's files to MLflow (%s)", error)
 
 
 def tag_rerun(setup: Setup) -> None:
@@ -466,6 +496,9 @@ def describe(outcome: SearchOutcome) -> str:
         lines += ["", outcome.rerun.describe(), ""]
         walls.append(f"re-run {outcome.rerun_wall_s:.0f} s")
     lines.append("wall times: " + ", ".join(walls))
+    if not outcome.search.interrupted:
+        lines.append(f"the search's files (Optuna trials, importances and plots, accuracy against each searched "
+                     f"parameter, this report): {search_folder(setup)}/")
     lines.append(f"Optuna study: {setup.optuna_url} (study {setup.name}); MLflow: {launch.tracking_uri}, experiment "
                  f"{launch.experiment!r}, parent run {outcome.parent_run_id or '(not reachable now)'} "
                  f"(artifacts under search/)")

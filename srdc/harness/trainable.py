@@ -16,7 +16,10 @@ so that a retried or restored trial continues bit for bit from it; it comes with
 last epoch, and a trial restarted from it trains the epochs after it again (exactly as before, so their reports
 repeat themselves). The trial folder's ``history.jsonl``/``summary.json`` are the run's own history and summary for
 one run, else the trial's reports and summary (the MLflow callback logs them); each is written once per epoch, and a
-checkpoint's folder holds only the checkpoints, serialised once (Tune copies the folder into its storage). Each
+checkpoint's folder holds only the checkpoints, serialised once (Tune copies the folder into its storage). After the
+last epoch, before its report, each run saves what its figures are drawn from into the trial folder's ``figures/``
+(``record.pt``; with several runs ``KEY.record.pt``: :mod:`srdc.figures.trial`, milliseconds); the MLflow callback
+draws them off the trial's path and logs them as the run's artifacts. Each
 report also names the Ray node it comes from (``node_id``) and every node the trial ran on so far (``node_ids``,
 kept with the checkpoint, so a trial retried on another node after a node loss names both); the tracker tags its run
 with them.
@@ -29,19 +32,25 @@ import logging
 import numbers
 import re
 import statistics
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from srdc.base import NODE_KEY, NODES_KEY, RngState, capture_rng, restore_rng, set_torch_threads, threads_for_cpus
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.runio import read_checkpoint, write_checkpoint, write_history, write_summary
+from srdc.figures.trial import record_path, save_record
+from srdc.runio import CHECKPOINT, read_checkpoint, write_checkpoint, write_history, write_summary
 from srdc.selection import labelfree_score, summarize
 from srdc.trainer import Trainer
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+    import ray.tune
 
 # trial-config keys that describe the trial, not a run
 TRIAL_KEYS = frozenset({"study", "search_objective", "checkpoint_every"})
@@ -175,6 +184,14 @@ class Lockstep:
                 for member in self.members}
         return {**self.report(self.epoch), "epochs": self.epoch, "runs": runs}
 
+    def write_figure_records(self, trial_dir: Path) -> None:
+        """Save each run's figure record (with its config's ``figures``) into ``trial_dir/figures``: ``record.pt``,
+        with several runs ``KEY.record.pt``."""
+        several = len(self.members) > 1
+        for member in self.members:
+            if member.trainer.config.figures:
+                save_record(member.trainer.figure_record(), record_path(trial_dir, f"{member.key}." if several else ""))
+
     def save(self, folder: Path) -> None:
         """Every run's complete state into ``folder/KEY/checkpoint.pt``."""
         for member in self.members:
@@ -208,6 +225,47 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def checkpoint_names(filesystem: pyarrow.fs.FileSystem, trial_path: str) -> list[str]:
+    """The names of the ``checkpoint_NNNNNN`` folders in the trial folder ``trial_path`` (in order)."""
+    import pyarrow.fs
+
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_path))
+    return sorted(info.base_name for info in found
+                  if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+
+
+def holds_every_run(checkpoint: ray.tune.Checkpoint, keys: list[str]) -> bool:
+    """Whether ``checkpoint`` (in Tune's storage) holds ``KEY/checkpoint.pt`` of every run ``keys`` names."""
+    import pyarrow.fs
+
+    found = checkpoint.filesystem.get_file_info([f"{checkpoint.path}/{key}/{CHECKPOINT}" for key in keys])
+    return all(info.type == pyarrow.fs.FileType.File for info in found)
+
+
+def usable_checkpoint(checkpoint: ray.tune.Checkpoint | None, keys: list[str]) -> ray.tune.Checkpoint | None:
+    """The checkpoint a restored trial continues from: Tune's, unless it lacks a run's file; then the trial's
+    nearest complete checkpoint, newer ones first (``checkpoint`` itself when there is none, whose load then says
+    what is missing).
+
+    After a worker node was lost, Ray 2.60 retried a trial for good from a checkpoint folder in the storage that
+    held no ``checkpoint.pt`` (seen once in the multi-node test). Every complete checkpoint of a trial is its exact
+    state at that epoch, so continuing from another one repeats or skips only reports that its history holds."""
+    import ray.tune
+
+    if checkpoint is None or holds_every_run(checkpoint, keys):
+        return checkpoint
+    folder, name = checkpoint.path.rsplit("/", 1)
+    names = checkpoint_names(checkpoint.filesystem, folder)
+    nearest = [other for other in names if other > name] + [other for other in reversed(names) if other < name]
+    for other in nearest:
+        candidate = ray.tune.Checkpoint(f"{folder}/{other}", filesystem=checkpoint.filesystem)
+        if holds_every_run(candidate, keys):
+            print(f"warning: Tune's checkpoint {checkpoint.path} lacks a run's {CHECKPOINT}; continuing from "
+                  f"{other}, the trial's nearest complete checkpoint", file=sys.stderr)
+            return candidate
+    return checkpoint
+
+
 def saved_nodes(checkpoint: Path) -> list[str]:
     """The Ray nodes the trial ran on before, as saved with its ``checkpoint`` (none in an older checkpoint)."""
     path = checkpoint / NODES_FILE
@@ -237,10 +295,12 @@ def trial_threads() -> str:
 
 
 def report_epoch(runs: Lockstep, trial_dir: Path, nodes: list[str], checkpoint: bool = True) -> None:
-    """Write the trial folder's history and summary, then report the latest epoch, with ``checkpoint`` a checkpoint
-    of every run (and of the ``nodes`` the trial ran on)."""
+    """Write the trial folder's history and summary (after the last epoch, the runs' figure records first), then
+    report the latest epoch, with ``checkpoint`` a checkpoint of every run (and of the ``nodes`` the trial ran on)."""
     import ray.tune
 
+    if runs.done:  # before the last report, whose checkpoint makes Tune sync the trial folder to the storage
+        runs.write_figure_records(trial_dir)
     write_history(trial_dir, runs.history())
     write_summary(trial_dir, runs.summary())
     report = {**runs.report(runs.epoch), **placement(nodes)}
@@ -270,7 +330,7 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
     print(trial_threads())
     every = checkpoint_every(trial_config)
     runs = Lockstep(trial_config)
-    checkpoint = ray.tune.get_checkpoint()
+    checkpoint = usable_checkpoint(ray.tune.get_checkpoint(), [member.key for member in runs.members])
     nodes: list[str] = []
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:

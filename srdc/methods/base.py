@@ -121,6 +121,11 @@ class Method:
         """The cluster centres per feature space that the label-free validators use (none by default)."""
         return {}
 
+    def source_weights(self, plan: Any) -> torch.Tensor | None:
+        """The weight of every source sample in the epoch ``plan`` prepares (soft source selection), ``None`` for
+        a method that does not weight its source samples (the default); for the run's figures."""
+        return None
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups ``{"params": [...], "lr_mult": m}`` for the parameters the method owns."""
         return []

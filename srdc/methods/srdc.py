@@ -121,6 +121,10 @@ class SRDC(Method):
     def validation_centres(self, plan: EpochPlan) -> dict[str, torch.Tensor]:
         return plan.mu
 
+    def source_weights(self, plan: EpochPlan) -> torch.Tensor | None:
+        """Eq. (12)'s weights, with soft source selection on (without it every weight is 1 and none is returned)."""
+        return plan.source_weights if self.config.uses_soft_source_selection else None
+
     # -- (b) the losses of one iteration --------------------------------------------------------------------
     def start_epoch(self, plan: EpochPlan, epoch: int) -> None:
         """Algorithm 1: mu re-initialised from the preparation pass (the optimizer's momentum is kept)."""

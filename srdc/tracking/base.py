@@ -12,7 +12,8 @@ import socket
 import time
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from srdc.base import NODE_KEY, NODES_KEY
@@ -201,17 +202,29 @@ def epoch_row(result: dict[str, Any]) -> EpochRow | None:
     return EpochRow(step=int(result[STEP_KEY]), timestamp_ms=timestamp_ms, metrics=metrics)
 
 
+def matches(relative: PurePosixPath, names: tuple[str, ...], depth: int) -> bool:
+    """Whether the file at ``relative`` is one of ``names`` at most ``depth`` folders down: a name (``summary.json``)
+    or a pattern of its folder and name (``figures/*.png``, one folder deeper)."""
+    for name in names:
+        parts = len(PurePosixPath(name).parts)
+        tail = PurePosixPath(*relative.parts[-parts:])
+        if len(relative.parts) <= depth + parts - 1 and len(relative.parts) >= parts and fnmatchcase(str(tail), name):
+            return True
+    return False
+
+
 def copy_remote_files(uri: str, names: tuple[str, ...], into: Path, depth: int) -> Path:
-    """Copy the files called one of ``names`` at most ``depth`` folders below ``uri`` (``s3://``, ``gs://``: read
-    through pyarrow with the usual credentials and ``AWS_ENDPOINT_URL``) into ``into``, in the same layout; ``into``.
-    An unreadable storage raises ``OSError`` or ``ValueError`` (pyarrow's)."""
+    """Copy the files :func:`matches` picks out of ``names`` at most ``depth`` folders below ``uri`` (``s3://``,
+    ``gs://``: read through pyarrow with the usual credentials and ``AWS_ENDPOINT_URL``) into ``into``, in the same
+    layout; ``into``. An unreadable storage raises ``OSError`` or ``ValueError`` (pyarrow's)."""
     import pyarrow.fs
 
     filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
-    found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True, recursive=depth > 1))
+    deepest = depth + max(len(PurePosixPath(name).parts) for name in names) - 1
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True, recursive=deepest > 1))
     for info in found:
-        relative = Path(info.path).relative_to(root)
-        if info.type == pyarrow.fs.FileType.File and info.base_name in names and len(relative.parts) <= depth:
+        relative = PurePosixPath(info.path).relative_to(root)
+        if info.type == pyarrow.fs.FileType.File and matches(relative, names, depth):
             (into / relative).parent.mkdir(parents=True, exist_ok=True)
             with filesystem.open_input_stream(info.path) as stream:
                 (into / relative).write_bytes(stream.read())

@@ -2,9 +2,15 @@
 
 It runs in the Tune driver, called by the harness's Tune callback (this module imports no Ray). It logs each
 trial's per-epoch results (``step=epoch``), tags its run with the Ray node(s) it ran on (``srdc.node``,
-``srdc.nodes``) and at the trial's end logs its summary metrics, its ``summary.json``/``history.jsonl`` and the run
-status. Runs are found again by their tags, so a trial retry or a ``Tuner.restore`` re-attaches to the existing runs
-and never logs an epoch twice.
+``srdc.nodes``) and at the trial's end logs its summary metrics, its ``summary.json``/``history.jsonl``, its figures
+(``figures/*.png``, :mod:`srdc.figures`) and the run status. Runs are found again by their tags, so a trial retry
+or a ``Tuner.restore`` re-attaches to the existing runs and never logs an epoch twice.
+
+A trial saves only the records its figures are drawn from (``figures/*record.pt``); the logger draws them when the
+trial ends, into the trial folder when it is local (else into the copy fetched from the storage), in one process of
+its own started on first use and kept for the study (matplotlib and scikit-learn are imported once; the driver's
+GIL is free while it draws; it takes only CPU time the trials leave). A record it cannot read is a warning; a
+failure to draw is a defect of the logger (below).
 
 Sending is off the Tune loop: the driver's calls only queue the event (a bounded queue: a store slower than the
 study slows the driver down instead of filling its memory); one background thread takes every queued event, then
@@ -22,17 +28,28 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from srdc.figures.trial import (
+    FIGURE_FILES,
+    FIGURES_DIR,
+    RECORD_FILES,
+    DrawnFigures,
+    draw_records,
+    stale_records,
+    start_drawing_process,
+)
 from srdc.tracking.base import (
     FAILED,
     FINISHED,
@@ -62,6 +79,8 @@ QUEUE_SIZE = 10_000
 STOP = None
 
 TrackerFactory = Callable[[str, str], Tracker]
+# draws the figures of the given record files (srdc.figures.trial.draw_records, or that in another process)
+FigureDrawer = Callable[[list[Path]], DrawnFigures]
 # where a trial's files are: a local folder, or the URI of its folder in a remote storage (``s3://``, ``gs://``)
 Folder = Path | str
 
@@ -90,15 +109,27 @@ def fetch_trial_files(uri: str, into: Path) -> Path:
     ``into``. An unreadable storage is a warning: the run then ends without them (``srdc-report --sync`` can add
     them later)."""
     try:
-        copy_remote_files(uri, (SUMMARY_FILE, HISTORY_FILE), into, depth=1)
+        copy_remote_files(uri, (SUMMARY_FILE, HISTORY_FILE, RECORD_FILES), into, depth=1)
     except (OSError, ValueError) as error:
         logger.warning("cannot read the trial files in %s (%s)", uri, error)
     return into
 
 
-def finish_trial(tracker: Tracker, run_id: str, folders: list[Folder], status: str) -> None:
-    """End a trial's run: summary metrics and ``summary.json``/``history.jsonl`` artifacts from the first of
-    ``folders`` that holds the trainable's files (a URI's are fetched first), then ``status``."""
+def trial_figures(folder: Path, draw: FigureDrawer) -> list[Path]:
+    """The figures of the local trial folder ``folder``, after ``draw`` drew those of its records that lack them
+    (:func:`srdc.figures.trial.stale_records`); an unreadable record is a warning."""
+    stale = stale_records(folder)
+    if stale:
+        for message in draw(stale).unreadable:
+            logger.warning("%s", message)
+    return sorted(folder.glob(FIGURE_FILES))
+
+
+def finish_trial(tracker: Tracker, run_id: str, folders: list[Folder], status: str,
+                 draw: FigureDrawer = draw_records) -> None:
+    """End a trial's run: summary metrics, ``summary.json``/``history.jsonl`` artifacts and the figures (artifact
+    path ``figures``, drawn first by ``draw`` where missing: :func:`trial_figures`) from the first of ``folders``
+    that holds the trainable's files (a URI's are fetched first), then ``status``."""
     with tempfile.TemporaryDirectory(prefix="srdc-trial-files-") as scratch:
         local = (f if isinstance(f, Path) else fetch_trial_files(f, Path(scratch)) for f in folders)
         folder = next((f for f in local if holds_trial_files(f)), None)
@@ -108,6 +139,9 @@ def finish_trial(tracker: Tracker, run_id: str, folders: list[Folder], status: s
                 tracker.log_summary(run_id, summary)
             tracker.log_files(run_id, [path for path in (folder / SUMMARY_FILE, folder / HISTORY_FILE)
                                        if path.is_file()])
+            figures = trial_figures(folder, draw)
+            if figures:
+                tracker.log_files(run_id, figures, artifact_path=FIGURES_DIR)
     tracker.set_status(run_id, status)
 
 
@@ -163,6 +197,7 @@ class StudyLogger:
         self._events: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._sender: threading.Thread | None = None
         self._failure: BaseException | None = None
+        self._drawer: ProcessPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         """The settings only; the state is rebuilt on use."""
@@ -208,9 +243,12 @@ class StudyLogger:
             self._events.put(STOP)
             self._sender.join()
             self._sender = None
-        self._raise_failure()
-        self._retry_at = 0.0
-        self._flush()
+        try:
+            self._raise_failure()
+            self._retry_at = 0.0
+            self._flush()
+        finally:
+            self._stop_drawing()
         if self._parent_id is not None and not self._offline:
             self._try(self._finish_parent, "the study's parent run")
         unsent = [state.trial_id for state in self._trials.values() if state.has_work() or state.abandoned]
@@ -345,8 +383,20 @@ class StudyLogger:
                 tracker.set_tag(state.run_id, key, value)
                 state.tagged[key] = value
         if state.final_status is not None and not state.finalized:
-            finish_trial(tracker, state.run_id, state.folders, state.final_status)
+            finish_trial(tracker, state.run_id, state.folders, state.final_status, self._draw)
             state.finalized = True
+
+    def _draw(self, records: list[Path]) -> DrawnFigures:
+        """Draw the figures of ``records`` in the logger's drawing process (started on first use)."""
+        if self._drawer is None:
+            self._drawer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                               initializer=start_drawing_process)
+        return self._drawer.submit(draw_records, records).result()
+
+    def _stop_drawing(self) -> None:
+        if self._drawer is not None:
+            self._drawer.shutdown()
+            self._drawer = None
 
     def _finish_parent(self) -> None:
         self._tracker_now().set_status(self._parent_id, FINISHED)

@@ -1,8 +1,9 @@
 """A study's results on its parent run: the tables of every selection as files (:func:`write_results`), and those
-files with the summary metrics, the tags and the printed tables as the run's description (:func:`publish_results`).
+files with the study's figures, the summary metrics, the tags and the printed tables as the run's description
+(:func:`publish_results`).
 
 A study publishes them when it ends, from Tune's records (:mod:`srdc.harness.outcome`); ``srdc-report --sync``
-publishes them again from the tracking store's records (:func:`publish_study`).
+publishes them again from the tracking store's records and the runs' metric histories (:func:`publish_study`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from srdc.report import StudyResults, planned_seeds, study_results
+from srdc.figures.study import CURVE_METRIC, HISTORY, study_figures
+from srdc.report import FINISHED, StudyResults, planned_seeds, study_results
 from srdc.tracking.base import Tracker
 
 # the parent run's params that name the study's grid dimensions (srdc.harness.plan): ``grid.KEY``
@@ -32,8 +34,8 @@ def write_results(results: StudyResults, folder: Path, images: Sequence[Path] = 
 
 
 def publish_results(tracker: Tracker, run_id: str, results: StudyResults, paths: list[Path]) -> None:
-    """``results`` on the parent run ``run_id``: the files at ``paths`` (:func:`write_results`), the summary
-    metrics, the tags, and the printed tables as its description."""
+    """``results`` on the parent run ``run_id``: the files at ``paths`` (:func:`write_results` and the figures),
+    the summary metrics, the tags, and the printed tables as its description."""
     tracker.log_study_results(run_id, paths, results.metrics, results.tags, results.printed)
 
 
@@ -54,20 +56,34 @@ def grid_fields(params: dict[str, str], rows: str) -> list[str]:
     return fields
 
 
+def with_histories(tracker: Tracker, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records, each finished run's with its target accuracy by epoch (:data:`srdc.figures.study.HISTORY`,
+    its metric history in the store)."""
+    return [{**record, HISTORY: tracker.epoch_history(record["run_id"], [CURVE_METRIC])}
+            if record.get("status") == FINISHED else record for record in records]
+
+
 def store_results(tracker: Tracker, study: str, rows: str = "variant") -> StudyResults:
-    """The results of ``study`` from the tracking store: its child runs' records, and the seeds planned, grid and
-    paper table of its parent run's params."""
+    """The results of ``study`` from the tracking store: its child runs' records with their histories, and the
+    seeds planned, grid and paper table of its parent run's params."""
     params = tracker.study_params(study)
-    return study_results(tracker.study_trials(study), study, rows, planned_seeds(params.get("seeds")),
-                         grid_fields(params, rows), params.get("paper_table", ""))
+    return study_results(with_histories(tracker, tracker.study_trials(study)), study, rows,
+                         planned_seeds(params.get("seeds")), grid_fields(params, rows), params.get("paper_table", ""))
+
+
+def write_study(results: StudyResults, folder: Path) -> list[Path]:
+    """The figures of ``results`` (:func:`srdc.figures.study.study_figures`) and its files, which embed them in
+    the HTML page, written into ``folder``; their paths."""
+    figures = study_figures(results, folder)
+    return [*write_results(results, folder, figures), *figures]
 
 
 def publish_study(tracker: Tracker, study: str, rows: str = "variant") -> bool:
-    """Publish :func:`store_results` on the study's parent run; whether it has one."""
+    """Publish :func:`store_results` and its figures on the study's parent run; whether it has one."""
     found = tracker.find_study(study)
     if found is None:
         return False
     results = store_results(tracker, study, rows)
     with tempfile.TemporaryDirectory(prefix="srdc-results-") as folder:
-        publish_results(tracker, found.run_id, results, write_results(results, Path(folder)))
+        publish_results(tracker, found.run_id, results, write_study(results, Path(folder)))
     return True

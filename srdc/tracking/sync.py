@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from srdc.errors import SRDCInputError
+from srdc.figures.trial import RECORD_FILES
 from srdc.tracking.base import (
     DEFAULT_EXPERIMENT,
     FAILED,
@@ -27,8 +28,8 @@ from srdc.tracking.mlflow_tracker import open_tracker
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 TUNE_ERROR_FILE = "error.txt"
-# what a backfill reads of a trial folder
-TRIAL_FILES = (PARAMS_FILE, RESULT_FILE, TUNE_ERROR_FILE, SUMMARY_FILE, HISTORY_FILE)
+# what a backfill reads of a trial folder (the records its runs' figures are drawn from)
+TRIAL_FILES = (PARAMS_FILE, RESULT_FILE, TUNE_ERROR_FILE, SUMMARY_FILE, HISTORY_FILE, RECORD_FILES)
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experimen
     local folder or a URI (``s3://``, ``gs://``: the trials' files are fetched first).
 
     Creates the missing parent and child runs, logs the epochs the runs lack, and for ended trials the summary
-    metrics, the artifacts and the status; the parent is FINISHED when every trial has ended. Running it twice
+    metrics, the artifacts (the figures drawn here, in-process, from the trial's records where the folder lacks
+    them) and the status; the parent is FINISHED when every trial has ended. Running it twice
     changes nothing. A missing parent is created with ``study_params``, by default ``{"seeds": <number of
     distinct seeds on disk>}``. Trials that have not reported yet are skipped. Raises
     :class:`~srdc.tracking.base.TrackingUnavailable` when the store fails (it must be up).

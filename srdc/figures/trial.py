@@ -1,0 +1,320 @@
+"""A trial's figures as PNG files: learning curves, confusion matrices, a t-SNE of the features, the source weights.
+
+Drawn at a run's end from its history and the snapshots (:mod:`srdc.figures.snapshot`) of the epochs its
+selections pick, with matplotlib (imported when the first figure is drawn, and used without pyplot: a
+:class:`matplotlib.figure.Figure` saved by the Agg canvas, no display, no global state):
+
+* ``curves.png``: by epoch, the accuracies, each label-free validator, the losses, lr and lambda; the oracle's pick
+  (best target accuracy, with target labels) and the label-free pick are vertical lines. Epoch 0 (the untrained
+  model) has no loss, lr or lambda: a curve draws the epochs that have its key only.
+* ``confusion.png``: the target confusion matrix at the label-free pick, and at the oracle's pick beside it.
+* ``embedding.png``: a 2-D t-SNE (scikit-learn) of the pooled features of the snapshot's source and target samples
+  at the label-free pick, coloured by domain and by class.
+* ``source_weights.png`` (methods with soft source selection): the histogram of the source weights (eq. 12) at the
+  label-free pick; ``source_images.png`` (image datasets): the highest- and lowest-weighted source images (eight
+  each: :data:`srdc.figures.snapshot.EXTREMES`).
+
+A run does not draw: at its end it saves its :class:`TrialRecord` (:func:`save_record`, milliseconds) as
+``figures/record.pt`` (``figures/KEY.record.pt`` for each run of a trial of several), and whoever holds the folder
+later draws the figures from the records (:func:`draw_records`, in a process of its own during a study:
+:mod:`srdc.tracking.logger`), each as ``PREFIXNAME.png`` beside its record (the prefix is what precedes
+``record.pt``). ``srdc-train`` draws its run's record in-process (:func:`write_trial_figures`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FIGURES_DIR = "figures"  # the folder of a run's (a trial's) figures
+RECORD_NAME = "record.pt"  # a run's record: PREFIXrecord.pt in FIGURES_DIR
+RECORD_FILES = f"{FIGURES_DIR}/*{RECORD_NAME}"  # every record of a trial folder
+FIGURE_FILES = f"{FIGURES_DIR}/*.png"  # every figure of a trial folder
+DPI = 72
+ORACLE, LABELFREE = "oracle", "labelfree"
+# t-SNE iterations (250 of them early exaggeration): of up to SMALL_TSNE points, 350 give the same map (same
+# trustworthiness and neighbours' classes on a smoke run's 400 points) 25% faster than 500
+TSNE_ITERATIONS, SMALL_TSNE_ITERATIONS, SMALL_TSNE = 500, 350, 500
+TSNE_PERPLEXITY = 30.0
+ANNOTATED_CLASSES = 12  # confusion matrices up to this many classes print their counts
+# history keys of the curves' panels besides the accuracies and the validators
+LOSS_PREFIX, ACCURACY_PREFIX = "loss_", "acc_"
+SCHEDULE_KEYS = ("lr", "lambda")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What a run's figures are drawn from.
+
+    ``picks``: the epoch each selection picks (:data:`ORACLE`, :data:`LABELFREE`); ``selector``: the label-free
+    validator behind :data:`LABELFREE`; ``validators``: the history keys of every label-free validator;
+    ``snapshots``: the snapshot of each selection's pick; ``source_images``: by source index, the evaluation-view
+    image (a uint8 tensor, H x W x C, or H x W for one channel) and class of the highest- and lowest-weighted
+    source samples at the label-free pick (empty for feature datasets and methods without source weights). Plain
+    values and tensors only: a record saved by :func:`save_record` loads with ``weights_only=True``."""
+
+    history: list[dict[str, Any]]
+    picks: dict[str, int]
+    selector: str
+    validators: list[str]
+    snapshots: dict[str, dict[str, Any]]
+    classes: list[str]
+    seed: int
+    source_images: dict[int, tuple[Any, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DrawnFigures:
+    """What :func:`draw_records` did: the figures it wrote, and a message for each record it could not read."""
+
+    written: list[Path]
+    unreadable: list[str]
+
+
+class UnreadableRecord(ValueError):
+    """A record file that is missing, truncated, not a record, or holds more than plain values and tensors."""
+
+
+def record_path(folder: Path, prefix: str = "") -> Path:
+    """Where a run saves its record in the trial folder ``folder`` (``prefix``: ``KEY.`` with several runs)."""
+    return folder / FIGURES_DIR / f"{prefix}{RECORD_NAME}"
+
+
+def save_record(record: TrialRecord, path: Path) -> None:
+    """Save ``record`` at ``path`` (written beside it, then renamed: a reader never sees half a record)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save({item.name: getattr(record, item.name) for item in fields(record)}, partial)  # shares kept
+    partial.replace(path)
+
+
+def load_record(path: Path) -> TrialRecord:
+    """The record saved at ``path``; :class:`UnreadableRecord` when it cannot be read as one."""
+    import torch
+
+    try:
+        return TrialRecord(**torch.load(path, weights_only=True))
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, TypeError, KeyError) as error:
+        reason = next(iter(str(error).splitlines()), "")  # one line: weights_only's explanations run long
+        raise UnreadableRecord(f"cannot read the figure record {path} ({type(error).__name__}: {reason}); its "
+                               "figures are left out, the trial's results are complete") from None
+
+
+def figure_prefix(record: Path) -> str:
+    """The prefix of the figures drawn from the record file ``record``: what precedes ``record.pt``."""
+    return record.name.removesuffix(RECORD_NAME)
+
+
+def stale_records(folder: Path) -> list[Path]:
+    """The records in the trial folder ``folder`` whose figures are missing or older than the record (their
+    ``curves.png``, which every record draws, tells)."""
+    stale = []
+    for record in sorted(folder.glob(RECORD_FILES)):
+        curves = record.with_name(f"{figure_prefix(record)}curves.png")
+        if not curves.is_file() or curves.stat().st_mtime_ns < record.stat().st_mtime_ns:
+            stale.append(record)
+    return stale
+
+
+def draw_records(records: list[Path]) -> DrawnFigures:
+    """Draw the figures of each record file beside it (:func:`write_trial_figures`); an unreadable record is left
+    out with its message (a failure to draw a readable one raises)."""
+    written, unreadable = [], []
+    for path in records:
+        try:
+            record = load_record(path)
+        except UnreadableRecord as error:
+            unreadable.append(str(error))
+            continue
+        written += write_trial_figures(record, path.parent, figure_prefix(path))
+    return DrawnFigures(written, unreadable)
+
+
+def start_drawing_process() -> None:
+    """Set up a process that only draws (the initializer of :mod:`srdc.tracking.logger`'s) so that it takes no CPU
+    the trials need: one thread, and the lowest priority there is (Linux's ``SCHED_IDLE``: only CPU time nothing
+    else wants; elsewhere niceness 19). A lower niceness would not do: Ray runs its workers at niceness 15."""
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    else:
+        os.nice(19)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def write_trial_figures(record: TrialRecord, folder: Path, prefix: str = "") -> list[Path]:
+    """Draw every figure ``record`` allows into ``folder`` as ``PREFIXNAME.png``; returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    drawers = {"curves": draw_curves, "confusion": draw_confusion, "embedding": draw_embedding,
+               "source_weights": draw_source_weights, "source_images": draw_source_images}
+    written = []
+    for name, draw in drawers.items():
+        figure = draw(record)
+        if figure is None:
+            continue
+        path = folder / f"{prefix}{name}.png"
+        figure.savefig(path, dpi=DPI)
+        written.append(path)
+    return written
+
+
+def _figure(panels: int, columns: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
+    """A figure of ``panels`` axes in rows of ``columns`` (unused cells removed)."""
+    from matplotlib.figure import Figure
+
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(size[0] * columns, size[1] * rows), layout="constrained")
+    cells = list(figure.subplots(rows, columns, squeeze=False).flat)
+    for extra in cells[panels:]:
+        extra.remove()
+    return figure, cells[:panels]
+
+
+def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    """The epochs that have a finite ``key`` and its values there."""
+    points = [(row["epoch"], row[key]) for row in history
+              if isinstance(row.get(key), int | float) and math.isfinite(row[key])]
+    return [epoch for epoch, _ in points], [value for _, value in points]
+
+
+def _pick_label(record: TrialRecord, selection: str) -> str:
+    epoch = record.picks[selection]
+    if selection == ORACLE:
+        return f"oracle pick: epoch {epoch} (target labels)"
+    return f"label-free pick: epoch {epoch} ({record.selector})"
+
+
+def draw_curves(record: TrialRecord) -> Any:
+    """Accuracies, validators, losses, lr and lambda by epoch, with the picks as vertical lines."""
+    keys = {key for row in record.history for key in row}
+    accuracies = sorted(key for key in keys if key.startswith(ACCURACY_PREFIX))
+    losses = sorted(key for key in keys if key.startswith(LOSS_PREFIX))
+    panels = [("accuracy (%)", accuracies), *[(key, [key]) for key in record.validators if key in keys]]
+    if losses:
+        panels.append(("loss", losses))
+    panels += [(key, [key]) for key in SCHEDULE_KEYS if key in keys]
+    figure, axes = _figure(len(panels), 3, (4.0, 2.8))
+    for axis, (title, series) in zip(axes, panels, strict=True):
+        for key in series:
+            epochs, values = _series(record.history, key)
+            axis.plot(epochs, values, marker=".", label=key)
+        for selection, style in ((ORACLE, "--"), (LABELFREE, ":")):
+            axis.axvline(record.picks[selection], color="red" if selection == ORACLE else "green", linestyle=style,
+                         label=_pick_label(record, selection))
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        if len(series) > 1 or axis is axes[0]:
+            axis.legend(fontsize="x-small")
+    return figure
+
+
+def draw_confusion(record: TrialRecord) -> Any:
+    """The target confusion matrix at the label-free pick (and at the oracle's pick)."""
+    selections = [name for name in (LABELFREE, ORACLE) if name in record.snapshots]
+    if not selections:
+        return None
+    figure, axes = _figure(len(selections), len(selections), (5.0, 4.6))
+    for axis, selection in zip(axes, selections, strict=True):
+        counts = record.snapshots[selection]["confusion"].numpy()
+        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        axis.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+        accuracy = 100.0 * np.trace(counts) / max(counts.sum(), 1)
+        axis.set_title(f"{_pick_label(record, selection)}\ntarget accuracy {accuracy:.2f}%", fontsize="small")
+        axis.set_xlabel("predicted class")
+        axis.set_ylabel("true class")
+        classes = len(counts)
+        if classes <= ANNOTATED_CLASSES:
+            for (row, column), count in np.ndenumerate(counts):
+                axis.text(column, row, str(count), ha="center", va="center", fontsize="x-small",
+                          color="white" if rates[row, column] > 0.5 else "black")
+        if classes <= 2 * ANNOTATED_CLASSES:
+            names = [name[:12] for name in record.classes]
+            axis.set_xticks(range(classes), names, rotation=90, fontsize="xx-small")
+            axis.set_yticks(range(classes), names, fontsize="xx-small")
+    return figure
+
+
+def tsne(points: np.ndarray, seed: int) -> np.ndarray:
+    """2-D t-SNE of ``points`` (scikit-learn; its own random state, seeded with ``seed``)."""
+    from sklearn.manifold import TSNE
+
+    perplexity = min(TSNE_PERPLEXITY, (len(points) - 1) / 3.0)
+    iterations = SMALL_TSNE_ITERATIONS if len(points) <= SMALL_TSNE else TSNE_ITERATIONS
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", max_iter=iterations,
+                random_state=seed).fit_transform(points.astype(np.float32))
+
+
+def draw_embedding(record: TrialRecord) -> Any:
+    """The t-SNE of the label-free pick's source and target features, by domain and by class."""
+    snapshot = record.snapshots.get(LABELFREE)
+    if snapshot is None or len(snapshot["embedding"]) < 4:
+        return None
+    xy = tsne(snapshot["embedding"].float().numpy(), record.seed)
+    sources = len(snapshot["source_index"])
+    labels = np.concatenate([snapshot["source_labels"].numpy(), snapshot["target_labels"].numpy()])
+    domains = {"source": slice(0, sources), "target": slice(sources, None)}
+    markers = {"source": "o", "target": "x"}
+    figure, (by_domain, by_class) = _figure(2, 2, (5.0, 4.6))
+    for name, part in domains.items():
+        by_domain.scatter(*xy[part].T, s=6, marker=markers[name], label=name, alpha=0.6)
+        by_class.scatter(*xy[part].T, s=6, marker=markers[name], c=labels[part], cmap=_class_colours(record),
+                         vmin=0, vmax=max(len(record.classes) - 1, 1), alpha=0.7)
+    by_domain.legend(fontsize="small", markerscale=2)
+    by_domain.set_title(f"t-SNE of pooled features by domain\n{_pick_label(record, LABELFREE)}", fontsize="small")
+    by_class.set_title("by true class (o source, x target)", fontsize="small")
+    for axis in (by_domain, by_class):
+        axis.set_xticks([])
+        axis.set_yticks([])
+    return figure
+
+
+def _class_colours(record: TrialRecord) -> str:
+    """A qualitative colour map with a colour per class where one exists."""
+    classes = len(record.classes)
+    return "tab10" if classes <= 10 else "tab20" if classes <= 20 else "turbo"
+
+
+def draw_source_weights(record: TrialRecord) -> Any:
+    """The histogram of the source weights (eq. 12) at the label-free pick."""
+    snapshot = record.snapshots.get(LABELFREE)
+    if snapshot is None or "source_weights" not in snapshot:
+        return None
+    weights = snapshot["source_weights"].float().numpy()
+    figure, (axis,) = _figure(1, 1, (5.5, 3.5))
+    axis.hist(weights, bins=50, color="tab:blue")
+    axis.set_xlabel("source weight (eq. 12)")
+    axis.set_ylabel("source samples")
+    axis.set_title(f"{_pick_label(record, LABELFREE)}\nmean {weights.mean():.3f}, min {weights.min():.3f}, "
+                   f"max {weights.max():.3f}", fontsize="small")
+    return figure
+
+
+def draw_source_images(record: TrialRecord) -> Any:
+    """The highest-weighted source images (first row) and the lowest-weighted ones (second row)."""
+    snapshot = record.snapshots.get(LABELFREE)
+    if snapshot is None or "source_weights" not in snapshot or not record.source_images:
+        return None
+    weights = snapshot["source_weights"].float().numpy()
+    rows = {"highest": snapshot["weights_top"].tolist(), "lowest": snapshot["weights_bottom"].tolist()}
+    columns = max(len(indices) for indices in rows.values())
+    figure, axes = _figure(2 * columns, columns, (1.3, 1.6))
+    cells = iter(axes)
+    for name, indices in rows.items():
+        for index, axis in zip(indices, cells, strict=False):
+            image, label = record.source_images[index]
+            axis.imshow(image.numpy(), cmap="gray" if image.ndim == 2 else None)
+            axis.set_title(f"{name}\nw={weights[index]:.3f} {record.classes[label][:10]}", fontsize="xx-small")
+            axis.axis("off")
+    return figure

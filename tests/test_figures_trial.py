@@ -1,0 +1,388 @@
+"""A run's figures (srdc.figures): PNG files drawn from the record of the snapshots of the epochs its selections
+pick, the snapshots through checkpoints, the records a trial saves instead of drawing, the drawing off the trial's
+path (the logger's drawing process, ``srdc-report --sync``), and the figures as MLflow artifacts of a study's child
+runs."""
+
+import dataclasses
+import json
+import logging
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pytest
+import torch
+from conftest import roundtrip, without_timings
+from data_helpers import write_features
+from PIL import Image
+
+from srdc.config import SRDCConfig
+from srdc.figures.snapshot import EXTREMES, POINTS, confusion_matrix, figure_subset
+from srdc.figures.trial import (
+    FIGURES_DIR,
+    LABELFREE,
+    ORACLE,
+    RECORD_FILES,
+    TrialRecord,
+    draw_curves,
+    draw_records,
+    load_record,
+    record_path,
+    save_record,
+    stale_records,
+    write_trial_figures,
+)
+from srdc.harness.trainable import Lockstep
+from srdc.tracking.base import FINISHED, matches
+from srdc.tracking.logger import StudyLogger, finish_trial
+from srdc.trainer import Trainer, selected_epochs
+from srdc.validators import VALIDATORS
+
+REPO = Path(__file__).resolve().parents[1]
+ALL_FIGURES = {"curves.png", "confusion.png", "embedding.png", "source_weights.png", "source_images.png"}
+
+
+def small_config(**overrides) -> SRDCConfig:
+    values = {"epochs": 4, "batch_size": 32, "max_samples": 300, "device": "cpu"}
+    values.update(overrides)
+    return SRDCConfig(**values)
+
+
+def assert_pngs(paths: list[Path]) -> None:
+    for path in paths:
+        assert path.stat().st_size > 0
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] > 0 and image.size[1] > 0
+
+
+def record_every_epoch(trainer: Trainer) -> dict[int, dict]:
+    """Train ``trainer`` to its end; the target confusion matrix and the source weights after every epoch, as an
+    independent evaluation computes them."""
+    seen = {}
+
+    def on_epoch(trainer: Trainer, row: dict) -> None:
+        target = trainer.extract(trainer.task.target)
+        seen[row["epoch"]] = {
+            "confusion": confusion_matrix(target.labels, target.logits.argmax(dim=1), trainer.task.num_classes),
+            "weights": trainer.method.source_weights(trainer.plan).clone(),
+        }
+
+    trainer.fit(on_epoch)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Trainer, dict[int, dict]]:
+    """A run whose selections pick different epochs before the last (so the snapshots are not the last epoch's)."""
+    trainer = Trainer(small_config(lr=0.1, labelfree_selector="clustering"))
+    return trainer, record_every_epoch(trainer)
+
+
+def test_each_selection_keeps_the_snapshot_of_the_epoch_it_picks(trained):
+    trainer, seen = trained
+    summary = trainer.summary()
+    picks = {ORACLE: summary["best_oracle_epoch"], LABELFREE: summary["labelfree_epoch"]}
+    assert selected_epochs(trainer.history, trainer.config.labelfree_selector) == picks
+    assert min(picks.values()) < trainer.config.epochs, f"the picks {picks} should include an earlier epoch"
+    for selection, epoch in picks.items():
+        snapshot = trainer.snapshots[selection]
+        assert snapshot["epoch"] == epoch
+        assert torch.equal(snapshot["confusion"], seen[epoch]["confusion"])
+        counts = snapshot["confusion"]
+        assert int(counts.sum()) == len(trainer.task.target)
+        accuracy = 100.0 * float(counts.trace()) / float(counts.sum())
+        assert accuracy == pytest.approx(trainer.history[epoch]["acc_target"], abs=1e-4)
+        weights = seen[epoch]["weights"]
+        assert torch.equal(snapshot["source_weights"], weights.half())
+        order = torch.argsort(weights, descending=True, stable=True)
+        assert torch.equal(snapshot["weights_top"], order[:EXTREMES])
+        assert set(snapshot["weights_bottom"].tolist()) <= set(order[-EXTREMES:].tolist())
+
+
+def test_the_snapshot_holds_a_fixed_subset_with_its_labels_and_predictions(trained):
+    trainer, _ = trained
+    snapshot = trainer.snapshots[LABELFREE]
+    sizes = len(trainer.task.source), len(trainer.task.target)
+    source_index, target_index = figure_subset(*sizes, trainer.config.seed)
+    assert len(source_index) == min(sizes[0], POINTS) and len(target_index) == min(sizes[1], POINTS)
+    assert torch.equal(snapshot["source_index"], torch.as_tensor(source_index))
+    assert torch.equal(snapshot["source_labels"], torch.as_tensor(trainer.task.source.labels[source_index]))
+    assert torch.equal(snapshot["target_labels"], torch.as_tensor(trainer.task.target.labels[target_index]))
+    embedding = snapshot["embedding"]
+    assert embedding.dtype == torch.float16 and embedding.shape[0] == len(source_index) + len(target_index)
+    assert embedding.shape[1] <= 50 and float(embedding.abs().max()) == pytest.approx(1.0, abs=1e-3)
+    assert (figure_subset(*sizes, trainer.config.seed)[1] == target_index).all()  # the same every time
+
+
+def test_a_saved_record_draws_valid_pngs_with_the_picks_counts_and_its_curves_skip_missing_values(trained,
+                                                                                                   tmp_path):
+    trainer, _ = trained
+    path = record_path(tmp_path)
+    save_record(trainer.figure_record(), path)
+    record = load_record(path)  # weights_only=True: plain values and tensors only
+    assert record.picks == selected_epochs(trainer.history, trainer.config.labelfree_selector)
+    for selection, snapshot in trainer.snapshots.items():
+        assert torch.equal(record.snapshots[selection]["confusion"], snapshot["confusion"])
+        assert record.snapshots[selection]["epoch"] == record.picks[selection]
+    assert record.history == trainer.history and record.validators == [v.metric for v in VALIDATORS.values()]
+
+    drawn = draw_records([path])
+    assert drawn.unreadable == [] and {p.name for p in drawn.written} == ALL_FIGURES
+    assert sorted(drawn.written) == sorted(p for p in (tmp_path / FIGURES_DIR).iterdir() if p.suffix == ".png")
+    assert_pngs(drawn.written)
+    assert all(path.stat().st_size < 400_000 for path in drawn.written)
+    assert stale_records(tmp_path) == []
+
+    lines = {line.get_label(): line for axis in draw_curves(record).axes for line in axis.get_lines()}
+    assert list(lines["loss_total"].get_xdata()) == [1, 2, 3, 4]  # epoch 0 has no loss
+    assert list(lines["acc_target"].get_xdata()) == [0, 1, 2, 3, 4]
+    assert np.isfinite(lines["lambda"].get_ydata()).all() and "infomax" in lines and "clustering_objective" in lines
+    picks = [line for label, line in lines.items() if "pick" in label]
+    assert sorted(line.get_xdata()[0] for line in picks) == sorted(record.picks.values())
+
+
+def test_the_record_holds_the_extreme_source_images_as_uint8_arrays(trained):
+    trainer, _ = trained
+    record = trainer.figure_record()
+    snapshot = trainer.snapshots[LABELFREE]
+    extremes = [*snapshot["weights_top"].tolist(), *snapshot["weights_bottom"].tolist()]
+    assert sorted(record.source_images) == sorted(set(extremes)) and len(extremes) == 2 * EXTREMES
+    for index, (image, label) in record.source_images.items():
+        shown, _ = trainer.task.source.eval_set[index]
+        assert image.dtype == torch.uint8 and image.shape == (*shown.shape[1:], shown.shape[0])
+        assert label == int(trainer.task.source.labels[index])
+        expected = (shown.float() - shown.min()) * (255.0 / float(shown.max() - shown.min()))
+        assert float((image.float() - expected.permute(1, 2, 0)).abs().max()) <= 0.5 + 1e-3
+
+
+def test_a_resumed_run_ends_with_the_same_snapshots_and_figures_change_no_number(trained):
+    uninterrupted, _ = trained
+    config = uninterrupted.config
+    first = Trainer(config, uninterrupted.task)
+    first.initialise()
+    first.step()
+    first.step()
+    resumed = Trainer(config, uninterrupted.task)
+    resumed.load_state_dict(roundtrip(first.state_dict()))
+    resumed.fit()
+    assert without_timings(resumed.history) == without_timings(uninterrupted.history)
+    assert resumed.snapshots.keys() == uninterrupted.snapshots.keys()
+    for selection, snapshot in uninterrupted.snapshots.items():
+        assert snapshot.keys() == resumed.snapshots[selection].keys()
+        for key, value in snapshot.items():
+            assert torch.equal(value, resumed.snapshots[selection][key]) if torch.is_tensor(value) else \
+                value == resumed.snapshots[selection][key], key
+
+    without = Trainer(dataclasses.replace(config, figures=False), uninterrupted.task)
+    without.fit()
+    assert without.snapshots == {}
+    assert without_timings(without.history) == without_timings(uninterrupted.history)
+    for (name, a), b in zip(uninterrupted.model.state_dict().items(), without.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_without_source_weights_or_images_those_figures_are_left_out(tmp_path):
+    source_only = Trainer(small_config(variant="source_only", epochs=1))
+    source_only.fit()
+    assert "source_weights" not in source_only.snapshots[LABELFREE] and source_only.figure_record().source_images == {}
+    written = write_trial_figures(source_only.figure_record(), tmp_path / "source_only")
+    assert {path.name for path in written} == {"curves.png", "confusion.png", "embedding.png"}
+
+    source, target = (write_features(tmp_path / f"{name}.npz", 120, 16, 4, seed) for name, seed in (("s", 0), ("t", 1)))
+    features = Trainer(SRDCConfig(dataset="features", source=str(source), target=str(target), epochs=2,
+                                  batch_size=32, device="cpu"))
+    features.fit()
+    assert features.figure_record().source_images == {}
+    written = write_trial_figures(features.figure_record(), tmp_path / "features")
+    assert {path.name for path in written} == ALL_FIGURES - {"source_images.png"}
+    assert_pngs(written)
+
+
+def test_a_trial_saves_a_record_per_run_and_draws_nothing_and_the_figures_are_named_by_run(tmp_path):
+    config = {"tasks": [{"task": "digits->digits_photo"}], "seeds": [0, 1], "epochs": 1, "batch_size": 32,
+              "max_samples": 120, "device": "cpu", "variant": "srdc"}
+    runs = Lockstep(config)
+    runs.initialise()
+    runs.step()
+    runs.write_figure_records(tmp_path)
+    keys = [f"digits-digits_photo.seed{seed}" for seed in (0, 1)]
+    assert {path.name for path in (tmp_path / FIGURES_DIR).iterdir()} == {f"{key}.record.pt" for key in keys}
+    for key, member in zip(keys, runs.members, strict=True):
+        assert load_record(tmp_path / FIGURES_DIR / f"{key}.record.pt").seed == member.trainer.config.seed
+
+    assert [path.name for path in stale_records(tmp_path)] == [f"{key}.record.pt" for key in keys]
+    draw_records(stale_records(tmp_path))
+    names = {path.name for path in (tmp_path / FIGURES_DIR).glob("*.png")}
+    assert names == {f"{key}.{name}" for key in keys for name in ALL_FIGURES}
+    assert stale_records(tmp_path) == []
+    newer = tmp_path / FIGURES_DIR / f"{keys[1]}.record.pt"
+    drawn = (tmp_path / FIGURES_DIR / f"{keys[1]}.curves.png").stat().st_mtime_ns
+    os.utime(newer, ns=(drawn + 10**9,) * 2)  # a restored trial that ended again
+    assert stale_records(tmp_path) == [newer]
+
+    without = Lockstep({**config, "figures": False, "seeds": [0]})
+    without.initialise()
+    without.step()
+    without.write_figure_records(tmp_path / "without")
+    assert not (tmp_path / "without").exists()
+
+
+def test_remote_copies_pick_the_records_in_the_figures_folder_but_not_deeper_files():
+    names = ("summary.json", RECORD_FILES)
+    assert matches(PurePosixPath("exp/trial/figures/record.pt"), names, depth=3)
+    assert matches(PurePosixPath("figures/KEY.record.pt"), names, depth=1)
+    assert matches(PurePosixPath("summary.json"), names, depth=1)
+    assert not matches(PurePosixPath("exp/trial/checkpoint_000001/figures/record.pt"), names, depth=3)
+    assert not matches(PurePosixPath("figures/curves.png"), names, depth=1)
+    assert not matches(PurePosixPath("other/record.pt"), names, depth=1)
+
+
+class ArtifactRecorder:
+    """The part of the Tracker interface :func:`finish_trial` and :class:`StudyLogger` use: the files logged, by
+    artifact path, and the status."""
+
+    def __init__(self) -> None:
+        self.files: dict[str | None, dict[str, bytes]] = {}
+        self.status: str | None = None
+
+    def __call__(self, tracking_uri: str, experiment: str) -> "ArtifactRecorder":
+        """As the logger's tracker factory (picklable, unlike a lambda)."""
+        return self
+
+    def attach_study(self, study: str, params: dict) -> str:
+        return "parent"
+
+    def attach_trial(self, study: str, parent_id: str, trial_id: str, config: dict) -> tuple[str, bool]:
+        return trial_id, True
+
+    def log_rows(self, run_id: str, rows: list) -> None:
+        pass
+
+    def log_summary(self, run_id: str, summary: dict) -> None:
+        pass
+
+    def log_files(self, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
+        self.files.setdefault(artifact_path, {}).update({path.name: path.read_bytes() for path in paths})
+
+    def set_status(self, run_id: str, status: str) -> None:
+        if run_id != "parent":
+            self.status = status
+
+
+def trial_folder(folder: Path, record: TrialRecord, name: str = "record.pt") -> Path:
+    """A trial folder as a trial leaves it: its summary and a figure record."""
+    (folder / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps({"epochs": 4}))
+    save_record(record, folder / FIGURES_DIR / name)
+    return folder
+
+
+def test_a_trials_figures_are_drawn_from_its_records_and_logged_under_figures_from_its_folder_or_its_bucket(
+        trained, tmp_path, s3_bucket):
+    trainer, _ = trained
+    local = trial_folder(tmp_path / "trial", trainer.figure_record())
+    (local / FIGURES_DIR / "notes.txt").write_text("not a figure")
+    recorder = ArtifactRecorder()
+    finish_trial(recorder, "run", [local], FINISHED)
+    on_disk = {path.name: path.read_bytes() for path in (local / FIGURES_DIR).glob("*.png")}
+    assert set(on_disk) == ALL_FIGURES and recorder.files[FIGURES_DIR] == on_disk
+    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == FINISHED
+    assert_pngs(list((local / FIGURES_DIR).glob("*.png")))
+
+    client = s3_bucket.client()
+    record = (local / FIGURES_DIR / "record.pt").read_bytes()
+    client.put_object(Bucket=s3_bucket.name, Key="study/trial/summary.json", Body=json.dumps({"epochs": 2}))
+    client.put_object(Bucket=s3_bucket.name, Key="study/trial/figures/record.pt", Body=record)
+    client.put_object(Bucket=s3_bucket.name, Key="study/trial/checkpoint_000001/figures/old.record.pt", Body=record)
+    remote = ArtifactRecorder()
+    finish_trial(remote, "run", [tmp_path / "missing", s3_bucket.uri("study/trial")], FINISHED)
+    assert set(remote.files[FIGURES_DIR]) == ALL_FIGURES and remote.status == FINISHED
+
+
+def test_an_unreadable_record_is_a_warning_naming_it_and_the_rest_is_logged(trained, tmp_path, caplog):
+    trainer, _ = trained
+    folder = trial_folder(tmp_path, trainer.figure_record(), "good.record.pt")
+    broken = folder / FIGURES_DIR / "broken.record.pt"
+    broken.write_bytes((folder / FIGURES_DIR / "good.record.pt").read_bytes()[:1000])
+    recorder = ArtifactRecorder()
+    with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
+        finish_trial(recorder, "run", [folder], FINISHED)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(broken) in warnings[0] and "\n" not in warnings[0]
+    assert set(recorder.files[FIGURES_DIR]) == {f"good.{name}" for name in ALL_FIGURES}
+    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == FINISHED
+
+
+def ended_trial(logger: StudyLogger, trial_id: str, folder: Path) -> None:
+    logger.trial_started(trial_id, {"seed": 0}, [folder])
+    logger.trial_ended(trial_id, {"seed": 0}, [folder], FINISHED)
+
+
+def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure_in_the_driver(trained, tmp_path):
+    trainer, _ = trained
+    recorder = ArtifactRecorder()
+    logger = StudyLogger("drawn", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
+    logger.setup()
+    first = trial_folder(tmp_path / "first", trainer.figure_record())
+    ended_trial(logger, "first", first)
+    logger.flush()
+    assert set(recorder.files[FIGURES_DIR]) == ALL_FIGURES and recorder.status == FINISHED
+    assert_pngs(list((first / FIGURES_DIR).glob("*.png")))
+    (process,) = logger._drawer._processes.values()
+    assert process.pid != os.getpid() and process.is_alive()
+    if hasattr(os, "SCHED_IDLE"):  # it takes only CPU time the trials leave
+        assert os.sched_getscheduler(process.pid) == os.SCHED_IDLE
+    assert pickle.loads(pickle.dumps(logger))._drawer is None  # the settings only
+
+    second = trial_folder(tmp_path / "second", trainer.figure_record())
+    ended_trial(logger, "second", second)
+    logger.flush()
+    assert {p.name for p in (second / FIGURES_DIR).glob("*.png")} == ALL_FIGURES
+    assert list(logger._drawer._processes.values()) == [process]  # the same process draws every trial
+    logger.experiment_ended()
+    assert logger._drawer is None and not process.is_alive()
+
+    failing = StudyLogger("failing", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
+    unusable = dataclasses.replace(trainer.figure_record(), picks={})  # readable, but nothing can be drawn from it
+    ended_trial(failing, "bad", trial_folder(tmp_path / "bad", unusable))
+    with pytest.raises(RuntimeError, match="srdc-report --study failing --sync") as raised:
+        failing.flush()
+    assert isinstance(raised.value.__cause__, KeyError)
+    with pytest.raises(RuntimeError):
+        failing.experiment_ended()
+    assert failing._drawer is None
+
+
+@pytest.mark.slow
+def test_a_smoke_studys_child_run_and_a_synced_one_list_the_figures(tmp_path):
+    from mlflow import MlflowClient
+
+    from srdc.tracking import sync_study
+
+    command = [sys.executable, str(REPO / "studies" / "ablation_office31.py"), "--smoke-test", "--tasks", "A->W",
+               "--seeds", "0", "--variants", "srdc", "--storage-path", str(tmp_path / "ray"), "--tracking-uri",
+               f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (trial,) = [path.parent for path in (tmp_path / "ray").glob("*/*/params.json")]
+    on_disk = sorted(path.name for path in (trial / FIGURES_DIR).iterdir())
+    assert on_disk == sorted(ALL_FIGURES | {"record.pt"})  # the trial's record, the logger's figures
+    assert_pngs(list((trial / FIGURES_DIR).glob("*.png")))
+
+    for uri in (f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'synced.db'}"):
+        if "synced" in uri:  # a backfill of a study whose figures were never drawn draws them
+            for png in (trial / FIGURES_DIR).glob("*.png"):
+                png.unlink()
+            sync_study(trial.parent, trial.parent.name, uri)
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("srdc-studies")
+        (child,) = client.search_runs([experiment.experiment_id], "tags.`srdc.role` = 'child'")
+        listed = {PurePosixPath(a.path).name: a.file_size for a in client.list_artifacts(child.info.run_id, "figures")}
+        assert listed == {path.name: path.stat().st_size for path in (trial / FIGURES_DIR).glob("*.png")}
+        assert set(listed) == ALL_FIGURES
+        assert json.loads((trial / "summary.json").read_text())["epochs"] == 2
