@@ -46,6 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "augment": ("auto", "flip_crop", "crop", "none"),
     "normalize": ("auto", "imagenet", "half", "none"),
     "schedule_unit": ("epoch", "iteration"),
+    "prep_batchnorm": ("running", "domain"),
     "bottleneck_kmeans_labels": ("own", "pooled"),
     "kmeans_labels": ("final", "before_update"),
     "empty_centre": ("source", "zero"),
@@ -153,6 +154,10 @@ HELP: dict[str, str] = {
     "lambda_scale": "scale of lambda_p = scale (2 / (1 + exp(-gamma p)) - 1)",
     "schedule_unit": "when lr_p and lambda_p step: once per epoch (released code; lambda is 0 in the first epoch) or "
                      "at every iteration",
+    "prep_batchnorm": "BatchNorm statistics of the preparation pass (the features K-means, the centres, the source "
+                      "weights and the evaluation use): running (training's running averages over both domains, "
+                      "released code) or domain (each domain's own, gathered by one extra pass over it each epoch: "
+                      "AdaBN; a held-out target split takes the target training set's)",
     # clustering
     "kmeans_iters": "K-means iterations in each preparation pass (Appendix A)",
     "kmeans_chunk": "samples per chunk of K-means' distance computation (memory, not results)",
@@ -259,6 +264,7 @@ class SRDCConfig:
     lambda_gamma: float = 10.0
     lambda_scale: float = 1.0
     schedule_unit: str = "epoch"  # lr and lambda step once per epoch (released code) or every iteration
+    prep_batchnorm: str = "running"  # docs/fidelity_notes.md item 27
     # clustering (Appendix A, released code)
     kmeans_iters: int = 5
     kmeans_chunk: int = 4096

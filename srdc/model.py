@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -64,6 +66,39 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
+
+
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCHNORM_STATE = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@contextmanager
+def batchnorm_statistics_of(model: nn.Module, batches: Iterable[torch.Tensor]) -> Iterator[None]:
+    """Within the block ``model`` is in evaluation mode and its BatchNorm layers normalise with the mean and variance
+    of their inputs over ``batches`` (one pass without gradients, each batch of two or more samples counting once),
+    not with their running statistics, which are put back after (AdaBN: Li et al., "Adaptive Batch Normalization
+    for practical domain adaptation", Pattern Recognition 2018)."""
+    norms = [module for module in model.modules() if isinstance(module, BATCHNORMS)]
+    saved = [({key: getattr(norm, key).clone() for key in BATCHNORM_STATE}, norm.momentum) for norm in norms]
+    training = model.training
+    try:
+        model.eval()
+        for norm in norms:
+            norm.reset_running_stats()
+            norm.momentum = None  # a cumulative average over the batches
+            norm.train()
+        with torch.no_grad():
+            for inputs in batches:
+                if len(inputs) > 1:
+                    model(inputs)
+        model.eval()
+        yield
+    finally:
+        for norm, (state, momentum) in zip(norms, saved, strict=True):
+            for key, value in state.items():
+                getattr(norm, key).copy_(value)
+            norm.momentum = momentum
+        model.train(training)
 
 
 def torch_hub_checkpoint_dir() -> Path:

@@ -43,7 +43,15 @@ from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.figures.snapshot import PassView, figure_subset, take_snapshot
 from srdc.figures.trial import LABELFREE, ORACLE, TrialRecord
 from srdc.methods import Batch, Draw, Method, Preparation, Step, build_method, check_variant
-from srdc.model import Features, Outputs, SRDCNet, build_backbone, feature_space_dims, is_pretrained
+from srdc.model import (
+    Features,
+    Outputs,
+    SRDCNet,
+    batchnorm_statistics_of,
+    build_backbone,
+    feature_space_dims,
+    is_pretrained,
+)
 from srdc.selection import summarize
 from srdc.validators import VALIDATORS, ValidationInput, check_selector, validate
 
@@ -141,10 +149,20 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def extract(self, domain: Domain) -> Features:
+    def extract(self, domain: Domain, statistics: Domain | None = None) -> Features:
         """Pooled and bottleneck features and logits of every sample of ``domain`` (eval transform), in batches of
         ``eval_batch_size`` under inference mode; concatenated outside it, into normal tensors that the method's
-        plan may use in training."""
+        plan may use in training. With ``prep_batchnorm`` ``domain``, BatchNorm normalises with the statistics of
+        ``statistics`` (default: ``domain`` itself), gathered by one pass over it first."""
+        if self.config.prep_batchnorm == "running":
+            return self._extract(domain)
+        config = self.config
+        batches = (self._to_device(inputs) for inputs, _ in
+                   ordered_batches(statistics or domain, config.eval_batch_size, config.num_workers, config.pin_memory))
+        with self._autocast(), batchnorm_statistics_of(self.model, batches):
+            return self._extract(domain)
+
+    def _extract(self, domain: Domain) -> Features:
         self.model.eval()
         config, outputs = self.config, []
         for inputs, _ in ordered_batches(domain, config.eval_batch_size, config.num_workers, config.pin_memory):
@@ -158,7 +176,8 @@ class Trainer:
         """The epoch's preparation pass: evaluation, the method's preparation, the validators; returns metrics."""
         start = time.perf_counter()
         source, target = self.extract(self.task.source), self.extract(self.task.target)
-        test = self.extract(self.task.target_test) if self.task.target_test is not None else None
+        test = self.extract(self.task.target_test, statistics=self.task.target) \
+            if self.task.target_test is not None else None
         time_prepare = time.perf_counter() - start
 
         target_probs = torch.softmax(target.logits, dim=1)

@@ -231,17 +231,40 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
     return bucket
 
 
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
-    """A local Ray instance with 2 CPUs for the session (tests on a 2-core machine keep Tune trials small)."""
+def start_test_ray() -> None:
+    """The local Ray instance of :func:`ray_cluster`: 2 CPUs (tests on a 2-core machine keep Tune trials small)."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray instance for the session (:func:`start_test_ray`)."""
+    import ray
+
+    start_test_ray()
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def without_ray() -> Iterator[None]:
+    """No Ray session in this process during the test; the session's (:func:`ray_cluster`), when up, is started
+    again after it."""
+    import ray
+
+    running = ray.is_initialized()
+    if running:
+        ray.shutdown()
+    try:
+        yield
+    finally:
+        if running:
+            start_test_ray()
 
 
 @pytest.fixture

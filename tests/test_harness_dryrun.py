@@ -59,7 +59,7 @@ def run_main(declaration, argv, capsys) -> tuple[int, str, str]:
 
 
 def test_table1_on_8_gpus_at_half_a_gpu_each_plans_16_at_once_and_the_tables_estimate(tmp_path, monkeypatch,
-                                                                                       capsys):
+                                                                                       capsys, without_ray):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     code, out, _ = run_main(ABLATION, ["--dry-run", "--plan-gpus", "8", "--gpus-per-trial", "0.5",
@@ -146,7 +146,7 @@ def test_plan_gpus_needs_a_dry_run_of_gpu_trials(argv, message, tmp_path, monkey
     assert code == 2 and message in err
 
 
-def test_a_ray_address_nothing_answers_at_is_one_line_at_once(tmp_path, monkeypatch, capsys):
+def test_a_ray_address_nothing_answers_at_is_one_line_at_once(tmp_path, monkeypatch, capsys, without_ray):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_main(ABLATION, ["--dry-run", "--address", f"127.0.0.1:{free_port()}"], capsys)
     assert code == 2 and "no Ray cluster answers" in err and "--plan-gpus N" in err

@@ -19,6 +19,7 @@ from study_helpers import children, epochs_logged, load_declaration, plan_of
 
 from srdc import report_cli
 from srdc.config import SRDCConfig
+from srdc.figures.study import CURVES_FILE
 from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args
 from srdc.harness.outcome import RESULTS_FOLDER, publish, study_results, tracking_lines
@@ -32,7 +33,7 @@ from srdc.trainer import Trainer
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "studies" / "ablation_office31.py"
 ABLATION = load_declaration("ablation_office31")
-# the figures of records without epoch histories (srdc.figures.study)
+# the figures of records without epoch histories (srdc.figures.study); with them also CURVES_FILE
 ABLATION_CHARTS = ("ablation_oracle.png", "ablation_labelfree.png")
 
 
@@ -232,7 +233,7 @@ def test_a_study_logs_one_parent_and_one_child_per_trial_to_a_real_mlflow_server
     page = Path(client.download_artifacts(parent.info.run_id, "results/report.html", str(tmp_path)))
     assert page.read_text() == (storage / RESULTS_FOLDER / "report.html").read_text()
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \
-        {f"results/{name}" for name in RESULT_FILES.values()}
+        {f"results/{name}" for name in [*RESULT_FILES.values(), *ABLATION_CHARTS, CURVES_FILE]}
     # every config field is a param of each child run
     for run in runs:
         assert CONFIG_FIELDS <= set(run.data.params) and run.data.params["lambda_scale"] == "1.0"

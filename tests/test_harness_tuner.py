@@ -2,6 +2,7 @@
 interrupted."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ from study_helpers import bare_history, crash_once_after
 
 from srdc.harness.declarations import Study
 from srdc.harness.options import resolve_launch
-from srdc.harness.outcome import run_study
+from srdc.harness.outcome import StudyOutcome, run_study
 from srdc.harness.tuner import TrialStatus
 
+ResumeStudy = Callable[[], StudyOutcome]
 RUN = {"dataset": "embedded", "task": "digits->digits_photo", "variant": "srdc", "seed": 0, "epochs": 3,
        "max_samples": 200, "batch_size": 32}
 
@@ -55,16 +57,23 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint_with_the_uninterrupted_m
     assert_as_if_never_interrupted(outcome, mlflow_server, "tune_retry")
 
 
+def failed_study(tmp_path: Path, tracking_uri: str, experiment: str) -> tuple[StudyOutcome, ResumeStudy]:
+    """The crash study with no retries: its trial fails after epoch 1. Returns its outcome and a function that
+    resumes it (``--resume``) with the same trainable."""
+    trainable = crash_once_after(1, tmp_path / "crashed")
+    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", tracking_uri, "--experiment", experiment,
+            "--max-failures", "0"]
+    first = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, argv), trainable=trainable)
+    assert first.counts[TrialStatus.FAILED] == 1
+    return first, lambda: run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
+
+
 @pytest.mark.slow
 def test_an_errored_trial_continues_from_its_checkpoint_on_resume(tmp_path, mlflow_server, ray_cluster, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    trainable = crash_once_after(1, tmp_path / "crashed")
-    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_errored",
-            "--max-failures", "0"]
-    first = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, argv), trainable=trainable)
-    assert first.exit_code == 1 and first.counts[TrialStatus.FAILED] == 1 and not first.interrupted
-    resumed = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
-    assert_as_if_never_interrupted(resumed, mlflow_server, "tune_errored")
+    first, resume = failed_study(tmp_path, mlflow_server, "tune_errored")
+    assert first.exit_code == 1 and not first.interrupted
+    assert_as_if_never_interrupted(resume(), mlflow_server, "tune_errored")
 
 
 @pytest.mark.slow
@@ -73,14 +82,10 @@ def test_a_resume_whose_saved_state_names_a_deleted_checkpoint_continues_from_th
     """What a killed driver can leave (seen on a multi-node cluster): Tune's saved state names a checkpoint that was
     deleted when a newer one was reported, before the state was saved again."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    trainable = crash_once_after(1, tmp_path / "crashed")
-    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_stale",
-            "--max-failures", "0"]
-    first = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, argv), trainable=trainable)
-    assert first.counts[TrialStatus.FAILED] == 1
+    first, resume = failed_study(tmp_path, mlflow_server, "tune_stale")
     trial_dir = Path(first.records[0]["path"])
     (trial_dir / "checkpoint_000001").rename(trial_dir / "checkpoint_000002")  # the state names checkpoint_000001
-    resumed = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
+    resumed = resume()
     assert "continuing from the next checkpoint" in capsys.readouterr().err
     assert_as_if_never_interrupted(resumed, mlflow_server, "tune_stale")
 
@@ -91,17 +96,12 @@ def test_a_trial_whose_checkpoint_lacks_its_file_continues_from_its_nearest_comp
     """What a lost worker node once left (multi-node test): Tune restores a trial from a checkpoint folder in the
     storage that holds no ``checkpoint.pt``; without a fallback every retry fails on it."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    trainable = crash_once_after(1, tmp_path / "crashed")
-    argv = ["--storage-path", str(tmp_path / "ray"), "--tracking-uri", mlflow_server, "--experiment", "tune_empty",
-            "--max-failures", "0"]
-    first = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, argv), trainable=trainable)
-    assert first.counts[TrialStatus.FAILED] == 1
+    first, resume = failed_study(tmp_path, mlflow_server, "tune_empty")
     trial_dir = Path(first.records[0]["path"])
     named = trial_dir / "checkpoint_000001"  # the one Tune's saved state names
     named.rename(trial_dir / "checkpoint_000002")  # complete, newer
     (named / "digits-digits_photo.seed0").mkdir(parents=True)  # the named folder, without its checkpoint.pt
-    resumed = run_study(CRASH_STUDY, resolve_launch(CRASH_STUDY, [*argv, "--resume"]), trainable=trainable)
-    assert_as_if_never_interrupted(resumed, mlflow_server, "tune_empty")
+    assert_as_if_never_interrupted(resume(), mlflow_server, "tune_empty")
 
 
 @pytest.mark.slow

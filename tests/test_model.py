@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from torch import nn
 
 from srdc.errors import SRDCInputError
-from srdc.model import Centres, SRDCNet, build_backbone, feature_space_dims, is_pretrained
+from srdc.model import Centres, SRDCNet, batchnorm_statistics_of, build_backbone, feature_space_dims, is_pretrained
 
 
 @pytest.mark.parametrize("name, shape, dim", [
@@ -83,3 +84,28 @@ def test_a_weights_file_is_loaded_into_the_backbone(tmp_path):
 ])
 def test_is_pretrained_only_for_resnets_with_weights(name, weights, expected):
     assert is_pretrained(name, weights) is expected
+
+
+def test_batchnorm_statistics_of_normalises_with_the_batches_then_puts_the_running_ones_back():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    model.train()
+    for _ in range(5):  # running statistics of other data
+        model(torch.randn(8, 3) * 3 + 1)
+    norm = model[1]
+    before = {key: getattr(norm, key).clone() for key in ("running_mean", "running_var", "num_batches_tracked")}
+    data = torch.randn(12, 3)
+    batches = [data[:4], data[4:8], data[8:], data[:1]]  # a batch of one sample is skipped
+    with torch.no_grad():
+        hidden = model[0](data)
+    with batchnorm_statistics_of(model, batches):
+        assert not model.training and not norm.training
+        assert torch.allclose(norm.running_mean, hidden.mean(0), atol=1e-6)  # equal batches: the mean of means
+        expected_var = torch.stack([hidden[i:i + 4].var(0) for i in (0, 4, 8)]).mean(0)  # unbiased, per batch
+        assert torch.allclose(norm.running_var, expected_var, atol=1e-6)
+        with torch.no_grad():
+            out = model(data)
+        assert torch.allclose(out.mean(0), torch.zeros(4), atol=1e-5)  # normalised by the data's own statistics
+    assert model.training and norm.momentum == 0.1
+    assert all(torch.equal(getattr(norm, key), value) for key, value in before.items())
+

@@ -8,10 +8,12 @@ import torch
 from conftest import roundtrip, without_timings
 from torch.utils.data import Dataset
 
+from srdc.batches import ordered_batches
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.data.base import Domain, TaskData
 from srdc.errors import NonFiniteLossError, SRDCInputError
+from srdc.model import batchnorm_statistics_of
 from srdc.trainer import Trainer, lambda_at, lr_at
 from srdc.validators import VALIDATORS, Validator
 
@@ -285,3 +287,25 @@ def test_the_schedule_steps_every_iteration_when_asked(monkeypatch):
     by_epoch.fit()
     assert [row["lambda"] for row in by_epoch.history[1:]] == [lambda_at(config, e / 3) for e in range(3)]
     assert by_epoch.history[1]["lambda"] == 0.0  # per epoch, the first epoch trains without the target terms
+
+
+def test_preparation_with_domain_statistics_changes_the_features_not_the_training_state():
+    config = SRDCConfig(epochs=1, max_samples=60, batch_size=16, device="cpu")
+    running = Trainer(config)
+    domain = Trainer(SRDCConfig(**{**config.to_dict(), "prep_batchnorm": "domain"}))
+    domain.model.load_state_dict(running.model.state_dict())
+    running.model.train()
+    for _ in range(3):  # running statistics that are the source's only
+        running.model(next(iter(ordered_batches(running.task.source, 16)))[0])
+    domain.model.load_state_dict(running.model.state_dict())
+    state = {key: value.clone() for key, value in domain.model.state_dict().items()}
+    target_running = running.extract(running.task.target)
+    target_own = domain.extract(domain.task.target)
+    assert not torch.allclose(target_running.spaces["pooled"], target_own.spaces["pooled"])
+    assert all(torch.equal(value, domain.model.state_dict()[key]) for key, value in state.items())
+    # the target's own statistics: each BatchNorm output channel averages to ~0 over the target (before the ReLU)
+    bottleneck_bn = domain.model.bottleneck[1]
+    inputs = torch.cat([x for x, _ in ordered_batches(domain.task.target, 64)])
+    with batchnorm_statistics_of(domain.model, [inputs]), torch.no_grad():
+        normalised = bottleneck_bn(domain.model.bottleneck[0](domain.model.backbone(inputs).flatten(1)))
+    assert torch.allclose(normalised.mean(0), bottleneck_bn.bias, atol=1e-3)

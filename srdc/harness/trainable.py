@@ -31,6 +31,7 @@ import json
 import logging
 import numbers
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -43,8 +44,8 @@ from srdc.base import NODE_KEY, NODES_KEY, RngState, capture_rng, restore_rng, s
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.figures.trial import record_path, save_record
-from srdc.runio import CHECKPOINT, read_checkpoint, write_checkpoint, write_history, write_summary
+from srdc.figures.trial import FIGURES_DIR, record_path, save_record
+from srdc.runio import CHECKPOINT, HISTORY, SUMMARY, read_checkpoint, write_checkpoint, write_history, write_summary
 from srdc.selection import labelfree_score, summarize
 from srdc.trainer import Trainer
 
@@ -353,6 +354,18 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
                 after_epoch(runs.members[0].trainer)
     except NonFiniteLossError as error:
         report_divergence(runs, trial_dir, error, nodes)
+        return
+    release_trial_files(trial_dir)
+
+
+def release_trial_files(trial_dir: Path) -> None:
+    """After the last report, take the trial's files out of its working directory ``trial_dir``: that report's
+    checkpoint made Tune copy them to the trial's folder in the storage, and wait for it; Tune copies the working
+    directory once more when the trial stops, while the driver reads those files to log them, so that a copy left
+    here could make the driver read a file half rewritten."""
+    for name in (HISTORY, SUMMARY):
+        (trial_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(trial_dir / FIGURES_DIR, ignore_errors=True)
 
 
 def report_divergence(runs: Lockstep, trial_dir: Path, error: NonFiniteLossError, nodes: list[str]) -> None:

@@ -6,11 +6,13 @@ trial's per-epoch results (``step=epoch``), tags its run with the Ray node(s) it
 (``figures/*.png``, :mod:`srdc.figures`) and the run status. Runs are found again by their tags, so a trial retry
 or a ``Tuner.restore`` re-attaches to the existing runs and never logs an epoch twice.
 
-A trial saves only the records its figures are drawn from (``figures/*record.pt``); the logger draws them when the
-trial ends, into the trial folder when it is local (else into the copy fetched from the storage), in one process of
-its own started on first use and kept for the study (matplotlib and scikit-learn are imported once; the driver's
-GIL is free while it draws; it takes only CPU time the trials leave). A record it cannot read is a warning; a
-failure to draw is a defect of the logger (below).
+A trial saves only the records its figures are drawn from (``figures/*record.pt``). Once its run has ended (summary,
+files, status), the logger's drawing process draws them into the trial folder when it is local (else into the copy
+fetched from the storage, kept until the study ends), and the sending thread logs them when they are done: sending
+never waits for a drawing. The drawing process is started on first use and kept for the study (matplotlib and
+scikit-learn are imported once; the driver's GIL is free while it draws; it takes only CPU time the trials leave);
+``flush`` and the study's end wait for it. A record it cannot read is a warning; a failure to draw is a defect of
+the logger (below).
 
 Sending is off the Tune loop: the driver's calls only queue the event (a bounded queue: a store slower than the
 study slows the driver down instead of filling its memory); one background thread takes every queued event, then
@@ -31,11 +33,12 @@ import logging
 import multiprocessing
 import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -77,6 +80,10 @@ SETTINGS = ("study", "experiment", "tracking_uri", "study_params", "retry_interv
 QUEUE_SIZE = 10_000
 # the event that stops the sending thread
 STOP = None
+
+
+def _nothing() -> None:
+    """An event that only wakes the sending thread (a drawing is done: its figures are logged in the pass after)."""
 
 TrackerFactory = Callable[[str, str], Tracker]
 # draws the figures of the given record files (srdc.figures.trial.draw_records, or that in another process)
@@ -125,24 +132,40 @@ def trial_figures(folder: Path, draw: FigureDrawer) -> list[Path]:
     return sorted(folder.glob(FIGURE_FILES))
 
 
+def local_trial_folder(folders: list[Folder], scratch: Path) -> Path | None:
+    """The first of ``folders`` that holds the trainable's files (a URI's fetched into ``scratch`` first)."""
+    local = (f if isinstance(f, Path) else fetch_trial_files(f, scratch) for f in folders)
+    return next((f for f in local if holds_trial_files(f)), None)
+
+
+def log_figures(tracker: Tracker, run_id: str, folder: Path) -> None:
+    """The figures in the trial folder ``folder`` as artifacts of the run (artifact path ``figures``)."""
+    figures = sorted(folder.glob(FIGURE_FILES))
+    if figures:
+        tracker.log_files(run_id, figures, artifact_path=FIGURES_DIR)
+
+
+def end_run(tracker: Tracker, run_id: str, folder: Path | None, status: str) -> None:
+    """End a trial's run: summary metrics, ``summary.json``/``history.jsonl`` artifacts and the figures drawn so far
+    from the trial folder ``folder`` (``None``: none holds the trainable's files), then ``status``."""
+    if folder is not None:
+        summary = read_json(folder / SUMMARY_FILE)
+        if summary is not None:
+            tracker.log_summary(run_id, summary)
+        tracker.log_files(run_id, [path for path in (folder / SUMMARY_FILE, folder / HISTORY_FILE) if path.is_file()])
+        log_figures(tracker, run_id, folder)
+    tracker.set_status(run_id, status)
+
+
 def finish_trial(tracker: Tracker, run_id: str, folders: list[Folder], status: str,
                  draw: FigureDrawer = draw_records) -> None:
-    """End a trial's run: summary metrics, ``summary.json``/``history.jsonl`` artifacts and the figures (artifact
-    path ``figures``, drawn first by ``draw`` where missing: :func:`trial_figures`) from the first of ``folders``
-    that holds the trainable's files (a URI's are fetched first), then ``status``."""
+    """End a trial's run from the first of ``folders`` that holds the trainable's files (a URI's are fetched
+    first), its missing figures drawn first by ``draw`` (:func:`trial_figures`): :func:`end_run`."""
     with tempfile.TemporaryDirectory(prefix="srdc-trial-files-") as scratch:
-        local = (f if isinstance(f, Path) else fetch_trial_files(f, Path(scratch)) for f in folders)
-        folder = next((f for f in local if holds_trial_files(f)), None)
+        folder = local_trial_folder(folders, Path(scratch))
         if folder is not None:
-            summary = read_json(folder / SUMMARY_FILE)
-            if summary is not None:
-                tracker.log_summary(run_id, summary)
-            tracker.log_files(run_id, [path for path in (folder / SUMMARY_FILE, folder / HISTORY_FILE)
-                                       if path.is_file()])
-            figures = trial_figures(folder, draw)
-            if figures:
-                tracker.log_files(run_id, figures, artifact_path=FIGURES_DIR)
-    tracker.set_status(run_id, status)
+            trial_figures(folder, draw)
+        end_run(tracker, run_id, folder, status)
 
 
 @dataclass
@@ -160,12 +183,20 @@ class _TrialLog:
     final_status: str | None = None
     finalized: bool = False
     abandoned: bool = False
+    # the figures drawn after the trial's end (in the drawing process), in its folder, logged once drawn
+    drawing: Future[DrawnFigures] | None = None
+    drawn_in: Path | None = None
+    figures_logged: bool = False
 
     def has_work(self) -> bool:
         if self.abandoned:
             return False
         return (self.run_id is None or bool(self.pending) or self.tags != self.tagged
-                or (self.final_status is not None and not self.finalized))
+                or (self.final_status is not None and not self.finalized) or self.figures_drawn())
+
+    def figures_drawn(self) -> bool:
+        """Whether figures drawn after the trial's end wait to be logged."""
+        return self.drawing is not None and self.drawing.done() and not self.figures_logged
 
 
 class StudyLogger:
@@ -198,6 +229,7 @@ class StudyLogger:
         self._sender: threading.Thread | None = None
         self._failure: BaseException | None = None
         self._drawer: ProcessPoolExecutor | None = None
+        self._scratch: Path | None = None  # where a remote trial folder's files are fetched to, until logged
 
     def __getstate__(self) -> dict[str, Any]:
         """The settings only; the state is rebuilt on use."""
@@ -232,14 +264,18 @@ class StudyLogger:
 
     def flush(self) -> None:
         """Wait until every event queued so far has been handled (sent, or kept for a retry when the store is
-        unreachable)."""
+        unreachable), the figures of the trials ended so far included."""
         self._raise_failure()
+        self._events.join()
+        self._wait_for_drawings()
         self._events.join()
         self._raise_failure()
 
     def experiment_ended(self) -> None:
         """The study ended: send what is left, end the parent run, and name what could not be sent."""
         if self._sender is not None:
+            self._events.join()  # every trial's end handled: its figures are being drawn
+            self._wait_for_drawings()
             self._events.put(STOP)
             self._sender.join()
             self._sender = None
@@ -303,6 +339,7 @@ class StudyLogger:
         state = self._trial_log(trial_id, config, folders)
         if state.final_status is not None:  # restarted after its end: re-attach (and so re-open) its run
             state.run_id, state.final_status, state.finalized = None, None, False
+            state.drawing, state.drawn_in, state.figures_logged = None, None, False
 
     def _on_result(self, trial_id: str, config: dict[str, Any], folders: list[Folder], row: EpochRow | None,
                    tags: dict[str, str]) -> None:
@@ -383,20 +420,47 @@ class StudyLogger:
                 tracker.set_tag(state.run_id, key, value)
                 state.tagged[key] = value
         if state.final_status is not None and not state.finalized:
-            finish_trial(tracker, state.run_id, state.folders, state.final_status, self._draw)
+            folder = local_trial_folder(state.folders, self._scratch_for(state.trial_id))
+            end_run(tracker, state.run_id, folder, state.final_status)
             state.finalized = True
+            if folder is not None:
+                self._draw_later(state, folder)
+        if state.figures_drawn():
+            for message in state.drawing.result().unreadable:  # a failure to draw: raised, a defect
+                logger.warning("%s", message)
+            log_figures(tracker, state.run_id, state.drawn_in)
+            state.figures_logged = True
 
-    def _draw(self, records: list[Path]) -> DrawnFigures:
-        """Draw the figures of ``records`` in the logger's drawing process (started on first use)."""
+    def _scratch_for(self, trial_id: str) -> Path:
+        """The folder a remote trial folder's files are fetched to, kept until the study ends (its figures are
+        drawn there after the trial's end)."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="srdc-trial-files-"))
+        return self._scratch / trial_id
+
+    def _draw_later(self, state: _TrialLog, folder: Path) -> None:
+        """Have the drawing process (started on first use) draw the trial's missing figures; when it is done, the
+        sending thread wakes up and logs them (:meth:`_send_trial`)."""
+        stale = stale_records(folder)
+        if not stale:
+            return
         if self._drawer is None:
             self._drawer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                                initializer=start_drawing_process)
-        return self._drawer.submit(draw_records, records).result()
+        state.drawn_in, state.figures_logged = folder, False
+        state.drawing = self._drawer.submit(draw_records, stale)
+        state.drawing.add_done_callback(lambda _: self._events.put(_nothing))
+
+    def _wait_for_drawings(self) -> None:
+        wait([state.drawing for state in self._trials.values() if state.drawing is not None])
 
     def _stop_drawing(self) -> None:
         if self._drawer is not None:
             self._drawer.shutdown()
             self._drawer = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def _finish_parent(self) -> None:
         self._tracker_now().set_status(self._parent_id, FINISHED)
