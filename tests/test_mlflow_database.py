@@ -279,26 +279,28 @@ def test_sync_backfills_postgresql_after_the_server_was_down_mid_study(postgres,
                                                                      capsys):
     mlflow = server(postgres)
     experiment_dir, trials = tmp_path / "ray" / STUDY, 2 * SEEDS
-    finished_before_stop: list[int] = []
+    runs_at_stop: list[int] = []
     study_over = threading.Event()
 
-    def stop_server_after_two_trials() -> None:
+    def stop_server_once_runs_exist() -> None:
+        """Stopped as soon as the first trials have their runs (their first epochs logged, their ends not): the
+        trials run in step, so the next CONCURRENT begin seconds later, while it is down."""
         while not study_over.is_set():
-            [(finished,)] = postgres.rows("SELECT COUNT(*) FROM runs WHERE status = 'FINISHED'")
-            if finished >= 2:
+            [(children,)] = postgres.rows("SELECT COUNT(*) FROM tags WHERE key = 'srdc.role' AND value = 'child'")
+            if children:
                 mlflow.stop()
-                finished_before_stop.append(finished)
+                runs_at_stop.append(children)
                 return
-            time.sleep(0.5)
+            time.sleep(0.2)
 
-    watcher = threading.Thread(target=stop_server_after_two_trials)
+    watcher = threading.Thread(target=stop_server_once_runs_exist)
     watcher.start()
     try:
         run_study("ablation_office31", [*ABLATION, *TWO_VARIANTS], tmp_path / "ray", mlflow.url, "pg-down")
     finally:
         study_over.set()
         watcher.join()
-    assert finished_before_stop and finished_before_stop[0] < trials, "the server was stopped mid-study"
+    assert runs_at_stop and runs_at_stop[0] < trials, "the server was stopped mid-study"
     # while it is down: the schema upgrade of mlflow_server/README.md (nothing to do, the schema is current)
     upgrade = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "db", "upgrade", postgres.uri],
                              capture_output=True, text=True, timeout=300)
@@ -316,7 +318,7 @@ def test_sync_backfills_postgresql_after_the_server_was_down_mid_study(postgres,
     assert f"synced {trials} trial(s) into {mlflow.url}: 0 run(s) created, 0 epoch(s) logged" in again, again
     assert check_exactly_once(postgres, mlflow.url, "pg-down", experiment_dir, trials) == counts
     with capsys.disabled():
-        print(f"\nPostgreSQL, stopped after {finished_before_stop[0]} finished runs, {runs_before} runs before "
+        print(f"\nPostgreSQL, stopped at {runs_at_stop[0]} runs, {runs_before} runs before "
               f"--sync: {synced.strip()}; {counts}")
 
 
