@@ -293,7 +293,6 @@ def test_preparation_with_domain_statistics_changes_the_features_not_the_trainin
     config = SRDCConfig(epochs=1, max_samples=60, batch_size=16, device="cpu")
     running = Trainer(config)
     domain = Trainer(SRDCConfig(**{**config.to_dict(), "prep_batchnorm": "domain"}))
-    domain.model.load_state_dict(running.model.state_dict())
     running.model.train()
     for _ in range(3):  # running statistics that are the source's only
         running.model(next(iter(ordered_batches(running.task.source, 16)))[0])

@@ -303,19 +303,25 @@ def trial_folders(trial: Trial) -> list[Folder]:
     return [*local_folders(trial.local_path), *([f"{scheme}://{trial.path}"] if scheme else [])]
 
 
-def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
-    """Storage, retries from the last checkpoint, the latest checkpoint kept, the console (the compact lines; with
-    ``--verbose`` also Tune's status table, Tune's verbosity ``launch.verbose``), tracking."""
-    logger = StudyLogger(experiment.tracking, launch.experiment, launch.tracking_uri, experiment.tracking_params)
-    console = ConsoleProgress(experiment.epochs, experiment.parameter_columns, launch.max_failures)
+def console(launch: Launch, experiment: Experiment) -> tuple[ConsoleProgress, ProgressTable | None]:
+    """The compact lines, and with ``--verbose`` Tune's status table."""
+    progress = ConsoleProgress(experiment.epochs, experiment.parameter_columns, launch.max_failures)
     table = ProgressTable(metric_columns=experiment.metric_columns, parameter_columns=experiment.parameter_columns,
                           max_report_frequency=30) if launch.verbose else None
+    return progress, table
+
+
+def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
+    """Storage, retries from the last checkpoint, the latest checkpoint kept, the console (:func:`console`, Tune's
+    verbosity ``launch.verbose``), tracking."""
+    logger = StudyLogger(experiment.tracking, launch.experiment, launch.tracking_uri, experiment.tracking_params)
+    progress, table = console(launch, experiment)
     return tune.RunConfig(
         name=experiment.name,
         storage_path=launch.storage_path,
         failure_config=tune.FailureConfig(max_failures=launch.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=launch.keep_checkpoints),
-        callbacks=[TuneTracking(logger), console],
+        callbacks=[TuneTracking(logger), progress],
         progress_reporter=table,
         verbose=min(launch.verbose, 3),
         # a reused actor's trial directory is its working directory: sync it to the storage trial folder
@@ -323,12 +329,13 @@ def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
     )
 
 
-def follow_console(restored: tune.RunConfig, current: tune.RunConfig) -> None:
+def follow_console(restored: tune.RunConfig, launch: Launch, experiment: Experiment) -> None:
     """``Tuner.restore`` brings back the first run's ``RunConfig`` whole (Ray 2.60 takes none on restore): give it the
-    console of ``current``, the continuing launch's (``--verbose``); its other callbacks (tracking) stay."""
+    console of the continuing launch (``--verbose``); its other callbacks (tracking) stay."""
+    progress, table = console(launch, experiment)
     kept = [callback for callback in restored.callbacks or [] if not isinstance(callback, ConsoleProgress)]
-    restored.callbacks = [*kept, *(callback for callback in current.callbacks if isinstance(callback, ConsoleProgress))]
-    restored.progress_reporter, restored.verbose = current.progress_reporter, current.verbose
+    restored.callbacks = [*kept, progress]
+    restored.progress_reporter, restored.verbose = table, min(launch.verbose, 3)
 
 
 def experiment_path(launch: Launch, experiment: Experiment) -> str:
@@ -350,7 +357,7 @@ def fit(launch: Launch, experiment: Experiment, trainable: Trainable = train_srd
         # resume_errored: an errored trial continues from its checkpoint under its own trial id (and MLflow run),
         # which gives what a restart would, since resuming is exact; restart_errored would make a new trial
         tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True, resume_errored=True)
-        follow_console(tuner._local_tuner.get_run_config(), run_config(launch, experiment))
+        follow_console(tuner._local_tuner.get_run_config(), launch, experiment)
     else:
         # reuse_actors: one worker process per concurrent slot, not per trial (it saves importing torch each time)
         tune_config = tune.TuneConfig(num_samples=experiment.num_samples, search_alg=experiment.searcher,
