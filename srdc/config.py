@@ -131,8 +131,8 @@ HELP: dict[str, str] = {
                               "false, or none = as the variant says",
     "soft_source_selection": "source samples weighted by their similarity to the target centres, eq. (12): true, "
                              "false, or none = as the variant says",
-    "source_pretrain_epochs": "source-only epochs before eq. (6) without structural source regularisation "
-                              "(srdc_no_struct); none: a tenth of --epochs, at least 1",
+    "source_pretrain_epochs": "source-only epochs before target clustering; none: a tenth of --epochs (at least "
+                              "1) without structural source regularisation (srdc_no_struct), 0 with it (srdc)",
     # model
     "backbone": "the feature extractor: resnet18/34/50/101, digits_cnn, or identity (--dataset features); auto: "
                 "the dataset's default (ResNet-50 for the image benchmarks, the digits CNN for digits)",
@@ -354,13 +354,14 @@ class SRDCConfig:
 
     @property
     def pretrain_epochs(self) -> int:
-        """Source-only epochs before target fine-tuning: only when target clustering runs without structural
-        source regularisation (variant ``srdc_no_struct``, or the switch turned off in a factorial)."""
-        if self.uses_structural_source_reg or not self.uses_target_clustering:
+        """Source-only epochs before target clustering: ``source_pretrain_epochs`` when set (at most all epochs but
+        one); unset, a tenth of the epochs (at least 1) without structural source regularisation (variant
+        ``srdc_no_struct``, or the switch turned off in a factorial), none with it (the paper's SRDC)."""
+        if not self.uses_target_clustering:
             return 0
         if self.source_pretrain_epochs is not None:
             return min(self.source_pretrain_epochs, self.epochs - 1)
-        return max(1, self.epochs // 10)
+        return 0 if self.uses_structural_source_reg else max(1, self.epochs // 10)
 
     @property
     def task_name(self) -> str:

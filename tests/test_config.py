@@ -66,6 +66,9 @@ def test_explicit_switches_override_the_variant_and_pretraining_follows():
     assert no_struct.pretrain_epochs == 3  # 10% of the epochs
     assert SRDCConfig(variant="srdc_no_struct", epochs=5, source_pretrain_epochs=9).pretrain_epochs == 4
     assert SRDCConfig(variant="srdc_no_struct", epochs=5).pretrain_epochs == 1  # at least one
+    # with structural source regularisation: none unless asked for (a warm-up for a network trained from scratch)
+    assert SRDCConfig(variant="srdc", epochs=6, source_pretrain_epochs=3).pretrain_epochs == 3
+    assert SRDCConfig(variant="source_only", epochs=6, source_pretrain_epochs=3).pretrain_epochs == 0
 
 
 def test_a_variant_outside_the_paper_has_no_srdc_component_unless_set():
