@@ -9,7 +9,7 @@ import torch
 
 from srdc.config import SRDCConfig
 from srdc.data import load_task
-from srdc.data.digits import PHOTO_SEED, read_idx
+from srdc.data.digits import PHOTO_SEED, load_mnist, read_idx
 from srdc.data.embedded import photo_patches
 from srdc.trainer import Trainer
 
@@ -38,6 +38,24 @@ def test_idx_reader_rejects_truncated_files(tmp_path):
     path.write_bytes(bytes([0, 0, 8, 3]) + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100)
     with pytest.raises(ValueError, match="truncated"):
         read_idx(path)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """``array`` (uint8) in the IDX format: zero, zero, type 8, the number of dimensions, each size, the values."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(size.to_bytes(4, "big") for size in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_a_missing_mnist_training_split_is_noted_once_a_process(tmp_path, capsys):
+    folder = tmp_path / "digits" / "mnist"
+    folder.mkdir(parents=True)
+    images, labels = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256, np.array([7, 2, 1])
+    write_idx(folder / "t10k-images-idx3-ubyte", images)
+    write_idx(folder / "t10k-labels-idx1-ubyte", labels)
+    for _ in range(3):  # source and target of one task, then the next trial in the same worker
+        loaded_images, loaded_labels = load_mnist(tmp_path)
+        assert np.array_equal(loaded_images, images) and loaded_labels.tolist() == [7, 2, 1]
+    assert capsys.readouterr().err.count("MNIST training split not found") == 1
 
 
 @needs_digits

@@ -66,6 +66,9 @@ def _find_idx(folders: list[Path], stem: str) -> Path | None:
     return None
 
 
+_TEST_SPLIT_NOTED: set[Path] = set()  # the folders whose missing training split was noted (once a process)
+
+
 def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """MNIST images (N x 28 x 28 uint8) and labels: the training split if present, else the test split."""
     folders = [root / "digits" / "mnist", root / "digits" / "MNIST" / "raw"]
@@ -73,7 +76,8 @@ def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
         images = _find_idx(folders, f"{prefix}-images-idx3-ubyte")
         labels = _find_idx(folders, f"{prefix}-labels-idx1-ubyte")
         if images and labels:
-            if prefix == "t10k":
+            if prefix == "t10k" and folders[0] not in _TEST_SPLIT_NOTED:
+                _TEST_SPLIT_NOTED.add(folders[0])
                 print(f"note: MNIST training split not found under {folders[0]}; using the 10,000-image test split",
                       file=sys.stderr)
             return read_idx(images), read_idx(labels).astype(np.int64)
