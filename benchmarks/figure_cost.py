@@ -37,8 +37,7 @@ def trial_seconds(config: SRDCConfig, folder: Path) -> float:
     """A trial's path: build, the epoch-0 pass, training and, with figures, the record saved into ``folder``."""
     start = time.perf_counter()
     trainer = Trainer(config, progress=False)
-    trainer.initialise()
-    trainer.fit()
+    trainer.fit()  # the epoch-0 pass first (Trainer.initialise)
     if config.figures:
         save_record(trainer.figure_record(), record_path(folder))
     return time.perf_counter() - start

@@ -177,6 +177,12 @@ def child_runs(client: MlflowClient, experiment: str, study: str = STUDY) -> dic
     return {run.data.tags["trial_id"]: run for run in runs}
 
 
+def child_run_count(database: Database) -> int:
+    """The trials' runs in the database (rows of the tag ``srdc.role`` = ``child``), counted with SQL."""
+    [(count,)] = database.rows("SELECT COUNT(*) FROM tags WHERE key = 'srdc.role' AND value = 'child'")
+    return count
+
+
 def metrics_in_database(database: Database) -> dict[str, dict[tuple[str, int], float]]:
     """trial id -> (key, step) -> value of every metric row of the database (asserting no row is there twice:
     MLflow's primary key would allow it with another timestamp or value)."""
@@ -286,7 +292,7 @@ def test_sync_backfills_postgresql_after_the_server_was_down_mid_study(postgres,
         """Stopped as soon as the first trials have their runs (their first epochs logged, their ends not): the
         trials run in step, so the next CONCURRENT begin seconds later, while it is down."""
         while not study_over.is_set():
-            [(children,)] = postgres.rows("SELECT COUNT(*) FROM tags WHERE key = 'srdc.role' AND value = 'child'")
+            children = child_run_count(postgres)
             if children:
                 mlflow.stop()
                 runs_at_stop.append(children)
@@ -306,7 +312,7 @@ def test_sync_backfills_postgresql_after_the_server_was_down_mid_study(postgres,
                              capture_output=True, text=True, timeout=300)
     assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
     mlflow.start(timeout_s=300)  # the same database
-    [(runs_before,)] = postgres.rows("SELECT COUNT(*) FROM tags WHERE key = 'srdc.role' AND value = 'child'")
+    runs_before = child_run_count(postgres)
     assert runs_before < trials  # the trials that started while it was down have no run yet
     cells, synced = report_cells(STUDY, mlflow.url, "pg-down", capsys, "--sync", "--storage-path",
                                  str(experiment_dir))
