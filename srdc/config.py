@@ -50,6 +50,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "bottleneck_kmeans_labels": ("own", "pooled"),
     "kmeans_labels": ("final", "before_update"),
     "empty_centre": ("source", "zero"),
+    "first_epoch_targets": ("kmeans", "predictions"),
 }
 
 
@@ -215,6 +216,10 @@ HELP: dict[str, str] = {
                                 "pooled space's (pooled, released code)",
     "kmeans_labels": "K-means labels: the assignment to the final centres (final) or the last iteration's, made "
                      "before its centre update (before_update, released code)",
+    "first_epoch_targets": "the one-hot q of the first clustering epoch (Algorithm 1, line 1): the pooled-space "
+                           "K-means labels (kmeans, the paper's) or the classifier's predictions of the preparation "
+                           "pass (predictions: for a source warm-up, --source_pretrain_epochs; "
+                           "docs/fidelity_notes.md, large gap)",
     "empty_centre": "a class nobody predicts starts K-means from its source centroid and an empty cluster keeps its "
                     "centre (source), or both get a zero centre (zero, released code: mu = c_s/2, w = 0.5)",
 }
@@ -282,6 +287,8 @@ class SRDCConfig:
     bottleneck_kmeans_labels: str = "pooled"
     kmeans_labels: str = "before_update"
     empty_centre: str = "zero"
+    # not the paper's: first-epoch targets from a warmed-up classifier (docs/fidelity_notes.md, large gap)
+    first_epoch_targets: str = "kmeans"
     # the adversarial baselines (variants dann, cdan; srdc/methods/adversarial.py): the domain discriminator
     # Linear-ReLU-Dropout x2 then Linear (DANN's and CDAN's released code), its gradient reversed with
     # coefficient lambda_p (lambda_gamma, lambda_scale above); CDAN's conditioning f (x) g is the full multilinear

@@ -149,6 +149,20 @@ def test_aux_kmeans_weight_mixes_one_hot_labels_into_q_after_the_first_epoch():
     assert first_epoch == default_first_epoch  # the first epoch's q is the one-hot labels either way
 
 
+def test_first_epoch_targets_predictions_trains_towards_the_classifiers_labels_in_every_space():
+    """The large-gap option (docs/fidelity_notes.md): the first clustering epoch's one-hot q is the classifier's
+    prediction of the preparation pass (class 0 everywhere here), not the K-means labels [0, 0, 1, 1]; later
+    epochs are unchanged."""
+    predictions = SRDCConfig(first_epoch_targets="predictions")
+    first, parts = target_loss(predictions, 0, [0, 0, 1, 1])
+    kmeans_first, _ = target_loss(SRDCConfig(), 0, [0, 0, 1, 1])
+    class_0 = F.one_hot(torch.zeros(4, dtype=torch.long), 2).float()
+    assert first == pytest.approx(objective(parts, {"output": class_0, "pooled": class_0, "bottleneck": class_0}),
+                                  rel=1e-6)
+    assert abs(first - kmeans_first) > 0.1
+    assert target_loss(predictions, 1, [0, 0, 1, 1])[0] == target_loss(SRDCConfig(), 1, [0, 0, 1, 1])[0]
+
+
 # -- (a) centre_grad_accumulate -----------------------------------------------------------------------------
 def small_config(**overrides) -> SRDCConfig:
     # loss_weighting "paper": the target terms reach the centres in the first epoch too (lambda = 0 there)
@@ -259,6 +273,7 @@ def test_with_zeroed_centre_gradients_none_is_checkpointed():
     ("bottleneck_kmeans_labels", "mine", "choose one of: own, pooled"),
     ("kmeans_labels", "last", "choose one of: final, before_update"),
     ("empty_centre", "nan", "choose one of: source, zero"),
+    ("first_epoch_targets", "classifier", "choose one of: kmeans, predictions"),
     ("aux_kmeans_weight", 1.0, "in [0, 1)"),
     ("aux_kmeans_weight", -0.5, "in [0, 1)"),
 ])

@@ -31,6 +31,7 @@ class EpochPlan:
     mu: dict[str, torch.Tensor]
     target_centres: dict[str, torch.Tensor]
     kmeans_labels: dict[str, torch.Tensor]
+    predicted_labels: torch.Tensor
     column_mass: dict[str, torch.Tensor]
     source_weights: torch.Tensor
 
@@ -71,6 +72,7 @@ class SRDC(Method):
               else 0.5 * (source_centres[space] + target_centres[space]) for space in self.centres.spaces}
         weights = self._source_weights(pass_, target_centres["pooled"])
         plan = EpochPlan(mu=mu, target_centres=target_centres, kmeans_labels=kmeans_labels,
+                         predicted_labels=pass_.target.logits.argmax(dim=1),
                          column_mass=self._column_mass(pass_, mu), source_weights=weights)
         metrics = {
             "source_weight_mean": float(weights.mean()),
@@ -166,8 +168,11 @@ class SRDC(Method):
 
     def _target_distribution(self, logits: torch.Tensor, space: str, index: torch.Tensor, plan: EpochPlan,
                              first_epoch: bool) -> torch.Tensor:
-        """The one-hot K-means labels at the first epoch (Appendix A), then eq. (2) of ``softmax(logits)``, mixed
-        as ``w onehot + (1 - w) Q`` when ``aux_kmeans_weight`` w > 0 (the released code's webcam->amazon)."""
+        """The one-hot K-means labels at the first epoch (Appendix A; the classifier's predictions with
+        ``first_epoch_targets="predictions"``), then eq. (2) of ``softmax(logits)``, mixed as ``w onehot + (1 - w) Q``
+        when ``aux_kmeans_weight`` w > 0 (the released code's webcam->amazon)."""
+        if first_epoch and self.config.first_epoch_targets == "predictions":
+            return F.one_hot(plan.predicted_labels[index], self.num_classes).float()
         if first_epoch:
             return self._one_hot_labels(space, index, plan)
         q = self._auxiliary(torch.softmax(logits, dim=1), space, plan)
