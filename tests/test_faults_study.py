@@ -189,20 +189,38 @@ def test_a_driver_interrupted_first_and_then_while_resuming_exits_130_and_resume
     assert all(after[name] == rows for name, rows in done.items())  # finished before: not run again
     for name, rows in after.items():
         assert_continued_exactly(rows, name)
+    assert_every_epoch_logged_once(tmp_path)
 
 
 def assert_continued_exactly(rows: list[dict], name: str) -> None:
-    """A trial's reports are epochs 0..6 in order, each once, except that the epoch reported just before an
-    interrupt may come again: Tune can write that report to result.json and stop before saving the state that
-    names its checkpoint, so the trial continues from the one before and trains that epoch again. Bit-for-bit
-    resume makes the repeat the same epoch: every accuracy and loss equal."""
+    """A trial's reports in Tune's ``result.json`` are its epochs in order up to 6, never restarted from an earlier
+    one, with at most one epoch repeated or missing at an interrupt: Tune copies ``result.json`` to the storage
+    when it saves its state, and a report processed just before or after that copy can be in the file without its
+    checkpoint in the state (the trial trains that epoch again), or the other way round (seen once each in CI:
+    0,1,2,3,3,4,5,6 and 0,2,3,4,5,6). Bit-for-bit resume makes a repeat the same epoch: every accuracy and loss
+    equal."""
     epochs = [row["epoch"] for row in rows]
     repeated = [a for a, b in zip(epochs, epochs[1:], strict=False) if a == b]
-    assert sorted(set(epochs)) == list(range(7)) and epochs == sorted(epochs) and len(repeated) <= 1, (name, epochs)
+    missing = set(range(7)) - set(epochs)
+    assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] == 6, (name, epochs)
+    assert len(repeated) + len(missing) <= 1, (name, epochs)
     for epoch in repeated:
         first, again = (row for row in rows if row["epoch"] == epoch)
         numbers = [key for key in first if key.startswith(("acc_", "loss_"))]
         assert numbers and all(first[key] == again[key] for key in numbers), (name, epoch)
+
+
+def assert_every_epoch_logged_once(tmp_path: Path) -> None:
+    """What the study promises beside Tune's files: each trial's MLflow run holds every epoch exactly once."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("srdc-studies").experiment_id],
+                              "tags.`srdc.role` = 'child'")
+    assert len(runs) == 3 and len({run.data.tags["trial_id"] for run in runs}) == 3
+    for run in runs:
+        steps = [metric.step for metric in client.get_metric_history(run.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(7)), "an epoch logged twice or missing"
 
 
 @pytest.mark.slow
@@ -222,12 +240,4 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
     for name, rows in after.items():
         epochs = [row["epoch"] for row in rows]
         assert sorted(set(epochs)) == list(range(7)) and epochs[-1] == 6, name
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("srdc-studies").experiment_id],
-                              "tags.`srdc.role` = 'child'")
-    assert len(runs) == 3 and len({run.data.tags["trial_id"] for run in runs}) == 3
-    for run in runs:
-        steps = [metric.step for metric in client.get_metric_history(run.info.run_id, "epoch")]
-        assert sorted(steps) == list(range(7)), "an epoch logged twice or missing"
+    assert_every_epoch_logged_once(tmp_path)
