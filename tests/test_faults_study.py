@@ -2,6 +2,7 @@
 starts, with nothing already written changed; a study driver interrupted (SIGINT, SIGTERM) or killed (SIGKILL) at
 any moment, first run or resumed, continues with ``--resume`` without rerunning a finished trial."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -200,7 +201,7 @@ def assert_continued_exactly(rows: list[dict], name: str) -> None:
     0,1,2,3,3,4,5,6 and 0,2,3,4,5,6). Bit-for-bit resume makes a repeat the same epoch: every accuracy and loss
     equal."""
     epochs = [row["epoch"] for row in rows]
-    repeated = [a for a, b in zip(epochs, epochs[1:], strict=False) if a == b]
+    repeated = [a for a, b in itertools.pairwise(epochs) if a == b]
     missing = set(range(7)) - set(epochs)
     assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] == 6, (name, epochs)
     assert len(repeated) + len(missing) <= 1, (name, epochs)

@@ -171,9 +171,9 @@ class SRDC(Method):
         """The one-hot K-means labels at the first epoch (Appendix A; the classifier's predictions with
         ``first_epoch_targets="predictions"``), then eq. (2) of ``softmax(logits)``, mixed as ``w onehot + (1 - w) Q``
         when ``aux_kmeans_weight`` w > 0 (the released code's webcam->amazon)."""
-        if first_epoch and self.config.first_epoch_targets == "predictions":
-            return F.one_hot(plan.predicted_labels[index], self.num_classes).float()
         if first_epoch:
+            if self.config.first_epoch_targets == "predictions":
+                return F.one_hot(plan.predicted_labels[index], self.num_classes).float()
             return self._one_hot_labels(space, index, plan)
         q = self._auxiliary(torch.softmax(logits, dim=1), space, plan)
         weight = self.config.aux_kmeans_weight
