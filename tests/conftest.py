@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -38,6 +39,24 @@ def read_jsonl(path: Path) -> list[dict]:
 def without_timings(rows: list[dict]) -> list[dict]:
     """History rows without their wall-clock keys: what must be identical between two runs of one config."""
     return [{key: value for key, value in row.items() if not key.startswith(TIMING_PREFIXES)} for row in rows]
+
+
+def assert_continued_after_interrupts(rows: list[dict], name: str, last_epoch: int) -> None:
+    """A trial's reports in Tune's ``result.json`` after interrupts and resumes: its epochs in order from 0 to
+    ``last_epoch``, never restarted from an earlier one, with at most one epoch repeated or missing. Tune copies
+    ``result.json`` to the storage when it saves its state, and a report processed just before or after that copy
+    can be in the file without its checkpoint in the state (the trial trains that epoch again), or the other way
+    round (seen in CI: 0,1,2,3,3,4,5,6; 0,2,3,4,5,6; 0,1,1). Bit-for-bit resume makes a repeat the same epoch:
+    every accuracy and loss equal."""
+    epochs = [row["epoch"] for row in rows]
+    repeated = [a for a, b in itertools.pairwise(epochs) if a == b]
+    missing = set(range(last_epoch + 1)) - set(epochs)
+    assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] == last_epoch, (name, epochs)
+    assert len(repeated) + len(missing) <= 1, (name, epochs)
+    for epoch in repeated:
+        first, again = (row for row in rows if row["epoch"] == epoch)
+        numbers = [key for key in first if key.startswith(("acc_", "loss_"))]
+        assert numbers and all(first[key] == again[key] for key in numbers), (name, epoch)
 
 
 def roundtrip(state):

@@ -2,7 +2,6 @@
 starts, with nothing already written changed; a study driver interrupted (SIGINT, SIGTERM) or killed (SIGKILL) at
 any moment, first run or resumed, continues with ``--resume`` without rerunning a finished trial."""
 
-import itertools
 import os
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import interrupt_when, read_jsonl, session_processes, wait_for
+from conftest import assert_continued_after_interrupts, interrupt_when, read_jsonl, session_processes, wait_for
 from study_helpers import load_declaration
 
 from srdc import report_cli
@@ -189,26 +188,8 @@ def test_a_driver_interrupted_first_and_then_while_resuming_exits_130_and_resume
     after = trials(tmp_path)
     assert all(after[name] == rows for name, rows in done.items())  # finished before: not run again
     for name, rows in after.items():
-        assert_continued_exactly(rows, name)
+        assert_continued_after_interrupts(rows, name, last_epoch=6)
     assert_every_epoch_logged_once(tmp_path)
-
-
-def assert_continued_exactly(rows: list[dict], name: str) -> None:
-    """A trial's reports in Tune's ``result.json`` are its epochs in order up to 6, never restarted from an earlier
-    one, with at most one epoch repeated or missing at an interrupt: Tune copies ``result.json`` to the storage
-    when it saves its state, and a report processed just before or after that copy can be in the file without its
-    checkpoint in the state (the trial trains that epoch again), or the other way round (seen once each in CI:
-    0,1,2,3,3,4,5,6 and 0,2,3,4,5,6). Bit-for-bit resume makes a repeat the same epoch: every accuracy and loss
-    equal."""
-    epochs = [row["epoch"] for row in rows]
-    repeated = [a for a, b in itertools.pairwise(epochs) if a == b]
-    missing = set(range(7)) - set(epochs)
-    assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] == 6, (name, epochs)
-    assert len(repeated) + len(missing) <= 1, (name, epochs)
-    for epoch in repeated:
-        first, again = (row for row in rows if row["epoch"] == epoch)
-        numbers = [key for key in first if key.startswith(("acc_", "loss_"))]
-        assert numbers and all(first[key] == again[key] for key in numbers), (name, epoch)
 
 
 def assert_every_epoch_logged_once(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import interrupt_when, read_jsonl
+from conftest import assert_continued_after_interrupts, interrupt_when, read_jsonl
 from mlflow import MlflowClient
 from study_helpers import load_declaration
 
@@ -130,8 +130,8 @@ def test_the_smoke_search_stops_weak_trials_tracks_each_and_resumes_without_reru
     after = tune_trials(storage, SMOKE_NAME)
     assert len(after) == 8
     assert all(after[trial_id][1] == rows for trial_id, rows in finished.items())
-    for trial_id, (_, rows) in after.items():  # the interrupted trials continued: no epoch reported twice
-        assert [row["epoch"] for row in rows] == list(range(len(rows))), f"trial {trial_id} restarted"
+    for trial_id, (_, rows) in after.items():  # the interrupted trials continued (ASHA may stop any of them early)
+        assert_continued_after_interrupts(rows, f"trial {trial_id}", last_epoch=rows[-1]["epoch"])
     last_epochs = sorted(rows[-1]["epoch"] for _, rows in after.values())
     assert last_epochs[-1] == 3 and last_epochs[0] < 3, f"ASHA stopped no trial: {last_epochs}"
 
