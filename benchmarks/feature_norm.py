@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srdc.config import CHOICES, SRDCConfig
+from srdc.config import SRDCConfig, options
 from srdc.data import load_one_domain
 from srdc.data.features import normalize_features
 from srdc.extract import extract_features, save_features
@@ -73,7 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="feature-norm-") as folder:
         paths = extract_domains(args, Path(folder))
         rows = []
-        for how in CHOICES["feature_norm"]:
+        for how in options()["feature_norm"].choices:
             accuracies = {variant: [head_accuracy(paths, args, variant, how, seed) for seed in args.seeds]
                           for variant in ("source_only", "srdc")}
             rows.append((how, statistics(paths, how), accuracies))

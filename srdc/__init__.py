@@ -1,6 +1,7 @@
 """srdc-studies: SRDC (Tang, Chen and Jia, CVPR 2020) as a research harness."""
 
-from srdc.config import VARIANTS, SRDCConfig
+from srdc.config import SRDCConfig
 from srdc.errors import NonFiniteLossError, SRDCInputError
+from srdc.methods import VARIANTS
 
 __all__ = ["VARIANTS", "NonFiniteLossError", "SRDCConfig", "SRDCInputError"]

@@ -132,6 +132,10 @@ class Registry(MutableMapping[str, T]):
     def __setitem__(self, name: str, entry: T) -> None:
         self._entries[name] = entry
 
+    def loaded(self, name: str) -> T | None:
+        """The entry ``name`` if it is set or was imported already, else ``None`` (imports nothing)."""
+        return self._entries.get(name)
+
     def __delitem__(self, name: str) -> None:
         if name not in self:
             raise KeyError(name)

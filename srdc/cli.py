@@ -1,22 +1,21 @@
 """``srdc-train``: one run from the command line.
 
-Every :class:`srdc.config.SRDCConfig` field is an option under its own name (``--lambda_scale 0.5``; dashes
-work too: ``--data-root``). Writes ``OUT/summary.json``, ``OUT/history.jsonl`` and ``OUT/checkpoint.pt`` after
-every epoch, and the run's figures into ``OUT/figures`` at its end (unless ``--figures false``); ``--resume``
-continues from the checkpoint in OUT, bit for bit (``--resume-or-start``: continue it, or start the run when OUT holds
-no checkpoint). One process at a time owns OUT (:class:`srdc.runio.RunLock`).
+Every option of :mod:`srdc.config` is an option under its own name (``--lambda_scale 0.5``; dashes work too:
+``--data-root``), listed by group in ``--help``. Writes ``OUT/summary.json``, ``OUT/history.jsonl`` and
+``OUT/checkpoint.pt`` after every epoch, and the run's figures into ``OUT/figures`` at its end (unless ``--figures
+false``); ``--resume`` continues from the checkpoint in OUT, bit for bit (``--resume-or-start``: continue it, or start
+the run when OUT holds no checkpoint). One process at a time owns OUT (:class:`srdc.runio.RunLock`).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
-from srdc.config import CHOICES, HELP, SRDCConfig, config_fields
+from srdc.config import GROUPS, Option, SRDCConfig, options
 from srdc.errors import SRDCInputError
 from srdc.figures.trial import FIGURES_DIR, write_trial_figures
 from srdc.methods import METHODS
@@ -54,7 +53,8 @@ def _converter(annotation: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``srdc-train``'s options: --out, --resume / --resume-or-start, --quiet and every config field."""
+    """``srdc-train``'s options: --out, --resume / --resume-or-start, --quiet, then every config field under its
+    group's title."""
     parser = ArgumentParser(
         prog="srdc-train",
         description="Train SRDC (or a baseline/ablation variant) on one source->target task.",
@@ -68,26 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue the run in --out, or start it when --out holds no checkpoint (for scripts)")
     parser.add_argument("--quiet", action="store_true", help="no per-iteration progress bar")
     parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
-    defaults = SRDCConfig()
-    for field in config_fields():
-        names = [f"--{field.name}"]
-        if "_" in field.name:
-            names.append(f"--{field.name.replace('_', '-')}")
-        default = getattr(defaults, field.name)
-        described = f"{HELP.get(field.name, '')} (default: {default})".lstrip()
-        parser.add_argument(*names, dest=field.name, type=_converter(str(field.type)), default=default,
-                            choices=_choices(field.name), help=described)
+    groups = {group: parser.add_argument_group(title) for group, title in GROUPS.items()}
+    for declared in options().values():
+        names = [f"--{declared.name}"]
+        if "_" in declared.name:
+            names.append(f"--{declared.name.replace('_', '-')}")
+        groups[declared.group].add_argument(*names, dest=declared.name, type=_converter(declared.type),
+                                            default=declared.default, choices=_choices(declared),
+                                            help=f"{declared.help} (default: {declared.default})")
     return parser
 
 
-def _choices(name: str) -> list[str] | None:
-    if name in REGISTRY_CHOICES:
-        return list(REGISTRY_CHOICES[name])
-    return list(CHOICES[name]) if name in CHOICES else None
+def _choices(declared: Option) -> list[str] | None:
+    if declared.name in REGISTRY_CHOICES:
+        return list(REGISTRY_CHOICES[declared.name])
+    return list(declared.choices) if declared.choices is not None else None
 
 
 def config_from_args(args: argparse.Namespace) -> SRDCConfig:
-    return SRDCConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SRDCConfig)})
+    return SRDCConfig.from_dict({name: getattr(args, name) for name in options()})
 
 
 def default_out(config: SRDCConfig) -> Path:

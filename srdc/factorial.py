@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from srdc import report
-from srdc.config import VARIANTS, SRDCConfig
+from srdc.methods import VARIANT_SWITCHES, VARIANTS
 from srdc.report import FINISHED
 
 # the factorial study's factors: SRDCConfig's three component switches, and their letters in row labels
@@ -96,9 +96,8 @@ def cell_levels(record: dict[str, Any]) -> tuple[bool, ...]:
 def paper_variant(levels: tuple[bool, ...]) -> str | None:
     """The variant with target clustering whose switches are ``levels`` (``srdc_no_softsel``...), or ``None``."""
     for variant in VARIANTS:
-        config = SRDCConfig(variant=variant)
-        switches = tuple(getattr(config, f"uses_{name}") for name in SWITCHES)
-        if config.uses_target_clustering and switches == levels:
+        *switches, target_clustering = VARIANT_SWITCHES[variant]
+        if target_clustering and tuple(switches) == levels:
             return variant
     return None
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srdc.config import BASELINES, VARIANTS
 from srdc.errors import SRDCInputError
+from srdc.methods import BASELINES, VARIANTS
 from srdc.paper_results import paper_average, paper_reference, paper_task, reference_note, reference_task_order
 
 # a record's status when its trial has ended normally (the tracking store's and Tune's name)

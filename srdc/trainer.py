@@ -396,10 +396,11 @@ class Trainer:
         if missing:
             raise SRDCInputError(f"the checkpoint is incomplete (no {', '.join(missing)}); start a new run")
         saved = SRDCConfig.from_dict(state["config"])
-        if _identity(saved) != _identity(self.config):
+        saved_identity, identity = saved.identity(), self.config.identity()
+        if saved_identity != identity:
             raise SRDCInputError(
                 "the checkpoint belongs to a different run (config differs in: "
-                + ", ".join(k for k in _identity(saved) if _identity(saved)[k] != _identity(self.config)[k])
+                + ", ".join(k for k in saved_identity if saved_identity[k] != identity[k])
                 + "); use another --out directory or drop --resume"
             )
         self.model.load_state_dict(state["model"])
@@ -421,20 +422,11 @@ STATE_KEYS = frozenset({"config", "model", "method", "optimizer", "epoch", "plan
 """The keys of :meth:`Trainer.state_dict` (and ``snapshots``, the figures' snapshots: absent from older checkpoints)."""
 
 
-_EXECUTION_FIELDS = {"device", "num_workers", "pin_memory", "data_root", "path_prefix", "eval_batch_size", "compile",
-                     "image_cache", "figures"}
-
-
 def selected_epochs(history: list[dict[str, Any]], selector: str) -> dict[str, int]:
     """The epoch the oracle (best target accuracy) and the label-free ``selector`` pick in ``history``
     (:func:`srdc.selection.summarize`)."""
     summary = summarize(history, selector)
     return {ORACLE: summary["best_oracle_epoch"], LABELFREE: summary["labelfree_epoch"]}
-
-
-def _identity(config: SRDCConfig) -> dict[str, Any]:
-    """The config fields that must match for a checkpoint to continue a run (not where or how fast it runs)."""
-    return {k: v for k, v in config.to_dict().items() if k not in _EXECUTION_FIELDS}
 
 
 def _move(value: Any, device: torch.device) -> Any:

@@ -1,4 +1,5 @@
-"""SRDCConfig: round trip, unknown fields, task parsing, the variants' switches, range and choice errors."""
+"""SRDCConfig: round trip, unknown fields, task parsing, the variants' switches, range and choice errors, each option
+declared once with its group and identity."""
 
 import math
 
@@ -6,8 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from srdc.config import CHOICES, RANGES, VARIANTS, SRDCConfig
+from srdc.config import COMMON_GROUPS, GROUPS, SRDCConfig, options
 from srdc.errors import SRDCInputError
+from srdc.methods import VARIANTS, switches
+
+RANGES = {name: declared.range for name, declared in options().items() if declared.range is not None}
+CHOICES = {name: declared.choices for name, declared in options().items() if declared.choices is not None}
 
 
 def test_to_dict_from_dict_round_trip():
@@ -52,31 +57,33 @@ SWITCHES = {
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_switches_per_variant(variant):
-    config = SRDCConfig(variant=variant, epochs=20)
-    assert (config.uses_structural_source_reg, config.uses_feature_discrimination,
-            config.uses_soft_source_selection, config.uses_target_clustering, config.pretrain_epochs) == \
-        SWITCHES[variant]
+    used = switches(SRDCConfig(variant=variant, epochs=20))
+    assert (used.structural_source_reg, used.feature_discrimination, used.soft_source_selection,
+            used.target_clustering, used.pretrain_epochs) == SWITCHES[variant]
 
 
 def test_explicit_switches_override_the_variant_and_pretraining_follows():
-    config = SRDCConfig(variant="srdc", soft_source_selection=False, feature_discrimination=False)
-    assert config.uses_structural_source_reg
-    assert not config.uses_soft_source_selection and not config.uses_feature_discrimination
-    no_struct = SRDCConfig(variant="srdc", structural_source_reg=False, epochs=30)
-    assert no_struct.pretrain_epochs == 3  # 10% of the epochs
-    assert SRDCConfig(variant="srdc_no_struct", epochs=5, source_pretrain_epochs=9).pretrain_epochs == 4
-    assert SRDCConfig(variant="srdc_no_struct", epochs=5).pretrain_epochs == 1  # at least one
+    used = switches(SRDCConfig(variant="srdc", soft_source_selection=False, feature_discrimination=False))
+    assert used.structural_source_reg
+    assert not used.soft_source_selection and not used.feature_discrimination
+
+    def pretrain(**values):
+        return switches(SRDCConfig(**values)).pretrain_epochs
+
+    assert pretrain(variant="srdc", structural_source_reg=False, epochs=30) == 3  # 10% of the epochs
+    assert pretrain(variant="srdc_no_struct", epochs=5, source_pretrain_epochs=9) == 4
+    assert pretrain(variant="srdc_no_struct", epochs=5) == 1  # at least one
     # with structural source regularisation: none unless asked for (a warm-up for a network trained from scratch)
-    assert SRDCConfig(variant="srdc", epochs=6, source_pretrain_epochs=3).pretrain_epochs == 3
-    assert SRDCConfig(variant="source_only", epochs=6, source_pretrain_epochs=3).pretrain_epochs == 0
+    assert pretrain(variant="srdc", epochs=6, source_pretrain_epochs=3) == 3
+    assert pretrain(variant="source_only", epochs=6, source_pretrain_epochs=3) == 0
 
 
 def test_a_variant_outside_the_paper_has_no_srdc_component_unless_set():
-    config = SRDCConfig(variant="toy")  # the method registry, not the config, decides whether it exists
-    assert not (config.uses_structural_source_reg or config.uses_feature_discrimination
-                or config.uses_soft_source_selection or config.uses_target_clustering)
-    assert config.pretrain_epochs == 0
-    assert SRDCConfig(variant="toy", feature_discrimination=True).uses_feature_discrimination
+    used = switches(SRDCConfig(variant="toy"))  # the method registry, not the config, decides whether it exists
+    assert not (used.structural_source_reg or used.feature_discrimination or used.soft_source_selection
+                or used.target_clustering)
+    assert used.pretrain_epochs == 0
+    assert switches(SRDCConfig(variant="toy", feature_discrimination=True)).feature_discrimination
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -102,11 +109,11 @@ PROPERTY = settings(deadline=None, database=None, max_examples=60)
 
 
 def _integer_field(name: str) -> bool:
-    return str(SRDCConfig.__dataclass_fields__[name].type).startswith("int")
+    return options()[name].type.startswith("int")
 
 
 def _optional_field(name: str) -> bool:
-    return "None" in str(SRDCConfig.__dataclass_fields__[name].type)
+    return "None" in options()[name].type
 
 
 def in_range(name: str) -> st.SearchStrategy:
@@ -181,3 +188,21 @@ def configs(draw) -> SRDCConfig:
 def test_from_dict_of_to_dict_round_trips(config):
     assert SRDCConfig.from_dict(config.to_dict()) == config
     assert SRDCConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+
+
+def test_every_option_is_declared_once_with_a_known_group_and_its_help():
+    declared = options()
+    assert list(declared) == [name for name in SRDCConfig.__dataclass_fields__ if name != "added"]
+    assert {option.group for option in declared.values()} == set(GROUPS)
+    assert set(COMMON_GROUPS) < set(GROUPS)
+    assert all(option.help.strip() for option in declared.values())
+    assert all(SRDCConfig().to_dict()[name] == option.default for name, option in declared.items())
+
+
+def test_the_identity_leaves_out_where_and_how_fast_a_run_goes_and_nothing_else():
+    config = SRDCConfig()
+    left_out = set(config.to_dict()) - set(config.identity())
+    assert left_out == {"device", "num_workers", "pin_memory", "data_root", "path_prefix", "eval_batch_size",
+                        "compile", "image_cache", "figures"}
+    assert SRDCConfig(device="cpu", figures=False).identity() == config.identity()
+    assert SRDCConfig(lr=0.02).identity() != config.identity()

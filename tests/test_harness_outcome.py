@@ -1,7 +1,6 @@
 """Real studies: a slice of the Table 1 smoke grid run by Ray Tune and logged to a real MLflow server, interrupted
 and resumed, or losing its tracking server mid-run."""
 
-import dataclasses
 import json
 import os
 import shlex
@@ -18,7 +17,7 @@ from pinned import LEGACY, reference
 from study_helpers import children, epochs_logged, load_declaration, plan_of
 
 from srdc import report_cli
-from srdc.config import SRDCConfig
+from srdc.config import SRDCConfig, options_in
 from srdc.figures.study import CURVES_FILE
 from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args
@@ -26,6 +25,7 @@ from srdc.harness.outcome import RESULTS_FOLDER, publish, study_results, trackin
 from srdc.harness.plan import grid_configs
 from srdc.harness.trainable import run_configs
 from srdc.harness.tuner import tracked_config
+from srdc.methods import tracked_fields
 from srdc.report import RESULT_FILES
 from srdc.tracking import MLflowTracker
 from srdc.trainer import Trainer
@@ -74,7 +74,9 @@ def trial_folder(storage: Path, run) -> Path:
 
 
 SLICE = ["--smoke-test", "--tasks", "A->W", "--variants", "source_only", "srdc", "--seeds", "0", "1"]
-CONFIG_FIELDS = {field.name for field in dataclasses.fields(SRDCConfig)}
+SRDC_FIELDS = set(tracked_fields("srdc"))
+ADVERSARIAL_FIELDS = set(options_in(("adversarial",)))
+SRDC_ONLY_FIELDS = set(options_in(("srdc", "release")))
 
 
 # -- what a study ends with, without running one ------------------------------------------------------------------
@@ -93,11 +95,12 @@ def smoke_results(*argv: str):
     return study_results(ABLATION, plan, records)
 
 
-def test_a_trials_run_gets_every_config_field_as_its_trial_resolves_it():
+def test_a_trials_run_gets_the_config_fields_its_method_reads_as_its_trial_resolves_them():
     (config,) = grid_configs(plan_of(ABLATION, "--smoke-test", "--tasks", "A->W", "--variants", "srdc", "--seeds",
                                      "1", "--set", "lr=0.02"))
     tracked = tracked_config(config)
-    assert CONFIG_FIELDS <= set(tracked) and set(config) <= set(tracked)
+    assert SRDC_FIELDS <= set(tracked) and set(config) <= set(tracked)
+    assert SRDC_ONLY_FIELDS <= SRDC_FIELDS and not ADVERSARIAL_FIELDS & set(tracked)
     assert (tracked["study"], tracked["task"], tracked["source"], tracked["target"], tracked["seed"]) == \
         ("ablation_office31-smoke", "digits->digits_photo", "digits", "digits_photo", 1)
     assert (tracked["lr"], tracked["lambda_scale"], tracked["epochs"], tracked["max_samples"]) == (0.02, 1.0, 2, 200)
@@ -106,9 +109,13 @@ def test_a_trials_run_gets_every_config_field_as_its_trial_resolves_it():
               "tasks": [{"task": "digits->digits_photo", "mu_init": "target"}, {"task": "digits->digits_color"}],
               "search_objective": "labelfree", "task": "digits->digits_photo + digits->digits_color", "seed": "0+1"}
     tracked = tracked_config(search)
-    assert set(tracked) == CONFIG_FIELDS - {"source", "target", "mu_init"} | set(search)
+    assert set(tracked) == SRDC_FIELDS - {"source", "target", "mu_init"} | set(search)
     assert (tracked["lr"], tracked["lambda_scale"], tracked["seed"], tracked["tasks"]) == \
         (0.05, 1.0, "0+1", search["tasks"])
+    # a DANN trial: the adversarial options, none of SRDC's own (not even one its trial config sets)
+    tracked = tracked_config({**config, "variant": "dann", "loss_weighting": "paper"})
+    assert ADVERSARIAL_FIELDS <= set(tracked) and not SRDC_ONLY_FIELDS & set(tracked)
+    assert tracked["lr"] == 0.02 and tracked["variant"] == "dann"
     # a config no run can have is left as it is: the trial fails with that error itself
     assert tracked_config({"variant": "srdc", "lr": -1.0}) == {"variant": "srdc", "lr": -1.0}
 
@@ -234,9 +241,11 @@ def test_a_study_logs_one_parent_and_one_child_per_trial_to_a_real_mlflow_server
     assert page.read_text() == (storage / RESULTS_FOLDER / "report.html").read_text()
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \
         {f"results/{name}" for name in [*RESULT_FILES.values(), *ABLATION_CHARTS, CURVES_FILE]}
-    # every config field is a param of each child run
+    # every config field its method reads is a param of each child run, and no field of another method's
     for run in runs:
-        assert CONFIG_FIELDS <= set(run.data.params) and run.data.params["lambda_scale"] == "1.0"
+        read = set(tracked_fields(run.data.params["variant"]))
+        assert read <= set(run.data.params) and run.data.params["lambda_scale"] == "1.0"
+        assert not ADVERSARIAL_FIELDS & set(run.data.params)
 
 
 

@@ -71,6 +71,11 @@ def test_a_toy_method_and_validator_run_through_a_study(tmp_path, registered, ra
     runs = client.search_runs([client.get_experiment_by_name(launch.experiment).experiment_id],
                               "tags.`srdc.role` = 'child'")
     (toy_run,) = [run for run in runs if run.data.tags["variant"] == "toy"]
+    (source_run,) = [run for run in runs if run.data.tags["variant"] == "source_only"]
+    # the toy's own options are its run's params; SRDC's K-means options are not (the toy does not read them)
+    assert (toy_run.data.params["toy_iterations"], toy_run.data.params["toy_pull_weight"]) == ("3", "1.0")
+    assert "kmeans_iters" not in toy_run.data.params and "kmeans_iters" in source_run.data.params
+    assert "toy_iterations" not in source_run.data.params
     toy_summary = json.loads((by_variant["toy"] / "summary.json").read_text())
     assert toy_run.data.metrics["acc_labelfree_toy"] == toy_summary["acc_labelfree_toy"]
     confidences = client.get_metric_history(toy_run.info.run_id, "toy_confidence")

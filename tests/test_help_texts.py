@@ -9,8 +9,7 @@ import re
 import pytest
 from study_helpers import load_declaration
 
-from srdc import cli, report_cli
-from srdc.config import HELP, config_fields
+from srdc import cli, config, report_cli
 from srdc.data import cli as data_cli
 from srdc.harness.options import build_parser as study_parser
 
@@ -57,7 +56,15 @@ def test_every_option_has_a_description(entry_point):
 
 
 def test_every_config_field_has_its_own_help_text():
-    assert sorted(field.name for field in config_fields() if not HELP.get(field.name, "").strip()) == []
+    assert sorted(name for name, declared in config.options().items() if not declared.help.strip()) == []
+
+
+def test_srdc_train_lists_every_config_field_under_its_groups_title():
+    parser = cli.build_parser()
+    titled = {group.title: {action.dest for action in group._group_actions} for group in parser._action_groups}
+    for name, declared in config.options().items():
+        assert name in titled[config.GROUPS[declared.group]], name
+    assert list(config.GROUPS.values()) == [group.title for group in parser._action_groups][-len(config.GROUPS):]
 
 
 def test_a_help_that_is_only_its_default_counts_as_missing():

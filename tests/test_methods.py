@@ -9,10 +9,10 @@ from conftest import roundtrip, without_timings
 from toys import TOY_ITERATIONS, ToyMethod
 
 from srdc import losses
-from srdc.config import BASELINES, VARIANTS, SRDCConfig
+from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import SRDCInputError
-from srdc.methods import METHODS, Preparation, build_method, check_variant, method_class
+from srdc.methods import BASELINES, METHODS, VARIANTS, Preparation, build_method, check_variant, method_class
 from srdc.methods.oracle import Oracle
 from srdc.methods.source_only import SourceOnly
 from srdc.methods.srdc import SRDC

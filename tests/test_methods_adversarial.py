@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from conftest import roundtrip, without_timings
 
-from srdc.config import BASELINES, SRDCConfig
+from srdc.config import SRDCConfig
 from srdc.data import load_task
-from srdc.methods import METHODS, Batch, Step, build_method, method_class
+from srdc.methods import BASELINES, METHODS, Batch, Step, build_method, method_class, switches
 from srdc.methods.adversarial import DomainDiscriminator, domain_loss, reverse_gradient
 from srdc.methods.cdan import CDAN, RandomizedMap, entropy_weights, multilinear_map, uses_randomized_map
 from srdc.methods.dann import DANN
@@ -26,9 +26,9 @@ def test_both_baselines_are_registered_variants():
     assert BASELINES == ("dann", "cdan") and all(name in METHODS for name in BASELINES)
     assert method_class("dann") is DANN and method_class("cdan") is CDAN
     for variant in BASELINES:  # none of SRDC's components
-        config = SRDCConfig(variant=variant)
-        assert not (config.uses_structural_source_reg or config.uses_feature_discrimination
-                    or config.uses_soft_source_selection or config.uses_target_clustering)
+        used = switches(SRDCConfig(variant=variant))
+        assert not (used.structural_source_reg or used.feature_discrimination or used.soft_source_selection
+                    or used.target_clustering)
 
 
 @pytest.mark.parametrize("coeff", [0.0, 0.37, 1.0])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from srdc.cli import build_parser
-from srdc.config import HELP, SRDCConfig
+from srdc.config import SRDCConfig, options
 from srdc.data import load_task
 from srdc.errors import SRDCInputError
 from srdc.trainer import Trainer
@@ -147,7 +147,7 @@ def test_the_new_options_are_described_and_parsed_by_srdc_train():
     parser = build_parser()
     helps = {action.dest: action.help for action in parser._actions}
     for name in NEW_OPTIONS:
-        assert helps[name].startswith(HELP[name]), name
+        assert helps[name].startswith(options()[name].help), name
     assert [parser.parse_args(["--bf16", text]).bf16 for text in ("none", "true", "false")] == [None, True, False]
     args = parser.parse_args(["--channels_last", "none", "--eval_batch_size", "512", "--compile", "true"])
     assert (args.channels_last, args.eval_batch_size, args.compile) == (None, 512, True)

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
-from srdc.config import CHOICES, SRDCConfig
+from srdc.config import SRDCConfig, options
 from srdc.data import load_one_domain
 from srdc.data.base import Domain
 from srdc.data.benchmarks import BENCHMARKS, Benchmark, find_domain_path, get_benchmark, verify_benchmark
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None,
                        help="the runs' --image_size (default: the backbone's)")
     cache.add_argument("--backbone", default="auto", help="the backbone whose transform profile the runs use")
-    cache.add_argument("--augment", default="auto", choices=CHOICES["augment"],
+    cache.add_argument("--augment", default="auto", choices=options()["augment"].choices,
                        help="the runs' --augment, which decides the stored image size (default: auto, the backbone's)")
     cache.add_argument("--path-prefix", "--path_prefix", dest="path_prefix", default=None, metavar="OLD=NEW",
                        help=PATH_PREFIX_HELP)

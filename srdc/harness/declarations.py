@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from srdc.base import parse_task
-from srdc.config import SRDCConfig
+from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.methods import check_variant
 
@@ -125,7 +125,7 @@ class Study:
     data_root: str = "data"
 
     def __post_init__(self) -> None:
-        names = {f.name for f in fields(SRDCConfig)}
+        names = set(options())
         for task in self.tasks:
             parse_task(task)
         for variant in self.variants:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from srdc.base import ArgumentParser
-from srdc.config import SRDCConfig
+from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import GRID_KEYS, Search, Study
 from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracking_uri
@@ -209,7 +209,7 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``["lr=0.02", "bf16=true"]`` -> ``{"lr": 0.02, "bf16": True}``, typed like ``srdc-train``'s options."""
     from srdc.cli import build_parser as train_parser
 
-    names = {f.name for f in fields(SRDCConfig)}
+    names = set(options())
     parser = train_parser()
     values: dict[str, Any] = {}
     for item in items:

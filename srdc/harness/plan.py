@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from srdc.config import SRDCConfig
+from srdc.config import default_of
 from srdc.data import load_task
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Study, is_grid, tune_domain
@@ -69,7 +69,7 @@ def fixed_fields(study: Study, launch: Launch) -> dict[str, Any]:
     if grid_clash:
         raise SRDCInputError(f"--set {', '.join(grid_clash)}: a grid dimension of study {study.name}")
     fixed = {"study": launch.study_name, "dataset": study.dataset, "data_root": launch.data_root,
-             "epochs": SRDCConfig.epochs, **study.config}
+             "epochs": default_of("epochs"), **study.config}
     if launch.smoke_test:
         if study.smoke is None:
             raise SRDCInputError(f"study {study.name} declares no smoke test")
@@ -110,7 +110,7 @@ def per_task_fields(plan: Plan) -> dict[str, PerTask]:
     """The fields some task sets (``task_config``); the other tasks get the fixed or default value."""
     keys = sorted({key for values in plan.task_config.values() for key in values})
     return {key: PerTask(key, {task: config[key] for task, config in plan.task_config.items() if key in config},
-                         plan.fixed.get(key, getattr(SRDCConfig, key))) for key in keys}
+                         plan.fixed.get(key, default_of(key))) for key in keys}
 
 
 def param_space(plan: Plan) -> dict[str, Any]:

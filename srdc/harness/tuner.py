@@ -28,9 +28,11 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from srdc.base import SELECTION_KEYS
+from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.options import Launch
 from srdc.harness.trainable import DIVERGED, checkpoint_names, run_configs, train_srdc
+from srdc.methods import tracked_fields
 from srdc.tracking import FAILED, FINISHED, Folder, StudyLogger, limit_http_retries, local_folders
 
 Trainable = Callable[[dict[str, Any]], None]
@@ -141,18 +143,22 @@ def _stop_gracefully(signum: int, frame: Any) -> None:
 
 
 def tracked_config(trial_config: dict[str, Any]) -> dict[str, Any]:
-    """What a trial's run holds as params: every :class:`~srdc.config.SRDCConfig` field as the trial's run resolves
-    it (defaults included), then the trial config's own keys as they are (``study``, ``task``...). A search trial
-    (``tasks``/``seeds``, several runs) gets the fields its runs share, beside its ``tasks`` and ``seeds``. A config
-    that makes no valid run stays as it is: the trial fails with that error itself."""
+    """What a trial's run holds as params: the config fields its method reads (:func:`srdc.methods.tracked_fields`:
+    the common groups and the method's own) as the trial's run resolves them (defaults included), then the trial
+    config's own keys as they are (``study``, ``task``...) but the config fields the method does not read. A search
+    trial (``tasks``/``seeds``, several runs) gets the fields its runs share, beside its ``tasks`` and ``seeds``. A
+    config that makes no valid run stays as it is: the trial fails with that error itself."""
     try:
-        first = run_configs(trial_config)[0].to_dict()
+        first = run_configs(trial_config)[0]
     except SRDCInputError:
         return dict(trial_config)
+    read = tracked_fields(first.variant)
+    tracked = {name: value for name, value in first.to_dict().items() if name in read}
     if "tasks" in trial_config:
         per_run = {"source", "target", "seed", *(key for entry in trial_config["tasks"] for key in entry)}
-        first = {key: value for key, value in first.items() if key not in per_run}
-    return {**first, **trial_config}
+        tracked = {key: value for key, value in tracked.items() if key not in per_run}
+    unread = set(options()) - set(read)
+    return {**tracked, **{key: value for key, value in trial_config.items() if key not in unread}}
 
 
 class TuneTracking(tune.Callback):

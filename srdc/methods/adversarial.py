@@ -71,6 +71,8 @@ class Adversarial(SourceOnly):
     reaches the network reversed and scaled by lambda_p. Its preparation pass is the source model's (K-means
     accuracy and the other diagnostics of the SRDC rows it is compared with)."""
 
+    reads = ("clustering", "adversarial")
+
     def __init__(self, config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
                  device: torch.device) -> None:
         super().__init__(config, num_classes, feature_dims, device)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +92,14 @@ class Prepared:
 
 class Method:
     """A training method. Subclasses implement :meth:`draw`, :meth:`prepare` and :meth:`loss`; the rest has
-    defaults for a method that owns no parameters besides the network's."""
+    defaults for a method that owns no parameters besides the network's.
+
+    ``reads``: the option groups the method reads beyond :data:`srdc.config.COMMON_GROUPS` (its trials log those);
+    ``options``: a dataclass of :func:`srdc.config.option` fields, the method's own options (registering the method
+    makes them config fields, their groups read too)."""
+
+    reads: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[type | None] = None
 
     def __init__(self, config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
                  device: torch.device) -> None:

@@ -12,6 +12,8 @@ class Oracle(SRDC):
     """Cross-entropy on labelled target batches (an upper bound: it uses the target labels). Its preparation
     pass is SRDC's, so its history has the same diagnostics as the SRDC rows it is compared with."""
 
+    reads = ("clustering",)
+
     def draw(self, epoch: int) -> Draw:
         return ORACLE
 

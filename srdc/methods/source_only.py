@@ -10,6 +10,8 @@ class SourceOnly(SRDC):
     """Trains on the source alone. Its preparation pass is SRDC's (K-means accuracy, source weights, column
     masses), so its history has the same diagnostics as the SRDC rows it is compared with."""
 
+    reads = ("clustering",)
+
     def draw(self, epoch: int) -> Draw:
         return SOURCE
 

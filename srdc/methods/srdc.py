@@ -1,7 +1,7 @@
 """SRDC (Tang et al., CVPR 2020, Algorithm 1) with its three component switches (Table 1's ``srdc_no_*`` rows).
 
-The switches are resolved by :class:`srdc.config.SRDCConfig` (``uses_*``, ``pretrain_epochs``) so that the
-factorial study can read them. Without structural source regularisation the model is first pre-trained on the
+The switches are resolved by :func:`srdc.methods.switches` (the variant's, each overridden by its config field) so
+that the factorial study can read them. Without structural source regularisation the model is first pre-trained on the
 source alone for ``pretrain_epochs`` epochs, then fine-tuned with eq. (6) (``srdc_no_struct``).
 """
 
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from srdc import losses
 from srdc.clustering import centroids_with_fallback, class_means, kmeans
 from srdc.config import SRDCConfig
+from srdc.methods import switches
 from srdc.methods.base import Batch, Draw, Loss, Method, Preparation, Prepared, Step, supervised_loss
 from srdc.model import Centres, Outputs
 
@@ -44,10 +45,13 @@ class SRDC(Method):
     """Eq. (11): target clustering (eq. 6) in the output space and in each feature space with centres mu,
     structural source regularisation (eq. 10), source samples weighted by eq. (12)."""
 
+    reads = ("clustering", "srdc", "release")
+
     def __init__(self, config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
                  device: torch.device) -> None:
         super().__init__(config, num_classes, feature_dims, device)
-        self.centres = Centres(feature_dims if config.uses_feature_discrimination else {}, num_classes).to(device)
+        self.switches = switches(config)
+        self.centres = Centres(feature_dims if self.switches.feature_discrimination else {}, num_classes).to(device)
         if config.centre_grad_accumulate:
             for mu in self.centres.parameters():
                 mu.register_post_accumulate_grad_hook(self._decay_into_grad)
@@ -55,7 +59,7 @@ class SRDC(Method):
     # -- (a) what an epoch draws ----------------------------------------------------------------------------
     def draw(self, epoch: int) -> Draw:
         """Source pre-training for ``pretrain_epochs`` epochs, then one source and one target batch per step."""
-        return SOURCE if epoch < self.config.pretrain_epochs else ADAPT
+        return SOURCE if epoch < self.switches.pretrain_epochs else ADAPT
 
     # -- (c) the preparation pass ---------------------------------------------------------------------------
     def prepare(self, pass_: Preparation) -> Prepared:
@@ -101,7 +105,7 @@ class SRDC(Method):
     def _source_weights(self, pass_: Preparation, target_centres: torch.Tensor) -> torch.Tensor:
         """Eq. (12) on pooled features when soft source selection is on (w = 1 in the first epoch), else w = 1."""
         source = pass_.source
-        if self.config.uses_soft_source_selection and pass_.epoch > 0:
+        if self.switches.soft_source_selection and pass_.epoch > 0:
             return losses.source_weights(source.spaces["pooled"], source.labels, target_centres)
         return torch.ones(len(source.labels), device=source.labels.device)
 
@@ -125,7 +129,7 @@ class SRDC(Method):
 
     def source_weights(self, plan: EpochPlan) -> torch.Tensor | None:
         """Eq. (12)'s weights, with soft source selection on (without it every weight is 1 and none is returned)."""
-        return plan.source_weights if self.config.uses_soft_source_selection else None
+        return plan.source_weights if self.switches.soft_source_selection else None
 
     # -- (b) the losses of one iteration --------------------------------------------------------------------
     def start_epoch(self, plan: EpochPlan, epoch: int) -> None:
@@ -139,9 +143,9 @@ class SRDC(Method):
         out_s = step.forward(step.source.inputs)
         zero = out_s.logits.new_zeros(())
         source_out, source_feat = self._source_loss(out_s, step.source, step.plan) if \
-            self.config.uses_structural_source_reg else (zero, zero)
+            self.switches.structural_source_reg else (zero, zero)
         out_t = step.forward(step.target.inputs)
-        first_epoch = step.epoch == self.config.pretrain_epochs
+        first_epoch = step.epoch == self.switches.pretrain_epochs
         target_loss = self._target_loss(out_t, step.target.index, step.plan, first_epoch)
         total = losses.total_objective(target_loss, source_out, source_feat, step.lam, self.config.loss_weighting)
         parts = {"target": float(target_loss.detach()), "source": float((source_out + source_feat).detach())}
@@ -188,7 +192,7 @@ class SRDC(Method):
     def _source_loss(self, out: Outputs, batch: Batch, plan: EpochPlan) -> tuple[torch.Tensor, torch.Tensor]:
         """Eqs. (10)/(13)/(14) on a source mini-batch."""
         kernels = list(self._kernels(out).values())
-        weights = plan.source_weights[batch.index] if self.config.uses_soft_source_selection else None
+        weights = plan.source_weights[batch.index] if self.switches.soft_source_selection else None
         return losses.source_objective(out.logits, batch.labels, kernels, weights)
 
     # -- (d) what the method owns ---------------------------------------------------------------------------
