@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
-from srdc.config import GROUPS, Option, SRDCConfig, options
+from srdc.config import Option, SRDCConfig, groups, options
 from srdc.errors import SRDCInputError
 from srdc.figures.trial import FIGURES_DIR, write_trial_figures
 from srdc.methods import METHODS
@@ -68,14 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue the run in --out, or start it when --out holds no checkpoint (for scripts)")
     parser.add_argument("--quiet", action="store_true", help="no per-iteration progress bar")
     parser.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
-    groups = {group: parser.add_argument_group(title) for group, title in GROUPS.items()}
+    sections = {group: parser.add_argument_group(title) for group, title in groups().items()}
     for declared in options().values():
         names = [f"--{declared.name}"]
         if "_" in declared.name:
             names.append(f"--{declared.name.replace('_', '-')}")
-        groups[declared.group].add_argument(*names, dest=declared.name, type=_converter(declared.type),
-                                            default=declared.default, choices=_choices(declared),
-                                            help=f"{declared.help} (default: {declared.default})")
+        sections[declared.group].add_argument(*names, dest=declared.name, type=_converter(declared.type),
+                                              default=declared.default, choices=_choices(declared),
+                                              help=f"{declared.help} (default: {declared.default})")
     return parser
 
 

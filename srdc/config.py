@@ -110,8 +110,9 @@ def _annotation(annotation: Any) -> str:
     return annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
 
 
-# options that methods registered from outside this package declared (add_options), by name
+# options that methods registered from outside this package declared (add_options), by name, and their groups' titles
 _ADDED: dict[str, Option] = {}
+_ADDED_GROUPS: dict[str, str] = {}
 
 
 def add_options(options_class: type, group_title: str) -> None:
@@ -121,18 +122,26 @@ def add_options(options_class: type, group_title: str) -> None:
         if name in options() and options()[name] != declared:
             raise SRDCInputError(f"option {name} of {options_class.__name__} is declared already")
         _ADDED[name] = declared
-        GROUPS.setdefault(declared.group, group_title)
+        if declared.group not in GROUPS:
+            _ADDED_GROUPS[declared.group] = group_title
 
 
 def remove_options(options_class: type) -> None:
     """Undo :func:`add_options` for ``options_class``."""
     for name in declared_options(options_class):
         _ADDED.pop(name, None)
+    for group in set(_ADDED_GROUPS) - {declared.group for declared in _ADDED.values()}:
+        del _ADDED_GROUPS[group]
 
 
 def options() -> dict[str, Option]:
     """Every option by name: this module's, then those that registered methods added."""
     return {**_BUILT_IN, **_ADDED}
+
+
+def groups() -> dict[str, str]:
+    """Every option group's title by name, in ``--help``'s order: :data:`GROUPS`, then those of added options."""
+    return {**GROUPS, **_ADDED_GROUPS}
 
 
 def options_in(groups: tuple[str, ...] | list[str]) -> list[str]:

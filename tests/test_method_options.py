@@ -8,7 +8,7 @@ from study_helpers import plan_of
 from toys import TOY_ITERATIONS, ToyMethod
 
 from srdc import cli
-from srdc.config import SRDCConfig, options, options_in
+from srdc.config import GROUPS, SRDCConfig, groups, options, options_in
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Study
 from srdc.harness.plan import grid_configs, param_space
@@ -33,13 +33,14 @@ def test_registering_the_method_adds_its_options_and_removing_it_removes_them():
     METHODS["toy"] = ToyMethod
     try:
         assert TOY_OPTIONS <= set(options()) and {options()[name].group for name in TOY_OPTIONS} == {"toy"}
+        assert groups() == {**GROUPS, "toy": "toy: the toy method's own options"}
         config = SRDCConfig.from_dict({"variant": "toy", "toy_pull_weight": 0.5})
         assert (config.toy_iterations, config.toy_pull_weight) == (TOY_ITERATIONS, 0.5)
         assert {"toy_iterations": 3, "toy_pull_weight": 0.5}.items() <= config.to_dict().items()
         assert SRDCConfig.from_dict(config.to_dict()) == config
     finally:
         del METHODS["toy"]
-    assert not TOY_OPTIONS & set(options())
+    assert not TOY_OPTIONS & set(options()) and groups() == GROUPS
     with pytest.raises(SRDCInputError, match=r"unknown config field\(s\): toy_pull_weight"):
         SRDCConfig.from_dict({"toy_pull_weight": 0.5})
 
