@@ -74,6 +74,15 @@ def replay_baseline(folder: Path) -> list[dict]:
     return json.loads(done.stdout)
 
 
+def assert_history_matches(history: list[dict], recorded: list[dict], what: str = "") -> None:
+    """``history`` (timings left out) holds each recorded epoch's every recorded value, exactly: a key the record
+    lacks (a history key added since) is not compared, a recorded key that is missing or differs fails."""
+    assert len(history) == len(recorded), what
+    for got, pinned in zip(history, recorded, strict=True):
+        differ = {key: (got.get(key, "missing"), value) for key, value in pinned.items() if got.get(key, ...) != value}
+        assert not differ, (what, pinned["epoch"], differ)
+
+
 def reference(folder: Path) -> list[dict]:
     """The pinned trials as the baseline code computes them here: the record itself when it was made on this
     machine, else a replay of :data:`BASELINE` in ``folder``."""

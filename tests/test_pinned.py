@@ -9,7 +9,7 @@ first (:mod:`pinned`).
 
 import pytest
 import torch
-from pinned import LEGACY, PINNED, reference
+from pinned import LEGACY, PINNED, assert_history_matches, reference
 
 from srdc.config import SRDCConfig
 from srdc.trainer import TIMING_KEYS, Trainer
@@ -35,14 +35,22 @@ def test_the_record_covers_every_paper_variant_and_the_selectors():
     assert {trial["config"]["labelfree_selector"] for trial in PINNED} == {"infomax", "clustering"}
 
 
+def test_the_comparison_ignores_a_new_history_key_and_fails_on_a_changed_or_missing_one():
+    recorded = [{"epoch": 0, "acc_target": 50.0, "loss_total": 1.5}]
+    assert_history_matches([{**recorded[0], "new_key": 1.0}], recorded)
+    for changed in ({**recorded[0], "acc_target": 50.000001}, {"epoch": 0, "acc_target": 50.0}):
+        with pytest.raises(AssertionError):
+            assert_history_matches([changed], recorded)
+    with pytest.raises(AssertionError):
+        assert_history_matches([], recorded)
+
+
 @pytest.mark.parametrize("index", range(len(PINNED)), ids=[f"{t['name']}-{t['config']['variant']}" for t in PINNED])
 def test_history_and_accuracies_are_exactly_the_pinned_ones(index, baseline, one_thread):
     trial = baseline[index]
     trainer = Trainer(SRDCConfig.from_dict({**LEGACY, **trial["config"], "device": "cpu"}))
     summary = trainer.fit()
     history = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in trainer.history]
-    assert len(history) == len(trial["history"])
-    for got, pinned in zip(history, trial["history"], strict=True):
-        assert got == pinned, {k: (got.get(k), v) for k, v in pinned.items() if got.get(k) != v}
+    assert_history_matches(history, trial["history"], trial["name"])
     for key in ("acc_last", "acc_best_oracle", "acc_labelfree"):
         assert summary[key] == trial[key], key
