@@ -2,6 +2,5 @@
 
 from srdc.config import SRDCConfig
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.methods import VARIANTS
 
-__all__ = ["VARIANTS", "NonFiniteLossError", "SRDCConfig", "SRDCInputError"]
+__all__ = ["NonFiniteLossError", "SRDCConfig", "SRDCInputError"]
