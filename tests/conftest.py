@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+# the test tiers (fast, integration, slow), and the fast tier's guard against starting a process
+pytest_plugins = ("tiers",)
+
 # one torch thread in this process and every process it starts (srdc-train, study drivers): on a loaded machine
 # unpinned threads ran 5-10x slower; Ray pins its trial workers to their CPUs itself
 os.environ.setdefault("OMP_NUM_THREADS", "1")
