@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import os
 import shutil
 import statistics
@@ -54,6 +53,7 @@ from srdc.config import SRDCConfig
 from srdc.data import TaskData
 from srdc.data.base import Domain, tensor_domain
 from srdc.trainer import Trainer
+from srdc.trialfiles import HISTORY, read_history
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("accuracy", "throughput", "prepare", "trials", "costs", "compile")
@@ -281,12 +281,10 @@ def gpu_figures(sampler: subprocess.Popen | None) -> str:
 
 
 def train_rate(out: Path, batch_size: int) -> float | None:
-    """A finished run's training images/s: its iterations' images over their time (history.jsonl)."""
-    history = out / "history.jsonl"
-    if not history.is_file():
+    """A finished run's training images/s: its iterations' images over their time (its history)."""
+    if not (out / HISTORY).is_file():
         return None
-    rows = [json.loads(line) for line in history.read_text().splitlines() if line.strip()]
-    rows = [row for row in rows if "iterations" in row]
+    rows = [row for row in read_history(out) if "iterations" in row]
     return sum(row["iterations"] * 2 * batch_size for row in rows) / sum(row["time_train_s"] for row in rows)
 
 

@@ -29,6 +29,7 @@ from srdc.config import SRDCConfig
 from srdc.harness.declarations import Study
 from srdc.harness.options import parse_overrides, resolve_launch
 from srdc.harness.outcome import run_study
+from srdc.trialfiles import RESULT_FILE
 
 
 def parse_args() -> argparse.Namespace:
@@ -86,7 +87,7 @@ def harness_run(args: argparse.Namespace, fields: dict[str, Any], work: Path,
             "--gpus-per-trial", str(args.gpus), "--checkpoint-every", str(every)]
     outcome, harness_s = timed(lambda: run_study(study, resolve_launch(study, argv)))
     (record,) = outcome.records
-    last = json.loads((Path(record["path"]) / "result.json").read_text().splitlines()[-1])
+    last = json.loads((Path(record["path"]) / RESULT_FILE).read_text().splitlines()[-1])
     return record, last["time_total_s"], harness_s
 
 

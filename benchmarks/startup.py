@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from srdc.trialfiles import RESULT_FILE
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMOKE = ["--smoke-test", "--tasks", "A->W", "--variants", "srdc"]
@@ -74,7 +76,7 @@ def help_table(repeat: int) -> None:
 def trial_reports(storage: Path) -> dict[Path, list[dict]]:
     """Every trial folder's reports so far (complete lines of its ``result.json``)."""
     reports = {}
-    for result in storage.glob("*/*/result.json"):
+    for result in storage.glob(f"*/*/{RESULT_FILE}"):
         lines = result.read_text().splitlines(keepends=True)
         reports[result.parent] = [json.loads(line) for line in lines if line.endswith("\n")]
     return reports

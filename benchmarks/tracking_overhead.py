@@ -26,6 +26,7 @@ from ray import tune
 
 from srdc.harness.tuner import TuneTracking
 from srdc.tracking import StudyLogger
+from srdc.trialfiles import HISTORY, SUMMARY
 
 METRICS = 25
 
@@ -49,8 +50,8 @@ def stand_in_trial(config: dict[str, Any]) -> None:
         time.sleep(config["epoch_s"])
         row = {"epoch": epoch, **{f"metric_{i}": epoch * 0.5 + i + config["seed"] for i in range(METRICS)}}
         history.append(row)
-        Path("history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
-        Path("summary.json").write_text(json.dumps({"epochs": epoch, "acc_last": row["metric_0"]}))
+        Path(HISTORY).write_text("".join(json.dumps(r) + "\n" for r in history))
+        Path(SUMMARY).write_text(json.dumps({"epochs": epoch, "acc_last": row["metric_0"]}))
         tune.report(row)
 
 

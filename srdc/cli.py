@@ -17,9 +17,10 @@ from typing import Any
 from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
 from srdc.config import Option, SRDCConfig, groups, options
 from srdc.errors import SRDCInputError
-from srdc.figures.trial import FIGURES_DIR, write_trial_figures
+from srdc.figures.trial import write_trial_figures
 from srdc.methods import METHODS
-from srdc.runio import CHECKPOINT, RunLock, read_checkpoint, save_run
+from srdc.runio import RunLock, read_checkpoint, save_run
+from srdc.trialfiles import CHECKPOINT, FIGURES_DIR, HISTORY, SUMMARY
 from srdc.validators import VALIDATORS
 
 # fields whose values are registry names: the registered methods and label-free validators
@@ -170,7 +171,7 @@ def train(argv: list[str] | None = None) -> int:
           f"(epoch {summary['best_oracle_epoch']}, selected with target labels)  acc_labelfree "
           f"{summary['acc_labelfree']:.2f} (epoch {summary['labelfree_epoch']}, {summary['labelfree_selector']})")
     figures = f" and the figures in {out / FIGURES_DIR}" if config.figures else ""
-    print(f"wrote {out}/summary.json, {out}/history.jsonl{figures}")
+    print(f"wrote {out}/{SUMMARY}, {out}/{HISTORY}{figures}")
     return 0
 
 

@@ -1,9 +1,9 @@
-"""A run's files: ``summary.json``, ``history.jsonl`` (one line per epoch) and ``checkpoint.pt``, and the lock
-that makes a run folder one process's.
+"""A run's checkpoint, saving a run's files, and the lock that makes a run folder one process's (the files' names,
+and the history and summary: :mod:`srdc.trialfiles`).
 
 Written after every epoch, each atomically (a temporary file named after the writing process, then a rename;
-the temporary file is removed when the write fails), so a crash never leaves a half file and nothing already
-computed is lost.
+the temporary file is removed when the write fails: :func:`srdc.trialfiles.atomic_write`), so a crash never leaves a
+half file and nothing already computed is lost.
 
 A checkpoint is ``{"format": "srdc-checkpoint", "version": 2, "state": ...}`` made of tensors and plain python
 values only, and is read with ``torch.load(weights_only=True)``: reading one never runs code from the file. A
@@ -19,54 +19,24 @@ import os
 import pickle
 import socket
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from srdc.errors import SRDCInputError
+from srdc.trialfiles import CHECKPOINT, HISTORY, LOCK, SUMMARY, atomic_write, write_history, write_summary
 
-SUMMARY = "summary.json"
-HISTORY = "history.jsonl"
-CHECKPOINT = "checkpoint.pt"
-LOCK = "srdc.lock"
 CHECKPOINT_FORMAT = "srdc-checkpoint"
 CHECKPOINT_VERSION = 2
 
 
-def temporary_path(path: Path) -> Path:
-    """Where this process writes ``path`` before renaming it: ``NAME.<pid>.tmp`` beside it."""
-    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = temporary_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_history(out: Path, history: list[dict[str, Any]]) -> None:
-    """``history`` as ``out/history.jsonl``, one JSON object (sorted keys) per epoch."""
-    lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in history)
-    _atomic_write(out / HISTORY, lambda p: p.write_text(lines))
-
-
-def write_summary(out: Path, summary: dict[str, Any]) -> None:
-    """``summary`` as ``out/summary.json``."""
-    _atomic_write(out / SUMMARY, lambda p: p.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n"))
-
-
 def write_checkpoint(out: Path, state: dict[str, Any]) -> None:
-    """``state`` (tensors and plain python values only) as ``out/checkpoint.pt``, with the format marker."""
+    """``state`` (tensors and plain python values only) as ``out/CHECKPOINT``, with the format marker."""
     import torch
 
     wrapped = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "state": state}
-    _atomic_write(out / CHECKPOINT, lambda p: torch.save(wrapped, p))
+    atomic_write(out / CHECKPOINT, lambda p: torch.save(wrapped, p))
 
 
 def read_checkpoint(out: Path) -> dict[str, Any]:
@@ -136,11 +106,6 @@ def _unwrap(path: Path, saved: Any) -> dict[str, Any]:
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0][:160] if lines else type(error).__name__
-
-
-def read_history(out: Path) -> list[dict[str, Any]]:
-    """The rows of ``out/history.jsonl``."""
-    return [json.loads(line) for line in (out / HISTORY).read_text().splitlines() if line.strip()]
 
 
 def save_run(out: Path, trainer: Any) -> None:

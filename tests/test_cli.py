@@ -13,7 +13,8 @@ from toys import ToyMethod
 from srdc.cli import format_row, main
 from srdc.data.base import DatasetSpec, register, tensor_domain
 from srdc.methods import METHODS
-from srdc.runio import CHECKPOINT, CHECKPOINT_VERSION, RunLock, read_checkpoint, read_history
+from srdc.runio import CHECKPOINT_VERSION, RunLock, read_checkpoint
+from srdc.trialfiles import CHECKPOINT, read_history
 
 QUICK = ["--epochs", "2", "--max_samples", "200", "--batch_size", "32", "--quiet"]
 

@@ -19,8 +19,8 @@ import torch
 from conftest import read_jsonl, without_timings
 
 from srdc.cli import main
-from srdc.figures.trial import FIGURES_DIR
-from srdc.runio import CHECKPOINT, CHECKPOINT_VERSION, HISTORY, LOCK, SUMMARY, read_checkpoint
+from srdc.runio import CHECKPOINT_VERSION, read_checkpoint
+from srdc.trialfiles import CHECKPOINT, FIGURES_DIR, HISTORY, LOCK, SUMMARY
 
 TINY = ["--epochs", "3", "--max_samples", "200", "--batch_size", "32", "--quiet"]
 RUN_FILES = sorted([CHECKPOINT, HISTORY, SUMMARY, FIGURES_DIR])

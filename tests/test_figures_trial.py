@@ -22,23 +22,21 @@ from PIL import Image
 from srdc.config import SRDCConfig
 from srdc.figures.snapshot import EXTREMES, POINTS, confusion_matrix, figure_subset
 from srdc.figures.trial import (
-    FIGURES_DIR,
     LABELFREE,
     ORACLE,
-    RECORD_FILES,
     TrialRecord,
     draw_curves,
     draw_records,
     load_record,
-    record_path,
     save_record,
     stale_records,
     write_trial_figures,
 )
 from srdc.harness.trainable import Lockstep
-from srdc.tracking.base import FINISHED, matches
+from srdc.tracking.base import FINISHED
 from srdc.tracking.logger import StudyLogger, finish_trial
 from srdc.trainer import Trainer, selected_epochs
+from srdc.trialfiles import FIGURES_DIR, RECORD_FILES, matches, record_path
 from srdc.validators import VALIDATORS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from srdc.config import SRDCConfig, options_in
 from srdc.figures.study import CURVES_FILE
 from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args
-from srdc.harness.outcome import RESULTS_FOLDER, publish, study_results, tracking_lines
+from srdc.harness.outcome import publish, study_results, tracking_lines
 from srdc.harness.plan import grid_configs
 from srdc.harness.trainable import run_configs
 from srdc.harness.tuner import tracked_config
@@ -29,6 +29,7 @@ from srdc.methods import tracked_fields
 from srdc.report import RESULT_FILES
 from srdc.tracking import MLflowTracker
 from srdc.trainer import Trainer
+from srdc.trialfiles import RESULTS_FOLDER
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "studies" / "ablation_office31.py"

@@ -1,5 +1,6 @@
 """The package's layers import only downwards, with no cycle inside a layer, and the heavy libraries stay where
-they belong (MLflow behind the tracker, no MLflow or Ray under the table arithmetic).
+they belong (MLflow behind the tracker, pyarrow in :mod:`srdc.trialfiles`, no MLflow or Ray under the table
+arithmetic); the names of the files a trial writes or the driver reads are spelled in :mod:`srdc.trialfiles` only.
 
 Every ``import`` of every module under ``srdc/`` is read with ``ast`` (function-level imports included: a lazy
 upward import is still an upward import)."""
@@ -12,10 +13,17 @@ from pathlib import Path
 import pytest
 
 SRDC = Path(__file__).resolve().parents[1] / "srdc"
+# the package, the study scripts and the benchmarks
+SOURCES = sorted(path for folder in ("srdc", "studies", "benchmarks") for path in (SRDC.parent / folder).rglob("*.py"))
+TRIAL_FILES = SRDC / "trialfiles.py"
+# what only srdc.trialfiles may spell in code (a docstring may name them)
+TRIAL_FILE_NAMES = ("summary.json", "history.jsonl", "checkpoint.pt", "srdc.lock", "record.pt", "diverged.txt",
+                    "nodes.json", "params.json", "result.json", "error.txt", "srdc_study.json", "optuna.db")
 
 # lowest first; a module belongs to the layer of its longest listed prefix
 LAYERS = [
     ("srdc.errors", "srdc.base"),
+    ("srdc.trialfiles",),
     ("srdc", "srdc.config"),
     ("srdc.data", "srdc.batches"),
     ("srdc.model",),
@@ -104,6 +112,43 @@ def test_no_circular_import_inside_a_layer():
 def test_only_the_tracker_imports_mlflow(library):
     importers = sorted(module for module in MODULES if any(name.split(".")[0] == library for name in imports(module)))
     assert importers == ["srdc.tracking.mlflow_tracker"]
+
+
+def libraries(source: str) -> set[str]:
+    """The top names of every module ``source`` imports (``pyarrow`` for ``import pyarrow.fs``)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def trial_file_names(source: str) -> list[str]:
+    """The :data:`TRIAL_FILE_NAMES` that string constants of ``source`` spell in code (f-string parts included);
+    docstrings and other lone string statements are prose and do not count."""
+    tree = ast.parse(source)
+    prose = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    texts = [node.value for node in ast.walk(tree)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in prose]
+    return sorted({name for name in TRIAL_FILE_NAMES for text in texts if name in text})
+
+
+def test_only_trialfiles_imports_pyarrow_and_spells_the_trial_file_names():
+    wrong = [f"{path.relative_to(SRDC.parent)} imports pyarrow" for path in SOURCES
+             if path != TRIAL_FILES and "pyarrow" in libraries(path.read_text())]
+    wrong += [f"{path.relative_to(SRDC.parent)} spells {', '.join(names)}: use srdc.trialfiles" for path in SOURCES
+              if path != TRIAL_FILES and (names := trial_file_names(path.read_text()))]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_trial_file_check_catches_a_name_in_code_not_in_prose():
+    source = ('"""Writes history.jsonl."""\nimport pyarrow.fs\nPATH = f"{OUT}/summary.json"\n\n\n'
+              'def nodes():\n    """Reads diverged.txt."""\n    return OUT / "nodes.json"\n')
+    assert trial_file_names(source) == ["nodes.json", "summary.json"]
+    assert libraries(source) == {"pyarrow"}
+    assert trial_file_names(TRIAL_FILES.read_text()) == sorted(TRIAL_FILE_NAMES)  # the names checked are its own
 
 
 def test_the_layer_check_catches_an_upward_import():

@@ -12,19 +12,14 @@ import pytest
 import torch
 
 from srdc.errors import SRDCInputError
-from srdc.runio import (
+from srdc.runio import CHECKPOINT_VERSION, RunLock, read_checkpoint, read_lock, save_run, write_checkpoint
+from srdc.trialfiles import (
     CHECKPOINT,
-    CHECKPOINT_VERSION,
     HISTORY,
     LOCK,
     SUMMARY,
-    RunLock,
-    read_checkpoint,
     read_history,
-    read_lock,
-    save_run,
     temporary_path,
-    write_checkpoint,
     write_history,
     write_summary,
 )

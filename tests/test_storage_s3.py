@@ -20,12 +20,13 @@ from study_helpers import bare_history, children, crash_once_after, epochs_logge
 
 from srdc import report_cli
 from srdc.harness.declarations import Study
-from srdc.harness.options import LAUNCH_FILE, Launch, resolve_launch
+from srdc.harness.options import Launch, resolve_launch
 from srdc.harness.outcome import run_study
 from srdc.harness.trainable import run_configs, run_key, run_trial
 from srdc.harness.tuner import TrialStatus
 from srdc.tracking import FINISHED
 from srdc.tracking.logger import finish_trial
+from srdc.trialfiles import LAUNCH_FILE
 
 # the trials train EPOCHS epochs (a checkpoint each, and one of the untrained model), keep the latest KEEP; the
 # crashed or held trial stops right after reporting epoch STOP

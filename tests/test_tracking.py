@@ -36,7 +36,7 @@ from srdc.tracking import (
     sync_study,
 )
 from srdc.tracking.base import TUNE_KEYS
-from srdc.tracking.sync import TUNE_ERROR_FILE
+from srdc.trialfiles import TUNE_ERROR_FILE
 
 
 @pytest.fixture(autouse=True)

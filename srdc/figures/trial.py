@@ -32,10 +32,8 @@ from typing import Any
 
 import numpy as np
 
-FIGURES_DIR = "figures"  # the folder of a run's (a trial's) figures
-RECORD_NAME = "record.pt"  # a run's record: PREFIXrecord.pt in FIGURES_DIR
-RECORD_FILES = f"{FIGURES_DIR}/*{RECORD_NAME}"  # every record of a trial folder
-FIGURE_FILES = f"{FIGURES_DIR}/*.png"  # every figure of a trial folder
+from srdc.trialfiles import RECORD_FILES, RECORD_NAME
+
 DPI = 72
 ORACLE, LABELFREE = "oracle", "labelfree"
 # t-SNE iterations (250 of them early exaggeration): of up to SMALL_TSNE points, 350 give the same map (same
@@ -79,11 +77,6 @@ class DrawnFigures:
 
 class UnreadableRecord(ValueError):
     """A record file that is missing, truncated, not a record, or holds more than plain values and tensors."""
-
-
-def record_path(folder: Path, prefix: str = "") -> Path:
-    """Where a run saves its record in the trial folder ``folder`` (``prefix``: ``KEY.`` with several runs)."""
-    return folder / FIGURES_DIR / f"{prefix}{RECORD_NAME}"
 
 
 def save_record(record: TrialRecord, path: Path) -> None:

@@ -23,11 +23,9 @@ from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import GRID_KEYS, Search, Study
 from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracking_uri
+from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, read_launch_file, write_launch_file
 
 DEFAULT_STORAGE = "ray_results"
-LAUNCH_FILE = "srdc_study.json"
-# the filesystems Tune's storage takes through pyarrow
-STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")
 OBJECTIVES = ("labelfree", "oracle")
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
@@ -334,27 +332,14 @@ def resume_command(launch: Launch) -> str:
 
 def save_launch(launch: Launch) -> None:
     """Write ``launch`` into its experiment folder (local, NFS, ``s3://``, ``gs://``)."""
-    import pyarrow.fs
-
-    filesystem, folder = pyarrow.fs.FileSystem.from_uri(launch.path)
-    filesystem.create_dir(folder, recursive=True)
-    with filesystem.open_output_stream(f"{folder}/{LAUNCH_FILE}") as out:
-        out.write(launch.to_json().encode())
+    write_launch_file(launch.path, launch.to_json())
 
 
 def read_launch(path: str) -> Launch | None:
     """The launch saved in the experiment folder ``path``; ``None`` when there is none."""
-    import pyarrow.fs
-
-    try:
-        filesystem, folder = pyarrow.fs.FileSystem.from_uri(path)
-        with filesystem.open_input_stream(f"{folder}/{LAUNCH_FILE}") as stream:
-            text = stream.read().decode()
-    except FileNotFoundError:
+    text = read_launch_file(path)
+    if text is None:
         return None
-    except (OSError, ValueError) as error:
-        raise SRDCInputError(f"cannot read the study folder {path} ({error}); check --storage-path and its "
-                             f"credentials") from None
     try:
         return Launch.from_json(text)
     except (ValueError, TypeError, KeyError) as error:

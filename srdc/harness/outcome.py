@@ -7,15 +7,12 @@ and description), where the Tune results and the MLflow runs are, and the exit s
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
-
-import pyarrow.fs
 
 from srdc import report
 from srdc.base import threads_for_cpus
@@ -25,14 +22,12 @@ from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, param_space, plan_study
 from srdc.harness.trainable import train_srdc
 from srdc.harness.tuner import Experiment, Trainable, TrialStatus, fit, ray_session
-from srdc.runio import HISTORY as HISTORY_FILE
 from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
 from srdc.tracking.results import write_study
+from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories
 
 EXIT_INTERRUPTED = 130
 GRID_COLUMNS = ("task", "variant", "seed")
-# the folder of the study's Tune experiment folder that holds its results (report.RESULT_FILES)
-RESULTS_FOLDER = "results"
 
 
 @dataclass
@@ -109,17 +104,15 @@ def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> re
 
 def with_trial_histories(launch: Launch, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records, each finished trial's with its target accuracy by epoch (:data:`srdc.figures.study.HISTORY`)
-    from the ``history.jsonl`` of its folder in the study's storage (a local folder, or ``s3://``/``gs://``)."""
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(launch.path)
+    from the history (:data:`srdc.trialfiles.HISTORY`) of its folder in the study's storage (a local folder, or ``s3://``/``gs://``)."""
+    finished = [PurePosixPath(record["path"]).name for record in records if record["status"] == TrialStatus.FINISHED]
+    histories = read_histories(launch.path, finished)
     found = []
     for record in records:
-        path = f"{root}/{PurePosixPath(record['path']).name}/{HISTORY_FILE}"
-        if record["status"] != TrialStatus.FINISHED or \
-                filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        rows = histories.get(PurePosixPath(record["path"]).name)
+        if record["status"] != TrialStatus.FINISHED or rows is None:
             found.append(record)
             continue
-        with filesystem.open_input_stream(path) as stream:
-            rows = [json.loads(line) for line in stream.read().decode().splitlines() if line.strip()]
         history = [{"epoch": row["epoch"], CURVE_METRIC: row[CURVE_METRIC]} for row in rows if CURVE_METRIC in row]
         found.append({**record, HISTORY: history})
     return found
@@ -140,7 +133,7 @@ def publish(launch: Launch, study: str, results: report.StudyResults) -> tuple[t
         folder = Path(scratch) if remote else Path(launch.path) / RESULTS_FOLDER
         paths = write_study(results, folder)
         if remote:
-            pyarrow.fs.copy_files(scratch, f"{launch.path}/{RESULTS_FOLDER}")
+            copy_into_storage(Path(scratch), f"{launch.path}/{RESULTS_FOLDER}")
         try:
             tracker = open_tracker(launch.tracking_uri, launch.experiment)
             found = tracker.find_study(study)

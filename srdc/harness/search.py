@@ -52,7 +52,6 @@ from srdc.harness.options import (
 )
 from srdc.harness.outcome import (
     EXIT_INTERRUPTED,
-    RESULTS_FOLDER,
     StudyOutcome,
     announce,
     announce_threads,
@@ -62,12 +61,12 @@ from srdc.harness.outcome import (
 from srdc.harness.plan import Plan, check_plan, lockstep_space, plan_study
 from srdc.harness.tuner import Experiment, TrialStatus, fit, ray_session
 from srdc.tracking import TrackingUnavailable, open_tracker
+from srdc.trialfiles import OPTUNA_DB, RESULTS_FOLDER
 
 logger = logging.getLogger(__name__)
 
 OBJECTIVE_TEXT = {"labelfree": "the best label-free validator value so far ({selector}; no target labels)",
                   "oracle": "the best target accuracy so far (target labels: the paper's protocol)"}
-OPTUNA_DB = "optuna.db"
 FEATURE_SEED = 0  # a backbone without pretrained weights is initialised from it (smoke tests)
 PROGRESS_METRICS = {"epoch": "epoch", "objective": "objective", "acc_labelfree": "labelfree",
                     "acc_best_oracle": "best(oracle)"}

@@ -27,11 +27,9 @@ with them.
 
 from __future__ import annotations
 
-import json
 import logging
 import numbers
 import re
-import shutil
 import statistics
 import sys
 import tempfile
@@ -44,13 +42,24 @@ from srdc.base import NODE_KEY, NODES_KEY, RngState, capture_rng, restore_rng, s
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.figures.trial import FIGURES_DIR, record_path, save_record
-from srdc.runio import CHECKPOINT, HISTORY, SUMMARY, read_checkpoint, write_checkpoint, write_history, write_summary
+from srdc.figures.trial import save_record
+from srdc.runio import read_checkpoint, write_checkpoint
 from srdc.selection import labelfree_score, summarize
 from srdc.trainer import Trainer
+from srdc.trialfiles import (
+    CHECKPOINT,
+    holds_every_run,
+    nearest_complete_checkpoint,
+    read_nodes,
+    record_path,
+    release_trial_files,
+    write_diverged,
+    write_history,
+    write_nodes,
+    write_summary,
+)
 
 if TYPE_CHECKING:
-    import pyarrow.fs
     import ray.tune
 
 # trial-config keys that describe the trial, not a run
@@ -58,11 +67,8 @@ TRIAL_KEYS = frozenset({"study", "search_objective", "checkpoint_every"})
 # with ``tasks``/``seeds`` (a search trial), ``task``/``seed`` only display the trial's runs
 MULTI_KEYS = frozenset({"tasks", "seeds", "task", "seed"})
 OBJECTIVES = ("labelfree", "oracle")
-# a trial whose loss or metrics became NaN or infinite reports this key, and why in this file of its folder
+# a trial whose loss or metrics became NaN or infinite reports this key, and why in its folder (DIVERGED_FILE)
 DIVERGED = "diverged"
-DIVERGED_FILE = "diverged.txt"
-# the Ray nodes a trial ran on, in order, saved with each checkpoint
-NODES_FILE = "nodes.json"
 # each run's own metrics in a several-run report (``KEY.acc_target``, ...)
 RUN_METRICS = ("acc_target", "infomax", "acc_best_oracle", "acc_labelfree")
 
@@ -226,23 +232,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def checkpoint_names(filesystem: pyarrow.fs.FileSystem, trial_path: str) -> list[str]:
-    """The names of the ``checkpoint_NNNNNN`` folders in the trial folder ``trial_path`` (in order)."""
-    import pyarrow.fs
-
-    found = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_path))
-    return sorted(info.base_name for info in found
-                  if info.type == pyarrow.fs.FileType.Directory and info.base_name.startswith("checkpoint_"))
-
-
-def holds_every_run(checkpoint: ray.tune.Checkpoint, keys: list[str]) -> bool:
-    """Whether ``checkpoint`` (in Tune's storage) holds ``KEY/checkpoint.pt`` of every run ``keys`` names."""
-    import pyarrow.fs
-
-    found = checkpoint.filesystem.get_file_info([f"{checkpoint.path}/{key}/{CHECKPOINT}" for key in keys])
-    return all(info.type == pyarrow.fs.FileType.File for info in found)
-
-
 def usable_checkpoint(checkpoint: ray.tune.Checkpoint | None, keys: list[str]) -> ray.tune.Checkpoint | None:
     """The checkpoint a restored trial continues from: Tune's, unless it lacks a run's file; then the trial's
     nearest complete checkpoint, newer ones first (``checkpoint`` itself when there is none, whose load then says
@@ -253,24 +242,15 @@ def usable_checkpoint(checkpoint: ray.tune.Checkpoint | None, keys: list[str]) -
     state at that epoch, so continuing from another one repeats or skips only reports that its history holds."""
     import ray.tune
 
-    if checkpoint is None or holds_every_run(checkpoint, keys):
+    if checkpoint is None or holds_every_run(checkpoint.filesystem, checkpoint.path, keys):
         return checkpoint
-    folder, name = checkpoint.path.rsplit("/", 1)
-    names = checkpoint_names(checkpoint.filesystem, folder)
-    nearest = [other for other in names if other > name] + [other for other in reversed(names) if other < name]
-    for other in nearest:
-        candidate = ray.tune.Checkpoint(f"{folder}/{other}", filesystem=checkpoint.filesystem)
-        if holds_every_run(candidate, keys):
-            print(f"warning: Tune's checkpoint {checkpoint.path} lacks a run's {CHECKPOINT}; continuing from "
-                  f"{other}, the trial's nearest complete checkpoint", file=sys.stderr)
-            return candidate
-    return checkpoint
-
-
-def saved_nodes(checkpoint: Path) -> list[str]:
-    """The Ray nodes the trial ran on before, as saved with its ``checkpoint`` (none in an older checkpoint)."""
-    path = checkpoint / NODES_FILE
-    return json.loads(path.read_text()) if path.is_file() else []
+    other = nearest_complete_checkpoint(checkpoint.filesystem, checkpoint.path, keys)
+    if other is None:
+        return checkpoint
+    print(f"warning: Tune's checkpoint {checkpoint.path} lacks a run's {CHECKPOINT}; continuing from "
+          f"{other}, the trial's nearest complete checkpoint", file=sys.stderr)
+    folder = checkpoint.path.rsplit("/", 1)[0]
+    return ray.tune.Checkpoint(f"{folder}/{other}", filesystem=checkpoint.filesystem)
 
 
 def with_this_node(nodes: list[str]) -> list[str]:
@@ -310,7 +290,7 @@ def report_epoch(runs: Lockstep, trial_dir: Path, nodes: list[str], checkpoint: 
         return
     with tempfile.TemporaryDirectory(prefix="srdc-checkpoint-") as folder:
         runs.save(Path(folder))
-        (Path(folder) / NODES_FILE).write_text(json.dumps(nodes))
+        write_nodes(Path(folder), nodes)
         ray.tune.report(report, checkpoint=ray.tune.Checkpoint.from_directory(folder))
 
 
@@ -336,7 +316,7 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             runs.load(Path(folder))
-            nodes = saved_nodes(Path(folder))
+            nodes = read_nodes(Path(folder))
     nodes = with_this_node(nodes)
     # the trial's working directory, which Tune syncs from any node to the trial's folder in the storage (a new
     # worker's get_trial_dir() is a folder on its own node that nothing syncs)
@@ -358,23 +338,13 @@ def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None
     release_trial_files(trial_dir)
 
 
-def release_trial_files(trial_dir: Path) -> None:
-    """After the last report, take the trial's files out of its working directory ``trial_dir``: that report's
-    checkpoint made Tune copy them to the trial's folder in the storage, and wait for it; Tune copies the working
-    directory once more when the trial stops, while the driver reads those files to log them, so that a copy left
-    here could make the driver read a file half rewritten."""
-    for name in (HISTORY, SUMMARY):
-        (trial_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(trial_dir / FIGURES_DIR, ignore_errors=True)
-
-
 def report_divergence(runs: Lockstep, trial_dir: Path, error: NonFiniteLossError, nodes: list[str]) -> None:
     """End a diverged trial: a retry from its last checkpoint would diverge the same way, so it is not retried.
     Its last report is repeated, marked ``diverged`` (its last finite epoch's checkpoint stays the latest), and
-    the reason is written to ``diverged.txt`` in its folder."""
+    the reason is written in its folder (:func:`srdc.trialfiles.write_diverged`)."""
     import ray.tune
 
-    (trial_dir / DIVERGED_FILE).write_text(f"{error}\n")
+    write_diverged(trial_dir, str(error))
     epoch = min(len(member.trainer.history) for member in runs.members) - 1
     ray.tune.report({**(runs.report(epoch) if epoch >= 0 else {}), **placement(nodes), DIVERGED: 1})
 

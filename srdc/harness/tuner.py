@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import pyarrow.fs
 import ray
 from ray import tune
 from ray.tune.experiment import Trial
@@ -31,17 +30,16 @@ from srdc.base import SELECTION_KEYS
 from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.options import Launch
-from srdc.harness.trainable import DIVERGED, checkpoint_names, run_configs, train_srdc
+from srdc.harness.trainable import DIVERGED, run_configs, train_srdc
 from srdc.methods import tracked_fields
 from srdc.tracking import FAILED, FINISHED, Folder, StudyLogger, limit_http_retries, local_folders
+from srdc.trialfiles import DIVERGED_FILE, TUNE_ERROR_FILE, recover_checkpoint, storage_location
 
 Trainable = Callable[[dict[str, Any]], None]
 # what Tune's status table (--verbose) shows of each trial's latest result
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
 RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objective_oracle", "epoch")
-# the URI scheme of a remote storage, by the type of Tune's pyarrow filesystem for it
-URI_SCHEMES = {"s3": "s3", "gcs": "gs"}
 SUMMARY_EVERY_S = 30.0  # the compact console's summary line
 # what a finished trial's line shows (each where the trial reported it)
 FINAL_METRICS = ("acc_last", "acc_best_oracle", "acc_labelfree", "objective")
@@ -233,7 +231,7 @@ class ConsoleProgress(tune.Callback):
         epoch = last.get("epoch", 0)
         if last.get(DIVERGED):
             self.say(f"{self.name(trial)}: diverged after epoch {epoch}/{self.epochs} (its loss or metrics became "
-                     f"NaN or infinite; not retried; why: {trial.path}/diverged.txt)")
+                     f"NaN or infinite; not retried; why: {trial.path}/{DIVERGED_FILE})")
             return
         ended = "finished" if epoch >= self.epochs else "stopped early by the scheduler at"
         self.say(f"{self.name(trial)}: {ended} epoch {epoch}/{self.epochs}: {final_metrics(last)}")
@@ -245,7 +243,7 @@ class ConsoleProgress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.say(f"{self.name(trial)}: failed, crashed {trial.num_failures} time(s) (--max-failures "
-                 f"{self.max_failures}); its error: {trial.path}/error.txt")
+                 f"{self.max_failures}); its error: {trial.path}/{TUNE_ERROR_FILE}")
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if self.clock() - self.last_summary >= self.every_s:
@@ -302,11 +300,8 @@ class ProgressTable(tune.CLIReporter):
 def trial_folders(trial: Trial) -> list[Folder]:
     """Where the trial's files may be: the driver's copy (``local_path``) first, then its folder in the storage
     (``path`` on the storage's filesystem: a local path, or as an ``s3://``/``gs://`` URI)."""
-    filesystem = trial.storage.storage_filesystem
-    if isinstance(filesystem, pyarrow.fs.LocalFileSystem):
-        return local_folders(trial.local_path, trial.path)
-    scheme = URI_SCHEMES.get(filesystem.type_name)
-    return [*local_folders(trial.local_path), *([f"{scheme}://{trial.path}"] if scheme else [])]
+    stored = storage_location(trial.storage.storage_filesystem, trial.path)
+    return [*local_folders(trial.local_path), *([stored] if stored is not None else [])]
 
 
 def console(launch: Launch, experiment: Experiment) -> tuple[ConsoleProgress, ProgressTable | None]:
@@ -396,16 +391,10 @@ def recover_checkpoints(path: str) -> list[str]:
         checkpoint = trial.checkpoint
         if trial.status == Trial.TERMINATED or checkpoint is None:
             continue
-        filesystem = checkpoint.filesystem
-        if filesystem.get_file_info(checkpoint.path).type != pyarrow.fs.FileType.NotFound:
-            continue
-        folder, name = checkpoint.path.rsplit("/", 1)
-        newer = [other for other in checkpoint_names(filesystem, folder) if other > name]
-        if newer:
-            pyarrow.fs.copy_files(f"{folder}/{min(newer)}", checkpoint.path, source_filesystem=filesystem,
-                                  destination_filesystem=filesystem)
+        copied = recover_checkpoint(checkpoint.filesystem, checkpoint.path)
+        if copied is not None:
             print(f"warning: trial {trial.trial_id}: Tune's saved state names {checkpoint.path}, deleted since; "
-                  f"continuing from the next checkpoint, {min(newer)}", file=sys.stderr)
+                  f"continuing from the next checkpoint, {copied}", file=sys.stderr)
             recovered.append(trial.trial_id)
     return recovered
 

@@ -12,8 +12,7 @@ import socket
 import time
 import urllib.parse
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Protocol
 
 from srdc.base import NODE_KEY, NODES_KEY
@@ -26,7 +25,8 @@ FINISHED = "FINISHED"
 FAILED = "FAILED"
 # the metric whose steps say which epochs a run already holds (every per-epoch result carries it)
 STEP_KEY = "epoch"
-# summary.json keys logged as the run's summary metrics: acc_last, acc_best_oracle, acc_labelfree(_<validator>)
+# the keys of a run's summary (srdc.trialfiles.SUMMARY) logged as its summary metrics: acc_last, acc_best_oracle,
+# acc_labelfree(_<validator>)
 SUMMARY_PREFIX = "acc_"
 # result keys Ray Tune fills in itself (ray.tune.result.AUTO_RESULT_KEYS and a few more): bookkeeping, not metrics
 TUNE_KEYS = frozenset({
@@ -200,32 +200,3 @@ def epoch_row(result: dict[str, Any]) -> EpochRow | None:
     metrics = {key: float(value) for key, value in result.items() if key not in TUNE_KEYS and is_number(value)}
     timestamp_ms = int(result.get("timestamp", time.time()) * 1000)
     return EpochRow(step=int(result[STEP_KEY]), timestamp_ms=timestamp_ms, metrics=metrics)
-
-
-def matches(relative: PurePosixPath, names: tuple[str, ...], depth: int) -> bool:
-    """Whether the file at ``relative`` is one of ``names`` at most ``depth`` folders down: a name (``summary.json``)
-    or a pattern of its folder and name (``figures/*.png``, one folder deeper)."""
-    for name in names:
-        parts = len(PurePosixPath(name).parts)
-        tail = PurePosixPath(*relative.parts[-parts:])
-        if len(relative.parts) <= depth + parts - 1 and len(relative.parts) >= parts and fnmatchcase(str(tail), name):
-            return True
-    return False
-
-
-def copy_remote_files(uri: str, names: tuple[str, ...], into: Path, depth: int) -> Path:
-    """Copy the files :func:`matches` picks out of ``names`` at most ``depth`` folders below ``uri`` (``s3://``,
-    ``gs://``: read through pyarrow with the usual credentials and ``AWS_ENDPOINT_URL``) into ``into``, in the same
-    layout; ``into``. An unreadable storage raises ``OSError`` or ``ValueError`` (pyarrow's)."""
-    import pyarrow.fs
-
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(uri)
-    deepest = depth + max(len(PurePosixPath(name).parts) for name in names) - 1
-    found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True, recursive=deepest > 1))
-    for info in found:
-        relative = PurePosixPath(info.path).relative_to(root)
-        if info.type == pyarrow.fs.FileType.File and matches(relative, names, depth):
-            (into / relative).parent.mkdir(parents=True, exist_ok=True)
-            with filesystem.open_input_stream(info.path) as stream:
-                (into / relative).write_bytes(stream.read())
-    return into

@@ -28,7 +28,6 @@ retries later; the study never stops for it. Tune's results on disk stay the sou
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -44,15 +43,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from srdc.figures.trial import (
-    FIGURE_FILES,
-    FIGURES_DIR,
-    RECORD_FILES,
-    DrawnFigures,
-    draw_records,
-    stale_records,
-    start_drawing_process,
-)
+from srdc.figures.trial import DrawnFigures, draw_records, stale_records, start_drawing_process
 from srdc.tracking.base import (
     FAILED,
     FINISHED,
@@ -62,18 +53,24 @@ from srdc.tracking.base import (
     TrackingRefused,
     TrackingUnavailable,
     check_name,
-    copy_remote_files,
     epoch_row,
     limit_http_retries,
     node_tags,
 )
 from srdc.tracking.mlflow_tracker import open_tracker
+from srdc.trialfiles import (
+    FIGURE_FILES,
+    FIGURES_DIR,
+    HISTORY,
+    SUMMARY,
+    TRIAL_OUTPUTS,
+    fetch_trial_files,
+    holds_trial_files,
+    read_json,
+)
 
 logger = logging.getLogger(__name__)
 
-# the files the trainable writes into its trial directory (srdc.runio.SUMMARY / srdc.runio.HISTORY)
-SUMMARY_FILE = "summary.json"
-HISTORY_FILE = "history.jsonl"
 # what StudyLogger pickles: its settings (Tune pickles its callbacks with the Tuner)
 SETTINGS = ("study", "experiment", "tracking_uri", "study_params", "retry_interval_s", "tracker_factory")
 # events the driver may queue ahead of the sending thread before it waits for it
@@ -92,34 +89,10 @@ FigureDrawer = Callable[[list[Path]], DrawnFigures]
 Folder = Path | str
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or ``None`` when it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def local_folders(*paths: str | os.PathLike[str] | None) -> list[Path]:
     """The local ones of a trial's folders (e.g. Tune's ``trial.local_path``, then ``trial.path``): remote URIs
     (``s3://...``) and ``None`` are left out."""
     return [Path(path) for path in paths if path and "://" not in str(path)]
-
-
-def holds_trial_files(folder: Path) -> bool:
-    """Whether the local ``folder`` holds a file the trainable writes."""
-    return (folder / SUMMARY_FILE).is_file() or (folder / HISTORY_FILE).is_file()
-
-
-def fetch_trial_files(uri: str, into: Path) -> Path:
-    """Copy the trainable's files of the trial folder ``uri`` (``s3://...``, ``gs://...``) into the folder ``into``;
-    ``into``. An unreadable storage is a warning: the run then ends without them (``srdc-report --sync`` can add
-    them later)."""
-    try:
-        copy_remote_files(uri, (SUMMARY_FILE, HISTORY_FILE, RECORD_FILES), into, depth=1)
-    except (OSError, ValueError) as error:
-        logger.warning("cannot read the trial files in %s (%s)", uri, error)
-    return into
 
 
 def trial_figures(folder: Path, draw: FigureDrawer) -> list[Path]:
@@ -134,7 +107,8 @@ def trial_figures(folder: Path, draw: FigureDrawer) -> list[Path]:
 
 def local_trial_folder(folders: list[Folder], scratch: Path) -> Path | None:
     """The first of ``folders`` that holds the trainable's files (a URI's fetched into ``scratch`` first)."""
-    local = (f if isinstance(f, Path) else fetch_trial_files(f, scratch) for f in folders)
+    local = (f if isinstance(f, Path) else fetch_trial_files(f, scratch, TRIAL_OUTPUTS, on_error="warn")
+             for f in folders)
     return next((f for f in local if holds_trial_files(f)), None)
 
 
@@ -149,10 +123,10 @@ def end_run(tracker: Tracker, run_id: str, folder: Path | None, status: str) -> 
     """End a trial's run: summary metrics, ``summary.json``/``history.jsonl`` artifacts and the figures drawn so far
     from the trial folder ``folder`` (``None``: none holds the trainable's files), then ``status``."""
     if folder is not None:
-        summary = read_json(folder / SUMMARY_FILE)
+        summary = read_json(folder / SUMMARY)
         if summary is not None:
             tracker.log_summary(run_id, summary)
-        tracker.log_files(run_id, [path for path in (folder / SUMMARY_FILE, folder / HISTORY_FILE) if path.is_file()])
+        tracker.log_files(run_id, [path for path in (folder / SUMMARY, folder / HISTORY) if path.is_file()])
         log_figures(tracker, run_id, folder)
     tracker.set_status(run_id, status)
 

@@ -9,27 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from srdc.errors import SRDCInputError
-from srdc.figures.trial import RECORD_FILES
-from srdc.tracking.base import (
-    DEFAULT_EXPERIMENT,
-    FAILED,
-    FINISHED,
-    EpochRow,
-    Tracker,
-    copy_remote_files,
-    epoch_row,
-    node_tags,
-)
-from srdc.tracking.logger import HISTORY_FILE, SUMMARY_FILE, finish_trial, read_json
+from srdc.tracking.base import DEFAULT_EXPERIMENT, FAILED, FINISHED, EpochRow, Tracker, epoch_row, node_tags
+from srdc.tracking.logger import finish_trial
 from srdc.tracking.mlflow_tracker import open_tracker
-
-# the files Tune writes into each trial directory (ray.tune.result.EXPR_PARAM_FILE, EXPR_RESULT_FILE,
-# EXPR_ERROR_FILE)
-PARAMS_FILE = "params.json"
-RESULT_FILE = "result.json"
-TUNE_ERROR_FILE = "error.txt"
-# what a backfill reads of a trial folder (the records its runs' figures are drawn from)
-TRIAL_FILES = (PARAMS_FILE, RESULT_FILE, TUNE_ERROR_FILE, SUMMARY_FILE, HISTORY_FILE, RECORD_FILES)
+from srdc.trialfiles import (
+    BACKFILL_FILES,
+    PARAMS_FILE,
+    RESULT_FILE,
+    SUMMARY,
+    TUNE_ERROR_FILE,
+    fetch_trial_files,
+    read_json,
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +80,7 @@ def ended_run_status(folder: Path, config: dict[str, Any]) -> str | None:
     """FINISHED when the trainable's summary covers every configured epoch, FAILED when Tune wrote an error
     file, else ``None``: still running, interrupted, or stopped early by a scheduler (the disk does not say
     which, so such runs stay RUNNING in a backfill)."""
-    summary = read_json(folder / SUMMARY_FILE)
+    summary = read_json(folder / SUMMARY)
     if summary is not None and "epochs" in config and summary.get("epochs", 0) >= int(config["epochs"]):
         return FINISHED
     if (folder / TUNE_ERROR_FILE).is_file():
@@ -125,16 +116,6 @@ def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk)
     return created, len(rows)
 
 
-def fetch_trial_files(uri: str, into: Path) -> Path:
-    """Copy the :data:`TRIAL_FILES` of the trial folders in ``uri`` (``s3://``, ``gs://``: a Tune experiment
-    folder, or the storage folder above it; not the files inside checkpoints, deeper down) into ``into``, in the
-    same layout; ``into``."""
-    try:
-        return copy_remote_files(uri, TRIAL_FILES, into, depth=3)
-    except (OSError, ValueError) as error:
-        raise SRDCInputError(f"cannot read {uri} ({error}); check --storage-path and its credentials") from None
-
-
 def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT,
                study_params: dict[str, Any] | None = None) -> SyncReport:
     """Backfill the tracking store from the Tune experiment directory ``storage_dir`` (or ``storage_dir/study``), a
@@ -149,8 +130,8 @@ def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experimen
     """
     if "://" in str(storage_dir):
         with tempfile.TemporaryDirectory(prefix="srdc-sync-") as copy:
-            return sync_study(fetch_trial_files(str(storage_dir), Path(copy)), study, tracking_uri, experiment,
-                              study_params)
+            fetched = fetch_trial_files(str(storage_dir), Path(copy), BACKFILL_FILES, on_error="raise")
+            return sync_study(fetched, study, tracking_uri, experiment, study_params)
     trials = reported_trials(Path(storage_dir), study)
     tracker = open_tracker(tracking_uri, experiment)
     found = tracker.find_study(study)
