@@ -3,12 +3,15 @@ and tabled. Its modules import only downwards, in this order:
 
 * :mod:`~srdc.harness.declarations` -- what a study script declares: :class:`Study`, :class:`SmokeTest`,
   :class:`Search` and the task settings several studies share;
+* :mod:`~srdc.harness.ray_compat` -- every workaround for the Ray the project pins (private Ray APIs, settings only
+  that Ray needs), and the pin they were written for;
 * :mod:`~srdc.harness.costs` -- the per-epoch cost table ``--dry-run`` plans with (``epoch_costs.json``);
 * :mod:`~srdc.harness.options` -- every command-line option, ``--set``, the launch file, and the one resolved
   :class:`~srdc.harness.options.Launch` (every path, URI and resource of a run);
 * :mod:`~srdc.harness.trainable` -- THE Ray Tune trainable: N runs trained in lockstep (a plain study's trial is
   N=1, a search trial runs every task x seed);
 * :mod:`~srdc.harness.plan` -- a study resolved into Tune's param space, checked before launch;
+* :mod:`~srdc.harness.console` -- a study's compact console: a line per trial event, a summary line every 30 s;
 * :mod:`~srdc.harness.tuner` -- the only place that builds a Tuner (RunConfig, resources, callbacks, restore, the
   Ray session) and the one :class:`~srdc.harness.tuner.TrialStatus`;
 * :mod:`~srdc.harness.outcome` -- running a study, its tables and closing lines;
