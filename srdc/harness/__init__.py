@@ -15,7 +15,13 @@ and tabled. Its modules import only downwards, in this order:
 * :mod:`~srdc.harness.tuner` -- the only place that builds a Tuner (RunConfig, resources, callbacks, restore, the
   Ray session) and the one :class:`~srdc.harness.tuner.TrialStatus`;
 * :mod:`~srdc.harness.outcome` -- running a study, its tables and closing lines;
-* :mod:`~srdc.harness.search` -- Optuna TPE + ASHA, the features tier, promotion, the winner's re-run;
+* :mod:`~srdc.harness.search_setup` -- a search resolved against its launch, and its one list of phases (run and
+  planned alike);
+* :mod:`~srdc.harness.search_report` -- what a search ends with, and its printed report;
+* :mod:`~srdc.harness.search_files` -- a search's files (the Optuna study's export, the accuracy chart, the report)
+  in its folder and on its MLflow parent run;
+* :mod:`~srdc.harness.search` -- running a search's phases: Optuna TPE + ASHA, the features tier, promotion, the
+  winner's re-run;
 * :mod:`~srdc.harness.dryrun` -- ``--dry-run``: the trials, trials at once, wall time and GPU-hours, nothing run;
 * :mod:`~srdc.harness.main` -- the one entry point of every ``studies/*.py`` script.
 

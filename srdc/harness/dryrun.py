@@ -4,7 +4,8 @@ written (no launch file, no Ray trial, no MLflow run, not even the storage folde
 For each Tune experiment the command would start (a study: one; a search: the search, the promotion with
 ``--promote K``, the winner's re-run) the dry run lists the trials, the resources per trial, how many run at
 once, and the estimated wall time and GPU-hours (CPU-hours for CPU trials) from the per-epoch cost table
-(:mod:`srdc.harness.costs`):
+(:mod:`srdc.harness.costs`); a search's phases are the ones it would run
+(:meth:`srdc.harness.search_setup.Setup.phases`):
 
 * a run's time: over its epochs, the iterations the method draws (one pass over the larger drawn domain, or the
   draw's own count; :meth:`srdc.trainer.Trainer.train_epoch`) times the cost of an iteration of one or two
@@ -60,7 +61,7 @@ from srdc.harness.costs import (
 from srdc.harness.declarations import Search, Study, is_grid
 from srdc.harness.options import FEATURES, Launch
 from srdc.harness.plan import Plan, grid_configs, lockstep_space, plan_study
-from srdc.harness.search import Setup, rerun_launch, rerun_study, resolve
+from srdc.harness.search_setup import RERUN, PhaseSpec, Setup, rerun_launch, rerun_study, resolve
 from srdc.harness.trainable import run_configs
 from srdc.harness.tuner import ray_session
 from srdc.methods import method_class
@@ -388,13 +389,13 @@ def study_experiment(plan: Plan, launch: Launch, estimator: Estimator, max_concu
     return experiment
 
 
-def lockstep_experiment(setup: Setup, name: str, dataset: str, trials: int, estimator: Estimator) -> ExperimentPlan:
-    """A search phase: ``trials`` trials, each training the study's tasks x seeds in lockstep on ``dataset``."""
-    plan, launch = setup.plan, setup.launch
+def lockstep_experiment(setup: Setup, phase: PhaseSpec, estimator: Estimator) -> ExperimentPlan:
+    """A search or promotion phase: its trials, each training the study's tasks x seeds in lockstep on its dataset."""
+    plan, launch, dataset, trials = setup.plan, setup.launch, phase.dataset, phase.trials
     what = (f"{trials} trials, each {len(plan.tasks)} task(s) x {len(plan.seeds)} seed(s) in lockstep on "
             f"{dataset}")
-    experiment = new_experiment(name, what, plan.epochs, ("tasks", "variant"), trials, launch, estimator.cluster,
-                                launch.max_concurrent)
+    experiment = new_experiment(phase.name, what, plan.epochs, ("tasks", "variant"), trials, launch,
+                                estimator.cluster, launch.max_concurrent)
     label = (" + ".join(plan.tasks), plan.variants[0])
     if dataset == FEATURES:
         experiment.missing.append("the features tier (the head on cached backbone features) is not in the cost "
@@ -409,15 +410,17 @@ def lockstep_experiment(setup: Setup, name: str, dataset: str, trials: int, esti
 
 
 def search_experiments(search: Search, launch: Launch, estimator: Estimator) -> list[ExperimentPlan]:
-    """The search, the promotion (``--promote K``) and the winner's re-run."""
+    """Each phase the search would run (:meth:`~srdc.harness.search_setup.Setup.phases`): the search, the promotion
+    (``--promote K``) and the winner's re-run."""
     setup = resolve(search, launch)
-    experiments = [lockstep_experiment(setup, setup.name, setup.search_dataset, setup.num_samples, estimator)]
-    if setup.options.promote:
-        experiments.append(lockstep_experiment(setup, setup.promoted_name, setup.plan.dataset, setup.options.promote,
-                                               estimator))
-    rerun = rerun_launch(setup)
-    rerun_plan = plan_study(rerun_study(setup, {"params": {}, "trial_id": "the winner"}), rerun)
-    experiments.append(study_experiment(rerun_plan, rerun, estimator, rerun.max_concurrent))
+    experiments = []
+    for phase in setup.phases():
+        if phase.kind == RERUN:
+            rerun = rerun_launch(setup)
+            rerun_plan = plan_study(rerun_study(setup, {"params": {}, "trial_id": "the winner"}), rerun)
+            experiments.append(study_experiment(rerun_plan, rerun, estimator, rerun.max_concurrent))
+        else:
+            experiments.append(lockstep_experiment(setup, phase, estimator))
     return experiments
 
 
