@@ -31,6 +31,7 @@ LAYERS = [
     ("srdc.harness", "srdc.harness.declarations"),
     ("srdc.harness.ray_compat",),
     ("srdc.harness.costs",),
+    ("srdc.harness.estimate",),
     ("srdc.harness.options",),
     ("srdc.harness.trainable",),
     ("srdc.harness.plan",),

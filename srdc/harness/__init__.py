@@ -6,6 +6,7 @@ and tabled. Its modules import only downwards, in this order:
 * :mod:`~srdc.harness.ray_compat` -- every workaround for the Ray the project pins (private Ray APIs, settings only
   that Ray needs), and the pin they were written for;
 * :mod:`~srdc.harness.costs` -- the per-epoch cost table ``--dry-run`` plans with (``epoch_costs.json``);
+* :mod:`~srdc.harness.estimate` -- a run's and a trial's seconds from that table (the iterations the trainer draws);
 * :mod:`~srdc.harness.options` -- every command-line option, ``--set``, the launch file, and the one resolved
   :class:`~srdc.harness.options.Launch` (every path, URI and resource of a run);
 * :mod:`~srdc.harness.trainable` -- THE Ray Tune trainable: N runs trained in lockstep (a plain study's trial is
@@ -22,7 +23,8 @@ and tabled. Its modules import only downwards, in this order:
   in its folder and on its MLflow parent run;
 * :mod:`~srdc.harness.search` -- running a search's phases: Optuna TPE + ASHA, the features tier, promotion, the
   winner's re-run;
-* :mod:`~srdc.harness.dryrun` -- ``--dry-run``: the trials, trials at once, wall time and GPU-hours, nothing run;
+* :mod:`~srdc.harness.dryrun` -- ``--dry-run``: the cluster, the trials, trials at once, wall time and GPU-hours,
+  nothing run;
 * :mod:`~srdc.harness.main` -- the one entry point of every ``studies/*.py`` script.
 
 This file imports nothing, so that a Ray worker unpickling the trainable loads only what a trial needs.
