@@ -35,14 +35,14 @@ import torch
 from tqdm import tqdm
 
 from srdc.base import capture_rng, resolve_device, restore_rng
-from srdc.batches import batches_per_pass, endless_batches, ordered_batches
+from srdc.batches import endless_batches, ordered_batches
 from srdc.config import SRDCConfig
 from srdc.data import TaskData, load_task
 from srdc.data.base import Domain
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.figures.snapshot import PassView, figure_subset, take_snapshot
 from srdc.figures.trial import LABELFREE, ORACLE, TrialRecord
-from srdc.methods import Batch, Draw, Method, Preparation, Step, build_method, check_variant
+from srdc.methods import Batch, Method, Preparation, Step, build_method, check_variant
 from srdc.model import (
     Features,
     Outputs,
@@ -208,14 +208,6 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
 
-    def _iterations(self, draw: Draw) -> int:
-        """The draw's iterations, else one pass over the larger drawn domain."""
-        if draw.iterations is not None:
-            return draw.iterations
-        sizes = [len(domain) for domain, drawn in ((self.task.source, draw.source), (self.task.target, draw.target))
-                 if drawn]
-        return max(batches_per_pass(n, self.config.batch_size) for n in sizes)
-
     def _stream(self, domain: Domain, drawn: bool) -> Iterator[Batch] | None:
         """Endless shuffled batches of ``domain`` on the device (``None`` when the epoch does not draw it)."""
         if not drawn:
@@ -237,7 +229,7 @@ class Trainer:
         self.method.start_epoch(self.plan, self.epoch)
         source_stream = self._stream(self.task.source, draw.source)
         target_stream = self._stream(self.task.target, draw.target)
-        iterations = self._iterations(draw)
+        iterations = draw.epoch_iterations(len(self.task.source), len(self.task.target), config.batch_size)
         sums: dict[str, float] = {}
         schedule: list[tuple[float, float]] = []
         self.model.train()

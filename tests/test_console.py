@@ -14,21 +14,14 @@ from study_helpers import load_declaration
 
 from srdc.cli import format_row
 from srdc.config import SRDCConfig
+from srdc.harness.console import ConsoleProgress, elapsed
 from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args, resolve_launch, save_launch
 from srdc.harness.outcome import StudyOutcome
 from srdc.harness.plan import plan_study
-from srdc.harness.tuner import (
-    AUTH_LOGGER,
-    AUTH_NOTICE,
-    ConsoleProgress,
-    Experiment,
-    ProgressTable,
-    dropped_log,
-    elapsed,
-    run_config,
-)
+from srdc.harness.ray_compat import AUTH_LOGGER, AUTH_NOTICE, ProgressTable, dropped_log
+from srdc.harness.tuner import Experiment, run_config
 
 COLUMNS = ["task", "variant", "seed"]
 CONFIG = {"task": "digits->digits_photo", "variant": "srdc", "seed": 0, "lr": 0.01}

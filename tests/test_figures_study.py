@@ -268,7 +268,7 @@ def test_a_real_studys_parent_run_and_folder_hold_its_figures(tmp_path, monkeypa
 def test_log_scales_follow_the_searched_domains():
     from ray import tune
 
-    from srdc.harness.search import log_scales
+    from srdc.harness.search_files import log_scales
 
     grid = {"lr": tune.loguniform(1e-3, 1e-1), "lambda_scale": tune.uniform(0.1, 10.0),
             "momentum": tune.qloguniform(0.5, 0.99, 0.01)}
@@ -279,7 +279,9 @@ def test_a_searchs_files_and_plots_are_in_its_folder_on_its_parent_run_and_named
     import optuna
 
     from srdc.harness.options import resolve_launch
-    from srdc.harness.search import Phase, SearchOutcome, describe, log_to_parent, resolve, write_search_files
+    from srdc.harness.search_files import log_to_parent, write_search_files
+    from srdc.harness.search_report import Phase, SearchOutcome, describe
+    from srdc.harness.search_setup import resolve
 
     search = load_declaration("search_lambda_lr", "SEARCH")
     uri = store_uri

@@ -17,8 +17,10 @@ from srdc.data import load_one_domain
 from srdc.harness.costs import COSTS_FILE
 from srdc.harness.declarations import Study
 from srdc.harness.dryrun import dry_run
+from srdc.harness.estimate import DataFacts, schedule, segments_text
 from srdc.harness.main import main
 from srdc.harness.options import resolve_launch
+from srdc.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 ABLATION = load_declaration("ablation_office31")
@@ -177,6 +179,23 @@ def test_the_breakdowns_row_is_what_the_planner_prices_a_cpu_study_with(tmp_path
         [expected[variant] for variant in study.variants for _ in study.seeds])
     assert planned.resources == {"cpu": 1.0, "gpu": 0.0} and planned.unit == "CPU"
     assert not (tmp_path / "ray").exists()
+
+
+@pytest.mark.parametrize("variant, phases, draws", [
+    ("srdc_no_struct", ["source", "adapt", "adapt"], "2x1 (1 ep), 3x2 (2 ep)"),  # source pre-training, clustering
+    ("oracle", ["oracle"] * 3, "3x1"),
+])
+def test_the_dry_run_prices_the_iterations_a_run_trains_in_each_phase(variant, phases, draws):
+    # batches of 150: 448 source images make 2 a pass, 451 target images 3
+    config = SRDCConfig(dataset="embedded", source="digits_photo", target="digits_color", variant=variant, epochs=3,
+                        source_pretrain_epochs=1, batch_size=150, device="cpu")
+    trainer = Trainer(config)
+    trainer.fit()
+    segments = schedule(config, DataFacts().run(config))
+    planned = [segment.iterations for segment in segments for _ in range(segment.epochs)]
+    assert [row["phase"] for row in trainer.history[1:]] == phases
+    assert [row["iterations"] for row in trainer.history[1:]] == planned
+    assert segments_text(segments) == draws
 
 
 def test_the_cluster_of_a_running_ray_session_sets_how_many_run_at_once(ray_cluster, tmp_path, monkeypatch, capsys):

@@ -17,7 +17,8 @@ from study_helpers import load_declaration
 
 from srdc.harness.main import main
 from srdc.harness.options import resolve_launch
-from srdc.harness.search import default_startup_trials, resolve, trial_space
+from srdc.harness.search import trial_space
+from srdc.harness.search_setup import default_startup_trials, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "studies" / "search_lambda_lr.py"

@@ -2,7 +2,8 @@
 console, the tracking callback), ``Tuner.restore`` for ``--resume``, and the Ray session.
 
 The console of a study is compact: one line per trial event and a summary line every 30 s
-(:class:`ConsoleProgress`); ``--verbose`` adds Tune's status table (``-vv``, ``-vvv``: and each trial's results).
+(:class:`srdc.harness.console.ConsoleProgress`); ``--verbose`` adds Tune's status table (``-vv``, ``-vvv``: and
+each trial's results).
 
 An :class:`Experiment` says what one Tune experiment runs (its param space, searcher, scheduler); :func:`fit`
 runs it, or continues it when its folder holds one, and returns one record per trial with a :class:`TrialStatus`.
@@ -11,16 +12,14 @@ runs it, or continues it when its folder holds one, and returns one record per t
 from __future__ import annotations
 
 import enum
-import logging
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import ray
 from ray import tune
@@ -29,25 +28,26 @@ from ray.tune.experiment import Trial
 from srdc.base import SELECTION_KEYS
 from srdc.config import options
 from srdc.errors import SRDCInputError
+from srdc.harness.console import ConsoleProgress
 from srdc.harness.options import Launch
+from srdc.harness.ray_compat import (
+    AUTH_LOGGER,
+    AUTH_NOTICE,
+    ProgressTable,
+    dropped_log,
+    restored_run_config,
+    set_tune_environment,
+)
 from srdc.harness.trainable import DIVERGED, run_configs, train_srdc
 from srdc.methods import tracked_fields
 from srdc.tracking import FAILED, FINISHED, Folder, StudyLogger, limit_http_retries, local_folders
-from srdc.trialfiles import DIVERGED_FILE, TUNE_ERROR_FILE, recover_checkpoint, storage_location
+from srdc.trialfiles import recover_checkpoint, storage_location
 
 Trainable = Callable[[dict[str, Any]], None]
 # what Tune's status table (--verbose) shows of each trial's latest result
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
 RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objective_oracle", "epoch")
-SUMMARY_EVERY_S = 30.0  # the compact console's summary line
-# what a finished trial's line shows (each where the trial reported it)
-FINAL_METRICS = ("acc_last", "acc_best_oracle", "acc_labelfree", "objective")
-# Ray 2.60 turns token authentication on for a local instance that ray.init starts (or finds) while RAY_AUTH_MODE is
-# unset, and warns that it did so; the driver and that instance share the token (~/.ray/auth_token), so for a local
-# run the warning says nothing to act on (a cluster's token: docs/cluster.md)
-AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
 
 
 class TrialStatus(enum.StrEnum):
@@ -91,9 +91,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     """A Ray session for the driver: the running one, else a connection to the cluster at ``address`` (the
     launch's ``--address`` or ``$RAY_ADDRESS``; ``None``: the cluster ``ray start`` made on this machine, else a
     local instance started here), shut down after."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # --verbose: the CLIReporter status table of run_config
-    # every epoch is checkpointed; with epochs of seconds (--smoke-test) Tune would warn at each snapshot
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    set_tune_environment()
     limit_http_retries()
     started = not ray.is_initialized()
     on_main_thread = threading.current_thread() is threading.main_thread()
@@ -110,28 +108,6 @@ def ray_session(address: str | None = None) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
         if started:
             ray.shutdown()
-
-
-class _DropPrefix(logging.Filter):
-    """Drops the log records whose message starts with ``prefix``."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.prefix)
-
-
-@contextmanager
-def dropped_log(logger: str, prefix: str) -> Iterator[None]:
-    """Within the block, the records of ``logger`` that start with ``prefix`` are not shown."""
-    dropping = _DropPrefix(prefix)
-    logging.getLogger(logger).addFilter(dropping)
-    try:
-        yield
-    finally:
-        logging.getLogger(logger).removeFilter(dropping)
 
 
 def _stop_gracefully(signum: int, frame: Any) -> None:
@@ -184,117 +160,6 @@ class TuneTracking(tune.Callback):
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.logger.experiment_ended()
-
-
-def elapsed(seconds: float) -> str:
-    """``54s``, ``3m12s``, ``1h05m``."""
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def _value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-class ConsoleProgress(tune.Callback):
-    """The compact console of a study (on stderr; its results go to stdout): one line per trial event -- started or
-    continued from its checkpoint, finished with its accuracies (each named by its model selection), stopped early by
-    the scheduler, diverged, retried, failed -- and every ``every_s`` seconds (and at the end) one line of counts,
-    elapsed time and the best label-free result so far (a search's: its objective). A trial is named by its id and
-    the config fields in ``columns``."""
-
-    def __init__(self, epochs: int, columns: list[str], max_failures: int, every_s: float = SUMMARY_EVERY_S,
-                 out: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.epochs, self.columns, self.max_failures, self.every_s = epochs, columns, max_failures, every_s
-        self.out, self.clock = out, clock
-        self.start = self.last_summary = clock()
-
-    def say(self, text: str) -> None:
-        print(text, file=self.out or sys.stderr, flush=True)
-
-    def name(self, trial: Trial) -> str:
-        shown = " ".join(f"{key}={_value(trial.config[key])}" for key in self.columns if key in trial.config)
-        return f"trial {trial.trial_id} {shown}".rstrip()
-
-    def setup(self, **info: Any) -> None:
-        self.start = self.last_summary = self.clock()
-
-    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        resumed = trial.checkpoint is not None
-        self.say(f"{self.name(trial)}: {'continues from its last checkpoint' if resumed else 'started'}")
-
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        last = trial.last_result or {}
-        epoch = last.get("epoch", 0)
-        if last.get(DIVERGED):
-            self.say(f"{self.name(trial)}: diverged after epoch {epoch}/{self.epochs} (its loss or metrics became "
-                     f"NaN or infinite; not retried; why: {trial.path}/{DIVERGED_FILE})")
-            return
-        ended = "finished" if epoch >= self.epochs else "stopped early by the scheduler at"
-        self.say(f"{self.name(trial)}: {ended} epoch {epoch}/{self.epochs}: {final_metrics(last)}")
-
-    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        start = "its last checkpoint" if trial.checkpoint is not None else "the start (no checkpoint yet)"
-        self.say(f"{self.name(trial)}: crashed; retry {trial.num_failures} of {self.max_failures} (--max-failures), "
-                 f"from {start}")
-
-    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.say(f"{self.name(trial)}: failed, crashed {trial.num_failures} time(s) (--max-failures "
-                 f"{self.max_failures}); its error: {trial.path}/{TUNE_ERROR_FILE}")
-
-    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        if self.clock() - self.last_summary >= self.every_s:
-            self.say(self.summary(trials))
-
-    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self.say(self.summary(trials))
-
-    def summary(self, trials: list[Trial]) -> str:
-        """``12/60 trials done, 4 running, 0 failed, elapsed 3m12s, best so far: ...`` (done: finished, stopped
-        early or diverged; the split is shown when not all finished)."""
-        self.last_summary = self.clock()
-        done = [trial for trial in trials if trial.status == Trial.TERMINATED]
-        diverged = sum(1 for trial in done if (trial.last_result or {}).get(DIVERGED))
-        early = sum(1 for trial in done if not (trial.last_result or {}).get(DIVERGED)
-                    and (trial.last_result or {}).get("epoch", 0) < self.epochs)
-        split = f" ({len(done) - diverged - early} finished, {early} stopped early, {diverged} diverged)" \
-            if early or diverged else ""
-        running = sum(1 for trial in trials if trial.status == Trial.RUNNING)
-        failed = sum(1 for trial in trials if trial.status == Trial.ERROR)
-        line = (f"{len(done)}/{len(trials)} trials done{split}, {running} running, {failed} failed, "
-                f"elapsed {elapsed(self.clock() - self.start)}")
-        return line + best_so_far(done, self.name)
-
-
-def final_metrics(last: dict[str, Any]) -> str:
-    """A trial's last accuracies and objective, each under its own name (which model selection)."""
-    return ", ".join(f"{key} {last[key]:.1f}" if key.startswith("acc") else f"{key} {last[key]:.4g}"
-                     for key in FINAL_METRICS if isinstance(last.get(key), int | float))
-
-
-def best_so_far(trials: list[Trial], name: Callable[[Trial], str]) -> str:
-    """``, best so far: acc_labelfree 69.5 (trial ...)``: the finished trial with the highest objective (a search),
-    else label-free accuracy; empty before any."""
-    finished = [trial for trial in trials if not (trial.last_result or {}).get(DIVERGED)]
-    for key in ("objective", "acc_labelfree"):
-        scored = [trial for trial in finished if isinstance((trial.last_result or {}).get(key), int | float)]
-        if scored:
-            best = max(scored, key=lambda trial: trial.last_result[key])
-            value = best.last_result[key]
-            shown = f"{value:.1f}" if key.startswith("acc") else f"{value:.4g}"
-            return f", best so far: {key} {shown} ({name(best)})"
-    return ""
-
-
-class ProgressTable(tune.CLIReporter):
-    """Tune's status table (``--verbose``), without its ``Result logdir`` line: that is the driver's staging folder
-    under /tmp/ray, not where the results are (the storage path, printed at the end)."""
-
-    def _print(self, msg: str) -> None:
-        super()._print("\n".join(line for line in msg.splitlines() if not line.startswith("Result logdir: ")))
 
 
 def trial_folders(trial: Trial) -> list[Folder]:
@@ -358,7 +223,7 @@ def fit(launch: Launch, experiment: Experiment, trainable: Trainable = train_srd
         # resume_errored: an errored trial continues from its checkpoint under its own trial id (and MLflow run),
         # which gives what a restart would, since resuming is exact; restart_errored would make a new trial
         tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True, resume_errored=True)
-        follow_console(tuner._local_tuner.get_run_config(), launch, experiment)
+        follow_console(restored_run_config(tuner), launch, experiment)
     else:
         # reuse_actors: one worker process per concurrent slot, not per trial (it saves importing torch each time)
         tune_config = tune.TuneConfig(num_samples=experiment.num_samples, search_alg=experiment.searcher,

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
+from srdc.batches import batches_per_pass
 from srdc.config import SRDCConfig
 from srdc.model import Features, Outputs
 
@@ -35,6 +36,19 @@ class Draw:
     source: bool
     target: bool
     iterations: int | None = None
+
+    @property
+    def batches(self) -> int:
+        """The mini-batches one iteration draws (1 or 2)."""
+        return int(self.source) + int(self.target)
+
+    def epoch_iterations(self, source_size: int, target_size: int, batch_size: int) -> int:
+        """The epoch's iterations, given the training samples of each domain: the draw's own count, else one pass
+        over the larger drawn domain (what the trainer runs, and ``--dry-run`` prices)."""
+        if self.iterations is not None:
+            return self.iterations
+        drawn = [size for size, taken in ((source_size, self.source), (target_size, self.target)) if taken]
+        return max(batches_per_pass(size, batch_size) for size in drawn)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""The compact console of a study: one line per trial event and a summary line every 30 s (:class:`ConsoleProgress`,
+a Tune callback); ``--verbose`` adds Tune's status table (:class:`srdc.harness.ray_compat.ProgressTable`)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from ray import tune
+from ray.tune.experiment import Trial
+
+from srdc.harness.trainable import DIVERGED
+from srdc.trialfiles import DIVERGED_FILE, TUNE_ERROR_FILE
+
+SUMMARY_EVERY_S = 30.0  # the compact console's summary line
+# what a finished trial's line shows (each where the trial reported it)
+FINAL_METRICS = ("acc_last", "acc_best_oracle", "acc_labelfree", "objective")
+
+
+def elapsed(seconds: float) -> str:
+    """``54s``, ``3m12s``, ``1h05m``."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class ConsoleProgress(tune.Callback):
+    """The compact console of a study (on stderr; its results go to stdout): one line per trial event -- started or
+    continued from its checkpoint, finished with its accuracies (each named by its model selection), stopped early by
+    the scheduler, diverged, retried, failed -- and every ``every_s`` seconds (and at the end) one line of counts,
+    elapsed time and the best label-free result so far (a search's: its objective). A trial is named by its id and
+    the config fields in ``columns``."""
+
+    def __init__(self, epochs: int, columns: list[str], max_failures: int, every_s: float = SUMMARY_EVERY_S,
+                 out: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.epochs, self.columns, self.max_failures, self.every_s = epochs, columns, max_failures, every_s
+        self.out, self.clock = out, clock
+        self.start = self.last_summary = clock()
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out or sys.stderr, flush=True)
+
+    def name(self, trial: Trial) -> str:
+        shown = " ".join(f"{key}={_value(trial.config[key])}" for key in self.columns if key in trial.config)
+        return f"trial {trial.trial_id} {shown}".rstrip()
+
+    def setup(self, **info: Any) -> None:
+        self.start = self.last_summary = self.clock()
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        resumed = trial.checkpoint is not None
+        self.say(f"{self.name(trial)}: {'continues from its last checkpoint' if resumed else 'started'}")
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        last = trial.last_result or {}
+        epoch = last.get("epoch", 0)
+        if last.get(DIVERGED):
+            self.say(f"{self.name(trial)}: diverged after epoch {epoch}/{self.epochs} (its loss or metrics became "
+                     f"NaN or infinite; not retried; why: {trial.path}/{DIVERGED_FILE})")
+            return
+        ended = "finished" if epoch >= self.epochs else "stopped early by the scheduler at"
+        self.say(f"{self.name(trial)}: {ended} epoch {epoch}/{self.epochs}: {final_metrics(last)}")
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        start = "its last checkpoint" if trial.checkpoint is not None else "the start (no checkpoint yet)"
+        self.say(f"{self.name(trial)}: crashed; retry {trial.num_failures} of {self.max_failures} (--max-failures), "
+                 f"from {start}")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self.say(f"{self.name(trial)}: failed, crashed {trial.num_failures} time(s) (--max-failures "
+                 f"{self.max_failures}); its error: {trial.path}/{TUNE_ERROR_FILE}")
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self.clock() - self.last_summary >= self.every_s:
+            self.say(self.summary(trials))
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.say(self.summary(trials))
+
+    def summary(self, trials: list[Trial]) -> str:
+        """``12/60 trials done, 4 running, 0 failed, elapsed 3m12s, best so far: ...`` (done: finished, stopped
+        early or diverged; the split is shown when not all finished)."""
+        self.last_summary = self.clock()
+        done = [trial for trial in trials if trial.status == Trial.TERMINATED]
+        diverged = sum(1 for trial in done if (trial.last_result or {}).get(DIVERGED))
+        early = sum(1 for trial in done if not (trial.last_result or {}).get(DIVERGED)
+                    and (trial.last_result or {}).get("epoch", 0) < self.epochs)
+        split = f" ({len(done) - diverged - early} finished, {early} stopped early, {diverged} diverged)" \
+            if early or diverged else ""
+        running = sum(1 for trial in trials if trial.status == Trial.RUNNING)
+        failed = sum(1 for trial in trials if trial.status == Trial.ERROR)
+        line = (f"{len(done)}/{len(trials)} trials done{split}, {running} running, {failed} failed, "
+                f"elapsed {elapsed(self.clock() - self.start)}")
+        return line + best_so_far(done, self.name)
+
+
+def final_metrics(last: dict[str, Any]) -> str:
+    """A trial's last accuracies and objective, each under its own name (which model selection)."""
+    return ", ".join(f"{key} {last[key]:.1f}" if key.startswith("acc") else f"{key} {last[key]:.4g}"
+                     for key in FINAL_METRICS if isinstance(last.get(key), int | float))
+
+
+def best_so_far(trials: list[Trial], name: Callable[[Trial], str]) -> str:
+    """``, best so far: acc_labelfree 69.5 (trial ...)``: the finished trial with the highest objective (a search),
+    else label-free accuracy; empty before any."""
+    finished = [trial for trial in trials if not (trial.last_result or {}).get(DIVERGED)]
+    for key in ("objective", "acc_labelfree"):
+        scored = [trial for trial in finished if isinstance((trial.last_result or {}).get(key), int | float)]
+        if scored:
+            best = max(scored, key=lambda trial: trial.last_result[key])
+            value = best.last_result[key]
+            shown = f"{value:.1f}" if key.startswith("acc") else f"{value:.4g}"
+            return f", best so far: {key} {shown} ({name(best)})"
+    return ""
