@@ -88,6 +88,7 @@ def test_missing_data_message_names_the_download_command(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option", ["--variant", "--labelfree_selector"])
+@pytest.mark.integration
 def test_unknown_registry_name_is_rejected_by_the_parser_with_exit_code_2(option):
     result = subprocess.run([sys.executable, "-m", "srdc.cli", option, "magic"], capture_output=True, text=True)
     assert result.returncode == 2
@@ -176,6 +177,7 @@ class RunsCode:
         return os.system, ("touch MARKER",)
 
 
+@pytest.mark.integration
 def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

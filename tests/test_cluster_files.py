@@ -94,6 +94,7 @@ def test_dockerfile_copies_what_exists_and_dockerignore_keeps_the_rest_out(docke
     assert {".git", ".venv", "data", "ray_results", "mlruns", "**/mlflow.db"} <= ignored
 
 
+@pytest.mark.integration
 def test_dockerfile_passes_hadolint():
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     if hadolint is None:

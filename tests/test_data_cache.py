@@ -170,6 +170,7 @@ def build_in_child(samples, cache: Path, log: Path, barrier) -> None:
                                                                      for i in range(len(images))]).numpy())
 
 
+@pytest.mark.integration
 def test_processes_starting_together_build_one_cache(tmp_path, samples, decodes):
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(2)

@@ -225,6 +225,7 @@ def test_the_sweep_covers_every_subcommand():
     assert len(CASES) >= 15
 
 
+@pytest.mark.integration
 def test_a_corrupt_image_read_in_a_worker_process_is_one_error_line(tmp_path, capsys):
     assert main(corrupt_image_folder(tmp_path) + ["--num-workers", "1"]) == 2
     err = capsys.readouterr().err

@@ -279,6 +279,7 @@ def trial_folder(folder: Path, record: TrialRecord, name: str = "record.pt") -> 
     return folder
 
 
+@pytest.mark.integration
 def test_a_trials_figures_are_drawn_from_its_records_and_logged_under_figures_from_its_folder_or_its_bucket(
         trained, tmp_path, s3_bucket):
     trainer, _ = trained
@@ -320,6 +321,7 @@ def ended_trial(logger: StudyLogger, trial_id: str, folder: Path) -> None:
     logger.trial_ended(trial_id, {"seed": 0}, [folder], FINISHED)
 
 
+@pytest.mark.integration
 def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure_in_the_driver(trained, tmp_path):
     trainer, _ = trained
     recorder = ArtifactRecorder()

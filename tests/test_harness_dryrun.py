@@ -154,6 +154,7 @@ def test_a_ray_address_nothing_answers_at_is_one_line_at_once(tmp_path, monkeypa
     assert code == 2 and "no Ray cluster answers" in err and "--plan-gpus N" in err
 
 
+@pytest.mark.integration
 def test_the_breakdowns_row_is_what_the_planner_prices_a_cpu_study_with(tmp_path, monkeypatch):
     costs = tmp_path / "costs.json"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "epoch_breakdown.py"), "--dataset", "synthetic",
@@ -198,6 +199,7 @@ def test_the_dry_run_prices_the_iterations_a_run_trains_in_each_phase(variant, p
     assert segments_text(segments) == draws
 
 
+@pytest.mark.integration
 def test_the_cluster_of_a_running_ray_session_sets_how_many_run_at_once(ray_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     code, out, _ = run_main(ABLATION, ["--dry-run", "--smoke-test", "--gpus-per-trial", "0"], capsys)

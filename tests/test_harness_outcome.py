@@ -134,6 +134,7 @@ def test_a_study_whose_store_is_down_keeps_its_results_in_its_folder_and_says_so
     assert "<td>45.0±0.0</td>" in (folder / "report.html").read_text()  # the last epoch
 
 
+@pytest.mark.integration
 def test_results_go_to_a_bucket_storage_and_the_parent_run(s3_bucket, mlflow_server, tmp_path):
     experiment = "test_outcome_bucket"
     launch = launch_of(s3_bucket.uri("studies"), mlflow_server, "--tasks", "A->W", "--seeds", "0", "--experiment",
@@ -152,6 +153,7 @@ def test_results_go_to_a_bucket_storage_and_the_parent_run(s3_bucket, mlflow_ser
     assert run.data.tags["srdc.seeds_finished"] == "1"
 
 
+@pytest.mark.integration
 def test_the_printed_commands_work_as_printed_without_an_activated_environment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MLflowTracker(uri, "printed")

@@ -162,6 +162,7 @@ def test_the_layer_check_catches_an_upward_import():
     assert "srdc.config" in srdc_imports("srdc.data.embedded")  # the parser sees real imports
 
 
+@pytest.mark.integration
 def test_table_arithmetic_and_tracking_load_neither_mlflow_nor_ray():
     code = ("import sys, srdc.report, srdc.factorial, srdc.tracking, srdc.harness.declarations; "
             "print(sorted(m for m in ('mlflow', 'ray', 'optuna') if m in sys.modules))")

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import MLflowServer, wait_for
 
+pytestmark = pytest.mark.integration  # starts processes (tests/tiers.py)
+
 
 def group_of(pid: int) -> int:
     return os.getpgid(pid)

@@ -45,6 +45,7 @@ def test_the_comparison_ignores_a_new_history_key_and_fails_on_a_changed_or_miss
         assert_history_matches([], recorded)
 
 
+@pytest.mark.integration  # the baseline's replay is a process of its own
 @pytest.mark.parametrize("index", range(len(PINNED)), ids=[f"{t['name']}-{t['config']['variant']}" for t in PINNED])
 def test_history_and_accuracies_are_exactly_the_pinned_ones(index, baseline, one_thread):
     trial = baseline[index]

@@ -197,6 +197,7 @@ def test_a_live_holder_is_one_line_naming_it(tmp_path):
     assert not (tmp_path / LOCK).exists()
 
 
+@pytest.mark.integration
 def test_a_stale_lock_is_taken_over_and_its_writer_temporary_files_removed(tmp_path):
     pid = dead_pid()
     write_lock(tmp_path, pid, socket.gethostname())
@@ -208,6 +209,7 @@ def test_a_stale_lock_is_taken_over_and_its_writer_temporary_files_removed(tmp_p
     assert [path.name for path in tmp_path.iterdir()] == [HISTORY]
 
 
+@pytest.mark.integration
 def test_a_lock_from_another_host_is_not_taken_over(tmp_path):
     write_lock(tmp_path, dead_pid(), "elsewhere.example")
     with pytest.raises(SRDCInputError, match=f"elsewhere.example.*if that process is gone, delete {tmp_path / LOCK}"):

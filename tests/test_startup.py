@@ -12,6 +12,8 @@ import pytest
 from srdc.base import set_torch_threads
 from srdc.harness.declarations import loguniform, tune_domain
 
+pytestmark = pytest.mark.integration  # starts processes (tests/tiers.py)
+
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = {"torch", "ray", "mlflow"}
 SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]

@@ -6,6 +6,9 @@
 - ``-m "not slow"``: and the integration tests (servers, Ray, subprocesses), each a few seconds to a minute.
 - everything: and the slow real-data and end-to-end tests (CI).
 
+A test that uses a fixture of :data:`PROCESS_FIXTURES` is marked ``integration`` here; any other that starts a
+process says so itself (``@pytest.mark.integration``, or ``pytestmark`` for a whole module).
+
 Loaded by ``conftest.py`` (``pytest_plugins``).
 """
 
@@ -20,6 +23,14 @@ from typing import Any
 import pytest
 
 MARKERS = ("integration", "slow")
+# the shared fixtures that start a process (conftest.py): a test using one is an integration test by that alone
+PROCESS_FIXTURES = {"mlflow_server", "s3_server", "ray_cluster"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
 def in_fast_tier(item: pytest.Item) -> bool:
