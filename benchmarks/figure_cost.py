@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 
 from srdc.config import SRDCConfig
-from srdc.figures.trial import load_record, record_path, save_record, write_trial_figures
+from srdc.figures.recorder import recorder_for
+from srdc.figures.trial import load_record, save_record, write_trial_figures
 from srdc.harness.declarations import SMOKE_CONFIG
 from srdc.trainer import Trainer
+from srdc.trialfiles import record_path
 
 
 def parse_args() -> argparse.Namespace:
@@ -36,10 +38,11 @@ def parse_args() -> argparse.Namespace:
 def trial_seconds(config: SRDCConfig, folder: Path) -> float:
     """A trial's path: build, the epoch-0 pass, training and, with figures, the record saved into ``folder``."""
     start = time.perf_counter()
-    trainer = Trainer(config, progress=False)
+    recorder = recorder_for(config)
+    trainer = Trainer(config, progress=False, observers=[recorder] if recorder else [])
     trainer.fit()  # the epoch-0 pass first (Trainer.initialise)
-    if config.figures:
-        save_record(trainer.figure_record(), record_path(folder))
+    if recorder is not None:
+        save_record(recorder.trial_record(trainer.history, trainer.task.source), record_path(folder))
     return time.perf_counter() - start
 
 

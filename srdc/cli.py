@@ -134,9 +134,11 @@ def run(config: SRDCConfig, out: Path, resume: bool, progress: bool, or_start: b
 
 def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, progress: bool,
                 threads: str) -> dict[str, Any]:
+    from srdc.figures.recorder import recorder_for
     from srdc.trainer import Trainer
 
-    trainer = Trainer(config, progress=progress)
+    recorder = recorder_for(config)
+    trainer = Trainer(config, progress=progress, observers=[recorder] if recorder else [])
     if state is not None:
         trainer.load_state_dict(state)
         print(f"resumed {out} at epoch {trainer.epoch}/{config.epochs}", file=sys.stderr)
@@ -154,8 +156,8 @@ def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, pro
         save_run(out, trainer)
 
     summary = trainer.fit(on_epoch)
-    if config.figures:
-        write_trial_figures(trainer.figure_record(), out / FIGURES_DIR)
+    if recorder is not None:
+        write_trial_figures(recorder.trial_record(trainer.history, trainer.task.source), out / FIGURES_DIR)
     return summary
 
 

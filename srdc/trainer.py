@@ -13,10 +13,9 @@ the baselines: ``loss_target``, the label-free target term of eq. 6, and ``loss_
 ``lr``, ``lambda`` (their values in the epoch; with ``schedule_unit`` ``iteration``, their means over it),
 ``phase``, ``iterations``.
 
-With ``figures`` (the default), the trainer also keeps, for the oracle's and the label-free selection, a small
-snapshot of the preparation pass of the epoch each picks so far (:mod:`srdc.figures.snapshot`: confusion matrix,
-PCA-reduced features of a fixed subset, source weights), in its checkpoints too; :meth:`Trainer.figure_record` is
-what the run's figures are drawn from at its end. Nothing of it touches a random state the training draws from.
+Observers (:class:`EpochObserver`, e.g. the figures' recorder :class:`srdc.figures.recorder.FigureRecorder`) see
+each preparation pass and each recorded row; the trainer checkpoints their state beside its own. They must not touch
+a random state the training draws from.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ import numbers
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -40,8 +39,6 @@ from srdc.config import SRDCConfig
 from srdc.data import TaskData, load_task
 from srdc.data.base import Domain
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.figures.snapshot import PassView, figure_subset, take_snapshot
-from srdc.figures.trial import LABELFREE, ORACLE, TrialRecord
 from srdc.methods import Batch, Method, Preparation, Step, build_method, check_variant
 from srdc.model import (
     Features,
@@ -53,7 +50,7 @@ from srdc.model import (
     is_pretrained,
 )
 from srdc.selection import summarize
-from srdc.validators import VALIDATORS, ValidationInput, check_selector, validate
+from srdc.validators import ValidationInput, check_selector, validate
 
 TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s"})
 """History keys that measure time: the only ones allowed to differ between a run and its exact resume."""
@@ -69,10 +66,28 @@ def lambda_at(config: SRDCConfig, progress: float) -> float:
     return config.lambda_scale * (2.0 / (1.0 + math.exp(-config.lambda_gamma * progress)) - 1.0)
 
 
-class Trainer:
-    """One run of the config's method (``variant``): ``step()`` trains one epoch and evaluates the result."""
+class EpochObserver(Protocol):
+    """What follows a run without being part of its training (the figures' recorder): it sees each preparation pass
+    (with the method's source weights of the plan it made) and the history after each recorded row; its state is
+    checkpointed under its ``name``."""
 
-    def __init__(self, config: SRDCConfig, task: TaskData | None = None, progress: bool = False) -> None:
+    name: str
+
+    def prepared(self, pass_: Preparation, source_weights: torch.Tensor | None) -> None: ...
+
+    def recorded(self, history: list[dict[str, Any]]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Trainer:
+    """One run of the config's method (``variant``): ``step()`` trains one epoch and evaluates the result;
+    ``observers`` follow it (:class:`EpochObserver`)."""
+
+    def __init__(self, config: SRDCConfig, task: TaskData | None = None, progress: bool = False,
+                 observers: Sequence[EpochObserver] = ()) -> None:
         check_variant(config.variant)
         check_selector(config.labelfree_selector)
         self.config = config
@@ -91,10 +106,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.plan: Any = None
         self.wall_s = 0.0
-        # the figures' snapshot of each selection's pick so far (srdc.figures.snapshot), with config.figures
-        self.snapshots: dict[str, dict[str, Any]] = {}
-        self._pass: PassView | None = None  # the latest preparation pass, until its row is recorded
-        self._subset: tuple[np.ndarray, np.ndarray] | None = None
+        self.observers = list(observers)
 
     # -- construction -------------------------------------------------------------------------------------
     def _backbone_name(self) -> str:
@@ -181,12 +193,11 @@ class Trainer:
         time_prepare = time.perf_counter() - start
 
         target_probs = torch.softmax(target.logits, dim=1)
-        prepared = self.method.prepare(Preparation(self.epoch, self.task.num_classes, source, target, target_probs))
+        pass_ = Preparation(self.epoch, self.task.num_classes, source, target, target_probs)
+        prepared = self.method.prepare(pass_)
         self.plan = prepared.plan
-        if self.config.figures:
-            self._pass = PassView(self.epoch, self.task.num_classes, source.spaces["pooled"], source.labels,
-                                  target.spaces["pooled"], target.logits, target.labels,
-                                  self.method.source_weights(self.plan))
+        for observer in self.observers:
+            observer.prepared(pass_, self.method.source_weights(self.plan))
 
         start = time.perf_counter()
         view = ValidationInput(target_probs, target, source, self.method.validation_centres(self.plan),
@@ -303,22 +314,8 @@ class Trainer:
         _check_finite(row, self.config)
         self.wall_s += row["wall_s_epoch"]
         self.history.append(row)
-        if self._pass is not None:
-            self._keep_snapshots(row["epoch"])
-
-    def _keep_snapshots(self, epoch: int) -> None:
-        """Snapshot the preparation pass of the row just recorded for each selection that picks its epoch now: the
-        best so far (the label-free pick at the end is known from the epochs up to it only), so that at the end each
-        selection holds its pick's snapshot."""
-        view, self._pass = self._pass, None
-        picks = selected_epochs(self.history, self.config.labelfree_selector)
-        picked = [selection for selection, pick in picks.items() if pick == epoch]
-        if not picked:
-            return
-        if self._subset is None:
-            self._subset = figure_subset(len(view.source_labels), len(view.target_labels), self.config.seed)
-        snapshot = take_snapshot(view, self._subset)
-        self.snapshots.update(dict.fromkeys(picked, snapshot))
+        for observer in self.observers:
+            observer.recorded(self.history)
 
     def fit(self, on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run the remaining epochs; ``on_epoch(trainer, row)`` after each (progress, checkpoints)."""
@@ -337,27 +334,6 @@ class Trainer:
         return {**summarize(self.history, self.config.labelfree_selector), "epochs": self.history[-1]["epoch"],
                 "wall_s": self.wall_s, "config": self.config.to_dict(), "transforms": transforms,
                 "execution": self.execution()}
-
-    def figure_record(self) -> TrialRecord:
-        """What the run's figures are drawn from (:class:`srdc.figures.trial.TrialRecord`), with the images of the
-        highest- and lowest-weighted source samples at the label-free pick."""
-        snapshot = self.snapshots.get(LABELFREE, {})
-        extremes = [*snapshot["weights_top"].tolist(), *snapshot["weights_bottom"].tolist()] \
-            if "source_weights" in snapshot else []
-        return TrialRecord(
-            history=[dict(row) for row in self.history],
-            picks=selected_epochs(self.history, self.config.labelfree_selector),
-            selector=self.config.labelfree_selector, validators=[v.metric for v in VALIDATORS.values()],
-            snapshots=self.snapshots, classes=[str(name) for name in self.task.source.classes],
-            seed=self.config.seed, source_images=self.source_images(extremes))
-
-    def source_images(self, indices: list[int]) -> dict[int, tuple[torch.Tensor, int]]:
-        """By index, the source domain's evaluation-view image (uint8, rescaled for display: H x W x C, H x W for
-        one channel) and class at each of ``indices``; empty for a feature dataset."""
-        items = {index: self.task.source.eval_set[index] for index in dict.fromkeys(indices)}
-        if any(image.ndim != 3 for image, _ in items.values()):
-            return {}
-        return {index: (_displayable(image), int(label)) for index, (image, label) in items.items()}
 
     def execution(self) -> dict[str, Any]:
         """How the run executes, the config's auto choices resolved for its device (``bf16``, ``channels_last``)."""
@@ -378,7 +354,7 @@ class Trainer:
             "plan": _move(self.method.plan_state(self.plan), torch.device("cpu")),
             "history": [dict(row) for row in self.history],
             "wall_s": self.wall_s,
-            "snapshots": {selection: dict(snapshot) for selection, snapshot in self.snapshots.items()},
+            "observers": {observer.name: observer.state_dict() for observer in self.observers},
             "rng": _portable_rng({**capture_rng(), "batches": self.generator.get_state()}),
         }
 
@@ -404,21 +380,15 @@ class Trainer:
         self.plan = self.method.plan_from_state(_move(state["plan"], self.device))
         self.history = [dict(row) for row in state["history"]]
         self.wall_s = state["wall_s"]
-        self.snapshots = {selection: dict(snapshot) for selection, snapshot in state.get("snapshots", {}).items()}
+        for observer in self.observers:
+            observer.load_state_dict(state.get("observers", {}).get(observer.name, {}))
         rng = _native_rng(state["rng"])
         restore_rng(rng)
         self.generator.set_state(rng["batches"])
 
 
 STATE_KEYS = frozenset({"config", "model", "method", "optimizer", "epoch", "plan", "history", "wall_s", "rng"})
-"""The keys of :meth:`Trainer.state_dict` (and ``snapshots``, the figures' snapshots: absent from older checkpoints)."""
-
-
-def selected_epochs(history: list[dict[str, Any]], selector: str) -> dict[str, int]:
-    """The epoch the oracle (best target accuracy) and the label-free ``selector`` pick in ``history``
-    (:func:`srdc.selection.summarize`)."""
-    summary = summarize(history, selector)
-    return {ORACLE: summary["best_oracle_epoch"], LABELFREE: summary["labelfree_epoch"]}
+"""The keys of :meth:`Trainer.state_dict` (and ``observers``, its observers' states: absent from older checkpoints)."""
 
 
 def _move(value: Any, device: torch.device) -> Any:
@@ -443,13 +413,6 @@ def _native_rng(state: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`_portable_rng`."""
     name, keys, position, has_gauss, cached_gaussian = state["numpy"]
     return {**state, "numpy": (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)}
-
-
-def _displayable(image: torch.Tensor) -> torch.Tensor:
-    """A C x H x W image tensor (normalised) as an H x W x C uint8 tensor (H x W for one channel) spanning 0-255."""
-    scaled = image.float() - image.min()
-    scaled = (scaled * (255.0 / max(float(scaled.max()), 1e-12))).round().to(torch.uint8)
-    return scaled[0] if len(scaled) == 1 else scaled.permute(1, 2, 0).contiguous()
 
 
 def _zero_grads(optimizer: torch.optim.Optimizer, kept: list[torch.Tensor]) -> None:

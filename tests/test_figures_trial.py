@@ -20,6 +20,7 @@ from data_helpers import write_features
 from PIL import Image
 
 from srdc.config import SRDCConfig
+from srdc.figures.recorder import FigureRecorder, recorder_for, selected_epochs
 from srdc.figures.snapshot import EXTREMES, POINTS, confusion_matrix, figure_subset
 from srdc.figures.trial import (
     LABELFREE,
@@ -35,7 +36,7 @@ from srdc.figures.trial import (
 from srdc.harness.trainable import Lockstep
 from srdc.tracking.base import FINISHED
 from srdc.tracking.logger import StudyLogger, finish_trial
-from srdc.trainer import Trainer, selected_epochs
+from srdc.trainer import Trainer
 from srdc.trialfiles import FIGURES_DIR, RECORD_FILES, matches, record_path
 from srdc.validators import VALIDATORS
 
@@ -72,21 +73,31 @@ def record_every_epoch(trainer: Trainer) -> dict[int, dict]:
     return seen
 
 
+def recorded(config: SRDCConfig, task=None) -> tuple[Trainer, FigureRecorder]:
+    """A trainer of ``config`` followed by the figures' recorder, as ``srdc-train`` and a trial make them."""
+    recorder = recorder_for(config)
+    return Trainer(config, task, observers=[recorder]), recorder
+
+
+def record_of(trainer: Trainer, recorder: FigureRecorder):
+    return recorder.trial_record(trainer.history, trainer.task.source)
+
+
 @pytest.fixture(scope="module")
-def trained() -> tuple[Trainer, dict[int, dict]]:
+def trained() -> tuple[Trainer, FigureRecorder, dict[int, dict]]:
     """A run whose selections pick different epochs before the last (so the snapshots are not the last epoch's)."""
-    trainer = Trainer(small_config(lr=0.1, labelfree_selector="clustering"))
-    return trainer, record_every_epoch(trainer)
+    trainer, recorder = recorded(small_config(lr=0.1, labelfree_selector="clustering"))
+    return trainer, recorder, record_every_epoch(trainer)
 
 
 def test_each_selection_keeps_the_snapshot_of_the_epoch_it_picks(trained):
-    trainer, seen = trained
+    trainer, recorder, seen = trained
     summary = trainer.summary()
     picks = {ORACLE: summary["best_oracle_epoch"], LABELFREE: summary["labelfree_epoch"]}
     assert selected_epochs(trainer.history, trainer.config.labelfree_selector) == picks
     assert min(picks.values()) < trainer.config.epochs, f"the picks {picks} should include an earlier epoch"
     for selection, epoch in picks.items():
-        snapshot = trainer.snapshots[selection]
+        snapshot = recorder.snapshots[selection]
         assert snapshot["epoch"] == epoch
         assert torch.equal(snapshot["confusion"], seen[epoch]["confusion"])
         counts = snapshot["confusion"]
@@ -101,8 +112,8 @@ def test_each_selection_keeps_the_snapshot_of_the_epoch_it_picks(trained):
 
 
 def test_the_snapshot_holds_a_fixed_subset_with_its_labels_and_predictions(trained):
-    trainer, _ = trained
-    snapshot = trainer.snapshots[LABELFREE]
+    trainer, recorder, _ = trained
+    snapshot = recorder.snapshots[LABELFREE]
     sizes = len(trainer.task.source), len(trainer.task.target)
     source_index, target_index = figure_subset(*sizes, trainer.config.seed)
     assert len(source_index) == min(sizes[0], POINTS) and len(target_index) == min(sizes[1], POINTS)
@@ -117,12 +128,12 @@ def test_the_snapshot_holds_a_fixed_subset_with_its_labels_and_predictions(train
 
 def test_a_saved_record_draws_valid_pngs_with_the_picks_counts_and_its_curves_skip_missing_values(trained,
                                                                                                    tmp_path):
-    trainer, _ = trained
+    trainer, recorder, _ = trained
     path = record_path(tmp_path)
-    save_record(trainer.figure_record(), path)
+    save_record(record_of(trainer, recorder), path)
     record = load_record(path)  # weights_only=True: plain values and tensors only
     assert record.picks == selected_epochs(trainer.history, trainer.config.labelfree_selector)
-    for selection, snapshot in trainer.snapshots.items():
+    for selection, snapshot in recorder.snapshots.items():
         assert torch.equal(record.snapshots[selection]["confusion"], snapshot["confusion"])
         assert record.snapshots[selection]["epoch"] == record.picks[selection]
     assert record.history == trainer.history and record.validators == [v.metric for v in VALIDATORS.values()]
@@ -143,9 +154,9 @@ def test_a_saved_record_draws_valid_pngs_with_the_picks_counts_and_its_curves_sk
 
 
 def test_the_record_holds_the_extreme_source_images_as_uint8_arrays(trained):
-    trainer, _ = trained
-    record = trainer.figure_record()
-    snapshot = trainer.snapshots[LABELFREE]
+    trainer, recorder, _ = trained
+    record = record_of(trainer, recorder)
+    snapshot = recorder.snapshots[LABELFREE]
     extremes = [*snapshot["weights_top"].tolist(), *snapshot["weights_bottom"].tolist()]
     assert sorted(record.source_images) == sorted(set(extremes)) and len(extremes) == 2 * EXTREMES
     for index, (image, label) in record.source_images.items():
@@ -157,26 +168,26 @@ def test_the_record_holds_the_extreme_source_images_as_uint8_arrays(trained):
 
 
 def test_a_resumed_run_ends_with_the_same_snapshots_and_figures_change_no_number(trained):
-    uninterrupted, _ = trained
+    uninterrupted, uninterrupted_recorder, _ = trained
     config = uninterrupted.config
-    first = Trainer(config, uninterrupted.task)
+    first, _ = recorded(config, uninterrupted.task)
     first.initialise()
     first.step()
     first.step()
-    resumed = Trainer(config, uninterrupted.task)
+    resumed, resumed_recorder = recorded(config, uninterrupted.task)
     resumed.load_state_dict(roundtrip(first.state_dict()))
     resumed.fit()
     assert without_timings(resumed.history) == without_timings(uninterrupted.history)
-    assert resumed.snapshots.keys() == uninterrupted.snapshots.keys()
-    for selection, snapshot in uninterrupted.snapshots.items():
-        assert snapshot.keys() == resumed.snapshots[selection].keys()
+    assert resumed_recorder.snapshots.keys() == uninterrupted_recorder.snapshots.keys()
+    for selection, snapshot in uninterrupted_recorder.snapshots.items():
+        assert snapshot.keys() == resumed_recorder.snapshots[selection].keys()
         for key, value in snapshot.items():
-            assert torch.equal(value, resumed.snapshots[selection][key]) if torch.is_tensor(value) else \
-                value == resumed.snapshots[selection][key], key
+            kept = resumed_recorder.snapshots[selection][key]
+            assert torch.equal(value, kept) if torch.is_tensor(value) else value == kept, key
 
     without = Trainer(dataclasses.replace(config, figures=False), uninterrupted.task)
     without.fit()
-    assert without.snapshots == {}
+    assert recorder_for(without.config) is None and without.state_dict()["observers"] == {}
     assert without_timings(without.history) == without_timings(uninterrupted.history)
     for (name, a), b in zip(uninterrupted.model.state_dict().items(), without.model.state_dict().values(),
                             strict=True):
@@ -184,18 +195,20 @@ def test_a_resumed_run_ends_with_the_same_snapshots_and_figures_change_no_number
 
 
 def test_without_source_weights_or_images_those_figures_are_left_out(tmp_path):
-    source_only = Trainer(small_config(variant="source_only", epochs=1))
+    source_only, recorder = recorded(small_config(variant="source_only", epochs=1))
     source_only.fit()
-    assert "source_weights" not in source_only.snapshots[LABELFREE] and source_only.figure_record().source_images == {}
-    written = write_trial_figures(source_only.figure_record(), tmp_path / "source_only")
+    record = record_of(source_only, recorder)
+    assert "source_weights" not in recorder.snapshots[LABELFREE] and record.source_images == {}
+    written = write_trial_figures(record, tmp_path / "source_only")
     assert {path.name for path in written} == {"curves.png", "confusion.png", "embedding.png"}
 
     source, target = (write_features(tmp_path / f"{name}.npz", 120, 16, 4, seed) for name, seed in (("s", 0), ("t", 1)))
-    features = Trainer(SRDCConfig(dataset="features", source=str(source), target=str(target), epochs=2,
-                                  batch_size=32, device="cpu"))
+    features, recorder = recorded(SRDCConfig(dataset="features", source=str(source), target=str(target), epochs=2,
+                                             batch_size=32, device="cpu"))
     features.fit()
-    assert features.figure_record().source_images == {}
-    written = write_trial_figures(features.figure_record(), tmp_path / "features")
+    record = record_of(features, recorder)
+    assert record.source_images == {}
+    written = write_trial_figures(record, tmp_path / "features")
     assert {path.name for path in written} == ALL_FIGURES - {"source_images.png"}
     assert_pngs(written)
 
@@ -282,8 +295,8 @@ def trial_folder(folder: Path, record: TrialRecord, name: str = "record.pt") -> 
 @pytest.mark.integration
 def test_a_trials_figures_are_drawn_from_its_records_and_logged_under_figures_from_its_folder_or_its_bucket(
         trained, tmp_path, s3_bucket):
-    trainer, _ = trained
-    local = trial_folder(tmp_path / "trial", trainer.figure_record())
+    trainer, recorder, _ = trained
+    local = trial_folder(tmp_path / "trial", record_of(trainer, recorder))
     (local / FIGURES_DIR / "notes.txt").write_text("not a figure")
     recorder = ArtifactRecorder()
     finish_trial(recorder, "run", [local], FINISHED)
@@ -303,8 +316,8 @@ def test_a_trials_figures_are_drawn_from_its_records_and_logged_under_figures_fr
 
 
 def test_an_unreadable_record_is_a_warning_naming_it_and_the_rest_is_logged(trained, tmp_path, caplog):
-    trainer, _ = trained
-    folder = trial_folder(tmp_path, trainer.figure_record(), "good.record.pt")
+    trainer, recorder, _ = trained
+    folder = trial_folder(tmp_path, record_of(trainer, recorder), "good.record.pt")
     broken = folder / FIGURES_DIR / "broken.record.pt"
     broken.write_bytes((folder / FIGURES_DIR / "good.record.pt").read_bytes()[:1000])
     recorder = ArtifactRecorder()
@@ -323,11 +336,11 @@ def ended_trial(logger: StudyLogger, trial_id: str, folder: Path) -> None:
 
 @pytest.mark.integration
 def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure_in_the_driver(trained, tmp_path):
-    trainer, _ = trained
+    trainer, figures, _ = trained
     recorder = ArtifactRecorder()
     logger = StudyLogger("drawn", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
     logger.setup()
-    first = trial_folder(tmp_path / "first", trainer.figure_record())
+    first = trial_folder(tmp_path / "first", record_of(trainer, figures))
     ended_trial(logger, "first", first)
     logger.flush()
     assert set(recorder.files[FIGURES_DIR]) == ALL_FIGURES and recorder.status == FINISHED
@@ -338,7 +351,7 @@ def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure
         assert os.sched_getscheduler(process.pid) == os.SCHED_IDLE
     assert pickle.loads(pickle.dumps(logger))._drawer is None  # the settings only
 
-    second = trial_folder(tmp_path / "second", trainer.figure_record())
+    second = trial_folder(tmp_path / "second", record_of(trainer, figures))
     ended_trial(logger, "second", second)
     logger.flush()
     assert {p.name for p in (second / FIGURES_DIR).glob("*.png")} == ALL_FIGURES
@@ -347,7 +360,7 @@ def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure
     assert logger._drawer is None and not process.is_alive()
 
     failing = StudyLogger("failing", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
-    unusable = dataclasses.replace(trainer.figure_record(), picks={})  # readable, but nothing can be drawn from it
+    unusable = dataclasses.replace(record_of(trainer, figures), picks={})  # readable, but nothing can be drawn from it
     ended_trial(failing, "bad", trial_folder(tmp_path / "bad", unusable))
     with pytest.raises(RuntimeError, match="srdc-report --study failing --sync") as raised:
         failing.flush()

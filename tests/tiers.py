@@ -15,6 +15,7 @@ Loaded by ``conftest.py`` (``pytest_plugins``).
 from __future__ import annotations
 
 import multiprocessing.process
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,9 @@ from typing import Any
 import pytest
 
 MARKERS = ("integration", "slow")
+# what libraries run to look around while they are imported (torch's CUDA library lookup runs `ldconfig -p`): not
+# processes a test starts
+SYSTEM_PROBES = {"ldconfig", "uname"}
 # the shared fixtures that start a process (conftest.py): a test using one is an integration test by that alone
 PROCESS_FIXTURES = {"mlflow_server", "s3_server", "ray_cluster"}
 
@@ -50,7 +54,14 @@ def processes_refused(item: pytest.Item) -> Iterator[None]:
                              f"@pytest.mark.integration (tests/tiers.py)")
 
     spawn, start = subprocess.Popen._execute_child, multiprocessing.process.BaseProcess.start
-    subprocess.Popen._execute_child = refuse  # every subprocess, asyncio's and Ray's included
+
+    def spawn_probes_only(popen: subprocess.Popen, args: Any, *rest: Any, **kwargs: Any) -> None:
+        command = [args] if isinstance(args, str | bytes) else list(args)
+        if os.path.basename(os.fsdecode(command[0]).split()[0]) not in SYSTEM_PROBES:
+            refuse()
+        spawn(popen, args, *rest, **kwargs)
+
+    subprocess.Popen._execute_child = spawn_probes_only  # every subprocess, asyncio's and Ray's included
     multiprocessing.process.BaseProcess.start = refuse
     try:
         yield

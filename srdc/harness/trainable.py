@@ -42,6 +42,7 @@ from srdc.base import NODE_KEY, NODES_KEY, RngState, capture_rng, restore_rng, s
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
+from srdc.figures.recorder import FigureRecorder, recorder_for
 from srdc.figures.trial import save_record
 from srdc.runio import read_checkpoint, write_checkpoint
 from srdc.selection import labelfree_score, summarize
@@ -102,11 +103,13 @@ def run_objective(history: list[dict[str, Any]], objective: str, selector: str) 
 
 @dataclass
 class Member:
-    """One run of a trial with its own copy of the global random states."""
+    """One run of a trial with its own copy of the global random states, and its figures' recorder (``None``: the
+    config's ``figures`` is off)."""
 
     key: str
     trainer: Trainer
     rng: RngState
+    recorder: FigureRecorder | None
 
     def do(self, action: Callable[[Trainer], T]) -> T:
         """``action(trainer)`` with this run's random states in place."""
@@ -130,8 +133,9 @@ class Lockstep:
         for config in run_configs(trial_config):
             if config.task_name not in data:
                 data[config.task_name] = load_task(config)
-            trainer = Trainer(config, data[config.task_name])
-            self.members.append(Member(run_key(config), trainer, capture_rng()))
+            recorder = recorder_for(config)
+            trainer = Trainer(config, data[config.task_name], observers=[recorder] if recorder else [])
+            self.members.append(Member(run_key(config), trainer, capture_rng(), recorder))
 
     @property
     def epoch(self) -> int:
@@ -196,8 +200,9 @@ class Lockstep:
         with several runs ``KEY.record.pt``."""
         several = len(self.members) > 1
         for member in self.members:
-            if member.trainer.config.figures:
-                save_record(member.trainer.figure_record(), record_path(trial_dir, f"{member.key}." if several else ""))
+            if member.recorder is not None:
+                record = member.recorder.trial_record(member.trainer.history, member.trainer.task.source)
+                save_record(record, record_path(trial_dir, f"{member.key}." if several else ""))
 
     def save(self, folder: Path) -> None:
         """Every run's complete state into ``folder/KEY/checkpoint.pt``."""
