@@ -96,6 +96,24 @@ def capture_rng() -> RngState:
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
+def portable_rng(state: RngState) -> RngState:
+    """:func:`capture_rng`'s states with numpy's key array as a tensor, so that a checkpoint is tensors and plain
+    values only (loadable with ``weights_only=True``)."""
+    import numpy as np
+    import torch
+
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    return {**state, "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)}
+
+
+def native_rng(state: RngState) -> RngState:
+    """The inverse of :func:`portable_rng`."""
+    import numpy as np
+
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    return {**state, "numpy": (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)}
+
+
 def restore_rng(state: RngState) -> None:
     """Put back the random states of :func:`capture_rng` (CUDA's only where CUDA is present now)."""
     import numpy as np

@@ -20,8 +20,6 @@ a random state the training draws from.
 
 from __future__ import annotations
 
-import math
-import numbers
 import random
 import statistics
 import time
@@ -33,11 +31,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from srdc.base import capture_rng, resolve_device, restore_rng
+from srdc.base import capture_rng, native_rng, portable_rng, resolve_device, restore_rng
 from srdc.batches import endless_batches, ordered_batches
 from srdc.config import SRDCConfig
 from srdc.data import TaskData, load_task
 from srdc.data.base import Domain
+from srdc.divergence import check_finite, diverged_fix
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.methods import Batch, Method, Preparation, Step, build_method, check_variant
 from srdc.model import (
@@ -49,21 +48,12 @@ from srdc.model import (
     feature_space_dims,
     is_pretrained,
 )
+from srdc.schedules import lambda_at, lr_at, progress_at
 from srdc.selection import summarize
 from srdc.validators import ValidationInput, check_selector, validate
 
 TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s"})
 """History keys that measure time: the only ones allowed to differ between a run and its exact resume."""
-
-
-def lr_at(config: SRDCConfig, progress: float) -> float:
-    """Section 5.1: ``eta_p = eta_0 / (1 + alpha p)^beta`` (p = epoch / epochs)."""
-    return config.lr / (1.0 + config.lr_alpha * progress) ** config.lr_beta
-
-
-def lambda_at(config: SRDCConfig, progress: float) -> float:
-    """Section 5.1: ``lambda_p = 2 / (1 + exp(-gamma p)) - 1``, times ``lambda_scale``."""
-    return config.lambda_scale * (2.0 / (1.0 + math.exp(-config.lambda_gamma * progress)) - 1.0)
 
 
 class EpochObserver(Protocol):
@@ -256,7 +246,7 @@ class Trainer:
             if not torch.isfinite(loss.total):
                 raise NonFiniteLossError(
                     f"the run diverged: the loss became {float(loss.total.detach())} at epoch {self.epoch + 1}, "
-                    f"iteration {iteration + 1}; {_fix(config, self.epoch)}"
+                    f"iteration {iteration + 1}; {diverged_fix(config, self.epoch)}"
                 )
             _zero_grads(self.optimizer, kept=self.method.persistent_grad_params())
             loss.total.backward()
@@ -268,11 +258,9 @@ class Trainer:
                 "phase": draw.phase, "iterations": iterations, "time_train_s": time.perf_counter() - start}
 
     def schedule(self, iteration: int, iterations: int) -> tuple[float, float]:
-        """The learning rate (set on the optimizer) and lambda of ``iteration`` of this epoch: the training progress
-        p steps once per epoch (``schedule_unit`` ``epoch``, the released code's) or at every iteration."""
-        progress = self.epoch / self.config.epochs
-        if self.config.schedule_unit == "iteration":
-            progress += iteration / (iterations * self.config.epochs)
+        """The learning rate (set on the optimizer) and lambda of ``iteration`` of this epoch
+        (:mod:`srdc.schedules`)."""
+        progress = progress_at(self.config, self.epoch, iteration, iterations)
         lr, lam = lr_at(self.config, progress), lambda_at(self.config, progress)
         if iteration == 0 or self.config.schedule_unit == "iteration":
             self._set_lr(lr)
@@ -311,7 +299,7 @@ class Trainer:
 
     def _record(self, row: dict[str, Any]) -> None:
         """Append ``row`` to the history after checking that every number in it is finite."""
-        _check_finite(row, self.config)
+        check_finite(row, self.config)
         self.wall_s += row["wall_s_epoch"]
         self.history.append(row)
         for observer in self.observers:
@@ -355,7 +343,7 @@ class Trainer:
             "history": [dict(row) for row in self.history],
             "wall_s": self.wall_s,
             "observers": {observer.name: observer.state_dict() for observer in self.observers},
-            "rng": _portable_rng({**capture_rng(), "batches": self.generator.get_state()}),
+            "rng": portable_rng({**capture_rng(), "batches": self.generator.get_state()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -382,7 +370,7 @@ class Trainer:
         self.wall_s = state["wall_s"]
         for observer in self.observers:
             observer.load_state_dict(state.get("observers", {}).get(observer.name, {}))
-        rng = _native_rng(state["rng"])
+        rng = native_rng(state["rng"])
         restore_rng(rng)
         self.generator.set_state(rng["batches"])
 
@@ -402,46 +390,12 @@ def _move(value: Any, device: torch.device) -> Any:
     return value
 
 
-def _portable_rng(state: dict[str, Any]) -> dict[str, Any]:
-    """:func:`capture_rng`'s states with numpy's key array as a tensor, so that a checkpoint is tensors and plain
-    values only (loadable with ``weights_only=True``)."""
-    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
-    return {**state, "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian)}
-
-
-def _native_rng(state: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`_portable_rng`."""
-    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
-    return {**state, "numpy": (name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian)}
-
-
 def _zero_grads(optimizer: torch.optim.Optimizer, kept: list[torch.Tensor]) -> None:
     """Zero (set to ``None``) every gradient of ``optimizer``'s parameters except those of ``kept``."""
     grads = [param.grad for param in kept]
     optimizer.zero_grad(set_to_none=True)
     for param, grad in zip(kept, grads, strict=True):
         param.grad = grad
-
-
-def _check_finite(row: dict[str, Any], config: SRDCConfig) -> None:
-    """Raise :class:`NonFiniteLossError` naming the first number of the history ``row`` that is NaN or infinite."""
-    for key, value in row.items():
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isfinite(value):
-            epoch = row["epoch"]
-            if epoch == 0:
-                raise NonFiniteLossError(
-                    f"{key} is {value} for the untrained model (epoch 0): the inputs or the backbone give "
-                    f"non-finite outputs; check the data and --weights"
-                )
-            raise NonFiniteLossError(f"the run diverged: {key} became {value} at epoch {epoch}; "
-                                     f"{_fix(config, epoch - 1)}")
-
-
-def _fix(config: SRDCConfig, last_finite: int) -> str:
-    """What a diverged run's message says to do, and what it keeps."""
-    kept = "epoch 0 is" if last_finite == 0 else f"epochs 0..{last_finite} are"
-    return (f"lower --lr (now {config.lr}) or --lambda_scale and start a new run; {kept} kept in the history and "
-            f"the last checkpoint")
 
 
 def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:

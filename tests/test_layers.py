@@ -27,7 +27,7 @@ LAYERS = [
     ("srdc", "srdc.config"),
     ("srdc.data", "srdc.batches"),
     ("srdc.model",),
-    ("srdc.losses", "srdc.clustering"),
+    ("srdc.losses", "srdc.clustering", "srdc.schedules", "srdc.divergence"),
     ("srdc.validators", "srdc.selection"),
     ("srdc.methods",),
     ("srdc.figures", "srdc.figures.snapshot", "srdc.figures.trial"),

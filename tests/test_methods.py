@@ -17,7 +17,8 @@ from srdc.methods.oracle import Oracle
 from srdc.methods.source_only import SourceOnly
 from srdc.methods.srdc import SRDC
 from srdc.model import Features
-from srdc.trainer import Trainer, lr_at
+from srdc.schedules import lr_at
+from srdc.trainer import Trainer
 
 TOY = {"variant": "toy", "epochs": 2, "batch_size": 32, "max_samples": 200, "device": "cpu"}
 

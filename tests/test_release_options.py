@@ -14,7 +14,8 @@ from srdc.config import SRDCConfig
 from srdc.errors import SRDCInputError
 from srdc.methods import Batch, Preparation, Step, build_method
 from srdc.model import Features, Outputs
-from srdc.trainer import TIMING_KEYS, Trainer, lr_at
+from srdc.schedules import lr_at
+from srdc.trainer import TIMING_KEYS, Trainer
 
 CPU = torch.device("cpu")
 DIMS = {"pooled": 2, "bottleneck": 2}

@@ -14,7 +14,8 @@ from srdc.data import load_task
 from srdc.data.base import Domain, TaskData
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.model import batchnorm_statistics_of
-from srdc.trainer import Trainer, lambda_at, lr_at
+from srdc.schedules import lambda_at, lr_at
+from srdc.trainer import Trainer
 from srdc.validators import VALIDATORS, Validator
 
 
