@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+# the tests' own modules (fixtures and tiers stay here; helpers, toys, the pinned record's replay: tests/helpers/)
+sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+
 # the test tiers (fast, integration, slow), and the fast tier's guard against starting a process
 pytest_plugins = ("tiers",)
 

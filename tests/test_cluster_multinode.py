@@ -32,7 +32,7 @@ from srdc.tracking.sync import read_json_lines
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
-DRIVER = REPO / "tests" / "cluster_study.py"
+DRIVER = REPO / "tests" / "helpers" / "cluster_study.py"
 SCRIPT = REPO / "studies" / "ablation_office31.py"
 WORKER_RESOURCES = ["--num-cpus", "4", "--num-gpus", "2"]
 # a dead node is declared dead after 5 missed health checks a second apart (Ray's default: 3 s apart)

@@ -1,5 +1,5 @@
-"""Plug-ins: a toy method and a toy label-free validator (``tests/toys.py``), each one class or function plus one
-registry line, run through a real Ray Tune study, tracked and tabled like the paper's variants."""
+"""Plug-ins: a toy method and a toy label-free validator (``tests/helpers/toys.py``), each one class or function plus
+one registry line, run through a real Ray Tune study, tracked and tabled like the paper's variants."""
 
 import json
 from pathlib import Path

@@ -1,5 +1,5 @@
-"""A method's own options: the toy method (``tests/toys.py``) declares two in its module, and its one registry line
-makes them config fields everywhere (``srdc-train --help`` under their group, ``--set``, a study's ``param_space``,
+"""A method's own options: the toy method (``tests/helpers/toys.py``) declares two in its module, and its one registry
+line makes them config fields everywhere (``srdc-train --help`` under their group, ``--set``, a study's ``param_space``,
 the trial's MLflow params, the resume identity), with no edit elsewhere. The study end to end, with the options in
 its MLflow runs: ``tests/test_harness_plugins.py``."""
 

@@ -18,7 +18,7 @@ from srdc.trainer import Trainer
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def load_declaration(name: str, attribute: str = "STUDY") -> Any:

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-RECORD = json.loads((Path(__file__).parent / "data" / "pinned_smoke_ablation.json").read_text())
+REPO = Path(__file__).resolve().parents[2]
+RECORD = json.loads((Path(__file__).parents[1] / "data" / "pinned_smoke_ablation.json").read_text())
 PINNED = RECORD["trials"]
 BASELINE = "9bb66b4"
 # fields whose default changed since the record (the released code's behaviour became the default, issue 13; the

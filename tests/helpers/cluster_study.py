@@ -1,7 +1,7 @@
 """A study driver for tests/test_cluster_multinode.py: the harness's own options and study runner (so that
 ``--address`` picks the Ray cluster), around a trainable that records where and when each trial ran.
 
-    python tests/cluster_study.py SPANS_DIR [study options, e.g. --address HOST:PORT --gpus-per-trial 0.5]
+    python tests/helpers/cluster_study.py SPANS_DIR [study options, e.g. --address HOST:PORT --gpus-per-trial 0.5]
 
 Each trial first waits (up to ``BARRIER_TIMEOUT_S``) until ``BARRIER`` trials have started, so that all the trials
 the cluster can hold at once do run at once; then it trains and appends one line to ``SPANS_DIR/spans.jsonl``:
