@@ -1,5 +1,5 @@
-"""What every layer shares: task names, the device, torch's threads, the random states, the result keys, the lazy
-registries, the entry-point wrapper.
+"""What every layer shares: task names, the device, torch's threads, the random states, the result keys, the trial
+statuses, the lazy registries, the entry-point wrapper.
 
 The lowest layer of ``srdc`` (beside :mod:`srdc.errors`): it imports nothing else of the package, and torch only
 inside the functions that need it, so that ``--help`` stays fast.
@@ -8,6 +8,7 @@ inside the functions that need it, so that ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib
 import os
 import random
@@ -33,6 +34,20 @@ RngState = dict[str, Any]
 # the --threads option of the commands that run torch (srdc-train, srdc-data extract-features)
 THREADS_HELP = "torch's intra-op threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)"
 T = TypeVar("T")
+
+
+class TrialStatus(enum.StrEnum):
+    """Where a trial (or its tracking run) stands: in progress (RUNNING), or how it ended: every epoch (FINISHED),
+    stopped early by a scheduler (STOPPED), its loss or metrics became NaN or infinite (DIVERGED: not retried,
+    ``diverged.txt`` says why), gave up after its retries (FAILED), or not yet (UNFINISHED: interrupted, continue
+    it with ``--resume``). A tracker maps them to its own run statuses (:mod:`srdc.tracking.mlflow_tracker`)."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    STOPPED = "STOPPED"
+    DIVERGED = "DIVERGED"
+    FAILED = "FAILED"
+    UNFINISHED = "UNFINISHED"
 
 
 def parse_task(task: str) -> tuple[str, str]:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from srdc import report
+from srdc.base import TrialStatus
 from srdc.methods import VARIANT_SWITCHES, VARIANTS
-from srdc.report import FINISHED
 
 # the factorial study's factors: SRDCConfig's three component switches, and their letters in row labels
 SWITCHES = ("structural_source_reg", "feature_discrimination", "soft_source_selection")
@@ -149,7 +149,8 @@ def factorial_tables(records: Sequence[dict[str, Any]], selection: str, planned:
     """
     metric = report.SELECTIONS[selection][0]
     tables = cell_tables(records, selection, planned, study)
-    finished = [record for record in records if record["status"] == FINISHED and record.get(metric) is not None]
+    finished = [record for record in records
+                if record["status"] == TrialStatus.FINISHED and record.get(metric) is not None]
     effects = estimate_effects(finished, SWITCHES, metric, BLOCK_KEYS)
     selectors = {str(record["labelfree_selector"]) for record in finished if "labelfree_selector" in record}
     caption = (f"Main effects and interactions of the 2^{len(SWITCHES)} factorial, in accuracy points: in each "

@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from srdc.base import TrialStatus
 from srdc.errors import SRDCInputError
 from srdc.methods import BASELINES, VARIANTS
 from srdc.paper_results import paper_average, paper_reference, paper_task, reference_note, reference_task_order
 
-# a record's status when its trial has ended normally (the tracking store's and Tune's name)
-FINISHED = "FINISHED"
 AVG = "Avg"
 FORMATS = ("md", "csv", "latex", "html")
 # selection -> (metric, how the epoch was chosen)
@@ -143,7 +142,8 @@ def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: st
     keyed = [(str(record[rows]), paper_task(dataset, str(record["task"])), record) for record in records]
     row_names = order_rows({row for row, _, _ in keyed})
     tasks = order_tasks(dataset, {task for _, task, _ in keyed})
-    finished = [(row, task, r) for row, task, r in keyed if r["status"] == FINISHED and r.get(metric) is not None]
+    finished = [(row, task, r) for row, task, r in keyed
+                if r["status"] == TrialStatus.FINISHED and r.get(metric) is not None]
     compare = rows == "variant"
     cells: dict[tuple[str, str], Cell] = {}
     for row in row_names:
@@ -391,7 +391,7 @@ def study_tags(records: list[dict[str, Any]], planned: int | None, paper_table: 
     statuses: dict[str, list[str]] = {}
     for record in records:
         statuses.setdefault(str(record["seed"]), []).append(str(record["status"]))
-    finished = sum(all(status == FINISHED for status in found) for found in statuses.values())
+    finished = sum(all(status == TrialStatus.FINISHED for status in found) for found in statuses.values())
     return {"srdc.paper_table": paper_table or "none",
             "srdc.dataset": ", ".join(sorted({_group(record)[0] for record in records})),
             "srdc.setting": ", ".join(sorted({_group(record)[1] for record in records})),

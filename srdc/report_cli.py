@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from srdc.base import ArgumentParser, run_main
+from srdc.base import ArgumentParser, TrialStatus, run_main
 from srdc.errors import SRDCInputError
 from srdc.figures.study import study_figures
-from srdc.report import FINISHED, FORMATS, SELECTIONS, Table, grouped_tables, planned_seeds, render
+from srdc.report import FORMATS, SELECTIONS, Table, grouped_tables, planned_seeds, render
 from srdc.tracking import (
     DEFAULT_EXPERIMENT,
     Tracker,
@@ -128,7 +128,7 @@ def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str
 
     keys = [ACCURACY, *(validator.metric for validator in VALIDATORS.values())]
     finished = [{**record, "history": tracker.epoch_history(record["run_id"], keys)} for record in records
-                if record.get("status") == FINISHED]
+                if record.get("status") == TrialStatus.FINISHED]
     if not finished:
         return f"study {study}: no finished trials yet ({len(records)} started)\n"
     return render_scores(validator_scores(finished), study)

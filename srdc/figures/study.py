@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from srdc.base import TrialStatus
 from srdc.factorial import LETTERS, SWITCHES, cell_label, cell_levels, cell_tables
 from srdc.paper_results import paper_task
-from srdc.report import FINISHED, PRINTED_SELECTIONS, SELECTION_TITLES, SELECTIONS, StudyResults, Table, order_rows
+from srdc.report import PRINTED_SELECTIONS, SELECTION_TITLES, SELECTIONS, StudyResults, Table, order_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -45,7 +46,6 @@ DPI = 100
 ACCURACY_LABEL = "target accuracy (%)"
 # the accuracies of a search trial against its parameters: metric -> legend label
 SEARCH_METRICS = {"acc_best_oracle": "oracle selection", "acc_labelfree": "label-free selection"}
-STOPPED = "STOPPED"  # srdc.harness.tuner.TrialStatus.STOPPED: a search trial ASHA stopped early
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def mean_curves(records: Sequence[dict[str, Any]], label: Callable[[dict[str, An
     """The curves of the finished records that hold a history: one per task and ``label``, each epoch's mean and
     sample std over the records (seeds) that reached it; panels in the records' order, labels in
     :func:`srdc.report.order_rows` order."""
-    finished = [record for record in records if record.get("status") == FINISHED and record.get(HISTORY)]
+    finished = [record for record in records if record.get("status") == TrialStatus.FINISHED and record.get(HISTORY)]
     several = len({(record["dataset"], record.get("setting", "transductive")) for record in finished}) > 1
     groups: dict[tuple[str, str], list[dict[int, float]]] = {}
     for record in finished:
@@ -135,7 +135,7 @@ def interaction_means(records: Sequence[dict[str, Any]], metric: str, factor: st
     tasks, seeds and the remaining switches)."""
     values: dict[tuple[bool, bool], list[float]] = {}
     for record in records:
-        if record.get("status") == FINISHED and record.get(metric) is not None:
+        if record.get("status") == TrialStatus.FINISHED and record.get(metric) is not None:
             key = (switch_on(record[other]), switch_on(record[factor]))
             values.setdefault(key, []).append(float(record[metric]))
     return {key: statistics.mean(found) for key, found in values.items()}
@@ -263,8 +263,9 @@ def search_chart(records: Sequence[dict[str, Any]], log_scale: dict[str, bool], 
     for axes, key in zip(figure.subplots(1, len(log_scale), squeeze=False)[0], log_scale, strict=True):
         for index, (metric, name) in enumerate(SEARCH_METRICS.items()):
             for stopped in (False, True):
+                status = TrialStatus.STOPPED if stopped else TrialStatus.FINISHED
                 points = [(float(record[key]), float(record[metric])) for record in records
-                          if metric in record and record["status"] == (STOPPED if stopped else FINISHED)]
+                          if metric in record and record["status"] == status]
                 if points:
                     xs, ys = zip(*points, strict=True)
                     axes.scatter(xs, ys, s=24, edgecolors=colour(index),
@@ -296,7 +297,7 @@ def study_figures(results: StudyResults, folder: Path) -> list[Path]:
     if curves:
         title = f"Study {results.study}\ntarget accuracy by epoch, mean ± std over seeds"
         paths.append(learning_curves(curves, title, folder / CURVES_FILE))
-    if factorial and any(record.get("status") == FINISHED for record in records):
+    if factorial and any(record.get("status") == TrialStatus.FINISHED for record in records):
         paths.append(interaction_plot(records, f"Study {results.study}: interactions of the switches",
                                       folder / INTERACTION_FILE))
     return paths

@@ -15,13 +15,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from srdc import report
-from srdc.base import threads_for_cpus
+from srdc.base import TrialStatus, threads_for_cpus
 from srdc.figures.study import CURVE_METRIC, HISTORY
 from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, param_space, plan_study
 from srdc.harness.trainable import train_srdc
-from srdc.harness.tuner import Experiment, Trainable, TrialStatus, fit, ray_session
+from srdc.harness.tuner import Experiment, Trainable, fit, ray_session
 from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
 from srdc.tracking.results import write_study
 from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories

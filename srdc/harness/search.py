@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srdc.base import parse_task
+from srdc.base import TrialStatus, parse_task
 from srdc.config import SRDCConfig
 from srdc.harness.declarations import Search
 from srdc.harness.options import FEATURES, Launch, preflight, save_launch
@@ -44,7 +44,7 @@ from srdc.harness.plan import check_plan, lockstep_space
 from srdc.harness.search_files import log_to_parent, write_search_files
 from srdc.harness.search_report import Phase, SearchOutcome
 from srdc.harness.search_setup import PROMOTION, PhaseSpec, Setup, rerun_launch, rerun_study, resolve
-from srdc.harness.tuner import Experiment, TrialStatus, fit, ray_session
+from srdc.harness.tuner import Experiment, fit, ray_session
 from srdc.tracking import TrackingUnavailable, open_tracker
 
 logger = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from srdc.base import TrialStatus
 from srdc.config import SRDCConfig
 from srdc.harness.options import OBJECTIVES, resume_command
 from srdc.harness.outcome import EXIT_INTERRUPTED, StudyOutcome
 from srdc.harness.search_setup import Setup, search_folder
-from srdc.harness.tuner import TrialStatus
 
 OBJECTIVE_TEXT = {"labelfree": "the best label-free validator value so far ({selector}; no target labels)",
                   "oracle": "the best target accuracy so far (target labels: the paper's protocol)"}

@@ -6,12 +6,12 @@ The console of a study is compact: one line per trial event and a summary line e
 each trial's results).
 
 An :class:`Experiment` says what one Tune experiment runs (its param space, searcher, scheduler); :func:`fit`
-runs it, or continues it when its folder holds one, and returns one record per trial with a :class:`TrialStatus`.
+runs it, or continues it when its folder holds one, and returns one record per trial with its
+:class:`~srdc.base.TrialStatus`.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import signal
 import sys
@@ -25,7 +25,7 @@ import ray
 from ray import tune
 from ray.tune.experiment import Trial
 
-from srdc.base import SELECTION_KEYS
+from srdc.base import SELECTION_KEYS, TrialStatus
 from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.console import ConsoleProgress
@@ -40,7 +40,7 @@ from srdc.harness.ray_compat import (
 )
 from srdc.harness.trainable import DIVERGED, run_configs, train_srdc
 from srdc.methods import tracked_fields
-from srdc.tracking import FAILED, FINISHED, Folder, StudyLogger, limit_http_retries, local_folders
+from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
 from srdc.trialfiles import recover_checkpoint, storage_location
 
 Trainable = Callable[[dict[str, Any]], None]
@@ -48,18 +48,6 @@ Trainable = Callable[[dict[str, Any]], None]
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
 RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objective_oracle", "epoch")
-
-
-class TrialStatus(enum.StrEnum):
-    """How a trial ended: every epoch (FINISHED), stopped early by a scheduler (STOPPED), its loss or metrics
-    became NaN or infinite (DIVERGED: not retried, ``diverged.txt`` says why), gave up after its retries
-    (FAILED), or not yet (UNFINISHED: interrupted, continue it with ``--resume``)."""
-
-    FINISHED = "FINISHED"
-    STOPPED = "STOPPED"
-    DIVERGED = "DIVERGED"
-    FAILED = "FAILED"
-    UNFINISHED = "UNFINISHED"
 
 
 @dataclass
@@ -153,10 +141,12 @@ class TuneTracking(tune.Callback):
         self.logger.trial_result(trial.trial_id, tracked_config(trial.config), trial_folders(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial), FINISHED)
+        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial),
+                                TrialStatus.FINISHED)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial), FAILED)
+        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial),
+                                TrialStatus.FAILED)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self.logger.experiment_ended()
@@ -265,7 +255,7 @@ def recover_checkpoints(path: str) -> list[str]:
 
 
 def trial_status(trial: Trial, epochs: int) -> TrialStatus:
-    """The :class:`TrialStatus` of one trial, from Tune's saved state of it and its last result."""
+    """The :class:`~srdc.base.TrialStatus` of one trial, from Tune's saved state of it and its last result."""
     last = trial.last_result or {}
     if trial.status == Trial.ERROR:
         return TrialStatus.FAILED
