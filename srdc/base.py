@@ -14,6 +14,7 @@ import os
 import random
 import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from srdc.errors import NonFiniteLossError, SRDCInputError
@@ -21,8 +22,6 @@ from srdc.errors import NonFiniteLossError, SRDCInputError
 if TYPE_CHECKING:
     import torch
 
-# the three numbers every run reports (srdc.selection): final epoch, epoch chosen with / without target labels
-SELECTION_KEYS = ("acc_last", "acc_best_oracle", "acc_labelfree")
 # what a trial reports of where it ran (srdc.harness.trainable): the Ray node of this report, and every node
 # it ran on so far in order, comma-separated (a trial retried elsewhere after a node loss has two)
 NODE_KEY = "node_id"
@@ -34,6 +33,37 @@ RngState = dict[str, Any]
 # the --threads option of the commands that run torch (srdc-train, srdc-data extract-features)
 THREADS_HELP = "torch's intra-op threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)"
 T = TypeVar("T")
+# the model selections (srdc.selection), by name: which epoch of a run is reported
+ORACLE, LABELFREE, LAST = "oracle", "labelfree", "last"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One model selection. ``name`` names it in tables, metrics, ``srdc-report --selection`` and a search's
+    ``--objective``; ``metric`` is the run summary's accuracy at its epoch; ``chosen`` says how that epoch is chosen
+    (tables' captions; ``{selector}``: the label-free validator); ``title`` ends its tables' titles; ``objective``,
+    for the :data:`SEARCH_SELECTIONS`: what a search trial maximises under it, in words."""
+
+    name: str
+    metric: str
+    chosen: str
+    title: str
+    objective: str = ""
+
+
+# every selection by name, in the order of a study's tables
+SELECTIONS = {selection.name: selection for selection in (
+    Selection(ORACLE, "acc_best_oracle", "epoch chosen with target labels (paper protocol, optimistic)",
+              "oracle selection (target labels)",
+              "the best target accuracy so far (target labels: the paper's protocol)"),
+    Selection(LABELFREE, "acc_labelfree", "epoch chosen without target labels by {selector}", "label-free selection",
+              "the best label-free validator value so far ({selector}; no target labels)"),
+    Selection(LAST, "acc_last", "final epoch", "last epoch"),
+)}
+# the selections a study prints at its end (and its parent run shows as its description)
+PRINTED_SELECTIONS = (ORACLE, LABELFREE)
+# the selections a search may optimise (its --objective), the default first
+SEARCH_SELECTIONS = (LABELFREE, ORACLE)
 
 
 class TrialStatus(enum.StrEnum):

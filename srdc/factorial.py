@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from srdc import report
-from srdc.base import TrialStatus
+from srdc.base import SELECTIONS, TrialStatus
 from srdc.methods import VARIANT_SWITCHES, VARIANTS
 
 # the factorial study's factors: SRDCConfig's three component switches, and their letters in row labels
@@ -147,7 +147,7 @@ def factorial_tables(records: Sequence[dict[str, Any]], selection: str, planned:
     ``records`` are the study's trials (:func:`srdc.harness.tuner.trial_records`): the switches, task, seed, status
     and accuracies. Effects use the finished trials of complete task x seed blocks.
     """
-    metric = report.SELECTIONS[selection][0]
+    metric = SELECTIONS[selection].metric
     tables = cell_tables(records, selection, planned, study)
     finished = [record for record in records
                 if record["status"] == TrialStatus.FINISHED and record.get(metric) is not None]

@@ -26,24 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srdc.base import TrialStatus
+from srdc.base import ORACLE, PRINTED_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.errors import SRDCInputError
 from srdc.methods import BASELINES, VARIANTS
 from srdc.paper_results import paper_average, paper_reference, paper_task, reference_note, reference_task_order
 
 AVG = "Avg"
 FORMATS = ("md", "csv", "latex", "html")
-# selection -> (metric, how the epoch was chosen)
-SELECTIONS = {
-    "oracle": ("acc_best_oracle", "epoch chosen with target labels (paper protocol, optimistic)"),
-    "labelfree": ("acc_labelfree", "epoch chosen without target labels by {selector}"),
-    "last": ("acc_last", "final epoch"),
-}
-# the end of each table's title: which epoch of each run it shows
-SELECTION_TITLES = {"oracle": "oracle selection (target labels)", "labelfree": "label-free selection",
-                    "last": "last epoch"}
-# the selections a study prints at its end (and its parent run shows as its description)
-PRINTED_SELECTIONS = ("oracle", "labelfree")
 # what a study's results are saved as: format -> file name
 RESULT_FILES = {"md": "tables.md", "csv": "tables.csv", "latex": "tables.tex", "html": "report.html"}
 # the image types a report page embeds, by file suffix
@@ -107,7 +96,7 @@ def order_tasks(dataset: str, tasks: set[str]) -> list[str]:
 
 def selection_caption(selection: str, selectors: set[str]) -> str:
     """``"oracle = epoch chosen with target labels (...)"`` and so on."""
-    description = SELECTIONS[selection][1]
+    description = SELECTIONS[selection].chosen
     selector = "/".join(sorted(selectors)) or "the label-free selector"
     return f"{selection} = {description.format(selector=selector)}"
 
@@ -124,7 +113,7 @@ def _cell_values(records: list[dict[str, Any]], metric: str, where: str) -> list
     return [float(record[metric]) for record in records]
 
 
-def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
+def aggregate(records: list[dict[str, Any]], selection: str = ORACLE, rows: str = "variant",
               planned: int | None = None, study: str = "", group: str = "") -> Table:
     """The results table of records that share one dataset and setting.
 
@@ -134,7 +123,7 @@ def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: st
     ``planned``: the seeds planned per cell (default: the most any cell has). The title names the study, the
     ``group`` (see :func:`grouped_tables`), the dataset, the setting and the selection.
     """
-    metric = SELECTIONS[selection][0]
+    metric = SELECTIONS[selection].metric
     groups = {_group(record) for record in records}
     if len(groups) != 1:
         raise ValueError(f"aggregate() takes the records of one dataset and setting, got {sorted(groups)}")
@@ -161,7 +150,7 @@ def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: st
     planned = planned or max((cell.n for cell in cells.values()), default=0)
     selectors = {str(r["labelfree_selector"]) for _, _, r in finished if "labelfree_selector" in r}
     label = " ".join(part for part in (study, group) if part)
-    what = f"{dataset}, {setting}, {SELECTION_TITLES[selection]}"
+    what = f"{dataset}, {setting}, {SELECTIONS[selection].title}"
     title = f"Study {label}: {what}" if label else what
     has_paper = any(cell.paper is not None for cell in cells.values())
     incomplete = any(cell.n < planned for cell in cells.values())
@@ -189,7 +178,7 @@ def _caption(title: str, selection: str, selectors: set[str], planned: int, data
     return caption
 
 
-def aggregate_study(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
+def aggregate_study(records: list[dict[str, Any]], selection: str = ORACLE, rows: str = "variant",
                     planned: int | None = None, study: str = "", group: str = "") -> list[Table]:
     """One table per (dataset, setting) in ``records``; see :func:`aggregate`."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -198,7 +187,7 @@ def aggregate_study(records: list[dict[str, Any]], selection: str = "oracle", ro
     return [aggregate(members, selection, rows, planned, study, group) for _, members in sorted(groups.items())]
 
 
-def grouped_tables(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
+def grouped_tables(records: list[dict[str, Any]], selection: str = ORACLE, rows: str = "variant",
                    planned: int | None = None, study: str = "", split: Sequence[str] = ()) -> list[Table]:
     """The tables of :func:`aggregate_study`, one set per combination of the values of the ``split`` fields (the
     grid fields besides the rows), in the order the records first show it; its ``key=value`` pairs are the
@@ -401,7 +390,7 @@ def study_tags(records: list[dict[str, Any]], planned: int | None, paper_table: 
 
 @dataclass(frozen=True)
 class StudyResults:
-    """What a study ends with, for its parent run: the tables of every selection (:data:`SELECTIONS`), each
+    """What a study ends with, for its parent run: the tables of every selection (:data:`srdc.base.SELECTIONS`), each
     selection's tables as Markdown (the study's own table text where it has one), and the study's tags; and what
     its figures (:mod:`srdc.figures.study`) are drawn from: its records (with their epoch histories where known),
     the field of the rows and the grid fields that split the tables."""
@@ -416,7 +405,8 @@ class StudyResults:
 
     @property
     def printed(self) -> str:
-        """The tables the study prints at its end (:data:`PRINTED_SELECTIONS`): its parent run's description."""
+        """The tables the study prints at its end (:data:`srdc.base.PRINTED_SELECTIONS`): its parent run's
+        description."""
         return "\n".join(self.markdown[selection] for selection in PRINTED_SELECTIONS)
 
     @property

@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from srdc.base import ArgumentParser, TrialStatus, run_main
+from srdc.base import ORACLE, SELECTIONS, ArgumentParser, TrialStatus, run_main
 from srdc.errors import SRDCInputError
 from srdc.figures.study import study_figures
-from srdc.report import FORMATS, SELECTIONS, Table, grouped_tables, planned_seeds, render
+from srdc.report import FORMATS, Table, grouped_tables, planned_seeds, render
 from srdc.tracking import (
     DEFAULT_EXPERIMENT,
     Tracker,
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="md",
                         help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page with the "
                              "study's figures (default: md)")
-    parser.add_argument("--selection", choices=tuple(SELECTIONS), default="oracle",
+    parser.add_argument("--selection", choices=tuple(SELECTIONS), default=ORACLE,
                         help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
                              "without them (labelfree), or the final one (last)")
     parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")

@@ -34,14 +34,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from srdc.base import capture_rng, resolve_device, restore_rng
+from srdc.base import LABELFREE, ORACLE, capture_rng, resolve_device, restore_rng
 from srdc.batches import endless_batches, ordered_batches
 from srdc.config import SRDCConfig
 from srdc.data import TaskData, load_task
 from srdc.data.base import Domain
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.figures.snapshot import PassView, figure_subset, take_snapshot
-from srdc.figures.trial import LABELFREE, ORACLE, TrialRecord
+from srdc.figures.trial import TrialRecord
 from srdc.methods import Batch, Method, Preparation, Step, build_method, check_variant
 from srdc.model import (
     Features,

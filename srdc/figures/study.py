@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from srdc.base import TrialStatus
+from srdc.base import LABELFREE, ORACLE, PRINTED_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.factorial import LETTERS, SWITCHES, cell_label, cell_levels, cell_tables
 from srdc.paper_results import paper_task
-from srdc.report import PRINTED_SELECTIONS, SELECTION_TITLES, SELECTIONS, StudyResults, Table, order_rows
+from srdc.report import StudyResults, Table, order_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -45,7 +45,7 @@ SEARCH_FILE = "search_accuracy.png"
 DPI = 100
 ACCURACY_LABEL = "target accuracy (%)"
 # the accuracies of a search trial against its parameters: metric -> legend label
-SEARCH_METRICS = {"acc_best_oracle": "oracle selection", "acc_labelfree": "label-free selection"}
+SEARCH_METRICS = {SELECTIONS[ORACLE].metric: "oracle selection", SELECTIONS[LABELFREE].metric: "label-free selection"}
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ def ablation_panel(axes: Axes, table: Table) -> None:
     rows = [row for row in table.rows if any(bar.row == row for bar in bars)]
     width = 0.8 / len(rows)
     # the paper's numbers are those of its protocol, the oracle selection, beside every selection's bars
-    paper_label = "paper" if table.selection == "oracle" else "paper (oracle selection)"
+    paper_label = "paper" if table.selection == ORACLE else "paper (oracle selection)"
     paper_named = False
     for index, row in enumerate(rows):
         mine = [bar for bar in bars if bar.row == row]
@@ -238,7 +238,7 @@ def interaction_plot(records: Sequence[dict[str, Any]], title: str, path: Path) 
     figure = new_figure(3.4 * len(pairs), 0.6 + 2.8 * len(PRINTED_SELECTIONS))
     grid = figure.subplots(len(PRINTED_SELECTIONS), len(pairs), squeeze=False)
     for row, selection in enumerate(PRINTED_SELECTIONS):
-        metric = SELECTIONS[selection][0]
+        metric = SELECTIONS[selection].metric
         for column, (factor, other) in enumerate(pairs):
             axes = grid[row, column]
             means = interaction_means(records, metric, factor, other)
@@ -249,7 +249,7 @@ def interaction_plot(records: Sequence[dict[str, Any]], title: str, path: Path) 
             axes.set_xticks([0, 1], [f"{LETTERS[factor]}-", f"{LETTERS[factor]}+"])
             axes.set_xlim(-0.3, 1.3)
             axes.set_title(f"{factor} x {other}", fontsize=8)
-            axes.set_ylabel(f"{SELECTION_TITLES[selection]}\n{ACCURACY_LABEL}", fontsize=8)
+            axes.set_ylabel(f"{SELECTIONS[selection].title}\n{ACCURACY_LABEL}", fontsize=8)
             axes.legend(fontsize="small")
     figure.suptitle(f"{title} (S, F, W: the switches; +: on, -: off)", fontsize=10)
     return save(figure, path)

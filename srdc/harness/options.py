@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from srdc.base import ArgumentParser
+from srdc.base import SEARCH_SELECTIONS, ArgumentParser
 from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import GRID_KEYS, Search, Study
@@ -26,7 +26,6 @@ from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracki
 from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, read_launch_file, write_launch_file
 
 DEFAULT_STORAGE = "ray_results"
-OBJECTIVES = ("labelfree", "oracle")
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
 # (and the Ray cluster: a new head after the old one died has a new address; the dry run's own options; the console)
@@ -39,7 +38,7 @@ RESERVED = (*GRID_KEYS, "source", "target", "dataset", "epochs", "data_root")
 class SearchOptions:
     """A search's own options (:mod:`srdc.harness.search`)."""
 
-    objective: str = "labelfree"
+    objective: str = SEARCH_SELECTIONS[0]  # the selection the search optimises (--objective)
     num_samples: int | None = None
     dataset: str | None = None
     features_dir: str | None = None
@@ -176,7 +175,7 @@ def _description(study: Study, search: Search | None) -> str:
 def add_search_options(parser: argparse.ArgumentParser, search: Search) -> None:
     """The options of :mod:`srdc.harness.search`."""
     dataset = search.study.dataset
-    parser.add_argument("--objective", choices=OBJECTIVES, default="labelfree",
+    parser.add_argument("--objective", choices=SEARCH_SELECTIONS, default=SEARCH_SELECTIONS[0],
                         help="labelfree (default): the best label-free validator value (acc_labelfree's); "
                              "oracle: the best target accuracy (target labels, the paper's protocol)")
     parser.add_argument("--num-samples", type=int, default=None,

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from srdc import report
-from srdc.base import TrialStatus, threads_for_cpus
+from srdc.base import SELECTIONS, TrialStatus, threads_for_cpus
 from srdc.figures.study import CURVE_METRIC, HISTORY
 from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
@@ -96,7 +96,7 @@ def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> re
     (their Markdown the study's own, ``Study.tables``, where it has them), its tags and summary metrics."""
     planned = len(plan.seeds)
     markdown = None if study.tables is None else {
-        selection: study.tables(records, selection, planned, plan.name) for selection in report.SELECTIONS}
+        selection: study.tables(records, selection, planned, plan.name) for selection in SELECTIONS}
     split = [key for key in plan.grid if key != plan.rows]
     return report.study_results(records, plan.name, plan.rows, planned, split,
                                 str(plan.study_params.get("paper_table", "")), markdown)
@@ -119,7 +119,7 @@ def with_trial_histories(launch: Launch, records: list[dict[str, Any]]) -> list[
 
 
 def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> str:
-    """The tables of every printed selection (:data:`srdc.report.PRINTED_SELECTIONS`), as Markdown."""
+    """The tables of every printed selection (:data:`srdc.base.PRINTED_SELECTIONS`), as Markdown."""
     return study_results(study, plan, records).printed
 
 

@@ -131,13 +131,14 @@ def param_space(plan: Plan) -> dict[str, Any]:
     return space
 
 
-def lockstep_space(plan: Plan, runs: Mapping[str, str], dataset: str, objective: str) -> dict[str, Any]:
-    """Tune's ``param_space`` of a search trial: the study's fixed fields and searched domains, and the runs it
-    trains in lockstep, each task (``runs``: the plan's task -> the task as ``dataset`` names it) x each seed."""
+def lockstep_space(plan: Plan, runs: Mapping[str, str], dataset: str, selection: str) -> dict[str, Any]:
+    """Tune's ``param_space`` of a search trial: the study's fixed fields and searched domains, the runs it trains in
+    lockstep, each task (``runs``: the plan's task -> the task as ``dataset`` names it) x each seed, and the
+    ``selection`` it optimises."""
     fixed = {**plan.fixed, "dataset": dataset}
     tasks = [{"task": runs[task], **plan.task_config.get(task, {})} for task in plan.tasks]
     return {**fixed, **plan.grid, "variant": plan.variants[0], "tasks": tasks, "seeds": list(plan.seeds),
-            "search_objective": objective, "task": " + ".join(plan.tasks), "seed": "+".join(map(str, plan.seeds))}
+            "search_objective": selection, "task": " + ".join(plan.tasks), "seed": "+".join(map(str, plan.seeds))}
 
 
 def grid_configs(plan: Plan) -> list[dict[str, Any]]:

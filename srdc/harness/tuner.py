@@ -25,7 +25,7 @@ import ray
 from ray import tune
 from ray.tune.experiment import Trial
 
-from srdc.base import SELECTION_KEYS, TrialStatus
+from srdc.base import LABELFREE, LAST, ORACLE, SEARCH_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.console import ConsoleProgress
@@ -47,7 +47,8 @@ Trainable = Callable[[dict[str, Any]], None]
 # what Tune's status table (--verbose) shows of each trial's latest result
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
-RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objective_oracle", "epoch")
+RECORD_METRICS = (*(SELECTIONS[selection].metric for selection in (LAST, ORACLE, LABELFREE)), "objective",
+                  *(f"objective_{selection}" for selection in SEARCH_SELECTIONS), "epoch")
 
 
 @dataclass
