@@ -154,17 +154,33 @@ def restore_rng(state: RngState) -> None:
 
 
 class Registry(MutableMapping[str, T]):
-    """A name -> entry table whose entries may be listed before they are loaded, so that listing the names (``--help``'s
-    choices, error messages) imports nothing heavy.
+    """A name -> entry table of one ``kind`` (the option that names an entry: ``variant``, ``dataset``,
+    ``labelfree_selector``) whose entries may be listed before they are loaded, so that listing the names
+    (``--help``'s choices, error messages) imports nothing heavy.
 
     ``lazy`` maps a name to ``"package.module:attribute"`` (the entry is that attribute) or to ``"package.module"``
     (importing the module registers the entry itself, e.g. ``srdc.data.base.register``); the module is imported on
-    the entry's first lookup. Entries set directly (``table[name] = entry``) are plain ones.
+    the entry's first lookup. ``entries`` and entries set directly (``table[name] = entry``) are plain ones.
+    :meth:`check` and :meth:`lookup` are what a user's name goes through: an unknown one is one line naming the
+    kind and the choices.
     """
 
-    def __init__(self, lazy: Mapping[str, str]) -> None:
-        self._lazy = dict(lazy)
-        self._entries: dict[str, T] = {}
+    def __init__(self, kind: str, lazy: Mapping[str, str] | None = None,
+                 entries: Mapping[str, T] | None = None) -> None:
+        self.kind = kind
+        self._lazy = dict(lazy or {})
+        self._entries: dict[str, T] = dict(entries or {})
+
+    def check(self, name: str) -> str:
+        """``name`` when it is registered (importing nothing), else an :class:`SRDCInputError`: ``unknown KIND
+        'name'; choose one of: ...``."""
+        if name not in self:
+            raise SRDCInputError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self)}")
+        return name
+
+    def lookup(self, name: str) -> T:
+        """The entry ``name`` (its module imported on first use); an unknown name is :meth:`check`'s error."""
+        return self[self.check(name)]
 
     def __getitem__(self, name: str) -> T:
         if name not in self._entries and name in self._lazy:

@@ -23,7 +23,7 @@ from typing import Any
 
 from srdc.base import LABELFREE, LAST, ORACLE, SELECTIONS
 from srdc.errors import NonFiniteLossError
-from srdc.validators import VALIDATORS, get_validator
+from srdc.validators import VALIDATORS
 
 _BETTER = {"max": max, "min": min}
 
@@ -60,7 +60,7 @@ def summarize(history: list[dict[str, Any]], selector: str) -> dict[str, Any]:
     candidates = _candidates(history)
     accuracy = reported_accuracy_key(candidates[-1])
     oracle = _pick(candidates, "acc_target", "max")
-    selected = get_validator(selector)
+    selected = VALIDATORS.lookup(selector)
     labelfree = _pick(candidates, selected.metric, selected.better)
     chosen = {LAST: candidates[-1], ORACLE: oracle, LABELFREE: labelfree}
     summary = {
@@ -80,7 +80,7 @@ def summarize(history: list[dict[str, Any]], selector: str) -> dict[str, Any]:
 def labelfree_score(history: list[dict[str, Any]], selector: str) -> float:
     """The best value so far of the selector's validator over epochs >= 1 (the value behind ``acc_labelfree``),
     negated when lower is better, so that higher is always better: a search objective."""
-    validator = get_validator(selector)
+    validator = VALIDATORS.lookup(selector)
     best = _BETTER[validator.better](row[validator.metric] for row in _finite(_candidates(history), validator.metric))
     return best if validator.better == "max" else -best
 

@@ -42,7 +42,7 @@ from srdc.data.base import Domain
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.figures.snapshot import PassView, figure_subset, take_snapshot
 from srdc.figures.trial import TrialRecord
-from srdc.methods import Batch, Method, Preparation, Step, build_method, check_variant
+from srdc.methods import METHODS, Batch, Method, Preparation, Step, build_method
 from srdc.model import (
     Features,
     Outputs,
@@ -53,7 +53,7 @@ from srdc.model import (
     is_pretrained,
 )
 from srdc.selection import summarize
-from srdc.validators import VALIDATORS, ValidationInput, check_selector, validate
+from srdc.validators import VALIDATORS, ValidationInput, validate
 
 TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s"})
 """History keys that measure time: the only ones allowed to differ between a run and its exact resume."""
@@ -73,8 +73,8 @@ class Trainer:
     """One run of the config's method (``variant``): ``step()`` trains one epoch and evaluates the result."""
 
     def __init__(self, config: SRDCConfig, task: TaskData | None = None, progress: bool = False) -> None:
-        check_variant(config.variant)
-        check_selector(config.labelfree_selector)
+        METHODS.check(config.variant)
+        VALIDATORS.check(config.labelfree_selector)
         self.config = config
         self.device = resolve_device(config.device)
         cuda = self.device.type == "cuda"

@@ -18,7 +18,7 @@ from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Study, is_grid, tune_domain
 from srdc.harness.options import Launch, parse_overrides
 from srdc.harness.trainable import run_configs
-from srdc.methods import check_variant
+from srdc.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,6 @@ def check_plan(plan: Plan) -> None:
     """Fail before launching: every grid cell must make a valid config, and every task's data must load."""
     configs = [config for trial in grid_configs(plan) for config in run_configs(trial)]
     for config in configs:
-        check_variant(config.variant)
+        METHODS.check(config.variant)
     for config in {config.task_name: config for config in configs}.values():
         load_task(config)

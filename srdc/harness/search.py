@@ -60,7 +60,7 @@ def feature_tasks(setup: Setup) -> dict[str, str]:
     first with the study's backbone (``backbone``/``weights`` config fields; ``auto``: the dataset's default)."""
     import torch
 
-    from srdc.data import get_dataset
+    from srdc.data import DATASETS
     from srdc.extract import ExtractionRequest, run_extraction
 
     plan = setup.plan
@@ -68,7 +68,7 @@ def feature_tasks(setup: Setup) -> dict[str, str]:
     folder = Path(setup.options.features_dir or default_folder).expanduser().resolve()
     backbone = plan.fixed.get("backbone", SRDCConfig.backbone)
     if backbone == "auto":
-        backbone = get_dataset(plan.dataset).default_backbone
+        backbone = DATASETS.lookup(plan.dataset).default_backbone
     paths = {}
     for domain in sorted({domain for task in plan.tasks for domain in parse_task(task)}):
         paths[domain] = folder / f"{domain}.npz"
