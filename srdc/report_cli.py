@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "study's tables (every selection and format), metrics and description on its parent "
                              "run")
     parser.add_argument("--storage-path", default=None,
-                        help="the study's Tune experiment directory (for --sync): a folder, s3://... or gs://...")
+                        help="the study's sweep folder, Tune's results (for --sync): a folder, s3://... or gs://...")
     return parser
 
 
@@ -81,9 +81,9 @@ def load_study(tracker: Tracker, study: str, where: str) -> tuple[list[dict[str,
 
 
 def sync(args: argparse.Namespace, uri: str) -> None:
-    """Backfill the store from the study's Tune experiment directory; a line on stderr says what it did."""
+    """Backfill the store from the study's sweep folder; a line on stderr says what it did."""
     if args.storage_path is None:
-        raise SRDCInputError("--sync needs --storage-path: the study's Tune experiment directory")
+        raise SRDCInputError("--sync needs --storage-path: the study's sweep folder")
     done = sync_study(args.storage_path, args.study, uri, args.experiment)
     print(f"synced {done.trials} trial(s) into {uri}: {done.runs_created} run(s) created, "
           f"{done.epochs_logged} epoch(s) logged", file=sys.stderr)

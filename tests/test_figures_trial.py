@@ -343,7 +343,7 @@ def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure
     logger.flush()
     assert {p.name for p in (second / FIGURES_DIR).glob("*.png")} == ALL_FIGURES
     assert list(logger._drawer._processes.values()) == [process]  # the same process draws every trial
-    logger.experiment_ended()
+    logger.sweep_ended()
     assert logger._drawer is None and not process.is_alive()
 
     failing = StudyLogger("failing", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
@@ -353,7 +353,7 @@ def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure
         failing.flush()
     assert isinstance(raised.value.__cause__, KeyError)
     with pytest.raises(RuntimeError):
-        failing.experiment_ended()
+        failing.sweep_ended()
     assert failing._drawer is None
 
 

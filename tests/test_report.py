@@ -405,7 +405,7 @@ def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys, monke
         {f"results/{name}" for name in [*RESULT_FILES.values(), *figures]}
 
 
-def test_cli_sync_needs_a_tune_experiment_directory(tracking_uri, tmp_path, capsys):
+def test_cli_sync_needs_a_sweep_folder(tracking_uri, tmp_path, capsys):
     assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--sync"]) == 2
     assert "--sync needs --storage-path" in capsys.readouterr().err
     assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--sync",

@@ -216,7 +216,7 @@ def test_a_trial_the_store_refuses_is_abandoned_and_the_others_go_on(tmp_path, c
         logger.setup()
         run_trial(logger, make_trial(tmp_path, "bad", seed=0), [50.0, 60.0])
         run_trial(logger, make_trial(tmp_path, "good", seed=1), [55.0, 65.0])
-        logger.experiment_ended()
+        logger.sweep_ended()
     assert [row.step for row in tracker.rows["good"]] == [1, 2] and "bad" not in tracker.rows
     assert tracker.status == {"parent": "FINISHED", "good": "FINISHED"}
     assert tracker.summaries["good"]["acc_best_oracle"] == 65.0
@@ -264,7 +264,7 @@ def test_the_driver_never_waits_for_the_store_and_queued_epochs_go_out_together(
     assert not tracker.opened.is_set() and tracker.rows.get("q", []) == []
     tracker.opened.set()
     logger.trial_ended(trial.trial_id, trial.config, trial.folders, TrialStatus.FINISHED)
-    logger.experiment_ended()
+    logger.sweep_ended()
     assert [row.step for row in tracker.rows["q"]] == [1, 2, 3, 4, 5, 6]
     assert len(tracker.calls) <= 3 and sorted(step for call in tracker.calls for step in call) == [1, 2, 3, 4, 5, 6]
     assert tracker.status == {"parent": "FINISHED", "q": "FINISHED"}
@@ -281,7 +281,7 @@ def test_a_defect_of_the_logger_is_raised_in_the_driver_not_swallowed(tmp_path):
         logger.flush()
     assert isinstance(raised.value.__cause__, ZeroDivisionError)
     with pytest.raises(RuntimeError):
-        logger.experiment_ended()
+        logger.sweep_ended()
 
 
 def test_the_logger_pickles_its_settings_only(tmp_path):
@@ -363,7 +363,7 @@ def test_logger_logs_one_parent_one_child_per_trial_metrics_and_artifacts(mlflow
     failed = make_trial(tmp_path, "t_00001", seed=1)
     run_trial(logger, done, [50.0, 60.0, 55.0])
     run_trial(logger, failed, [40.0, 45.0], fail=True)
-    logger.experiment_ended()
+    logger.sweep_ended()
 
     client = MlflowClient(mlflow_server)
     parents, children = runs_of(client, experiment, "grid")
@@ -410,7 +410,7 @@ def test_restore_reattaches_runs_without_duplicate_runs_or_steps(mlflow_server, 
     second.setup()
     run_trial(second, interrupted, [50.0, 61.0, 70.0], first_epoch=2)  # epoch 2 is reported again
     run_trial(second, errored, [30.0, 35.0], first_epoch=2)
-    second.experiment_ended()
+    second.sweep_ended()
 
     client = MlflowClient(mlflow_server)
     parents, children = runs_of(client, experiment, "restored")
@@ -427,7 +427,7 @@ def test_a_retried_trial_reopens_its_run_and_ends_it_again(mlflow_server, experi
     trial = make_trial(tmp_path, "y_00000", seed=0, epochs=2)
     run_trial(logger, trial, [40.0], fail=True)  # crashed after epoch 1; Tune retries it from its checkpoint
     run_trial(logger, trial, [40.0, 45.0], first_epoch=2)
-    logger.experiment_ended()
+    logger.sweep_ended()
 
     client = MlflowClient(mlflow_server)
     _, children = runs_of(client, experiment, "retried")
@@ -473,7 +473,7 @@ def test_a_refusing_server_never_stops_the_study(mlflow_server, tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
         logger.setup()
         run_trial(logger, make_trial(tmp_path, "x_00000", seed=0), [50.0, 60.0, 70.0])
-        logger.experiment_ended()
+        logger.sweep_ended()
     assert sum("refused the study's parent run" in message for message in messages(caplog)) == 1
     assert client.search_runs([client.get_experiment_by_name("deleted").experiment_id], "", run_view_type=3) == []
 
@@ -488,7 +488,7 @@ def test_server_down_never_stops_the_study_and_sync_backfills_it(mlflow_server, 
         logger.setup()
         run_trial(logger, trials[0], [70.0, 80.0, 75.0])
         run_trial(logger, trials[1], [72.0, 74.0, 76.0])
-        logger.experiment_ended()
+        logger.sweep_ended()
     assert time.monotonic() - started < 30
     assert sum("unreachable" in message for message in messages(caplog)) == 1
     assert any("srdc-report --study offline --sync" in message for message in messages(caplog))
@@ -540,7 +540,7 @@ def test_real_tuner_drives_the_logger(mlflow_server, experiment, ray_cluster, tm
                                     TrialStatus.FINISHED)
 
         def on_experiment_end(self, trials, **info):
-            self.logger.experiment_ended()
+            self.logger.sweep_ended()
 
     def trainable(config):
         folder = Path(tune.get_context().get_trial_dir())

@@ -117,7 +117,7 @@ def segments_text(segments: list[Segment]) -> str:
 
 @dataclass
 class Pricing:
-    """What pricing an experiment's trials drew on: the cost rows used, notes on how they were chosen, and a line
+    """What pricing a sweep's trials drew on: the cost rows used, notes on how they were chosen, and a line
     for each row the table lacks (naming the command that measures it)."""
 
     rows: list[CostRow] = field(default_factory=list)

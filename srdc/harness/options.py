@@ -80,7 +80,7 @@ class Launch:
 
     @property
     def path(self) -> str:
-        """The study's Tune experiment folder: ``STORAGE/NAME`` (local and absolute, or a URI)."""
+        """The study's sweep folder: ``STORAGE/NAME`` (local and absolute, or a URI)."""
         return f"{self.storage_path.rstrip('/')}/{self.study_name}"
 
     def trial_resources(self, cluster_gpus: float) -> dict[str, float]:
@@ -125,8 +125,8 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
                         help="Tune's results and checkpoints: a local folder, a shared NFS path, s3:// or gs:// "
                              f"(default: ./{DEFAULT_STORAGE})")
     parser.add_argument("--study-name", default=None,
-                        help=f"Tune experiment and MLflow study name (default: {study.name}, with --smoke-test "
-                             f"{study.name}-smoke)")
+                        help=f"the name of the study's sweep folder under --storage-path and of its MLflow study "
+                             f"(default: {study.name}, with --smoke-test {study.name}-smoke)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment ({DEFAULT_EXPERIMENT})")
@@ -227,7 +227,7 @@ def absolute(path: str) -> str:
 
 
 def study_name(study: Study, args: argparse.Namespace) -> str:
-    """The Tune experiment's and MLflow study's name: ``--study-name``, else the study's (``-smoke`` added)."""
+    """The sweep's and MLflow study's name: ``--study-name``, else the study's (``-smoke`` added)."""
     return args.study_name or (f"{study.name}-smoke" if args.smoke_test else study.name)
 
 
@@ -330,12 +330,12 @@ def resume_command(launch: Launch) -> str:
 
 
 def save_launch(launch: Launch) -> None:
-    """Write ``launch`` into its experiment folder (local, NFS, ``s3://``, ``gs://``)."""
+    """Write ``launch`` into its sweep folder (local, NFS, ``s3://``, ``gs://``)."""
     write_launch_file(launch.path, launch.to_json())
 
 
 def read_launch(path: str) -> Launch | None:
-    """The launch saved in the experiment folder ``path``; ``None`` when there is none."""
+    """The launch saved in the sweep folder ``path``; ``None`` when there is none."""
     text = read_launch_file(path)
     if text is None:
         return None

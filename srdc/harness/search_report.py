@@ -16,7 +16,7 @@ from srdc.harness.search_setup import Setup, search_folder
 
 @dataclass
 class Phase:
-    """One finished (or interrupted) Tune experiment of the search: a record per trial."""
+    """One finished (or interrupted) sweep of the search: a record per trial."""
 
     name: str
     records: list[dict[str, Any]]

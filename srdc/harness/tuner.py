@@ -5,9 +5,9 @@ The console of a study is compact: one line per trial event and a summary line e
 (:class:`srdc.harness.console.ConsoleProgress`); ``--verbose`` adds Tune's status table (``-vv``, ``-vvv``: and
 each trial's results).
 
-An :class:`Experiment` says what one Tune experiment runs (its param space, searcher, scheduler); :func:`fit`
-runs it, or continues it when its folder holds one, and returns one record per trial with its
-:class:`~srdc.base.TrialStatus`.
+A :class:`Sweep` is what one ``Tuner`` runs (Tune calls it an experiment; here "experiment" is the MLflow one): its
+param space, searcher and scheduler. :func:`fit` runs it, or continues it when its folder holds one, and returns one
+record per trial with its :class:`~srdc.base.TrialStatus`.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ RECORD_METRICS = (*(SELECTIONS[selection].metric for selection in (LAST, ORACLE,
 
 
 @dataclass
-class Experiment:
-    """One Tune experiment of a study: ``name`` is its folder under the launch's storage; ``tracking`` the
-    MLflow study it is logged into (with ``tracking_params`` on its parent run)."""
+class Sweep:
+    """One sweep (what one ``Tuner`` runs: a study's, or a search phase's): ``name`` is its folder under the launch's
+    storage; ``tracking`` the MLflow study it is logged into (with ``tracking_params`` on its parent run)."""
 
     name: str
     param_space: dict[str, Any]
@@ -150,7 +150,7 @@ class TuneTracking(tune.Callback):
                                 TrialStatus.FAILED)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self.logger.experiment_ended()
+        self.logger.sweep_ended()
 
 
 def trial_folders(trial: Trial) -> list[Folder]:
@@ -160,21 +160,21 @@ def trial_folders(trial: Trial) -> list[Folder]:
     return [*local_folders(trial.local_path), *([stored] if stored is not None else [])]
 
 
-def console(launch: Launch, experiment: Experiment) -> tuple[ConsoleProgress, ProgressTable | None]:
+def console(launch: Launch, sweep: Sweep) -> tuple[ConsoleProgress, ProgressTable | None]:
     """The compact lines, and with ``--verbose`` Tune's status table."""
-    progress = ConsoleProgress(experiment.epochs, experiment.parameter_columns, launch.max_failures)
-    table = ProgressTable(metric_columns=experiment.metric_columns, parameter_columns=experiment.parameter_columns,
+    progress = ConsoleProgress(sweep.epochs, sweep.parameter_columns, launch.max_failures)
+    table = ProgressTable(metric_columns=sweep.metric_columns, parameter_columns=sweep.parameter_columns,
                           max_report_frequency=30) if launch.verbose else None
     return progress, table
 
 
-def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
+def run_config(launch: Launch, sweep: Sweep) -> tune.RunConfig:
     """Storage, retries from the last checkpoint, the latest checkpoint kept, the console (:func:`console`, Tune's
     verbosity ``launch.verbose``), tracking."""
-    logger = StudyLogger(experiment.tracking, launch.experiment, launch.tracking_uri, experiment.tracking_params)
-    progress, table = console(launch, experiment)
+    logger = StudyLogger(sweep.tracking, launch.experiment, launch.tracking_uri, sweep.tracking_params)
+    progress, table = console(launch, sweep)
     return tune.RunConfig(
-        name=experiment.name,
+        name=sweep.name,
         storage_path=launch.storage_path,
         failure_config=tune.FailureConfig(max_failures=launch.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=launch.keep_checkpoints),
@@ -186,55 +186,55 @@ def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
     )
 
 
-def follow_console(restored: tune.RunConfig, launch: Launch, experiment: Experiment) -> None:
+def follow_console(restored: tune.RunConfig, launch: Launch, sweep: Sweep) -> None:
     """``Tuner.restore`` brings back the first run's ``RunConfig`` whole (Ray 2.60 takes none on restore): give it the
     console of the continuing launch (``--verbose``); its other callbacks (tracking) stay."""
-    progress, table = console(launch, experiment)
+    progress, table = console(launch, sweep)
     kept = [callback for callback in restored.callbacks or [] if not isinstance(callback, ConsoleProgress)]
     restored.callbacks = [*kept, progress]
     restored.progress_reporter, restored.verbose = table, min(launch.verbose, 3)
 
 
-def experiment_path(launch: Launch, experiment: Experiment) -> str:
-    return f"{launch.storage_path.rstrip('/')}/{experiment.name}"
+def sweep_path(launch: Launch, sweep: Sweep) -> str:
+    return f"{launch.storage_path.rstrip('/')}/{sweep.name}"
 
 
 def exists(path: str) -> bool:
-    """Whether ``path`` holds a Tune experiment that can be continued."""
+    """Whether ``path`` holds a sweep Tune can continue."""
     return tune.Tuner.can_restore(path)
 
 
-def fit(launch: Launch, experiment: Experiment, trainable: Trainable = train_srdc) -> list[dict[str, Any]]:
-    """Run ``experiment``, or continue it (``Tuner.restore``) when its folder holds it already; one record per
+def fit(launch: Launch, sweep: Sweep, trainable: Trainable = train_srdc) -> list[dict[str, Any]]:
+    """Run ``sweep``, or continue it (``Tuner.restore``) when its folder holds it already; one record per
     trial (call inside :func:`ray_session`)."""
     runnable = tune.with_resources(trainable, trial_resources(launch))
-    path = experiment_path(launch, experiment)
+    path = sweep_path(launch, sweep)
     if exists(path):
         recover_checkpoints(path)
         # resume_errored: an errored trial continues from its checkpoint under its own trial id (and MLflow run),
         # which gives what a restart would, since resuming is exact; restart_errored would make a new trial
         tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True, resume_errored=True)
-        follow_console(restored_run_config(tuner), launch, experiment)
+        follow_console(restored_run_config(tuner), launch, sweep)
     else:
         # reuse_actors: one worker process per concurrent slot, not per trial (it saves importing torch each time)
-        tune_config = tune.TuneConfig(num_samples=experiment.num_samples, search_alg=experiment.searcher,
-                                      scheduler=experiment.scheduler, max_concurrent_trials=launch.max_concurrent
-                                      if experiment.searcher is None else None, reuse_actors=True)
-        tuner = tune.Tuner(runnable, param_space=param_space(launch, experiment), tune_config=tune_config,
-                           run_config=run_config(launch, experiment))
+        tune_config = tune.TuneConfig(num_samples=sweep.num_samples, search_alg=sweep.searcher,
+                                      scheduler=sweep.scheduler, max_concurrent_trials=launch.max_concurrent
+                                      if sweep.searcher is None else None, reuse_actors=True)
+        tuner = tune.Tuner(runnable, param_space=param_space(launch, sweep), tune_config=tune_config,
+                           run_config=run_config(launch, sweep))
     tuner.fit()
-    return trial_records(path, experiment.epochs)
+    return trial_records(path, sweep.epochs)
 
 
-def param_space(launch: Launch, experiment: Experiment) -> dict[str, Any]:
-    """The experiment's trial configs, with ``checkpoint_every`` when ``--checkpoint-every`` is not 1."""
+def param_space(launch: Launch, sweep: Sweep) -> dict[str, Any]:
+    """The sweep's trial configs, with ``checkpoint_every`` when ``--checkpoint-every`` is not 1."""
     if launch.checkpoint_every == 1:
-        return experiment.param_space
-    return {**experiment.param_space, "checkpoint_every": launch.checkpoint_every}
+        return sweep.param_space
+    return {**sweep.param_space, "checkpoint_every": launch.checkpoint_every}
 
 
 def recover_checkpoints(path: str) -> list[str]:
-    """Before the experiment at ``path`` continues: for each unfinished trial whose checkpoint named in Tune's saved
+    """Before the sweep at ``path`` continues: for each unfinished trial whose checkpoint named in Tune's saved
     state is gone, copy the trial's next checkpoint (its oldest newer one) there, so that the trial continues from
     that epoch; the ids of those trials.
 
@@ -268,7 +268,7 @@ def trial_status(trial: Trial, epochs: int) -> TrialStatus:
 
 
 def trial_records(path: str, epochs: int) -> list[dict[str, Any]]:
-    """One record per trial of the experiment at ``path`` (Tune's saved state: every trial, also one that never
+    """One record per trial of the sweep at ``path`` (Tune's saved state: every trial, also one that never
     reported): its config, status, folder, trial id and final accuracies and objectives."""
     records = []
     for trial in tune.ExperimentAnalysis(path).trials:

@@ -17,7 +17,7 @@ the logger (below).
 Sending is off the Tune loop: the driver's calls only queue the event (a bounded queue: a store slower than the
 study slows the driver down instead of filling its memory); one background thread takes every queued event, then
 sends what is pending for all trials in one pass, so epochs that arrived together go out in one batch per run.
-:meth:`StudyLogger.flush` waits until everything queued has been handled; :meth:`StudyLogger.experiment_ended`
+:meth:`StudyLogger.flush` waits until everything queued has been handled; :meth:`StudyLogger.sweep_ended`
 drains the queue and stops the thread. An error of the logger itself (not of the store) stops the sending and is
 raised again in the driver at its next call, never swallowed.
 
@@ -244,8 +244,9 @@ class StudyLogger:
         self._events.join()
         self._raise_failure()
 
-    def experiment_ended(self) -> None:
-        """The study ended: send what is left, end the parent run, and name what could not be sent."""
+    def sweep_ended(self) -> None:
+        """The sweep ended (Tune's ``on_experiment_end``): send what is left, end the parent run, and name what
+        could not be sent."""
         if self._sender is not None:
             self._events.join()  # every trial's end handled: its figures are being drawn
             self._wait_for_drawings()

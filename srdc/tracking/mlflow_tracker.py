@@ -140,7 +140,7 @@ class MLflowTracker:
     Lookups are cached per tracker: a study's child runs are searched once (at its first :meth:`attach_trial`;
     runs created later are added as they are created), and the status and artifact listing of every run it created
     or found are kept, so a trial costs no search, and ending it no ``get_run``/``list_artifacts``. One driver
-    writes a study at a time (as Tune's experiment folder already requires).
+    writes a study at a time (as its sweep folder already requires).
     """
 
     @translated

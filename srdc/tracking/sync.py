@@ -60,14 +60,14 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def trial_folders(storage_dir: Path, study: str) -> list[Path]:
-    """The trial folders (those with Tune's ``params.json``) of the experiment ``storage_dir`` (or of
+    """The trial folders (those with Tune's ``params.json``) of the sweep folder ``storage_dir`` (or of
     ``storage_dir/study``)."""
     for folder in (storage_dir, storage_dir / study):
         found = sorted(path.parent for path in folder.glob(f"*/{PARAMS_FILE}"))
         if found:
             return found
     raise SRDCInputError(f"no Tune trial folders (with {PARAMS_FILE}) in {storage_dir} or {storage_dir / study}; "
-                         f"pass the study's Tune experiment directory as --storage-path")
+                         f"pass the study's sweep folder as --storage-path")
 
 
 def reported_trials(storage_dir: Path, study: str) -> list[TrialOnDisk]:
@@ -119,7 +119,7 @@ def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk)
 
 def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT,
                study_params: dict[str, Any] | None = None) -> SyncReport:
-    """Backfill the tracking store from the Tune experiment directory ``storage_dir`` (or ``storage_dir/study``), a
+    """Backfill the tracking store from the sweep folder ``storage_dir`` (or ``storage_dir/study``), a
     local folder or a URI (``s3://``, ``gs://``: the trials' files are fetched first).
 
     Creates the missing parent and child runs, logs the epochs the runs lack, and for ended trials the summary
