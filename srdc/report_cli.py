@@ -1,9 +1,10 @@
 """``srdc-report``: a study's results table from the tracking store, beside the paper's numbers.
 
 Reads the study's trial records through :mod:`srdc.tracking` (``--sync`` first backfills the store from Tune's
-results on disk, and afterwards publishes the study's results on its parent run), then aggregates and renders them
-with :mod:`srdc.report`: Markdown, CSV, LaTeX, or a self-contained HTML page to share without a server, which
-embeds the study's figures (:mod:`srdc.figures.study`, drawn from the store's records and metric histories).
+results on disk, and afterwards publishes the study's results on its parent run), then aggregates them
+(:mod:`srdc.tables`) and renders them (:mod:`srdc.report`): Markdown, CSV, LaTeX, or a self-contained HTML page to
+share without a server, which embeds the study's figures (:mod:`srdc.figures.study`, drawn from the store's records
+and metric histories).
 
     python -m srdc.report_cli --study NAME      # the same as srdc-report, without an activated environment
 """
@@ -19,7 +20,8 @@ from typing import Any
 from srdc.base import ORACLE, SELECTIONS, ArgumentParser, TrialStatus, run_main
 from srdc.errors import SRDCInputError
 from srdc.figures.study import study_figures
-from srdc.report import FORMATS, Table, grouped_tables, planned_seeds, render
+from srdc.report import FORMATS, planned_seeds, render
+from srdc.tables import Table, grouped_tables
 from srdc.tracking import (
     DEFAULT_EXPERIMENT,
     Tracker,

@@ -29,8 +29,9 @@ from srdc.figures.study import (
     study_figures,
 )
 from srdc.harness.main import main as study_main
-from srdc.report import RESULT_FILES, aggregate, study_results
+from srdc.report import RESULT_FILES, study_results
 from srdc.report_cli import main as report_main
+from srdc.tables import aggregate
 from srdc.tracking import EpochRow, MLflowTracker, publish_study, write_results
 
 AW, WA = ("A", "W"), ("W", "A")

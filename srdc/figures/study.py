@@ -1,7 +1,7 @@
 """A study's figures: small PNGs beside its tables (``results/``), on its MLflow parent run and in its HTML page.
 
 * :func:`ablation_chart`, one per printed model selection: a bar per row (variant) per task, grouped by task, its
-  height the mean over seeds and its error bar their sample std (the cells of :func:`srdc.report.aggregate`, so
+  height the mean over seeds and its error bar their sample std (the cells of :func:`srdc.tables.aggregate`, so
   the chart shows the table's numbers), and the paper's number a black line across the bar where the paper has one;
 * :func:`learning_curves`: target accuracy by epoch, mean over seeds with a shaded ± std band (sample std), a line per
   row and a panel per task, from the records' epoch histories (:data:`HISTORY`);
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 from srdc.base import LABELFREE, ORACLE, PRINTED_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.factorial import LETTERS, SWITCHES, cell_label, cell_levels, cell_tables
 from srdc.paper_results import paper_task
-from srdc.report import StudyResults, Table, order_rows
+from srdc.report import StudyResults
+from srdc.tables import Table, order_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -110,7 +111,7 @@ def panel_name(record: dict[str, Any], several: bool) -> str:
 def mean_curves(records: Sequence[dict[str, Any]], label: Callable[[dict[str, Any]], str]) -> list[Curve]:
     """The curves of the finished records that hold a history: one per task and ``label``, each epoch's mean and
     sample std over the records (seeds) that reached it; panels in the records' order, labels in
-    :func:`srdc.report.order_rows` order."""
+    :func:`srdc.tables.order_rows` order."""
     finished = [record for record in records if record.get("status") == TrialStatus.FINISHED and record.get(HISTORY)]
     several = len({(record["dataset"], record.get("setting", "transductive")) for record in finished}) > 1
     groups: dict[tuple[str, str], list[dict[int, float]]] = {}
