@@ -1,5 +1,5 @@
-"""What every layer shares: task names, the device, torch's threads, the random states, the result keys, the trial
-statuses, the lazy registries, the entry-point wrapper.
+"""What every layer shares: task names, the device, torch's threads, the random states, the result keys, the model
+selections, the trial statuses, the lazy registries, the entry-point wrapper.
 
 The lowest layer of ``srdc`` (beside :mod:`srdc.errors`): it imports nothing else of the package, and torch only
 inside the functions that need it, so that ``--help`` stays fast.
