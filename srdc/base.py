@@ -1,5 +1,5 @@
-"""What every layer shares: task names, the device, torch's threads, the random states, the result keys, the lazy
-registries, the entry-point wrapper.
+"""What every layer shares: task names, the device, torch's threads, the random states, the result keys, the model
+selections, the trial statuses, the lazy registries, the entry-point wrapper.
 
 The lowest layer of ``srdc`` (beside :mod:`srdc.errors`): it imports nothing else of the package, and torch only
 inside the functions that need it, so that ``--help`` stays fast.
@@ -8,11 +8,13 @@ inside the functions that need it, so that ``--help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import enum
 import importlib
 import os
 import random
 import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from srdc.errors import NonFiniteLossError, SRDCInputError
@@ -20,8 +22,6 @@ from srdc.errors import NonFiniteLossError, SRDCInputError
 if TYPE_CHECKING:
     import torch
 
-# the three numbers every run reports (srdc.selection): final epoch, epoch chosen with / without target labels
-SELECTION_KEYS = ("acc_last", "acc_best_oracle", "acc_labelfree")
 # what a trial reports of where it ran (srdc.harness.trainable): the Ray node of this report, and every node
 # it ran on so far in order, comma-separated (a trial retried elsewhere after a node loss has two)
 NODE_KEY = "node_id"
@@ -33,6 +33,51 @@ RngState = dict[str, Any]
 # the --threads option of the commands that run torch (srdc-train, srdc-data extract-features)
 THREADS_HELP = "torch's intra-op threads (default: $OMP_NUM_THREADS, else the CPUs this process may use)"
 T = TypeVar("T")
+# the model selections (srdc.selection), by name: which epoch of a run is reported
+ORACLE, LABELFREE, LAST = "oracle", "labelfree", "last"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One model selection. ``name`` names it in tables, metrics, ``srdc-report --selection`` and a search's
+    ``--objective``; ``metric`` is the run summary's accuracy at its epoch; ``chosen`` says how that epoch is chosen
+    (tables' captions; ``{selector}``: the label-free validator); ``title`` ends its tables' titles; ``objective``,
+    for the :data:`SEARCH_SELECTIONS`: what a search trial maximises under it, in words."""
+
+    name: str
+    metric: str
+    chosen: str
+    title: str
+    objective: str = ""
+
+
+# every selection by name, in the order of a study's tables
+SELECTIONS = {selection.name: selection for selection in (
+    Selection(ORACLE, "acc_best_oracle", "epoch chosen with target labels (paper protocol, optimistic)",
+              "oracle selection (target labels)",
+              "the best target accuracy so far (target labels: the paper's protocol)"),
+    Selection(LABELFREE, "acc_labelfree", "epoch chosen without target labels by {selector}", "label-free selection",
+              "the best label-free validator value so far ({selector}; no target labels)"),
+    Selection(LAST, "acc_last", "final epoch", "last epoch"),
+)}
+# the selections a study prints at its end (and its parent run shows as its description)
+PRINTED_SELECTIONS = (ORACLE, LABELFREE)
+# the selections a search may optimise (its --objective), the default first
+SEARCH_SELECTIONS = (LABELFREE, ORACLE)
+
+
+class TrialStatus(enum.StrEnum):
+    """Where a trial (or its tracking run) stands: in progress (RUNNING), or how it ended: every epoch (FINISHED),
+    stopped early by a scheduler (STOPPED), its loss or metrics became NaN or infinite (DIVERGED: not retried,
+    ``diverged.txt`` says why), gave up after its retries (FAILED), or not yet (UNFINISHED: interrupted, continue
+    it with ``--resume``). A tracker maps them to its own run statuses (:mod:`srdc.tracking.mlflow_tracker`)."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    STOPPED = "STOPPED"
+    DIVERGED = "DIVERGED"
+    FAILED = "FAILED"
+    UNFINISHED = "UNFINISHED"
 
 
 def parse_task(task: str) -> tuple[str, str]:
@@ -127,17 +172,33 @@ def restore_rng(state: RngState) -> None:
 
 
 class Registry(MutableMapping[str, T]):
-    """A name -> entry table whose entries may be listed before they are loaded, so that listing the names (``--help``'s
-    choices, error messages) imports nothing heavy.
+    """A name -> entry table of one ``kind`` (the option that names an entry: ``variant``, ``dataset``,
+    ``labelfree_selector``) whose entries may be listed before they are loaded, so that listing the names
+    (``--help``'s choices, error messages) imports nothing heavy.
 
     ``lazy`` maps a name to ``"package.module:attribute"`` (the entry is that attribute) or to ``"package.module"``
     (importing the module registers the entry itself, e.g. ``srdc.data.base.register``); the module is imported on
-    the entry's first lookup. Entries set directly (``table[name] = entry``) are plain ones.
+    the entry's first lookup. ``entries`` and entries set directly (``table[name] = entry``) are plain ones.
+    :meth:`check` and :meth:`lookup` are what a user's name goes through: an unknown one is one line naming the
+    kind and the choices.
     """
 
-    def __init__(self, lazy: Mapping[str, str]) -> None:
-        self._lazy = dict(lazy)
-        self._entries: dict[str, T] = {}
+    def __init__(self, kind: str, lazy: Mapping[str, str] | None = None,
+                 entries: Mapping[str, T] | None = None) -> None:
+        self.kind = kind
+        self._lazy = dict(lazy or {})
+        self._entries: dict[str, T] = dict(entries or {})
+
+    def check(self, name: str) -> str:
+        """``name`` when it is registered (importing nothing), else an :class:`SRDCInputError`: ``unknown KIND
+        'name'; choose one of: ...``."""
+        if name not in self:
+            raise SRDCInputError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(self)}")
+        return name
+
+    def lookup(self, name: str) -> T:
+        """The entry ``name`` (its module imported on first use); an unknown name is :meth:`check`'s error."""
+        return self[self.check(name)]
 
     def __getitem__(self, name: str) -> T:
         if name not in self._entries and name in self._lazy:

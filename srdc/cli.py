@@ -24,7 +24,7 @@ from srdc.trialfiles import CHECKPOINT, FIGURES_DIR, HISTORY, SUMMARY
 from srdc.validators import VALIDATORS
 
 # fields whose values are registry names: the registered methods and label-free validators
-REGISTRY_CHOICES = {"variant": METHODS, "labelfree_selector": VALIDATORS}
+REGISTRY_CHOICES = {registry.kind: registry for registry in (METHODS, VALIDATORS)}
 # what a trained epoch's progress line adds (history key, label, format); epoch 0, before training, has none of them
 TRAINING_COLUMNS = (("loss_total", "loss", ".4f"), ("lr", "lr", ".5f"), ("lambda", "lambda", ".3f"))
 

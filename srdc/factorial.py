@@ -21,9 +21,10 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from srdc import report
+from srdc.base import SELECTIONS, TrialStatus
 from srdc.methods import VARIANT_SWITCHES, VARIANTS
-from srdc.report import FINISHED
+from srdc.report import render
+from srdc.tables import Table, aggregate_study, selection_caption
 
 # the factorial study's factors: SRDCConfig's three component switches, and their letters in row labels
 SWITCHES = ("structural_source_reg", "feature_discrimination", "soft_source_selection")
@@ -110,11 +111,11 @@ def cell_label(levels: tuple[bool, ...]) -> str:
 
 
 def _row_name(levels: tuple[bool, ...]) -> str:
-    """A cell's row in :func:`srdc.report.aggregate`: the paper's variant (which brings its number), else the label."""
+    """A cell's row in :func:`srdc.tables.aggregate`: the paper's variant (which brings its number), else the label."""
     return paper_variant(levels) or cell_label(levels)
 
 
-def _relabel(table: report.Table) -> report.Table:
+def _relabel(table: Table) -> Table:
     """Rows named by :func:`_row_name` relabelled by their switches, in :data:`CELLS` order; the legend added."""
     label = {_row_name(levels): cell_label(levels) for levels in CELLS}
     rows = [label[row] for row in sorted(table.rows, key=list(label).index)]
@@ -134,11 +135,11 @@ def render_effects(effects: Sequence[Effect], title: str, caption: str) -> str:
 
 
 def cell_tables(records: Sequence[dict[str, Any]], selection: str, planned: int | None,
-                study: str) -> list[report.Table]:
+                study: str) -> list[Table]:
     """The results tables of the factorial study for one model ``selection``: a row per cell of the switches
     (:func:`cell_label`, in :data:`CELLS` order), the paper's number where the cell is one of its variants."""
     named = [{**record, "variant": _row_name(cell_levels(record))} for record in records]
-    return [_relabel(table) for table in report.aggregate_study(named, selection, "variant", planned, study)]
+    return [_relabel(table) for table in aggregate_study(named, selection, "variant", planned, study)]
 
 
 def factorial_tables(records: Sequence[dict[str, Any]], selection: str, planned: int, study: str) -> str:
@@ -147,14 +148,15 @@ def factorial_tables(records: Sequence[dict[str, Any]], selection: str, planned:
     ``records`` are the study's trials (:func:`srdc.harness.tuner.trial_records`): the switches, task, seed, status
     and accuracies. Effects use the finished trials of complete task x seed blocks.
     """
-    metric = report.SELECTIONS[selection][0]
+    metric = SELECTIONS[selection].metric
     tables = cell_tables(records, selection, planned, study)
-    finished = [record for record in records if record["status"] == FINISHED and record.get(metric) is not None]
+    finished = [record for record in records
+                if record["status"] == TrialStatus.FINISHED and record.get(metric) is not None]
     effects = estimate_effects(finished, SWITCHES, metric, BLOCK_KEYS)
     selectors = {str(record["labelfree_selector"]) for record in finished if "labelfree_selector" in record}
     caption = (f"Main effects and interactions of the 2^{len(SWITCHES)} factorial, in accuracy points: in each "
                f"task x seed block, the mean over the cells where the product of the factors' levels (+1 on, "
                f"-1 off) is +1 minus the mean where it is -1; mean ± standard error (sample std / sqrt(n)) over the "
-               f"n complete blocks. Model selection: {report.selection_caption(selection, selectors)}.")
+               f"n complete blocks. Model selection: {selection_caption(selection, selectors)}.")
     title = f"Study {study}: effects of the switches ({selection} selection)"
-    return "\n".join([report.render(tables, "md"), render_effects(effects, title, caption)])
+    return "\n".join([render(tables, "md"), render_effects(effects, title, caption)])

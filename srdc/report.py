@@ -1,14 +1,7 @@
-"""A study's results tables, beside the paper's numbers: pure arithmetic and rendering of trial records.
-
-Rows are variants (or another config field, ``--rows``), columns the tasks and their average; a cell is the
-mean±std over seeds of the finished trials (sample std, ddof=1) with ``n=k`` when fewer than the planned seeds
-have finished, and the paper's number with our difference where the paper reports that cell. It works at any
-time: mid-study, unfinished trials are left out. The model-selection protocol is named in every caption.
-
-The aggregation (:func:`aggregate`, :func:`aggregate_study`, :func:`grouped_tables`) and rendering (:func:`render`:
-Markdown, CSV, LaTeX, or a self-contained HTML page) are pure functions of records (one dict per trial), and so is
-:func:`study_results`, everything a study ends with (the tables of every selection in every format, summary
-metrics, tags) for its tracking parent run. Where the records come from (a tracking store, Tune's results) is the
+"""A study's results tables rendered (:func:`render`: Markdown, CSV, LaTeX, or a self-contained HTML page), and
+everything a study ends with (:func:`study_results`: the tables of every selection in every format, summary
+metrics, tags) for its tracking parent run: pure functions of trial records and of the tables
+(:mod:`srdc.tables`, their arithmetic). Where the records come from (a tracking store, Tune's results) is the
 caller's business: :mod:`srdc.report_cli` is the ``srdc-report`` command, reading them from the tracking store.
 """
 
@@ -20,197 +13,19 @@ import html
 import io
 import json
 import re
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srdc.errors import SRDCInputError
-from srdc.methods import BASELINES, VARIANTS
-from srdc.paper_results import paper_average, paper_reference, paper_task, reference_note, reference_task_order
+from srdc.base import PRINTED_SELECTIONS, SELECTIONS, TrialStatus
+from srdc.tables import Cell, Table, dataset_setting, grouped_tables
 
-# a record's status when its trial has ended normally (the tracking store's and Tune's name)
-FINISHED = "FINISHED"
-AVG = "Avg"
 FORMATS = ("md", "csv", "latex", "html")
-# selection -> (metric, how the epoch was chosen)
-SELECTIONS = {
-    "oracle": ("acc_best_oracle", "epoch chosen with target labels (paper protocol, optimistic)"),
-    "labelfree": ("acc_labelfree", "epoch chosen without target labels by {selector}"),
-    "last": ("acc_last", "final epoch"),
-}
-# the end of each table's title: which epoch of each run it shows
-SELECTION_TITLES = {"oracle": "oracle selection (target labels)", "labelfree": "label-free selection",
-                    "last": "last epoch"}
-# the selections a study prints at its end (and its parent run shows as its description)
-PRINTED_SELECTIONS = ("oracle", "labelfree")
 # what a study's results are saved as: format -> file name
 RESULT_FILES = {"md": "tables.md", "csv": "tables.csv", "latex": "tables.tex", "html": "report.html"}
 # the image types a report page embeds, by file suffix
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
-# the inductive setting (paper Table 2): where the epoch is chosen and where the accuracy is measured
-INDUCTIVE_NOTE = (" Inductive setting: epochs are chosen on the target training half, accuracies are those of the "
-                  "held-out target test half.")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One table cell: mean and sample std over ``n`` seeds (std ``None`` below two), the paper's number."""
-
-    mean: float
-    std: float | None
-    n: int
-    paper: float | None = None
-
-    @property
-    def diff(self) -> float | None:
-        """Ours minus the paper's."""
-        return None if self.paper is None else self.mean - self.paper
-
-
-@dataclass(frozen=True)
-class Table:
-    """A results table: ``cells[(row, column)]``; the columns are the tasks and then ``Avg``."""
-
-    title: str
-    caption: str
-    row_label: str
-    rows: list[str]
-    columns: list[str]
-    cells: dict[tuple[str, str], Cell]
-    planned: int
-    selection: str
-    group: str = ""  # the values of the fields that split a study's tables (``lambda_scale=0.5``), if any
-
-
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (ddof=1; ``None`` for a single value)."""
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def order_rows(values: set[str]) -> list[str]:
-    """Variants in the paper's order (source_only ... srdc, oracle), the baselines (dann, cdan), then the others:
-    numerically when they all are numbers, else alphabetically."""
-    known = [variant for variant in (*VARIANTS, *BASELINES) if variant in values]
-    others = values - set(known)
-    try:
-        return known + sorted(others, key=float)
-    except ValueError:
-        return known + sorted(others)
-
-
-def order_tasks(dataset: str, tasks: set[str]) -> list[str]:
-    """The paper's task order where the paper has the tasks, the others alphabetically after them."""
-    paper_order = [task for task in reference_task_order(dataset) if task in tasks]
-    return paper_order + sorted(tasks - set(paper_order))
-
-
-def selection_caption(selection: str, selectors: set[str]) -> str:
-    """``"oracle = epoch chosen with target labels (...)"`` and so on."""
-    description = SELECTIONS[selection][1]
-    selector = "/".join(sorted(selectors)) or "the label-free selector"
-    return f"{selection} = {description.format(selector=selector)}"
-
-
-def _cell_values(records: list[dict[str, Any]], metric: str, where: str) -> list[float]:
-    """The metric of each seed; a seed twice in one cell is an error (another field varies too)."""
-    seeds = [str(record["seed"]) for record in records]
-    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
-    if repeated:
-        raise SRDCInputError(
-            f"{where} holds several finished trials with seed {', '.join(repeated)}: the study varies a config "
-            f"field besides the rows; choose it with --rows FIELD"
-        )
-    return [float(record[metric]) for record in records]
-
-
-def aggregate(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
-              planned: int | None = None, study: str = "", group: str = "") -> Table:
-    """The results table of records that share one dataset and setting.
-
-    A record is one trial: ``dataset``, ``setting``, ``task``, ``seed``, ``status``, the ``rows`` field, and
-    the accuracies ``acc_last``/``acc_best_oracle``/``acc_labelfree`` (for finished trials), optionally
-    ``labelfree_selector``. Rows and columns come from every record, cells from FINISHED ones only.
-    ``planned``: the seeds planned per cell (default: the most any cell has). The title names the study, the
-    ``group`` (see :func:`grouped_tables`), the dataset, the setting and the selection.
-    """
-    metric = SELECTIONS[selection][0]
-    groups = {_group(record) for record in records}
-    if len(groups) != 1:
-        raise ValueError(f"aggregate() takes the records of one dataset and setting, got {sorted(groups)}")
-    (dataset, setting), = groups
-    keyed = [(str(record[rows]), paper_task(dataset, str(record["task"])), record) for record in records]
-    row_names = order_rows({row for row, _, _ in keyed})
-    tasks = order_tasks(dataset, {task for _, task, _ in keyed})
-    finished = [(row, task, r) for row, task, r in keyed if r["status"] == FINISHED and r.get(metric) is not None]
-    compare = rows == "variant"
-    cells: dict[tuple[str, str], Cell] = {}
-    for row in row_names:
-        for task in tasks:
-            found = [r for row_, task_, r in finished if (row_, task_) == (row, task)]
-            if found:
-                mean, std = mean_std(_cell_values(found, metric, f"cell {row} / {task}"))
-                paper = paper_reference(dataset, setting, row, task) if compare else None
-                cells[row, task] = Cell(mean, std, len(found), paper)
-        if all((row, task) in cells for task in tasks):
-            task_cells = [cells[row, task] for task in tasks]
-            paper = paper_average(dataset, setting, row, tasks) if compare else None
-            cells[row, AVG] = Cell(statistics.mean(c.mean for c in task_cells), None,
-                                   min(c.n for c in task_cells), paper)
-    planned = planned or max((cell.n for cell in cells.values()), default=0)
-    selectors = {str(r["labelfree_selector"]) for _, _, r in finished if "labelfree_selector" in r}
-    label = " ".join(part for part in (study, group) if part)
-    what = f"{dataset}, {setting}, {SELECTION_TITLES[selection]}"
-    title = f"Study {label}: {what}" if label else what
-    has_paper = any(cell.paper is not None for cell in cells.values())
-    incomplete = any(cell.n < planned for cell in cells.values())
-    caption = _caption(title, selection, selectors, planned, dataset, setting if has_paper else None, incomplete)
-    if setting == "inductive":
-        caption += INDUCTIVE_NOTE
-    return Table(title, caption, rows, row_names, [*tasks, AVG], cells, planned, selection, group)
-
-
-def _group(record: dict[str, Any]) -> tuple[str, str]:
-    """A record's (dataset, setting); the setting defaults to transductive."""
-    return str(record["dataset"]), str(record.get("setting", "transductive"))
-
-
-def _caption(title: str, selection: str, selectors: set[str], planned: int, dataset: str,
-             paper_setting: str | None, incomplete: bool) -> str:
-    seeds = f"; n=k: only k of the {planned} planned seeds have finished" if incomplete else ""
-    caption = (
-        f"{title}. Target accuracy (%), mean±std over seeds (sample std, ddof=1){seeds}. Avg: mean over tasks of "
-        f"the per-task means. Model selection: {selection_caption(selection, selectors)}."
-    )
-    if paper_setting is not None:
-        caption += (f" In parentheses: {reference_note(dataset, paper_setting)} "
-                    f"and ours minus it.")
-    return caption
-
-
-def aggregate_study(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
-                    planned: int | None = None, study: str = "", group: str = "") -> list[Table]:
-    """One table per (dataset, setting) in ``records``; see :func:`aggregate`."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(_group(record), []).append(record)
-    return [aggregate(members, selection, rows, planned, study, group) for _, members in sorted(groups.items())]
-
-
-def grouped_tables(records: list[dict[str, Any]], selection: str = "oracle", rows: str = "variant",
-                   planned: int | None = None, study: str = "", split: Sequence[str] = ()) -> list[Table]:
-    """The tables of :func:`aggregate_study`, one set per combination of the values of the ``split`` fields (the
-    grid fields besides the rows), in the order the records first show it; its ``key=value`` pairs are the
-    tables' ``group``."""
-    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-    for record in records:
-        groups.setdefault(tuple(record.get(key) for key in split), []).append(record)
-    tables = []
-    for values, members in groups.items():
-        group = " ".join(f"{key}={value}" for key, value in zip(split, values, strict=True))
-        tables += aggregate_study(members, selection, rows, planned, study, group)
-    return tables
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
@@ -391,17 +206,17 @@ def study_tags(records: list[dict[str, Any]], planned: int | None, paper_table: 
     statuses: dict[str, list[str]] = {}
     for record in records:
         statuses.setdefault(str(record["seed"]), []).append(str(record["status"]))
-    finished = sum(all(status == FINISHED for status in found) for found in statuses.values())
+    finished = sum(all(status == TrialStatus.FINISHED for status in found) for found in statuses.values())
     return {"srdc.paper_table": paper_table or "none",
-            "srdc.dataset": ", ".join(sorted({_group(record)[0] for record in records})),
-            "srdc.setting": ", ".join(sorted({_group(record)[1] for record in records})),
+            "srdc.dataset": ", ".join(sorted({dataset_setting(record)[0] for record in records})),
+            "srdc.setting": ", ".join(sorted({dataset_setting(record)[1] for record in records})),
             "srdc.seeds_planned": str(planned if planned is not None else len(statuses)),
             "srdc.seeds_finished": str(finished)}
 
 
 @dataclass(frozen=True)
 class StudyResults:
-    """What a study ends with, for its parent run: the tables of every selection (:data:`SELECTIONS`), each
+    """What a study ends with, for its parent run: the tables of every selection (:data:`srdc.base.SELECTIONS`), each
     selection's tables as Markdown (the study's own table text where it has one), and the study's tags; and what
     its figures (:mod:`srdc.figures.study`) are drawn from: its records (with their epoch histories where known),
     the field of the rows and the grid fields that split the tables."""
@@ -416,7 +231,8 @@ class StudyResults:
 
     @property
     def printed(self) -> str:
-        """The tables the study prints at its end (:data:`PRINTED_SELECTIONS`): its parent run's description."""
+        """The tables the study prints at its end (:data:`srdc.base.PRINTED_SELECTIONS`): its parent run's
+        description."""
         return "\n".join(self.markdown[selection] for selection in PRINTED_SELECTIONS)
 
     @property

@@ -1,9 +1,10 @@
 """``srdc-report``: a study's results table from the tracking store, beside the paper's numbers.
 
 Reads the study's trial records through :mod:`srdc.tracking` (``--sync`` first backfills the store from Tune's
-results on disk, and afterwards publishes the study's results on its parent run), then aggregates and renders them
-with :mod:`srdc.report`: Markdown, CSV, LaTeX, or a self-contained HTML page to share without a server, which
-embeds the study's figures (:mod:`srdc.figures.study`, drawn from the store's records and metric histories).
+results on disk, and afterwards publishes the study's results on its parent run), then aggregates them
+(:mod:`srdc.tables`) and renders them (:mod:`srdc.report`): Markdown, CSV, LaTeX, or a self-contained HTML page to
+share without a server, which embeds the study's figures (:mod:`srdc.figures.study`, drawn from the store's records
+and metric histories).
 
     python -m srdc.report_cli --study NAME      # the same as srdc-report, without an activated environment
 """
@@ -16,10 +17,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from srdc.base import ArgumentParser, run_main
+from srdc.base import ORACLE, SELECTIONS, ArgumentParser, TrialStatus, run_main
 from srdc.errors import SRDCInputError
 from srdc.figures.study import study_figures
-from srdc.report import FINISHED, FORMATS, SELECTIONS, Table, grouped_tables, planned_seeds, render
+from srdc.report import FORMATS, planned_seeds, render
+from srdc.tables import Table, grouped_tables
 from srdc.tracking import (
     DEFAULT_EXPERIMENT,
     Tracker,
@@ -46,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="md",
                         help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page with the "
                              "study's figures (default: md)")
-    parser.add_argument("--selection", choices=tuple(SELECTIONS), default="oracle",
+    parser.add_argument("--selection", choices=tuple(SELECTIONS), default=ORACLE,
                         help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
                              "without them (labelfree), or the final one (last)")
     parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "study's tables (every selection and format), metrics and description on its parent "
                              "run")
     parser.add_argument("--storage-path", default=None,
-                        help="the study's Tune experiment directory (for --sync): a folder, s3://... or gs://...")
+                        help="the study's sweep folder, Tune's results (for --sync): a folder, s3://... or gs://...")
     return parser
 
 
@@ -81,9 +83,9 @@ def load_study(tracker: Tracker, study: str, where: str) -> tuple[list[dict[str,
 
 
 def sync(args: argparse.Namespace, uri: str) -> None:
-    """Backfill the store from the study's Tune experiment directory; a line on stderr says what it did."""
+    """Backfill the store from the study's sweep folder; a line on stderr says what it did."""
     if args.storage_path is None:
-        raise SRDCInputError("--sync needs --storage-path: the study's Tune experiment directory")
+        raise SRDCInputError("--sync needs --storage-path: the study's sweep folder")
     done = sync_study(args.storage_path, args.study, uri, args.experiment)
     print(f"synced {done.trials} trial(s) into {uri}: {done.runs_created} run(s) created, "
           f"{done.epochs_logged} epoch(s) logged", file=sys.stderr)
@@ -128,7 +130,7 @@ def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str
 
     keys = [ACCURACY, *(validator.metric for validator in VALIDATORS.values())]
     finished = [{**record, "history": tracker.epoch_history(record["run_id"], keys)} for record in records
-                if record.get("status") == FINISHED]
+                if record.get("status") == TrialStatus.FINISHED]
     if not finished:
         return f"study {study}: no finished trials yet ({len(records)} started)\n"
     return render_scores(validator_scores(finished), study)

@@ -21,9 +21,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from srdc.base import SELECTION_KEYS
+from srdc.base import LABELFREE, LAST, ORACLE, SELECTIONS
 from srdc.errors import NonFiniteLossError
-from srdc.validators import VALIDATORS, get_validator
+from srdc.validators import VALIDATORS
 
 _BETTER = {"max": max, "min": min}
 
@@ -60,11 +60,11 @@ def summarize(history: list[dict[str, Any]], selector: str) -> dict[str, Any]:
     candidates = _candidates(history)
     accuracy = reported_accuracy_key(candidates[-1])
     oracle = _pick(candidates, "acc_target", "max")
-    selected = get_validator(selector)
+    selected = VALIDATORS.lookup(selector)
     labelfree = _pick(candidates, selected.metric, selected.better)
-    reported = (candidates[-1][accuracy], oracle[accuracy], labelfree[accuracy])
+    chosen = {LAST: candidates[-1], ORACLE: oracle, LABELFREE: labelfree}
     summary = {
-        **dict(zip(SELECTION_KEYS, reported, strict=True)),
+        **{SELECTIONS[selection].metric: row[accuracy] for selection, row in chosen.items()},
         "best_oracle_epoch": oracle["epoch"],
         "labelfree_epoch": labelfree["epoch"],
         "labelfree_selector": selector,
@@ -80,6 +80,15 @@ def summarize(history: list[dict[str, Any]], selector: str) -> dict[str, Any]:
 def labelfree_score(history: list[dict[str, Any]], selector: str) -> float:
     """The best value so far of the selector's validator over epochs >= 1 (the value behind ``acc_labelfree``),
     negated when lower is better, so that higher is always better: a search objective."""
-    validator = get_validator(selector)
+    validator = VALIDATORS.lookup(selector)
     best = _BETTER[validator.better](row[validator.metric] for row in _finite(_candidates(history), validator.metric))
     return best if validator.better == "max" else -best
+
+
+def search_score(history: list[dict[str, Any]], selection: str, selector: str) -> float:
+    """A run's score under the searched ``selection`` (:data:`srdc.base.SEARCH_SELECTIONS`) after its latest epoch,
+    higher is better (a search trial's objective is the mean over its runs): ``oracle``, its ``acc_best_oracle``;
+    ``labelfree``, its :func:`labelfree_score`."""
+    if selection == ORACLE:
+        return summarize(history, selector)[SELECTIONS[ORACLE].metric]
+    return labelfree_score(history, selector)

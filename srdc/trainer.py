@@ -38,7 +38,7 @@ from srdc.data import TaskData, load_task
 from srdc.data.base import Domain
 from srdc.divergence import check_finite, diverged_fix
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.methods import Batch, Method, Preparation, Step, build_method, check_variant
+from srdc.methods import METHODS, Batch, Method, Preparation, Step, build_method
 from srdc.model import (
     Features,
     Outputs,
@@ -50,7 +50,7 @@ from srdc.model import (
 )
 from srdc.schedules import lambda_at, lr_at, progress_at
 from srdc.selection import summarize
-from srdc.validators import ValidationInput, check_selector, validate
+from srdc.validators import VALIDATORS, ValidationInput, validate
 
 TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s"})
 """History keys that measure time: the only ones allowed to differ between a run and its exact resume."""
@@ -78,8 +78,8 @@ class Trainer:
 
     def __init__(self, config: SRDCConfig, task: TaskData | None = None, progress: bool = False,
                  observers: Sequence[EpochObserver] = ()) -> None:
-        check_variant(config.variant)
-        check_selector(config.labelfree_selector)
+        METHODS.check(config.variant)
+        VALIDATORS.check(config.labelfree_selector)
         self.config = config
         self.device = resolve_device(config.device)
         cuda = self.device.type == "cuda"

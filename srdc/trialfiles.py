@@ -71,7 +71,7 @@ class Selection:
 
 # the trainable's files of one trial folder (the study logger ends a trial's run with them)
 TRIAL_OUTPUTS = Selection((SUMMARY, HISTORY, RECORD_FILES), depth=1)
-# what a backfill reads of every trial folder of an experiment folder, or of the storage folder above it (not the
+# what a backfill reads of every trial folder of a sweep folder, or of the storage folder above it (not the
 # files inside checkpoints, deeper down)
 BACKFILL_FILES = Selection((PARAMS_FILE, RESULT_FILE, TUNE_ERROR_FILE, SUMMARY, HISTORY, RECORD_FILES), depth=3)
 
@@ -194,12 +194,12 @@ def copy_into_storage(folder: Path, uri: str) -> None:
     pyarrow.fs.copy_files(str(folder), uri)
 
 
-def read_histories(experiment_path: str, trials: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The history rows of each of the trial folders named ``trials`` in the experiment folder ``experiment_path``
+def read_histories(sweep_path: str, trials: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The history rows of each of the trial folders named ``trials`` in the sweep folder ``sweep_path``
     (local, or ``s3://``/``gs://``) that holds a :data:`HISTORY`."""
     import pyarrow.fs
 
-    filesystem, root = pyarrow.fs.FileSystem.from_uri(experiment_path)
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(sweep_path)
     found = {}
     for trial in trials:
         path = f"{root}/{trial}/{HISTORY}"

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from srdc.report import FINISHED
+from srdc.base import TrialStatus
 from srdc.validators import VALIDATORS, Validator
 
 ACCURACY = "acc_target"
@@ -106,7 +106,7 @@ def config_scores(validator: Validator, runs: list[dict[str, Any]]) -> tuple[flo
 
 def validator_scores(records: list[dict[str, Any]]) -> list[ValidatorScore]:
     """One :class:`ValidatorScore` per registered validator over the finished ``records`` that carry a history."""
-    runs = [record for record in records if record.get("status") == FINISHED and record.get("history")]
+    runs = [record for record in records if record.get("status") == TrialStatus.FINISHED and record.get("history")]
     by_task: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         by_task.setdefault(run["task"], []).append(run)

@@ -4,8 +4,8 @@ A validator is one registry entry (:class:`Validator`): its name (what ``labelfr
 key it writes (``metric``), whether higher or lower is better, and a function of what the epoch's preparation
 pass already holds (:class:`ValidationInput`), so validating costs no extra pass. The trainer computes every
 registered validator every epoch; :mod:`srdc.selection` picks an epoch by each. Adding one is one function and
-one line ``VALIDATORS["name"] = Validator(...)``. The registry imports no torch (``--help`` lists its names); the
-scores load :mod:`srdc.losses` when first computed.
+one line ``VALIDATORS["name"] = Validator(...)`` (a :class:`srdc.base.Registry`). The registry imports no torch
+(``--help`` lists its names); the scores load :mod:`srdc.losses` when first computed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from srdc.errors import SRDCInputError
+from srdc.base import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -61,22 +61,11 @@ def clustering_objective(view: ValidationInput) -> float:
                      for p in [view.target_probs, *feature_p]))
 
 
-VALIDATORS: dict[str, Validator] = {
+# the validators by the name ``labelfree_selector`` gives them
+VALIDATORS: Registry[Validator] = Registry("labelfree_selector", entries={
     "infomax": Validator("infomax", "infomax", "max", infomax),
     "clustering": Validator("clustering", "clustering_objective", "min", clustering_objective),
-}
-
-
-def get_validator(name: str) -> Validator:
-    """The registered validator ``name``; an unknown name is one clear :class:`SRDCInputError`."""
-    if name not in VALIDATORS:
-        raise SRDCInputError(f"unknown labelfree_selector {name!r}; choose one of: {', '.join(VALIDATORS)}")
-    return VALIDATORS[name]
-
-
-def check_selector(name: str) -> None:
-    """Raise :class:`SRDCInputError` unless ``name`` is a registered validator."""
-    get_validator(name)
+})
 
 
 def validate(view: ValidationInput) -> dict[str, float]:

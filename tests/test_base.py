@@ -1,4 +1,4 @@
-"""``srdc.base``: task names, the device, the random states and the entry-point wrapper."""
+"""``srdc.base``: task names, the device, the random states, the registries and the entry-point wrapper."""
 
 import random
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from srdc.base import capture_rng, parse_task, resolve_device, restore_rng, run_main
+from srdc.base import Registry, capture_rng, parse_task, resolve_device, restore_rng, run_main
 from srdc.errors import NonFiniteLossError, SRDCInputError
 
 
@@ -85,3 +85,15 @@ def test_run_main_prints_one_error_line_and_exits_with_its_status(capsys, error,
 def test_run_main_lets_other_exceptions_propagate():
     with pytest.raises(KeyError):
         run_main(raiser(KeyError("bug")))
+
+
+def test_a_registry_lists_lazy_and_plain_entries_and_refuses_an_unknown_name_naming_its_kind_and_choices():
+    registry: Registry[object] = Registry("colour", {"red": "collections:OrderedDict"}, entries={"blue": 1})
+    registry["green"] = 2
+    assert list(registry) == ["red", "blue", "green"] and registry.loaded("red") is None  # listing imports nothing
+    assert registry.check("red") == "red" and registry.loaded("red") is None
+    assert registry.lookup("blue") == 1 and registry.lookup("red").__name__ == "OrderedDict"
+    message = "^unknown colour 'grey'; choose one of: red, blue, green$"
+    for find in (registry.check, registry.lookup):
+        with pytest.raises(SRDCInputError, match=message):
+            find("grey")

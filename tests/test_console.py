@@ -21,7 +21,7 @@ from srdc.harness.options import build_parser, launch_from_args, resolve_launch,
 from srdc.harness.outcome import StudyOutcome
 from srdc.harness.plan import plan_study
 from srdc.harness.ray_compat import AUTH_LOGGER, AUTH_NOTICE, ProgressTable, dropped_log
-from srdc.harness.tuner import Experiment, run_config
+from srdc.harness.tuner import Sweep, run_config
 
 COLUMNS = ["task", "variant", "seed"]
 CONFIG = {"task": "digits->digits_photo", "variant": "srdc", "seed": 0, "lr": 0.01}
@@ -165,8 +165,8 @@ def test_verbose_brings_back_tunes_status_table(flags, verbose, table, tmp_path)
     args = build_parser(TINY).parse_args([*flags, "--storage-path", str(tmp_path), "--tracking-uri",
                                           f"sqlite:///{tmp_path / 'm.db'}"])
     launch = launch_from_args(TINY, args)
-    config = run_config(launch, Experiment(name="e", param_space={}, epochs=1, tracking="console_tiny",
-                                           tracking_params={}, parameter_columns=COLUMNS))
+    config = run_config(launch, Sweep(name="e", param_space={}, epochs=1, tracking="console_tiny",
+                                      tracking_params={}, parameter_columns=COLUMNS))
     assert launch.verbose == verbose and config.verbose == verbose
     assert isinstance(config.progress_reporter, ProgressTable) is table
     assert config.progress_reporter is None or table

@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from PIL import Image
 from study_helpers import load_declaration
 
+from srdc.base import TrialStatus
 from srdc.factorial import SWITCHES
 from srdc.figures.study import (
     CURVE_METRIC,
@@ -28,9 +29,10 @@ from srdc.figures.study import (
     study_figures,
 )
 from srdc.harness.main import main as study_main
-from srdc.report import RESULT_FILES, aggregate, study_results
+from srdc.report import RESULT_FILES, study_results
 from srdc.report_cli import main as report_main
-from srdc.tracking import FINISHED, EpochRow, MLflowTracker, publish_study, write_results
+from srdc.tables import aggregate
+from srdc.tracking import EpochRow, MLflowTracker, publish_study, write_results
 
 AW, WA = ("A", "W"), ("W", "A")
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)">')
@@ -204,7 +206,7 @@ def store_with_curves(uri: str) -> None:
                                       for epoch in range(3)])
             tracker.log_summary(run_id, {"acc_best_oracle": base + seed, "acc_labelfree": base, "acc_last": base,
                                          "epochs": 2})
-            tracker.set_status(run_id, FINISHED)
+            tracker.set_status(run_id, TrialStatus.FINISHED)
 
 
 def test_sync_publishes_the_figures_and_the_html_report_embeds_them(store_uri, capsys):
@@ -239,7 +241,7 @@ def test_the_html_report_of_the_factorial_study_has_a_table_per_cell_and_the_int
         tracker.log_rows(run_id, [EpochRow(epoch, 0, {"epoch": epoch, CURVE_METRIC: row[CURVE_METRIC]})
                                   for epoch, row in enumerate(trial[HISTORY])])
         tracker.log_summary(run_id, {key: trial[key] for key in ("acc_best_oracle", "acc_labelfree", "acc_last")})
-        tracker.set_status(run_id, FINISHED)
+        tracker.set_status(run_id, TrialStatus.FINISHED)
     assert report_main(["--study", "fact", "--tracking-uri", uri, "--experiment", "figures", "--format", "html"]) == 0
     page = capsys.readouterr().out
     assert [alt for _, alt in DATA_URI.findall(page)] == ["ablation_oracle.png", "ablation_labelfree.png",

@@ -19,6 +19,7 @@ from conftest import roundtrip, without_timings
 from data_helpers import write_features
 from PIL import Image
 
+from srdc.base import TrialStatus
 from srdc.config import SRDCConfig
 from srdc.figures.recorder import FigureRecorder, recorder_for, selected_epochs
 from srdc.figures.snapshot import EXTREMES, POINTS, confusion_matrix, figure_subset
@@ -34,7 +35,6 @@ from srdc.figures.trial import (
     write_trial_figures,
 )
 from srdc.harness.trainable import Lockstep
-from srdc.tracking.base import FINISHED
 from srdc.tracking.logger import StudyLogger, finish_trial
 from srdc.trainer import Trainer
 from srdc.trialfiles import FIGURES_DIR, RECORD_FILES, matches, record_path
@@ -299,10 +299,10 @@ def test_a_trials_figures_are_drawn_from_its_records_and_logged_under_figures_fr
     local = trial_folder(tmp_path / "trial", record_of(trainer, recorder))
     (local / FIGURES_DIR / "notes.txt").write_text("not a figure")
     recorder = ArtifactRecorder()
-    finish_trial(recorder, "run", [local], FINISHED)
+    finish_trial(recorder, "run", [local], TrialStatus.FINISHED)
     on_disk = {path.name: path.read_bytes() for path in (local / FIGURES_DIR).glob("*.png")}
     assert set(on_disk) == ALL_FIGURES and recorder.files[FIGURES_DIR] == on_disk
-    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == FINISHED
+    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == TrialStatus.FINISHED
     assert_pngs(list((local / FIGURES_DIR).glob("*.png")))
 
     client = s3_bucket.client()
@@ -311,8 +311,8 @@ def test_a_trials_figures_are_drawn_from_its_records_and_logged_under_figures_fr
     client.put_object(Bucket=s3_bucket.name, Key="study/trial/figures/record.pt", Body=record)
     client.put_object(Bucket=s3_bucket.name, Key="study/trial/checkpoint_000001/figures/old.record.pt", Body=record)
     remote = ArtifactRecorder()
-    finish_trial(remote, "run", [tmp_path / "missing", s3_bucket.uri("study/trial")], FINISHED)
-    assert set(remote.files[FIGURES_DIR]) == ALL_FIGURES and remote.status == FINISHED
+    finish_trial(remote, "run", [tmp_path / "missing", s3_bucket.uri("study/trial")], TrialStatus.FINISHED)
+    assert set(remote.files[FIGURES_DIR]) == ALL_FIGURES and remote.status == TrialStatus.FINISHED
 
 
 def test_an_unreadable_record_is_a_warning_naming_it_and_the_rest_is_logged(trained, tmp_path, caplog):
@@ -322,16 +322,16 @@ def test_an_unreadable_record_is_a_warning_naming_it_and_the_rest_is_logged(trai
     broken.write_bytes((folder / FIGURES_DIR / "good.record.pt").read_bytes()[:1000])
     recorder = ArtifactRecorder()
     with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
-        finish_trial(recorder, "run", [folder], FINISHED)
+        finish_trial(recorder, "run", [folder], TrialStatus.FINISHED)
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(broken) in warnings[0] and "\n" not in warnings[0]
     assert set(recorder.files[FIGURES_DIR]) == {f"good.{name}" for name in ALL_FIGURES}
-    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == FINISHED
+    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == TrialStatus.FINISHED
 
 
 def ended_trial(logger: StudyLogger, trial_id: str, folder: Path) -> None:
     logger.trial_started(trial_id, {"seed": 0}, [folder])
-    logger.trial_ended(trial_id, {"seed": 0}, [folder], FINISHED)
+    logger.trial_ended(trial_id, {"seed": 0}, [folder], TrialStatus.FINISHED)
 
 
 @pytest.mark.integration
@@ -343,7 +343,7 @@ def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure
     first = trial_folder(tmp_path / "first", record_of(trainer, figures))
     ended_trial(logger, "first", first)
     logger.flush()
-    assert set(recorder.files[FIGURES_DIR]) == ALL_FIGURES and recorder.status == FINISHED
+    assert set(recorder.files[FIGURES_DIR]) == ALL_FIGURES and recorder.status == TrialStatus.FINISHED
     assert_pngs(list((first / FIGURES_DIR).glob("*.png")))
     (process,) = logger._drawer._processes.values()
     assert process.pid != os.getpid() and process.is_alive()
@@ -356,7 +356,7 @@ def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure
     logger.flush()
     assert {p.name for p in (second / FIGURES_DIR).glob("*.png")} == ALL_FIGURES
     assert list(logger._drawer._processes.values()) == [process]  # the same process draws every trial
-    logger.experiment_ended()
+    logger.sweep_ended()
     assert logger._drawer is None and not process.is_alive()
 
     failing = StudyLogger("failing", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
@@ -366,7 +366,7 @@ def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure
         failing.flush()
     assert isinstance(raised.value.__cause__, KeyError)
     with pytest.raises(RuntimeError):
-        failing.experiment_ended()
+        failing.sweep_ended()
     assert failing._drawer is None
 
 

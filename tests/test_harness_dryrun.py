@@ -123,7 +123,7 @@ def test_a_search_plans_its_lockstep_trials_at_its_concurrency_then_the_winners_
     trial = sum(office31_run_seconds(task, "srdc", SRDCConfig.epochs, row) for task in study.tasks) * len(study.seeds)
     assert runs == 4 and f"| {' + '.join(study.tasks)} | srdc | {SEARCH.num_samples} | 44x2 | " \
                           f"{trial / SRDCConfig.epochs:.1f} | {trial / 3600:.2f} |" in out
-    assert "all 2 experiments, one after another:" in out and list(tmp_path.iterdir()) == []
+    assert "all 2 sweeps, one after another:" in out and list(tmp_path.iterdir()) == []
 
 
 def test_the_gpu_default_bf16_channels_last_is_planned_with_the_fp32_row_as_an_upper_bound(tmp_path, monkeypatch,
@@ -170,7 +170,7 @@ def test_the_breakdowns_row_is_what_the_planner_prices_a_cpu_study_with(tmp_path
                   seeds=(0, 1), config={"epochs": 3})
     monkeypatch.chdir(tmp_path)
     launch = resolve_launch(study, ["--dry-run", "--gpus-per-trial", "0", "--storage-path", "ray"])
-    planned = dry_run(study, launch, costs).experiments[0]
+    planned = dry_run(study, launch, costs).sweeps[0]
     config = SRDCConfig(dataset="embedded")
     source, target = (len(load_one_domain("embedded", domain, config)) for domain in ("digits", "digits_photo"))
     prepare = 4 * (source + target) * row["prepare_s_per_image"]

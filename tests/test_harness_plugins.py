@@ -13,11 +13,11 @@ from toys import TOY_ITERATIONS, TOY_VALIDATOR, ToyMethod
 
 import srdc.methods
 import srdc.validators
+from srdc.base import TrialStatus
 from srdc.harness.declarations import Study
 from srdc.harness.options import resolve_launch
 from srdc.harness.outcome import run_study
 from srdc.harness.trainable import train_srdc
-from srdc.harness.tuner import TrialStatus
 from srdc.methods import METHODS
 from srdc.validators import VALIDATORS
 

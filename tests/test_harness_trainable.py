@@ -9,7 +9,7 @@ from conftest import without_timings
 
 from srdc.config import SRDCConfig
 from srdc.errors import SRDCInputError
-from srdc.harness.trainable import Lockstep, run_configs, run_objective
+from srdc.harness.trainable import Lockstep, run_configs
 from srdc.trainer import Trainer
 
 RUN = {"dataset": "embedded", "task": "digits->digits_photo", "variant": "srdc", "seed": 0, "epochs": 3,
@@ -90,14 +90,3 @@ def test_a_trial_continued_from_its_checkpoint_matches_the_uninterrupted_one(tmp
     train(second)
     assert without_timings(second.history()) == without_timings(whole.history())
     assert second.report(2)["objective"] == whole.report(2)["objective_oracle"]
-
-
-def test_the_objectives_read_the_history_as_the_epoch_selections_do():
-    history = [{"epoch": 0, "infomax": 0.9, "clustering_objective": 0.1, "acc_target": 95.0},
-               {"epoch": 1, "infomax": 0.2, "clustering_objective": 3.0, "acc_target": 80.0},
-               {"epoch": 2, "infomax": 0.5, "clustering_objective": 2.0, "acc_target": 30.0}]
-    assert run_objective(history, "labelfree", "infomax") == 0.5  # epoch 0 (untrained) is no candidate
-    assert run_objective(history, "labelfree", "clustering") == -2.0  # lower is better: negated
-    assert run_objective(history, "oracle", "infomax") == 80.0
-
-

@@ -10,10 +10,10 @@ from conftest import read_jsonl, without_timings
 from mlflow import MlflowClient
 from study_helpers import bare_history, crash_once_after
 
+from srdc.base import TrialStatus
 from srdc.harness.declarations import Study
 from srdc.harness.options import resolve_launch
 from srdc.harness.outcome import StudyOutcome, run_study
-from srdc.harness.tuner import TrialStatus
 
 ResumeStudy = Callable[[], StudyOutcome]
 RUN = {"dataset": "embedded", "task": "digits->digits_photo", "variant": "srdc", "seed": 0, "epochs": 3,

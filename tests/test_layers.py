@@ -32,8 +32,8 @@ LAYERS = [
     ("srdc.methods",),
     ("srdc.figures", "srdc.figures.snapshot", "srdc.figures.trial"),
     ("srdc.runio", "srdc.trainer", "srdc.extract"),
-    ("srdc.cli", "srdc.data.cli", "srdc.paper_results", "srdc.report", "srdc.factorial", "srdc.validator_report",
-     "srdc.figures.study"),
+    ("srdc.cli", "srdc.data.cli", "srdc.paper_results", "srdc.tables", "srdc.report", "srdc.factorial",
+     "srdc.validator_report", "srdc.figures.study"),
     ("srdc.tracking",),
     ("srdc.report_cli",),
     ("srdc.harness", "srdc.harness.declarations"),
@@ -164,7 +164,7 @@ def test_the_layer_check_catches_an_upward_import():
 
 @pytest.mark.integration
 def test_table_arithmetic_and_tracking_load_neither_mlflow_nor_ray():
-    code = ("import sys, srdc.report, srdc.factorial, srdc.tracking, srdc.harness.declarations; "
+    code = ("import sys, srdc.tables, srdc.report, srdc.factorial, srdc.tracking, srdc.harness.declarations; "
             "print(sorted(m for m in ('mlflow', 'ray', 'optuna') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -12,7 +12,7 @@ from srdc import losses
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import SRDCInputError
-from srdc.methods import BASELINES, METHODS, VARIANTS, Preparation, build_method, check_variant, method_class
+from srdc.methods import BASELINES, METHODS, VARIANTS, Preparation, build_method
 from srdc.methods.oracle import Oracle
 from srdc.methods.source_only import SourceOnly
 from srdc.methods.srdc import SRDC
@@ -25,18 +25,20 @@ TOY = {"variant": "toy", "epochs": 2, "batch_size": 32, "max_samples": 200, "dev
 
 def test_registry_holds_the_paper_variants_in_table_order_then_the_baselines():
     assert list(METHODS) == [*VARIANTS, *BASELINES]
-    assert method_class("source_only") is SourceOnly and method_class("oracle") is Oracle
-    assert all(method_class(v) is SRDC for v in ("srdc", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel"))
+    assert METHODS.lookup("source_only") is SourceOnly and METHODS.lookup("oracle") is Oracle
+    assert all(METHODS.lookup(v) is SRDC for v in ("srdc", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel"))
 
 
 def test_unknown_variant_is_one_line_naming_the_known_ones():
     with pytest.raises(SRDCInputError) as error:
-        check_variant("magic")
+        METHODS.check("magic")
     message = str(error.value)
     assert "\n" not in message
     assert message == ("unknown variant 'magic'; choose one of: source_only, srdc_no_struct, srdc_no_featdisc, "
                        "srdc_no_softsel, srdc, oracle, dann, cdan")
-    check_variant("srdc")
+    assert METHODS.check("srdc") == "srdc"
+    with pytest.raises(SRDCInputError, match="^unknown variant 'magic'; choose one of: source_only, .*, cdan$"):
+        METHODS.lookup("magic")
 
 
 def test_draws_follow_the_variant_and_its_pretraining():

@@ -11,7 +11,7 @@ from conftest import roundtrip, without_timings
 
 from srdc.config import SRDCConfig
 from srdc.data import load_task
-from srdc.methods import BASELINES, METHODS, Batch, Step, build_method, method_class, switches
+from srdc.methods import BASELINES, METHODS, Batch, Step, build_method, switches
 from srdc.methods.adversarial import DomainDiscriminator, domain_loss, reverse_gradient
 from srdc.methods.cdan import CDAN, RandomizedMap, entropy_weights, multilinear_map, uses_randomized_map
 from srdc.methods.dann import DANN
@@ -24,7 +24,7 @@ SMALL = {"epochs": 3, "batch_size": 32, "max_samples": 300, "device": "cpu"}
 
 def test_both_baselines_are_registered_variants():
     assert BASELINES == ("dann", "cdan") and all(name in METHODS for name in BASELINES)
-    assert method_class("dann") is DANN and method_class("cdan") is CDAN
+    assert METHODS.lookup("dann") is DANN and METHODS.lookup("cdan") is CDAN
     for variant in BASELINES:  # none of SRDC's components
         used = switches(SRDCConfig(variant=variant))
         assert not (used.structural_source_reg or used.feature_discrimination or used.soft_source_selection

@@ -1,5 +1,6 @@
-"""Tables: aggregation on canned records (expected numbers worked out by hand), rendering, the paper's numbers;
-and the srdc-report command line (srdc.report_cli) against an embedded SQLite MLflow store."""
+"""Tables: aggregation on canned records (expected numbers worked out by hand, srdc.tables), rendering
+(srdc.report), the paper's numbers; and the srdc-report command line (srdc.report_cli) against an embedded SQLite
+MLflow store."""
 
 import base64
 import csv
@@ -18,10 +19,7 @@ from srdc.errors import SRDCInputError
 from srdc.paper_results import TABLES, paper_cell, paper_reference, paper_task, paper_value
 from srdc.report import (
     RESULT_FILES,
-    aggregate,
-    aggregate_study,
     cell_text,
-    grouped_tables,
     html_page,
     planned_seeds,
     render,
@@ -30,6 +28,7 @@ from srdc.report import (
     table_metrics,
 )
 from srdc.report_cli import main
+from srdc.tables import aggregate, aggregate_study, grouped_tables
 from srdc.tracking import MLflowTracker
 
 
@@ -405,7 +404,7 @@ def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys, monke
         {f"results/{name}" for name in [*RESULT_FILES.values(), *figures]}
 
 
-def test_cli_sync_needs_a_tune_experiment_directory(tracking_uri, tmp_path, capsys):
+def test_cli_sync_needs_a_sweep_folder(tracking_uri, tmp_path, capsys):
     assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--sync"]) == 2
     assert "--sync needs --storage-path" in capsys.readouterr().err
     assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--sync",

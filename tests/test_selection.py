@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from srdc.base import SELECTION_KEYS
+from srdc.base import LABELFREE, ORACLE, SELECTIONS
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.selection import labelfree_score, summarize
+from srdc.selection import labelfree_score, search_score, summarize
 from srdc.validators import VALIDATORS, Validator
 
 HISTORY = [
@@ -45,7 +45,7 @@ def test_inductive_selects_on_target_train_and_reports_target_test():
 
 def test_every_registered_validator_in_the_history_gets_its_own_selection():
     summary = summarize(HISTORY, "infomax")
-    assert set(SELECTION_KEYS) <= set(summary)
+    assert {selection.metric for selection in SELECTIONS.values()} <= set(summary)
     assert (summary["acc_labelfree_infomax"], summary["labelfree_epoch_infomax"]) == (75.0, 3)
     assert (summary["acc_labelfree_clustering"], summary["labelfree_epoch_clustering"]) == (80.0, 2)
     without_clustering = [{k: v for k, v in row.items() if k != "clustering_objective"} for row in HISTORY]
@@ -68,6 +68,15 @@ def test_labelfree_score_is_the_best_validator_value_so_far_higher_is_better():
     assert labelfree_score(HISTORY[:1], "infomax") == 0.0  # only the untrained model so far
 
 
+def test_the_search_scores_read_the_history_as_the_epoch_selections_do():
+    history = [{"epoch": 0, "infomax": 0.9, "clustering_objective": 0.1, "acc_target": 95.0},
+               {"epoch": 1, "infomax": 0.2, "clustering_objective": 3.0, "acc_target": 80.0},
+               {"epoch": 2, "infomax": 0.5, "clustering_objective": 2.0, "acc_target": 30.0}]
+    assert search_score(history, "labelfree", "infomax") == 0.5  # epoch 0 (untrained) is no candidate
+    assert search_score(history, "labelfree", "clustering") == -2.0  # lower is better: negated
+    assert search_score(history, "oracle", "infomax") == 80.0
+
+
 def test_unknown_selector_is_one_clear_error():
     with pytest.raises(SRDCInputError, match="unknown labelfree_selector 'vibes'"):
         summarize(HISTORY, "vibes")
@@ -84,7 +93,7 @@ def test_a_non_finite_epoch_is_never_selected(bad, position):
     summary = summarize(history, "infomax")
     assert summary["best_oracle_epoch"] not in (position, None) and summary["labelfree_epoch"] != position
     assert summary["labelfree_epoch_clustering"] != position
-    assert all(math.isfinite(summary[key]) for key in SELECTION_KEYS if key != "acc_last")
+    assert all(math.isfinite(summary[SELECTIONS[selection].metric]) for selection in (ORACLE, LABELFREE))
     assert math.isfinite(labelfree_score(history, "infomax")) and math.isfinite(labelfree_score(history, "clustering"))
 
 

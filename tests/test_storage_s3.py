@@ -19,12 +19,11 @@ from mlflow import MlflowClient
 from study_helpers import bare_history, children, crash_once_after, epochs_logged
 
 from srdc import report_cli
+from srdc.base import TrialStatus
 from srdc.harness.declarations import Study
 from srdc.harness.options import Launch, resolve_launch
 from srdc.harness.outcome import run_study
 from srdc.harness.trainable import run_configs, run_key, run_trial
-from srdc.harness.tuner import TrialStatus
-from srdc.tracking import FINISHED
 from srdc.tracking.logger import finish_trial
 from srdc.trialfiles import LAUNCH_FILE
 
@@ -58,13 +57,13 @@ def test_a_trials_files_are_read_from_the_bucket_when_the_driver_has_no_copy(tmp
     s3_bucket.client().put_object(Bucket=s3_bucket.name, Key="study/trial/summary.json", Body=json.dumps(summary))
     s3_bucket.client().put_object(Bucket=s3_bucket.name, Key="study/trial/history.jsonl", Body=history)
     tracker = FileTracker()
-    finish_trial(tracker, "run", [tmp_path, s3_bucket.uri("study/trial")], FINISHED)
-    assert tracker.summary == summary and tracker.status == FINISHED
+    finish_trial(tracker, "run", [tmp_path, s3_bucket.uri("study/trial")], TrialStatus.FINISHED)
+    assert tracker.summary == summary and tracker.status == TrialStatus.FINISHED
     assert tracker.files == {"summary.json": json.dumps(summary).encode(), "history.jsonl": history}
 
     missing = FileTracker()
-    finish_trial(missing, "run", [tmp_path, s3_bucket.uri("study/other")], FINISHED)
-    assert (missing.summary, missing.files, missing.status) == (None, {}, FINISHED)
+    finish_trial(missing, "run", [tmp_path, s3_bucket.uri("study/other")], TrialStatus.FINISHED)
+    assert (missing.summary, missing.files, missing.status) == (None, {}, TrialStatus.FINISHED)
 
 
 def recording_starts(trainable, log: Path):

@@ -18,7 +18,7 @@ from srdc.harness.options import build_parser
 from srdc.harness.outcome import summary_tables
 from srdc.harness.plan import grid_configs
 from srdc.paper_results import TABLES, paper_value
-from srdc.report import INDUCTIVE_NOTE
+from srdc.tables import INDUCTIVE_NOTE
 
 REPO = Path(__file__).resolve().parents[1]
 # study -> the paper tables it reproduces (its paper_table), first the one whose rows it has

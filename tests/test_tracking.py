@@ -19,9 +19,8 @@ from conftest import free_port
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from srdc.base import TrialStatus
 from srdc.tracking import (
-    FAILED,
-    FINISHED,
     EpochRow,
     MLflowTracker,
     StudyLogger,
@@ -100,7 +99,8 @@ def run_trial(logger: StudyLogger, trial: FakeTrial, accuracies: list[float], fi
     logger.trial_started(trial.trial_id, trial.config, trial.folders)
     for epoch in range(first_epoch, len(accuracies) + 1):
         report(logger, trial, epoch, accuracies)
-    logger.trial_ended(trial.trial_id, trial.config, trial.folders, FAILED if fail else FINISHED)
+    status = TrialStatus.FAILED if fail else TrialStatus.FINISHED
+    logger.trial_ended(trial.trial_id, trial.config, trial.folders, status)
 
 
 def runs_of(client: MlflowClient, experiment: str, study: str):
@@ -216,7 +216,7 @@ def test_a_trial_the_store_refuses_is_abandoned_and_the_others_go_on(tmp_path, c
         logger.setup()
         run_trial(logger, make_trial(tmp_path, "bad", seed=0), [50.0, 60.0])
         run_trial(logger, make_trial(tmp_path, "good", seed=1), [55.0, 65.0])
-        logger.experiment_ended()
+        logger.sweep_ended()
     assert [row.step for row in tracker.rows["good"]] == [1, 2] and "bad" not in tracker.rows
     assert tracker.status == {"parent": "FINISHED", "good": "FINISHED"}
     assert tracker.summaries["good"]["acc_best_oracle"] == 65.0
@@ -263,8 +263,8 @@ def test_the_driver_never_waits_for_the_store_and_queued_epochs_go_out_together(
         logger.trial_result(trial.trial_id, trial.config, trial.folders, {"epoch": epoch, "acc_target": 10.0 * epoch})
     assert not tracker.opened.is_set() and tracker.rows.get("q", []) == []
     tracker.opened.set()
-    logger.trial_ended(trial.trial_id, trial.config, trial.folders, FINISHED)
-    logger.experiment_ended()
+    logger.trial_ended(trial.trial_id, trial.config, trial.folders, TrialStatus.FINISHED)
+    logger.sweep_ended()
     assert [row.step for row in tracker.rows["q"]] == [1, 2, 3, 4, 5, 6]
     assert len(tracker.calls) <= 3 and sorted(step for call in tracker.calls for step in call) == [1, 2, 3, 4, 5, 6]
     assert tracker.status == {"parent": "FINISHED", "q": "FINISHED"}
@@ -281,7 +281,7 @@ def test_a_defect_of_the_logger_is_raised_in_the_driver_not_swallowed(tmp_path):
         logger.flush()
     assert isinstance(raised.value.__cause__, ZeroDivisionError)
     with pytest.raises(RuntimeError):
-        logger.experiment_ended()
+        logger.sweep_ended()
 
 
 def test_the_logger_pickles_its_settings_only(tmp_path):
@@ -312,7 +312,7 @@ def test_tracker_reads_without_creating_and_writes_studies_and_trials(mlflow_ser
     assert tracker.epoch_history(run_id, ["acc_target", "infomax"]) == [
         {"epoch": 0, "acc_target": 10.0, "infomax": 0.5}, {"epoch": 1, "acc_target": 50.0}]
     tracker.log_summary(run_id, {"acc_last": 50.0, "acc_labelfree_entropy": 48.0, "epochs": 1, "wall_s": 3.0})
-    tracker.set_status(run_id, FINISHED)
+    tracker.set_status(run_id, TrialStatus.FINISHED)
     assert tracker.study_trials("s") == [{"variant": "srdc", "source": "A", "target": "W", "seed": "0",
                                           "task": "A->W", "status": "FINISHED", "run_id": run_id, "acc_target": 50.0,
                                           "acc_last": 50.0, "acc_labelfree_entropy": 48.0}]
@@ -324,6 +324,25 @@ def test_tracker_reads_without_creating_and_writes_studies_and_trials(mlflow_ser
     client = MlflowClient(mlflow_server)
     assert [a.path for a in client.list_artifacts(parent_id, "search")] == ["search/report.md"]
     assert client.get_run(parent_id).data.tags["srdc.search"] == "lr"
+
+
+def test_tracker_writes_and_reads_trial_statuses_as_mlflow_run_statuses(mlflow_server, experiment):
+    tracker, client = MLflowTracker(mlflow_server, experiment), MlflowClient(mlflow_server)
+    parent_id = tracker.attach_study("s", {})
+    assert client.get_run(parent_id).info.status == "RUNNING"
+    ended = {status: tracker.attach_trial("s", parent_id, status, {})[0]
+             for status in ("FINISHED", "FAILED", "KILLED", "RUNNING")}
+    tracker.set_status(ended["FINISHED"], TrialStatus.FINISHED)
+    tracker.set_status(ended["FAILED"], TrialStatus.FAILED)
+    client.set_terminated(ended["KILLED"], "KILLED")  # ended by hand in the UI, or by a client that died
+    assert {run_id: client.get_run(run_id).info.status for run_id in ended.values()} == {
+        run_id: status for status, run_id in ended.items()}
+    read = {record["run_id"]: record["status"] for record in tracker.study_trials("s")}
+    assert {status: read[run_id] for status, run_id in ended.items()} == {
+        "FINISHED": TrialStatus.FINISHED, "FAILED": TrialStatus.FAILED, "KILLED": TrialStatus.UNFINISHED,
+        "RUNNING": TrialStatus.RUNNING}
+    with pytest.raises(ValueError, match="not STOPPED"):
+        tracker.set_status(ended["RUNNING"], TrialStatus.STOPPED)
 
 
 def test_tracker_errors_say_refused_or_unreachable(mlflow_server):
@@ -344,7 +363,7 @@ def test_logger_logs_one_parent_one_child_per_trial_metrics_and_artifacts(mlflow
     failed = make_trial(tmp_path, "t_00001", seed=1)
     run_trial(logger, done, [50.0, 60.0, 55.0])
     run_trial(logger, failed, [40.0, 45.0], fail=True)
-    logger.experiment_ended()
+    logger.sweep_ended()
 
     client = MlflowClient(mlflow_server)
     parents, children = runs_of(client, experiment, "grid")
@@ -391,7 +410,7 @@ def test_restore_reattaches_runs_without_duplicate_runs_or_steps(mlflow_server, 
     second.setup()
     run_trial(second, interrupted, [50.0, 61.0, 70.0], first_epoch=2)  # epoch 2 is reported again
     run_trial(second, errored, [30.0, 35.0], first_epoch=2)
-    second.experiment_ended()
+    second.sweep_ended()
 
     client = MlflowClient(mlflow_server)
     parents, children = runs_of(client, experiment, "restored")
@@ -408,7 +427,7 @@ def test_a_retried_trial_reopens_its_run_and_ends_it_again(mlflow_server, experi
     trial = make_trial(tmp_path, "y_00000", seed=0, epochs=2)
     run_trial(logger, trial, [40.0], fail=True)  # crashed after epoch 1; Tune retries it from its checkpoint
     run_trial(logger, trial, [40.0, 45.0], first_epoch=2)
-    logger.experiment_ended()
+    logger.sweep_ended()
 
     client = MlflowClient(mlflow_server)
     _, children = runs_of(client, experiment, "retried")
@@ -436,7 +455,7 @@ def test_outage_mid_run_keeps_epochs_and_sends_them_when_back(mlflow_server, exp
         logger.flush()  # both tried while the store is down
         monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
         report(logger, trial, 4, accuracies)
-        logger.trial_ended(trial.trial_id, trial.config, trial.folders, FINISHED)
+        logger.trial_ended(trial.trial_id, trial.config, trial.folders, TrialStatus.FINISHED)
         logger.flush()
     assert sum("unreachable" in message for message in messages(caplog)) == 1
     assert sum("reachable again" in message for message in messages(caplog)) == 1
@@ -454,7 +473,7 @@ def test_a_refusing_server_never_stops_the_study(mlflow_server, tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
         logger.setup()
         run_trial(logger, make_trial(tmp_path, "x_00000", seed=0), [50.0, 60.0, 70.0])
-        logger.experiment_ended()
+        logger.sweep_ended()
     assert sum("refused the study's parent run" in message for message in messages(caplog)) == 1
     assert client.search_runs([client.get_experiment_by_name("deleted").experiment_id], "", run_view_type=3) == []
 
@@ -469,7 +488,7 @@ def test_server_down_never_stops_the_study_and_sync_backfills_it(mlflow_server, 
         logger.setup()
         run_trial(logger, trials[0], [70.0, 80.0, 75.0])
         run_trial(logger, trials[1], [72.0, 74.0, 76.0])
-        logger.experiment_ended()
+        logger.sweep_ended()
     assert time.monotonic() - started < 30
     assert sum("unreachable" in message for message in messages(caplog)) == 1
     assert any("srdc-report --study offline --sync" in message for message in messages(caplog))
@@ -518,10 +537,10 @@ def test_real_tuner_drives_the_logger(mlflow_server, experiment, ray_cluster, tm
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.logger.trial_ended(trial.trial_id, trial.config, local_folders(trial.local_path, trial.path),
-                                    FINISHED)
+                                    TrialStatus.FINISHED)
 
         def on_experiment_end(self, trials, **info):
-            self.logger.experiment_ended()
+            self.logger.sweep_ended()
 
     def trainable(config):
         folder = Path(tune.get_context().get_trial_dir())
@@ -568,7 +587,7 @@ def finished_trial(tracker: MLflowTracker, study: str, parent_id: str, trial_id:
     run_id, _ = tracker.attach_trial(study, parent_id, trial_id, config)
     tracker.log_summary(run_id, {"acc_best_oracle": oracle, "acc_labelfree": labelfree, "acc_last": labelfree,
                                  "epochs": 2})
-    tracker.set_status(run_id, FINISHED)
+    tracker.set_status(run_id, TrialStatus.FINISHED)
     return run_id
 
 

@@ -2,8 +2,9 @@
 
 import pytest
 
+from srdc.base import TrialStatus
 from srdc.report_cli import main
-from srdc.tracking import FINISHED, EpochRow, open_tracker
+from srdc.tracking import EpochRow, open_tracker
 from srdc.validator_report import ranks, spearman, validator_scores
 
 
@@ -23,7 +24,7 @@ def run(task: str, accuracies: list[float], infomax: list[float], clustering: li
                 for epoch, (acc, info, clus) in enumerate(zip(accuracies, infomax, clustering, strict=True), 1)]
     by_infomax = max(range(len(infomax)), key=lambda i: (infomax[i], -i))
     by_clustering = min(range(len(clustering)), key=lambda i: (clustering[i], i))
-    return {"task": task, "status": FINISHED, "history": history, "acc_best_oracle": max(accuracies),
+    return {"task": task, "status": TrialStatus.FINISHED, "history": history, "acc_best_oracle": max(accuracies),
             "acc_labelfree_infomax": accuracies[by_infomax], "acc_labelfree_clustering": accuracies[by_clustering]}
 
 
@@ -77,7 +78,7 @@ def test_srdc_report_validators_reads_the_runs_from_mlflow(tmp_path, capsys):
         tracker.log_rows(run_id, [EpochRow(row["epoch"], 1000 + row["epoch"], {k: float(v) for k, v in row.items()})
                                   for row in record["history"]])
         tracker.log_summary(run_id, {**{k: v for k, v in record.items() if k.startswith("acc_")}, "epochs": 3})
-        tracker.set_status(run_id, FINISHED)
+        tracker.set_status(run_id, TrialStatus.FINISHED)
     assert main(["--study", "s", "--tracking-uri", uri, "--experiment", "validators", "--validators"]) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines if line.startswith("| ")}

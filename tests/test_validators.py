@@ -11,7 +11,7 @@ from srdc.config import SRDCConfig
 from srdc.errors import SRDCInputError
 from srdc.model import Features
 from srdc.trainer import Trainer
-from srdc.validators import VALIDATORS, ValidationInput, check_selector, get_validator, validate
+from srdc.validators import VALIDATORS, ValidationInput, validate
 
 RUN = {"epochs": 3, "batch_size": 32, "max_samples": 200, "device": "cpu"}
 
@@ -27,8 +27,10 @@ def test_registry_names_metrics_and_directions():
         "infomax": ("infomax", "max"), "clustering": ("clustering_objective", "min")}
     message = "^unknown labelfree_selector 'vibes'; choose one of: infomax, clustering$"
     with pytest.raises(SRDCInputError, match=message):
-        check_selector("vibes")
-    assert get_validator("clustering").metric == "clustering_objective"
+        VALIDATORS.check("vibes")
+    with pytest.raises(SRDCInputError, match=message):
+        VALIDATORS.lookup("vibes")
+    assert VALIDATORS.lookup("clustering").metric == "clustering_objective"
 
 
 def test_infomax_is_log_k_for_confident_balanced_predictions_and_zero_for_uniform_ones():

@@ -5,15 +5,15 @@ is imported on the dataset's first use (:data:`srdc.data.base.DATASETS`)."""
 from __future__ import annotations
 
 from srdc.config import SRDCConfig
-from srdc.data.base import DATASETS, DatasetSpec, Domain, TaskData, check_same_label_space, get_dataset
+from srdc.data.base import DATASETS, DatasetSpec, Domain, TaskData, check_same_label_space
 from srdc.data.splits import kept_rows, stratified_split
 
-__all__ = ["DATASETS", "DatasetSpec", "Domain", "TaskData", "get_dataset", "load_one_domain", "load_task"]
+__all__ = ["DATASETS", "DatasetSpec", "Domain", "TaskData", "load_one_domain", "load_task"]
 
 
 def load_one_domain(dataset: str, domain: str, config: SRDCConfig) -> Domain:
     """One whole domain of a registered dataset (for user datasets, ``domain`` is the path)."""
-    spec = get_dataset(dataset)
+    spec = DATASETS.lookup(dataset)
     return spec.load_domain(spec.resolve_domain(domain), config)
 
 
@@ -22,7 +22,7 @@ def load_task(config: SRDCConfig) -> TaskData:
 
     Unknown dataset or domain, missing files and label-space mismatches raise ``SRDCInputError``.
     """
-    spec = get_dataset(config.dataset)
+    spec = DATASETS.lookup(config.dataset)
     source = spec.load_domain(spec.resolve_domain(config.source), config)
     target = spec.load_domain(spec.resolve_domain(config.target), config)
     check_same_label_space(source, target)

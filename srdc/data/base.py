@@ -141,7 +141,7 @@ class DatasetSpec:
 
 # every dataset's name -> the module that registers it, imported on the dataset's first use (a run on the embedded
 # digits never imports the image datasets' modules); a new dataset module adds its names here
-DATASETS: Registry[DatasetSpec] = Registry({
+DATASETS: Registry[DatasetSpec] = Registry("dataset", {
     "office31": "srdc.data.benchmarks",
     "imageclef": "srdc.data.benchmarks",
     "officehome": "srdc.data.benchmarks",
@@ -156,12 +156,6 @@ DATASETS: Registry[DatasetSpec] = Registry({
 def register(spec: DatasetSpec) -> DatasetSpec:
     DATASETS[spec.name] = spec
     return spec
-
-
-def get_dataset(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise SRDCInputError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name]
 
 
 def check_same_label_space(source: Domain, target: Domain) -> None:

@@ -1,7 +1,7 @@
 """A study's figures: small PNGs beside its tables (``results/``), on its MLflow parent run and in its HTML page.
 
 * :func:`ablation_chart`, one per printed model selection: a bar per row (variant) per task, grouped by task, its
-  height the mean over seeds and its error bar their sample std (the cells of :func:`srdc.report.aggregate`, so
+  height the mean over seeds and its error bar their sample std (the cells of :func:`srdc.tables.aggregate`, so
   the chart shows the table's numbers), and the paper's number a black line across the bar where the paper has one;
 * :func:`learning_curves`: target accuracy by epoch, mean over seeds with a shaded ± std band (sample std), a line per
   row and a panel per task, from the records' epoch histories (:data:`HISTORY`);
@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from srdc.base import LABELFREE, ORACLE, PRINTED_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.factorial import LETTERS, SWITCHES, cell_label, cell_levels, cell_tables
 from srdc.paper_results import paper_task
-from srdc.report import FINISHED, PRINTED_SELECTIONS, SELECTION_TITLES, SELECTIONS, StudyResults, Table, order_rows
+from srdc.report import StudyResults
+from srdc.tables import Table, order_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,8 +46,7 @@ SEARCH_FILE = "search_accuracy.png"
 DPI = 100
 ACCURACY_LABEL = "target accuracy (%)"
 # the accuracies of a search trial against its parameters: metric -> legend label
-SEARCH_METRICS = {"acc_best_oracle": "oracle selection", "acc_labelfree": "label-free selection"}
-STOPPED = "STOPPED"  # srdc.harness.tuner.TrialStatus.STOPPED: a search trial ASHA stopped early
+SEARCH_METRICS = {SELECTIONS[ORACLE].metric: "oracle selection", SELECTIONS[LABELFREE].metric: "label-free selection"}
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ def panel_name(record: dict[str, Any], several: bool) -> str:
 def mean_curves(records: Sequence[dict[str, Any]], label: Callable[[dict[str, Any]], str]) -> list[Curve]:
     """The curves of the finished records that hold a history: one per task and ``label``, each epoch's mean and
     sample std over the records (seeds) that reached it; panels in the records' order, labels in
-    :func:`srdc.report.order_rows` order."""
-    finished = [record for record in records if record.get("status") == FINISHED and record.get(HISTORY)]
+    :func:`srdc.tables.order_rows` order."""
+    finished = [record for record in records if record.get("status") == TrialStatus.FINISHED and record.get(HISTORY)]
     several = len({(record["dataset"], record.get("setting", "transductive")) for record in finished}) > 1
     groups: dict[tuple[str, str], list[dict[int, float]]] = {}
     for record in finished:
@@ -135,7 +136,7 @@ def interaction_means(records: Sequence[dict[str, Any]], metric: str, factor: st
     tasks, seeds and the remaining switches)."""
     values: dict[tuple[bool, bool], list[float]] = {}
     for record in records:
-        if record.get("status") == FINISHED and record.get(metric) is not None:
+        if record.get("status") == TrialStatus.FINISHED and record.get(metric) is not None:
             key = (switch_on(record[other]), switch_on(record[factor]))
             values.setdefault(key, []).append(float(record[metric]))
     return {key: statistics.mean(found) for key, found in values.items()}
@@ -173,7 +174,7 @@ def ablation_panel(axes: Axes, table: Table) -> None:
     rows = [row for row in table.rows if any(bar.row == row for bar in bars)]
     width = 0.8 / len(rows)
     # the paper's numbers are those of its protocol, the oracle selection, beside every selection's bars
-    paper_label = "paper" if table.selection == "oracle" else "paper (oracle selection)"
+    paper_label = "paper" if table.selection == ORACLE else "paper (oracle selection)"
     paper_named = False
     for index, row in enumerate(rows):
         mine = [bar for bar in bars if bar.row == row]
@@ -238,7 +239,7 @@ def interaction_plot(records: Sequence[dict[str, Any]], title: str, path: Path) 
     figure = new_figure(3.4 * len(pairs), 0.6 + 2.8 * len(PRINTED_SELECTIONS))
     grid = figure.subplots(len(PRINTED_SELECTIONS), len(pairs), squeeze=False)
     for row, selection in enumerate(PRINTED_SELECTIONS):
-        metric = SELECTIONS[selection][0]
+        metric = SELECTIONS[selection].metric
         for column, (factor, other) in enumerate(pairs):
             axes = grid[row, column]
             means = interaction_means(records, metric, factor, other)
@@ -249,7 +250,7 @@ def interaction_plot(records: Sequence[dict[str, Any]], title: str, path: Path) 
             axes.set_xticks([0, 1], [f"{LETTERS[factor]}-", f"{LETTERS[factor]}+"])
             axes.set_xlim(-0.3, 1.3)
             axes.set_title(f"{factor} x {other}", fontsize=8)
-            axes.set_ylabel(f"{SELECTION_TITLES[selection]}\n{ACCURACY_LABEL}", fontsize=8)
+            axes.set_ylabel(f"{SELECTIONS[selection].title}\n{ACCURACY_LABEL}", fontsize=8)
             axes.legend(fontsize="small")
     figure.suptitle(f"{title} (S, F, W: the switches; +: on, -: off)", fontsize=10)
     return save(figure, path)
@@ -263,8 +264,9 @@ def search_chart(records: Sequence[dict[str, Any]], log_scale: dict[str, bool], 
     for axes, key in zip(figure.subplots(1, len(log_scale), squeeze=False)[0], log_scale, strict=True):
         for index, (metric, name) in enumerate(SEARCH_METRICS.items()):
             for stopped in (False, True):
+                status = TrialStatus.STOPPED if stopped else TrialStatus.FINISHED
                 points = [(float(record[key]), float(record[metric])) for record in records
-                          if metric in record and record["status"] == (STOPPED if stopped else FINISHED)]
+                          if metric in record and record["status"] == status]
                 if points:
                     xs, ys = zip(*points, strict=True)
                     axes.scatter(xs, ys, s=24, edgecolors=colour(index),
@@ -296,7 +298,7 @@ def study_figures(results: StudyResults, folder: Path) -> list[Path]:
     if curves:
         title = f"Study {results.study}\ntarget accuracy by epoch, mean ± std over seeds"
         paths.append(learning_curves(curves, title, folder / CURVES_FILE))
-    if factorial and any(record.get("status") == FINISHED for record in records):
+    if factorial and any(record.get("status") == TrialStatus.FINISHED for record in records):
         paths.append(interaction_plot(records, f"Study {results.study}: interactions of the switches",
                                       folder / INTERACTION_FILE))
     return paths

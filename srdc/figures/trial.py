@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
+from srdc.base import LABELFREE, ORACLE
 from srdc.trialfiles import RECORD_FILES, RECORD_NAME
 
 DPI = 72
-ORACLE, LABELFREE = "oracle", "labelfree"
 # t-SNE iterations (250 of them early exaggeration): of up to SMALL_TSNE points, 350 give the same map (same
 # trustworthiness and neighbours' classes on a smoke run's 400 points) 25% faster than 500
 TSNE_ITERATIONS, SMALL_TSNE_ITERATIONS, SMALL_TSNE = 500, 350, 500
@@ -50,12 +50,13 @@ SCHEDULE_KEYS = ("lr", "lambda")
 class TrialRecord:
     """What a run's figures are drawn from.
 
-    ``picks``: the epoch each selection picks (:data:`ORACLE`, :data:`LABELFREE`); ``selector``: the label-free
-    validator behind :data:`LABELFREE`; ``validators``: the history keys of every label-free validator;
-    ``snapshots``: the snapshot of each selection's pick; ``source_images``: by source index, the evaluation-view
-    image (a uint8 tensor, H x W x C, or H x W for one channel) and class of the highest- and lowest-weighted
-    source samples at the label-free pick (empty for feature datasets and methods without source weights). Plain
-    values and tensors only: a record saved by :func:`save_record` loads with ``weights_only=True``."""
+    ``picks``: the epoch each selection picks (:data:`srdc.base.ORACLE`, :data:`srdc.base.LABELFREE`);
+    ``selector``: the label-free validator behind the latter; ``validators``: the history keys of every label-free
+    validator; ``snapshots``: the snapshot of each selection's pick; ``source_images``: by source index, the
+    evaluation-view image (a uint8 tensor, H x W x C, or H x W for one channel) and class of the highest- and
+    lowest-weighted source samples at the label-free pick (empty for feature datasets and methods without source
+    weights). Plain values and tensors only: a record saved by :func:`save_record` loads with
+    ``weights_only=True``."""
 
     history: list[dict[str, Any]]
     picks: dict[str, int]

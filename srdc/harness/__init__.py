@@ -14,7 +14,7 @@ and tabled. Its modules import only downwards, in this order:
 * :mod:`~srdc.harness.plan` -- a study resolved into Tune's param space, checked before launch;
 * :mod:`~srdc.harness.console` -- a study's compact console: a line per trial event, a summary line every 30 s;
 * :mod:`~srdc.harness.tuner` -- the only place that builds a Tuner (RunConfig, resources, callbacks, restore, the
-  Ray session) and the one :class:`~srdc.harness.tuner.TrialStatus`;
+  Ray session), and each trial's :class:`~srdc.base.TrialStatus` from Tune's state;
 * :mod:`~srdc.harness.outcome` -- running a study, its tables and closing lines;
 * :mod:`~srdc.harness.search_setup` -- a search resolved against its launch, and its one list of phases (run and
   planned alike);

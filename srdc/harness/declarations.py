@@ -16,7 +16,7 @@ from typing import Any
 from srdc.base import parse_task
 from srdc.config import options
 from srdc.errors import SRDCInputError
-from srdc.methods import check_variant
+from srdc.methods import METHODS
 
 # the grid's own dimensions; everything else in a trial config is an SRDCConfig field
 GRID_KEYS = ("task", "variant", "seed")
@@ -129,7 +129,7 @@ class Study:
         for task in self.tasks:
             parse_task(task)
         for variant in self.variants:
-            check_variant(variant)
+            METHODS.check(variant)
         per_task = {key for values in self.task_config.values() for key in values}
         for where, keys in (("grid", set(self.grid)), ("config", set(self.config)), ("task_config", per_task)):
             bad = sorted(keys - names)

@@ -1,8 +1,8 @@
 """``--dry-run``: what a study or search would run and what it would cost, printed; nothing runs, nothing is
 written (no launch file, no Ray trial, no MLflow run, not even the storage folder).
 
-For each Tune experiment the command would start (a study: one; a search: the search, the promotion with
-``--promote K``, the winner's re-run) the dry run lists the trials, the resources per trial, how many run at
+For each sweep (what one ``Tuner`` runs) the command would start (a study: one; a search: the search, the promotion
+with ``--promote K``, the winner's re-run) the dry run lists the trials, the resources per trial, how many run at
 once, and the estimated wall time and GPU-hours (CPU-hours for CPU trials) from the per-epoch cost table
 (:mod:`srdc.harness.costs`), each trial priced by :mod:`srdc.harness.estimate` (its runs' iterations, as the
 trainer draws them, and preparation passes; a fraction of a GPU makes it longer); a search's phases are the ones
@@ -117,7 +117,7 @@ def at_once(trials: int, resources: dict[str, float], cluster: Cluster, max_conc
     return count, reason
 
 
-# -- an experiment's plan -----------------------------------------------------------------------------------------
+# -- a sweep's plan -----------------------------------------------------------------------------------------------
 @dataclass
 class TrialPlan:
     """One trial: what the table shows of it, its runs' draws, its time (``None``: no cost row)."""
@@ -128,8 +128,8 @@ class TrialPlan:
 
 
 @dataclass
-class ExperimentPlan:
-    """One Tune experiment of the command: its trials, resources, concurrency and estimate."""
+class SweepPlan:
+    """One sweep of the command: its trials, resources, concurrency and estimate."""
 
     name: str
     what: str
@@ -191,7 +191,7 @@ def provenance(row: CostRow) -> str:
     return f"{row.status}, date {row.provenance.get('date', 'not recorded')}: {where} (more in {TABLE_NAME})"
 
 
-def trial_table(plan: ExperimentPlan) -> list[str]:
+def trial_table(plan: SweepPlan) -> list[str]:
     """A row per distinct trial (seeds merged): how many, iterations x batches per epoch, s/epoch, h/trial."""
     groups: dict[tuple[str, ...], list[TrialPlan]] = {}
     for trial in plan.trials:
@@ -209,81 +209,81 @@ def trial_table(plan: ExperimentPlan) -> list[str]:
     return lines
 
 
-def new_experiment(name: str, what: str, epochs: int, columns: tuple[str, ...], trials: int, launch: Launch,
-                   cluster: Cluster, max_concurrent: int | None) -> ExperimentPlan:
+def new_sweep(name: str, what: str, epochs: int, columns: tuple[str, ...], trials: int, launch: Launch,
+              cluster: Cluster, max_concurrent: int | None) -> SweepPlan:
     resources = launch.trial_resources(cluster.gpus)
     if launch.plan_gpus is not None and resources["gpu"] == 0:
         raise SRDCInputError("--plan-gpus plans GPU trials, but --gpus-per-trial 0 runs them on CPUs; drop one")
     count, limit = at_once(trials, resources, cluster, max_concurrent)
-    return ExperimentPlan(name, what, epochs, columns, [], resources, count, limit)
+    return SweepPlan(name, what, epochs, columns, [], resources, count, limit)
 
 
-def trial_plan(label: tuple[str, ...], configs: list[SRDCConfig], experiment: ExperimentPlan,
+def trial_plan(label: tuple[str, ...], configs: list[SRDCConfig], sweep: SweepPlan,
                estimator: Estimator) -> TrialPlan:
-    """One trial of ``configs`` (its runs) at the experiment's GPUs per trial, priced into its ``pricing``."""
-    cost = estimator.trial(configs, experiment.resources["gpu"], experiment.pricing)
+    """One trial of ``configs`` (its runs) at the sweep's GPUs per trial, priced into its ``pricing``."""
+    cost = estimator.trial(configs, sweep.resources["gpu"], sweep.pricing)
     return TrialPlan(label, cost.iterations, cost.seconds)
 
 
-def study_experiment(plan: Plan, launch: Launch, cluster: Cluster, estimator: Estimator,
-                     max_concurrent: int | None) -> ExperimentPlan:
-    """A study's one experiment: a trial per grid cell."""
+def study_sweep(plan: Plan, launch: Launch, cluster: Cluster, estimator: Estimator,
+                max_concurrent: int | None) -> SweepPlan:
+    """A study's one sweep: a trial per grid cell."""
     grid = [key for key, values in plan.grid.items() if is_grid(values)]
     dims = [(len(plan.tasks), "tasks"), (len(plan.variants), "variants"), (len(plan.seeds), "seeds"),
             *((len(plan.grid[key]), key) for key in grid)]
     configs = grid_configs(plan)
     what = f"{len(configs)} trials = " + " x ".join(f"{count} {name.removesuffix('s') if count == 1 else name}"
                                                      for count, name in dims)
-    experiment = new_experiment(plan.name, what, plan.epochs, ("task", "variant", *grid), len(configs), launch,
-                                cluster, max_concurrent)
+    sweep = new_sweep(plan.name, what, plan.epochs, ("task", "variant", *grid), len(configs), launch, cluster,
+                      max_concurrent)
     for config in configs:
         label = tuple(str(config[key]) for key in ("task", "variant", *grid))
-        experiment.trials.append(trial_plan(label, run_configs(config), experiment, estimator))
-    return experiment
+        sweep.trials.append(trial_plan(label, run_configs(config), sweep, estimator))
+    return sweep
 
 
-def lockstep_experiment(setup: Setup, phase: PhaseSpec, cluster: Cluster, estimator: Estimator) -> ExperimentPlan:
+def lockstep_sweep(setup: Setup, phase: PhaseSpec, cluster: Cluster, estimator: Estimator) -> SweepPlan:
     """A search or promotion phase: its trials, each training the study's tasks x seeds in lockstep on its dataset."""
     plan, launch, dataset, trials = setup.plan, setup.launch, phase.dataset, phase.trials
     what = (f"{trials} trials, each {len(plan.tasks)} task(s) x {len(plan.seeds)} seed(s) in lockstep on "
             f"{dataset}")
-    experiment = new_experiment(phase.name, what, plan.epochs, ("tasks", "variant"), trials, launch, cluster,
-                                launch.max_concurrent)
+    sweep = new_sweep(phase.name, what, plan.epochs, ("tasks", "variant"), trials, launch, cluster,
+                      launch.max_concurrent)
     label = (" + ".join(plan.tasks), plan.variants[0])
     if dataset == FEATURES:
-        experiment.pricing.missing.append("the features tier (the head on cached backbone features) is not in the "
-                                          "cost table; it takes minutes, plus extracting the features once")
-        experiment.trials = [TrialPlan(label, "—", None) for _ in range(trials)]
-        return experiment
+        sweep.pricing.missing.append("the features tier (the head on cached backbone features) is not in the "
+                                     "cost table; it takes minutes, plus extracting the features once")
+        sweep.trials = [TrialPlan(label, "—", None) for _ in range(trials)]
+        return sweep
     space = lockstep_space(plan, {task: task for task in plan.tasks}, dataset, setup.options.objective)
     configs = run_configs({key: value for key, value in space.items() if key not in plan.grid})
-    experiment.trials = [trial_plan(label, configs, experiment, estimator)] * trials
-    return experiment
+    sweep.trials = [trial_plan(label, configs, sweep, estimator)] * trials
+    return sweep
 
 
-def search_experiments(search: Search, launch: Launch, cluster: Cluster, estimator: Estimator) -> list[ExperimentPlan]:
+def search_sweeps(search: Search, launch: Launch, cluster: Cluster, estimator: Estimator) -> list[SweepPlan]:
     """Each phase the search would run (:meth:`~srdc.harness.search_setup.Setup.phases`): the search, the promotion
     (``--promote K``) and the winner's re-run."""
     setup = resolve(search, launch)
-    experiments = []
+    sweeps = []
     for phase in setup.phases():
         if phase.kind == RERUN:
             rerun = rerun_launch(setup)
             rerun_plan = plan_study(rerun_study(setup, {"params": {}, "trial_id": "the winner"}), rerun)
-            experiments.append(study_experiment(rerun_plan, rerun, cluster, estimator, rerun.max_concurrent))
+            sweeps.append(study_sweep(rerun_plan, rerun, cluster, estimator, rerun.max_concurrent))
         else:
-            experiments.append(lockstep_experiment(setup, phase, cluster, estimator))
-    return experiments
+            sweeps.append(lockstep_sweep(setup, phase, cluster, estimator))
+    return sweeps
 
 
 # -- the dry run ---------------------------------------------------------------------------------------------------
 @dataclass
 class DryRun:
-    """What ``--dry-run`` prints: the cluster and every experiment's plan."""
+    """What ``--dry-run`` prints: the cluster and every sweep's plan."""
 
     title: str
     cluster: Cluster
-    experiments: list[ExperimentPlan]
+    sweeps: list[SweepPlan]
     resumed: bool = False
 
     def describe(self) -> str:
@@ -291,12 +291,13 @@ class DryRun:
                  f"cluster: {self.cluster.describe()}"]
         if self.resumed:
             lines.append("--resume: planned as if no trial had run (finished trials would be kept)")
-        lines += ["", *(experiment.describe() + "\n" for experiment in self.experiments)]
-        if len(self.experiments) > 1 and all(e.estimated for e in self.experiments):
-            hours = {unit: sum(e.device_hours for e in self.experiments if e.unit == unit) for unit in ("GPU", "CPU")}
+        lines += ["", *(sweep.describe() + "\n" for sweep in self.sweeps)]
+        if len(self.sweeps) > 1 and all(sweep.estimated for sweep in self.sweeps):
+            hours = {unit: sum(sweep.device_hours for sweep in self.sweeps if sweep.unit == unit)
+                     for unit in ("GPU", "CPU")}
             spent = ", ".join(f"{value:.1f} {unit}-hours" for unit, value in hours.items() if value)
-            wall = sum(e.wall_s for e in self.experiments) / HOUR
-            lines.append(f"all {len(self.experiments)} experiments, one after another: {spent}, wall time {wall:.1f} h")
+            wall = sum(sweep.wall_s for sweep in self.sweeps) / HOUR
+            lines.append(f"all {len(self.sweeps)} sweeps, one after another: {spent}, wall time {wall:.1f} h")
         return "\n".join(lines).rstrip() + "\n"
 
 
@@ -305,12 +306,12 @@ def dry_run(declaration: Study | Search, launch: Launch, costs: Path = COSTS_FIL
     cluster = find_cluster(launch)
     estimator = Estimator(load_costs(costs), cluster.gpu_name)
     if isinstance(declaration, Search):
-        experiments = search_experiments(declaration, launch, cluster, estimator)
-        title = f"search {experiments[0].name}"
+        sweeps = search_sweeps(declaration, launch, cluster, estimator)
+        title = f"search {sweeps[0].name}"
     else:
         plan = plan_study(declaration, launch)
-        experiments = [study_experiment(plan, launch, cluster, estimator, launch.max_concurrent)]
+        sweeps = [study_sweep(plan, launch, cluster, estimator, launch.max_concurrent)]
         paper = f" (paper {declaration.paper_table})" if declaration.paper_table else ""
         title = f"study {plan.name}{paper}"
-    return DryRun(title, cluster, experiments, launch.resume)
+    return DryRun(title, cluster, sweeps, launch.resume)
 

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 
 from srdc.config import SRDCConfig
-from srdc.data import Domain, get_dataset, load_one_domain
+from srdc.data import DATASETS, Domain, load_one_domain
 from srdc.data.benchmarks import BENCHMARKS
 from srdc.harness.costs import COSTS_FILE, CPU, CostKey, CostRow, dtype_name, find_row, input_size, measure_command
-from srdc.methods import method_class
+from srdc.methods import METHODS
 
 TABLE_NAME = "/".join(COSTS_FILE.parts[-3:])  # srdc/harness/epoch_costs.json
 
@@ -82,7 +82,7 @@ class DataFacts:
         test = 0
         if config.setting == "inductive":
             target, test = round(target / 2), target - round(target / 2)
-        spec = get_dataset(config.dataset)
+        spec = DATASETS.lookup(config.dataset)
         backbone = spec.default_backbone if config.backbone == "auto" else config.backbone
         return RunData(source, target, test, classes, backbone, input_size(config, spec.default_backbone, loaded))
 
@@ -90,7 +90,7 @@ class DataFacts:
 def schedule(config: SRDCConfig, data: RunData) -> list[Segment]:
     """The run's epochs as segments of equal draws, from the method's own :meth:`~srdc.methods.Method.draw` and
     :meth:`~srdc.methods.Draw.epoch_iterations`."""
-    method = method_class(config.variant)(config, data.classes, {}, torch.device("cpu"))
+    method = METHODS.lookup(config.variant)(config, data.classes, {}, torch.device("cpu"))
     segments: list[Segment] = []
     for epoch in range(config.epochs):
         draw = method.draw(epoch)
@@ -117,7 +117,7 @@ def segments_text(segments: list[Segment]) -> str:
 
 @dataclass
 class Pricing:
-    """What pricing an experiment's trials drew on: the cost rows used, notes on how they were chosen, and a line
+    """What pricing a sweep's trials drew on: the cost rows used, notes on how they were chosen, and a line
     for each row the table lacks (naming the command that measures it)."""
 
     rows: list[CostRow] = field(default_factory=list)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from srdc.base import ArgumentParser
+from srdc.base import SEARCH_SELECTIONS, ArgumentParser
 from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import GRID_KEYS, Search, Study
@@ -26,7 +26,6 @@ from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracki
 from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, read_launch_file, write_launch_file
 
 DEFAULT_STORAGE = "ray_results"
-OBJECTIVES = ("labelfree", "oracle")
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
 # (and the Ray cluster: a new head after the old one died has a new address; the dry run's own options; the console)
@@ -39,7 +38,7 @@ RESERVED = (*GRID_KEYS, "source", "target", "dataset", "epochs", "data_root")
 class SearchOptions:
     """A search's own options (:mod:`srdc.harness.search`)."""
 
-    objective: str = "labelfree"
+    objective: str = SEARCH_SELECTIONS[0]  # the selection the search optimises (--objective)
     num_samples: int | None = None
     dataset: str | None = None
     features_dir: str | None = None
@@ -81,7 +80,7 @@ class Launch:
 
     @property
     def path(self) -> str:
-        """The study's Tune experiment folder: ``STORAGE/NAME`` (local and absolute, or a URI)."""
+        """The study's sweep folder: ``STORAGE/NAME`` (local and absolute, or a URI)."""
         return f"{self.storage_path.rstrip('/')}/{self.study_name}"
 
     def trial_resources(self, cluster_gpus: float) -> dict[str, float]:
@@ -126,8 +125,8 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
                         help="Tune's results and checkpoints: a local folder, a shared NFS path, s3:// or gs:// "
                              f"(default: ./{DEFAULT_STORAGE})")
     parser.add_argument("--study-name", default=None,
-                        help=f"Tune experiment and MLflow study name (default: {study.name}, with --smoke-test "
-                             f"{study.name}-smoke)")
+                        help=f"the name of the study's sweep folder under --storage-path and of its MLflow study "
+                             f"(default: {study.name}, with --smoke-test {study.name}-smoke)")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment ({DEFAULT_EXPERIMENT})")
@@ -176,7 +175,7 @@ def _description(study: Study, search: Search | None) -> str:
 def add_search_options(parser: argparse.ArgumentParser, search: Search) -> None:
     """The options of :mod:`srdc.harness.search`."""
     dataset = search.study.dataset
-    parser.add_argument("--objective", choices=OBJECTIVES, default="labelfree",
+    parser.add_argument("--objective", choices=SEARCH_SELECTIONS, default=SEARCH_SELECTIONS[0],
                         help="labelfree (default): the best label-free validator value (acc_labelfree's); "
                              "oracle: the best target accuracy (target labels, the paper's protocol)")
     parser.add_argument("--num-samples", type=int, default=None,
@@ -228,7 +227,7 @@ def absolute(path: str) -> str:
 
 
 def study_name(study: Study, args: argparse.Namespace) -> str:
-    """The Tune experiment's and MLflow study's name: ``--study-name``, else the study's (``-smoke`` added)."""
+    """The sweep's and MLflow study's name: ``--study-name``, else the study's (``-smoke`` added)."""
     return args.study_name or (f"{study.name}-smoke" if args.smoke_test else study.name)
 
 
@@ -331,12 +330,12 @@ def resume_command(launch: Launch) -> str:
 
 
 def save_launch(launch: Launch) -> None:
-    """Write ``launch`` into its experiment folder (local, NFS, ``s3://``, ``gs://``)."""
+    """Write ``launch`` into its sweep folder (local, NFS, ``s3://``, ``gs://``)."""
     write_launch_file(launch.path, launch.to_json())
 
 
 def read_launch(path: str) -> Launch | None:
-    """The launch saved in the experiment folder ``path``; ``None`` when there is none."""
+    """The launch saved in the sweep folder ``path``; ``None`` when there is none."""
     text = read_launch_file(path)
     if text is None:
         return None

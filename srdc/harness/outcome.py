@@ -1,7 +1,7 @@
 """Running a study and what it ends with: the mean±std tables of every printed model selection (built from Tune's
 own results, so they print even when MLflow is down), the study's results (the tables of every selection in every
 format and the study's figures, :mod:`srdc.figures.study`, drawn from the records and the trials' ``history.jsonl``,
-in the Tune experiment folder's ``results/`` and on the study's MLflow parent run, with its summary metrics, tags
+in the sweep folder's ``results/`` and on the study's MLflow parent run, with its summary metrics, tags
 and description), where the Tune results and the MLflow runs are, and the exit status.
 """
 
@@ -15,13 +15,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from srdc import report
-from srdc.base import threads_for_cpus
+from srdc.base import SELECTIONS, TrialStatus, threads_for_cpus
 from srdc.figures.study import CURVE_METRIC, HISTORY
 from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, param_space, plan_study
 from srdc.harness.trainable import train_srdc
-from srdc.harness.tuner import Experiment, Trainable, TrialStatus, fit, ray_session
+from srdc.harness.tuner import Sweep, Trainable, fit, ray_session
 from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
 from srdc.tracking.results import write_study
 from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories
@@ -96,7 +96,7 @@ def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> re
     (their Markdown the study's own, ``Study.tables``, where it has them), its tags and summary metrics."""
     planned = len(plan.seeds)
     markdown = None if study.tables is None else {
-        selection: study.tables(records, selection, planned, plan.name) for selection in report.SELECTIONS}
+        selection: study.tables(records, selection, planned, plan.name) for selection in SELECTIONS}
     split = [key for key in plan.grid if key != plan.rows]
     return report.study_results(records, plan.name, plan.rows, planned, split,
                                 str(plan.study_params.get("paper_table", "")), markdown)
@@ -119,13 +119,13 @@ def with_trial_histories(launch: Launch, records: list[dict[str, Any]]) -> list[
 
 
 def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> str:
-    """The tables of every printed selection (:data:`srdc.report.PRINTED_SELECTIONS`), as Markdown."""
+    """The tables of every printed selection (:data:`srdc.base.PRINTED_SELECTIONS`), as Markdown."""
     return study_results(study, plan, records).printed
 
 
 def publish(launch: Launch, study: str, results: report.StudyResults) -> tuple[tuple[str, str] | None, str | None]:
     """Write ``results`` and the study's figures (:func:`srdc.figures.study.study_figures`, embedded in its HTML
-    page) into the study's Tune experiment folder (``results/``; a remote storage's through a local copy), then
+    page) into the study's sweep folder (``results/``; a remote storage's through a local copy), then
     onto its MLflow parent run. Returns the parent run (experiment id, run id; ``None`` when there is none, or
     the store cannot be read now) and a warning when the store could not take the results."""
     remote = "://" in launch.path
@@ -167,9 +167,9 @@ def find_parent_run(launch: Launch, study: str) -> tuple[str, str] | None:
     return (found.experiment_id, found.run_id) if found is not None else None
 
 
-def study_experiment(plan: Plan) -> Experiment:
-    """The one Tune experiment of a study: a trial per grid cell, logged into the study's MLflow parent."""
-    return Experiment(name=plan.name, param_space=param_space(plan), epochs=plan.epochs, tracking=plan.name,
+def study_sweep(plan: Plan) -> Sweep:
+    """The one sweep of a study: a trial per grid cell, logged into the study's MLflow parent."""
+    return Sweep(name=plan.name, param_space=param_space(plan), epochs=plan.epochs, tracking=plan.name,
                       tracking_params=plan.study_params, parameter_columns=[*GRID_COLUMNS, *plan.grid])
 
 
@@ -184,7 +184,7 @@ def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -
         save_launch(launch)
     announce_threads(launch)
     with ray_session(launch.address):
-        records = fit(launch, study_experiment(plan), trainable)
+        records = fit(launch, study_sweep(plan), trainable)
     results = study_results(study, plan, with_trial_histories(launch, records))
     parent_run, warning = publish(launch, plan.name, results)
     return StudyOutcome(plan, launch, records, results.printed, parent_run, [*warnings, *filter(None, [warning])])

@@ -18,7 +18,7 @@ from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Study, is_grid, tune_domain
 from srdc.harness.options import Launch, parse_overrides
 from srdc.harness.trainable import run_configs
-from srdc.methods import check_variant
+from srdc.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -131,13 +131,14 @@ def param_space(plan: Plan) -> dict[str, Any]:
     return space
 
 
-def lockstep_space(plan: Plan, runs: Mapping[str, str], dataset: str, objective: str) -> dict[str, Any]:
-    """Tune's ``param_space`` of a search trial: the study's fixed fields and searched domains, and the runs it
-    trains in lockstep, each task (``runs``: the plan's task -> the task as ``dataset`` names it) x each seed."""
+def lockstep_space(plan: Plan, runs: Mapping[str, str], dataset: str, selection: str) -> dict[str, Any]:
+    """Tune's ``param_space`` of a search trial: the study's fixed fields and searched domains, the runs it trains in
+    lockstep, each task (``runs``: the plan's task -> the task as ``dataset`` names it) x each seed, and the
+    ``selection`` it optimises."""
     fixed = {**plan.fixed, "dataset": dataset}
     tasks = [{"task": runs[task], **plan.task_config.get(task, {})} for task in plan.tasks]
     return {**fixed, **plan.grid, "variant": plan.variants[0], "tasks": tasks, "seeds": list(plan.seeds),
-            "search_objective": objective, "task": " + ".join(plan.tasks), "seed": "+".join(map(str, plan.seeds))}
+            "search_objective": selection, "task": " + ".join(plan.tasks), "seed": "+".join(map(str, plan.seeds))}
 
 
 def grid_configs(plan: Plan) -> list[dict[str, Any]]:
@@ -156,6 +157,6 @@ def check_plan(plan: Plan) -> None:
     """Fail before launching: every grid cell must make a valid config, and every task's data must load."""
     configs = [config for trial in grid_configs(plan) for config in run_configs(trial)]
     for config in configs:
-        check_variant(config.variant)
+        METHODS.check(config.variant)
     for config in {config.task_name: config for config in configs}.values():
         load_task(config)

@@ -2,9 +2,9 @@
 
 A :class:`~srdc.harness.declarations.Search` wraps a study whose ``grid`` holds Tune search domains; the study's
 tasks and seeds are what ONE trial trains in lockstep (:mod:`srdc.harness.trainable`). :func:`run_search` runs up
-to three phases, each a Tune experiment under the launch's storage, all tracked in MLflow:
+to three phases, each a sweep (what one ``Tuner`` runs) under the launch's storage, all tracked in MLflow:
 
-1. **search** (Tune experiment NAME, MLflow parent NAME): ``--num-samples`` trials proposed by ``OptunaSearch``
+1. **search** (sweep NAME, MLflow parent NAME): ``--num-samples`` trials proposed by ``OptunaSearch``
    with a seeded TPE sampler (``--n-startup-trials`` random ones first), at most ``--max-concurrent`` at once
    (``ConcurrencyLimiter``), stopped early by ``ASHAScheduler`` (``time_attr`` epoch). A trial reports after every
    epoch the mean over its runs of the ``objective``: label-free by default (the best value so far of the
@@ -13,7 +13,7 @@ to three phases, each a Tune experiment under the launch's storage, all tracked 
    plots, and the trials' accuracies against each searched parameter (:func:`srdc.figures.study.search_chart`) go
    into ``NAME/results/`` and to the MLflow parent as artifacts (``search/``). With ``--dataset features`` the runs
    train the head on cached backbone features (extracted once into ``--features-dir``): minutes.
-2. **promotion** (only with ``--promote K``; Tune experiment NAME-promoted, same MLflow parent): the K best
+2. **promotion** (only with ``--promote K``; sweep NAME-promoted, same MLflow parent): the K best
    finished configs run again as full fine-tuning trials on the study's image dataset, same tasks and seeds.
 3. **re-run** (study NAME-rerun): the winner (the best promoted config, else the best searched one) on fresh
    ``--rerun-seeds`` on the image dataset, through :func:`srdc.harness.outcome.run_study` with a :class:`Study`
@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srdc.base import parse_task
+from srdc.base import TrialStatus, parse_task
 from srdc.config import SRDCConfig
 from srdc.harness.declarations import Search
 from srdc.harness.options import FEATURES, Launch, preflight, save_launch
@@ -44,7 +44,7 @@ from srdc.harness.plan import check_plan, lockstep_space
 from srdc.harness.search_files import log_to_parent, write_search_files
 from srdc.harness.search_report import Phase, SearchOutcome
 from srdc.harness.search_setup import PROMOTION, PhaseSpec, Setup, rerun_launch, rerun_study, resolve
-from srdc.harness.tuner import Experiment, TrialStatus, fit, ray_session
+from srdc.harness.tuner import Sweep, fit, ray_session
 from srdc.tracking import TrackingUnavailable, open_tracker
 
 logger = logging.getLogger(__name__)
@@ -54,13 +54,13 @@ PROGRESS_METRICS = {"epoch": "epoch", "objective": "objective", "acc_labelfree":
                     "acc_best_oracle": "best(oracle)"}
 
 
-# -- the phases' experiments --------------------------------------------------------------------------------------
+# -- the phases' sweeps -------------------------------------------------------------------------------------------
 def feature_tasks(setup: Setup) -> dict[str, str]:
     """Each task as a ``features`` task (``DIR/A.npz->DIR/W.npz``); a missing domain's features are extracted
     first with the study's backbone (``backbone``/``weights`` config fields; ``auto``: the dataset's default)."""
     import torch
 
-    from srdc.data import get_dataset
+    from srdc.data import DATASETS
     from srdc.extract import ExtractionRequest, run_extraction
 
     plan = setup.plan
@@ -68,7 +68,7 @@ def feature_tasks(setup: Setup) -> dict[str, str]:
     folder = Path(setup.options.features_dir or default_folder).expanduser().resolve()
     backbone = plan.fixed.get("backbone", SRDCConfig.backbone)
     if backbone == "auto":
-        backbone = get_dataset(plan.dataset).default_backbone
+        backbone = DATASETS.lookup(plan.dataset).default_backbone
     paths = {}
     for domain in sorted({domain for task in plan.tasks for domain in parse_task(task)}):
         paths[domain] = folder / f"{domain}.npz"
@@ -103,14 +103,14 @@ def search_params(setup: Setup) -> dict[str, Any]:
             "promote": options.promote, "rerun_seeds": list(options.rerun_seeds), "optuna_storage": setup.optuna_url}
 
 
-def phase_experiment(setup: Setup, name: str, param_space: dict[str, Any], **tune_options: Any) -> Experiment:
-    """A phase's Tune experiment, logged into the search's MLflow parent."""
-    return Experiment(name=name, param_space=param_space, epochs=setup.plan.epochs, tracking=setup.name,
+def phase_sweep(setup: Setup, name: str, param_space: dict[str, Any], **tune_options: Any) -> Sweep:
+    """A phase's sweep, logged into the search's MLflow parent."""
+    return Sweep(name=name, param_space=param_space, epochs=setup.plan.epochs, tracking=setup.name,
                       tracking_params=search_params(setup), parameter_columns=list(setup.plan.grid),
                       metric_columns=dict(PROGRESS_METRICS), **tune_options)
 
 
-def search_experiment(setup: Setup, phase: PhaseSpec) -> Experiment:
+def search_sweep(setup: Setup, phase: PhaseSpec) -> Sweep:
     """The search: OptunaSearch (seeded TPE, study in ``optuna.db``) behind a ConcurrencyLimiter, and ASHA."""
     import optuna
     from ray.tune.schedulers import ASHAScheduler
@@ -124,29 +124,29 @@ def search_experiment(setup: Setup, phase: PhaseSpec) -> Experiment:
     scheduler = ASHAScheduler(time_attr="epoch", metric="objective", mode="max", max_t=setup.plan.epochs,
                               grace_period=setup.grace_period(), reduction_factor=options.reduction_factor)
     limited = ConcurrencyLimiter(searcher, max_concurrent=setup.launch.max_concurrent)
-    return phase_experiment(setup, phase.name, trial_space(setup, phase.dataset),
-                            num_samples=phase.trials, searcher=limited, scheduler=scheduler)
+    return phase_sweep(setup, phase.name, trial_space(setup, phase.dataset),
+                       num_samples=phase.trials, searcher=limited, scheduler=scheduler)
 
 
-def promotion_experiment(setup: Setup, phase: PhaseSpec, candidates: list[dict[str, Any]]) -> Experiment:
+def promotion_sweep(setup: Setup, phase: PhaseSpec, candidates: list[dict[str, Any]]) -> Sweep:
     """The promoted configs as full fine-tuning trials on the study's dataset (one trial each)."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = [candidate["params"] for candidate in candidates]
     generator = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=setup.launch.max_concurrent)
-    return phase_experiment(setup, phase.name, trial_space(setup, phase.dataset),
-                            num_samples=len(points), searcher=generator)
+    return phase_sweep(setup, phase.name, trial_space(setup, phase.dataset),
+                       num_samples=len(points), searcher=generator)
 
 
 # -- running the phases ---------------------------------------------------------------------------------------
-def run_phase(setup: Setup, experiment: Experiment, expected: int) -> Phase:
+def run_phase(setup: Setup, sweep: Sweep, expected: int) -> Phase:
     """Run a phase, or continue it when its folder holds one (finished trials are kept, unfinished ones go on)."""
     start = time.monotonic()
-    records = fit(setup.launch, experiment)
+    records = fit(setup.launch, sweep)
     for record in records:
         record["params"] = {key: record[key] for key in setup.plan.grid}
     interrupted = len(records) < expected or any(r["status"] == TrialStatus.UNFINISHED for r in records)
-    return Phase(experiment.name, records, interrupted, time.monotonic() - start)
+    return Phase(sweep.name, records, interrupted, time.monotonic() - start)
 
 
 def run_search(search: Search, launch: Launch) -> SearchOutcome:
@@ -171,14 +171,14 @@ def run_phases(setup: Setup) -> SearchOutcome:
     """Run the search's phases (:meth:`~srdc.harness.search_setup.Setup.phases`): search, promote (``--promote K``),
     re-run the winner; stop after an interrupted phase, or one that finished no trial."""
     first, *later = setup.phases()
-    outcome = SearchOutcome(setup, run_phase(setup, search_experiment(setup, first), first.trials))
+    outcome = SearchOutcome(setup, run_phase(setup, search_sweep(setup, first), first.trials))
     finalists = outcome.search
     for phase in later:
         if finalists.interrupted or not finalists.best():
             break
         if phase.kind == PROMOTION:
             candidates = finalists.best(phase.trials)
-            outcome.promoted = finalists = run_phase(setup, promotion_experiment(setup, phase, candidates),
+            outcome.promoted = finalists = run_phase(setup, promotion_sweep(setup, phase, candidates),
                                                      len(candidates))
         else:  # the re-run, the last phase
             outcome.winner = finalists.best()[0]

@@ -1,4 +1,4 @@
-"""A search's files, in its Tune experiment folder's ``results/`` and on its MLflow parent run (under ``search/``):
+"""A search's files, in its sweep folder's ``results/`` and on its MLflow parent run (under ``search/``):
 the Optuna study's export (its trials, parameter importances and their plots), the trials' accuracies against each
 searched parameter (:func:`srdc.figures.study.search_chart`), the printed report and the winner's config."""
 

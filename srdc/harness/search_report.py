@@ -1,35 +1,33 @@
 """What a search ends with (:class:`SearchOutcome`: a :class:`Phase` of trial records per phase that ran, the
 winner, the re-run's outcome) and its printed report (:func:`describe`): the trials of each phase, the best config
-and the one the other objective would pick, the re-run's tables, wall times, where its files and runs are."""
+and the one the other selection would pick, the re-run's tables, wall times, where its files and runs are."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
+from srdc.base import SEARCH_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.config import SRDCConfig
-from srdc.harness.options import OBJECTIVES, resume_command
+from srdc.harness.options import resume_command
 from srdc.harness.outcome import EXIT_INTERRUPTED, StudyOutcome
 from srdc.harness.search_setup import Setup, search_folder
-from srdc.harness.tuner import TrialStatus
-
-OBJECTIVE_TEXT = {"labelfree": "the best label-free validator value so far ({selector}; no target labels)",
-                  "oracle": "the best target accuracy so far (target labels: the paper's protocol)"}
 
 
 @dataclass
 class Phase:
-    """One finished (or interrupted) Tune experiment of the search: a record per trial."""
+    """One finished (or interrupted) sweep of the search: a record per trial."""
 
     name: str
     records: list[dict[str, Any]]
     interrupted: bool
     wall_s: float
 
-    def best(self, count: int = 1, objective: str = "objective") -> list[dict[str, Any]]:
-        """The ``count`` finished trials with the highest ``objective`` (another: ``objective_oracle``...)."""
+    def best(self, count: int = 1, metric: str = "objective") -> list[dict[str, Any]]:
+        """The ``count`` finished trials with the highest ``metric`` (the objective; or another selection's:
+        ``objective_oracle``...)."""
         finished = [record for record in self.records if record["status"] == TrialStatus.FINISHED]
-        return sorted(finished, key=lambda record: -record[objective])[:count]
+        return sorted(finished, key=lambda record: -record[metric])[:count]
 
 
 @dataclass
@@ -80,29 +78,30 @@ def trials_table(phase: Phase, keys: list[str]) -> str:
 
 def headline(setup: Setup, phase: Phase) -> str:
     """What the search ran: trial counts by status and the objective."""
-    plan, objective = setup.plan, setup.options.objective
+    plan, selection = setup.plan, setup.options.objective
     selector = plan.fixed.get("labelfree_selector", SRDCConfig.labelfree_selector)
     statuses = [record["status"] for record in phase.records]
     return (f"search {setup.name}: {len(statuses)} trials on {setup.search_dataset}, "
             f"{statuses.count(TrialStatus.FINISHED)} ran all {plan.epochs} epochs, "
             f"{statuses.count(TrialStatus.STOPPED)} stopped early by ASHA, {statuses.count(TrialStatus.DIVERGED)} "
             f"diverged, {statuses.count(TrialStatus.FAILED)} failed, {statuses.count(TrialStatus.UNFINISHED)} "
-            f"unfinished. Objective {objective}: the mean over "
+            f"unfinished. Objective {selection}: the mean over "
             f"{len(plan.tasks)} task(s) x {len(plan.seeds)} seed(s) of "
-            + OBJECTIVE_TEXT[objective].format(selector=selector))
+            + SELECTIONS[selection].objective.format(selector=selector))
 
 
 def best_lines(setup: Setup, phase: Phase) -> list[str]:
-    """The best config, and the one the other objective would pick among the same trials."""
+    """The best config, and the one the other selection would pick among the same trials."""
     best = phase.best()
     if not best:
         return ["no trial ran all epochs: no best config"]
-    other = next(name for name in OBJECTIVES if name != setup.options.objective)
-    (pick,) = phase.best(objective=f"objective_{other}")
+    other = next(name for name in SEARCH_SELECTIONS if name != setup.options.objective)
+    (alternative,) = phase.best(metric=f"objective_{other}")
     return [f"best config: {params_text(best[0]['params'])} (trial {best[0]['trial_id']}, objective "
             f"{best[0]['objective']:.4f})",
-            f"  the {other} objective would pick {params_text(pick['params'])} (trial {pick['trial_id']}, "
-            f"acc_best_oracle {pick['acc_best_oracle']:.1f}, acc_labelfree {pick['acc_labelfree']:.1f})"]
+            f"  the {other} objective would pick {params_text(alternative['params'])} (trial "
+            f"{alternative['trial_id']}, acc_best_oracle {alternative['acc_best_oracle']:.1f}, acc_labelfree "
+            f"{alternative['acc_labelfree']:.1f})"]
 
 
 def describe(outcome: SearchOutcome) -> str:

@@ -22,7 +22,7 @@ SEARCH, PROMOTION, RERUN = "search", "promotion", "rerun"
 @dataclass(frozen=True)
 class PhaseSpec:
     """One phase of a search as its setup declares it: its ``kind`` (``search``, ``promotion``, ``rerun``), the
-    name of its Tune experiment (the re-run: of its study), the dataset its trials train on, and how many trials
+    name of its sweep (the re-run: of its study), the dataset its trials train on, and how many trials
     (``None`` for the re-run: its study's grid)."""
 
     kind: str
@@ -130,5 +130,5 @@ def rerun_launch(setup: Setup) -> Launch:
 
 
 def search_folder(setup: Setup) -> Path:
-    """Where the search's files are: ``results/`` in its Tune experiment folder (a search's storage is local)."""
+    """Where the search's files are: ``results/`` in its sweep folder (a search's storage is local)."""
     return Path(setup.launch.path) / RESULTS_FOLDER

@@ -38,14 +38,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from srdc.base import NODE_KEY, NODES_KEY, RngState, capture_rng, restore_rng, set_torch_threads, threads_for_cpus
+from srdc.base import (
+    NODE_KEY,
+    NODES_KEY,
+    SEARCH_SELECTIONS,
+    RngState,
+    capture_rng,
+    restore_rng,
+    set_torch_threads,
+    threads_for_cpus,
+)
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.figures.recorder import FigureRecorder, recorder_for
 from srdc.figures.trial import save_record
 from srdc.runio import read_checkpoint, write_checkpoint
-from srdc.selection import labelfree_score, summarize
+from srdc.selection import search_score, summarize
 from srdc.trainer import Trainer
 from srdc.trialfiles import (
     CHECKPOINT,
@@ -67,7 +76,6 @@ if TYPE_CHECKING:
 TRIAL_KEYS = frozenset({"study", "search_objective", "checkpoint_every"})
 # with ``tasks``/``seeds`` (a search trial), ``task``/``seed`` only display the trial's runs
 MULTI_KEYS = frozenset({"tasks", "seeds", "task", "seed"})
-OBJECTIVES = ("labelfree", "oracle")
 # a trial whose loss or metrics became NaN or infinite reports this key, and why in its folder (DIVERGED_FILE)
 DIVERGED = "diverged"
 # each run's own metrics in a several-run report (``KEY.acc_target``, ...)
@@ -93,14 +101,6 @@ def run_configs(trial_config: dict[str, Any]) -> list[SRDCConfig]:
             for entry in base["tasks"] for seed in base["seeds"]]
 
 
-def run_objective(history: list[dict[str, Any]], objective: str, selector: str) -> float:
-    """One run's objective after its latest epoch, higher is better: ``oracle``, its ``acc_best_oracle``;
-    ``labelfree``, the best value so far of its label-free validator (the value behind ``acc_labelfree``)."""
-    if objective == "oracle":
-        return summarize(history, selector)["acc_best_oracle"]
-    return labelfree_score(history, selector)
-
-
 @dataclass
 class Member:
     """One run of a trial with its own copy of the global random states, and its figures' recorder (``None``: the
@@ -124,9 +124,9 @@ class Lockstep:
     """A trial's runs, trained epoch by epoch in lockstep (one run for a plain study's trial)."""
 
     def __init__(self, trial_config: dict[str, Any]) -> None:
-        self.objective: str | None = trial_config.get("search_objective")
-        if self.objective is not None and self.objective not in OBJECTIVES:
-            raise SRDCInputError(f"unknown objective {self.objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+        self.selection: str | None = trial_config.get("search_objective")  # the selection a search trial optimises
+        if self.selection is not None and self.selection not in SEARCH_SELECTIONS:
+            raise SRDCInputError(f"unknown objective {self.selection!r}; choose one of: {', '.join(SEARCH_SELECTIONS)}")
         self.members: list[Member] = []
         self._reports: list[dict[str, Any]] = []  # the reports of epochs 0, 1, ... made so far (several runs)
         data: dict[str, Any] = {}  # the seeds of one task share its data
@@ -167,10 +167,11 @@ class Lockstep:
                   for history, selector in zip(histories, selectors, strict=True)]
         report = _mean_numbers(values)
         report["wall_s"] = sum(row["wall_s_epoch"] for history in histories for row in history)
-        if self.objective is not None:
-            objectives = {name: statistics.mean(run_objective(history, name, selector) for history, selector
-                                                in zip(histories, selectors, strict=True)) for name in OBJECTIVES}
-            report["objective"] = objectives[self.objective]
+        if self.selection is not None:
+            objectives = {name: statistics.mean(search_score(history, name, selector) for history, selector
+                                                in zip(histories, selectors, strict=True))
+                          for name in SEARCH_SELECTIONS}
+            report["objective"] = objectives[self.selection]
             report.update({f"objective_{name}": value for name, value in objectives.items()})
         if len(self.members) > 1:
             for member, value in zip(self.members, values, strict=True):

@@ -5,13 +5,13 @@ The console of a study is compact: one line per trial event and a summary line e
 (:class:`srdc.harness.console.ConsoleProgress`); ``--verbose`` adds Tune's status table (``-vv``, ``-vvv``: and
 each trial's results).
 
-An :class:`Experiment` says what one Tune experiment runs (its param space, searcher, scheduler); :func:`fit`
-runs it, or continues it when its folder holds one, and returns one record per trial with a :class:`TrialStatus`.
+A :class:`Sweep` is what one ``Tuner`` runs (Tune calls it an experiment; here "experiment" is the MLflow one): its
+param space, searcher and scheduler. :func:`fit` runs it, or continues it when its folder holds one, and returns one
+record per trial with its :class:`~srdc.base.TrialStatus`.
 """
 
 from __future__ import annotations
 
-import enum
 import os
 import signal
 import sys
@@ -25,7 +25,7 @@ import ray
 from ray import tune
 from ray.tune.experiment import Trial
 
-from srdc.base import SELECTION_KEYS
+from srdc.base import LABELFREE, LAST, ORACLE, SEARCH_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.console import ConsoleProgress
@@ -40,32 +40,21 @@ from srdc.harness.ray_compat import (
 )
 from srdc.harness.trainable import DIVERGED, run_configs, train_srdc
 from srdc.methods import tracked_fields
-from srdc.tracking import FAILED, FINISHED, Folder, StudyLogger, limit_http_retries, local_folders
+from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
 from srdc.trialfiles import recover_checkpoint, storage_location
 
 Trainable = Callable[[dict[str, Any]], None]
 # what Tune's status table (--verbose) shows of each trial's latest result
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
-RECORD_METRICS = (*SELECTION_KEYS, "objective", "objective_labelfree", "objective_oracle", "epoch")
-
-
-class TrialStatus(enum.StrEnum):
-    """How a trial ended: every epoch (FINISHED), stopped early by a scheduler (STOPPED), its loss or metrics
-    became NaN or infinite (DIVERGED: not retried, ``diverged.txt`` says why), gave up after its retries
-    (FAILED), or not yet (UNFINISHED: interrupted, continue it with ``--resume``)."""
-
-    FINISHED = "FINISHED"
-    STOPPED = "STOPPED"
-    DIVERGED = "DIVERGED"
-    FAILED = "FAILED"
-    UNFINISHED = "UNFINISHED"
+RECORD_METRICS = (*(SELECTIONS[selection].metric for selection in (LAST, ORACLE, LABELFREE)), "objective",
+                  *(f"objective_{selection}" for selection in SEARCH_SELECTIONS), "epoch")
 
 
 @dataclass
-class Experiment:
-    """One Tune experiment of a study: ``name`` is its folder under the launch's storage; ``tracking`` the
-    MLflow study it is logged into (with ``tracking_params`` on its parent run)."""
+class Sweep:
+    """One sweep (what one ``Tuner`` runs: a study's, or a search phase's): ``name`` is its folder under the launch's
+    storage; ``tracking`` the MLflow study it is logged into (with ``tracking_params`` on its parent run)."""
 
     name: str
     param_space: dict[str, Any]
@@ -153,13 +142,15 @@ class TuneTracking(tune.Callback):
         self.logger.trial_result(trial.trial_id, tracked_config(trial.config), trial_folders(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial), FINISHED)
+        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial),
+                                TrialStatus.FINISHED)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial), FAILED)
+        self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial),
+                                TrialStatus.FAILED)
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
-        self.logger.experiment_ended()
+        self.logger.sweep_ended()
 
 
 def trial_folders(trial: Trial) -> list[Folder]:
@@ -169,21 +160,21 @@ def trial_folders(trial: Trial) -> list[Folder]:
     return [*local_folders(trial.local_path), *([stored] if stored is not None else [])]
 
 
-def console(launch: Launch, experiment: Experiment) -> tuple[ConsoleProgress, ProgressTable | None]:
+def console(launch: Launch, sweep: Sweep) -> tuple[ConsoleProgress, ProgressTable | None]:
     """The compact lines, and with ``--verbose`` Tune's status table."""
-    progress = ConsoleProgress(experiment.epochs, experiment.parameter_columns, launch.max_failures)
-    table = ProgressTable(metric_columns=experiment.metric_columns, parameter_columns=experiment.parameter_columns,
+    progress = ConsoleProgress(sweep.epochs, sweep.parameter_columns, launch.max_failures)
+    table = ProgressTable(metric_columns=sweep.metric_columns, parameter_columns=sweep.parameter_columns,
                           max_report_frequency=30) if launch.verbose else None
     return progress, table
 
 
-def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
+def run_config(launch: Launch, sweep: Sweep) -> tune.RunConfig:
     """Storage, retries from the last checkpoint, the latest checkpoint kept, the console (:func:`console`, Tune's
     verbosity ``launch.verbose``), tracking."""
-    logger = StudyLogger(experiment.tracking, launch.experiment, launch.tracking_uri, experiment.tracking_params)
-    progress, table = console(launch, experiment)
+    logger = StudyLogger(sweep.tracking, launch.experiment, launch.tracking_uri, sweep.tracking_params)
+    progress, table = console(launch, sweep)
     return tune.RunConfig(
-        name=experiment.name,
+        name=sweep.name,
         storage_path=launch.storage_path,
         failure_config=tune.FailureConfig(max_failures=launch.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=launch.keep_checkpoints),
@@ -195,55 +186,55 @@ def run_config(launch: Launch, experiment: Experiment) -> tune.RunConfig:
     )
 
 
-def follow_console(restored: tune.RunConfig, launch: Launch, experiment: Experiment) -> None:
+def follow_console(restored: tune.RunConfig, launch: Launch, sweep: Sweep) -> None:
     """``Tuner.restore`` brings back the first run's ``RunConfig`` whole (Ray 2.60 takes none on restore): give it the
     console of the continuing launch (``--verbose``); its other callbacks (tracking) stay."""
-    progress, table = console(launch, experiment)
+    progress, table = console(launch, sweep)
     kept = [callback for callback in restored.callbacks or [] if not isinstance(callback, ConsoleProgress)]
     restored.callbacks = [*kept, progress]
     restored.progress_reporter, restored.verbose = table, min(launch.verbose, 3)
 
 
-def experiment_path(launch: Launch, experiment: Experiment) -> str:
-    return f"{launch.storage_path.rstrip('/')}/{experiment.name}"
+def sweep_path(launch: Launch, sweep: Sweep) -> str:
+    return f"{launch.storage_path.rstrip('/')}/{sweep.name}"
 
 
 def exists(path: str) -> bool:
-    """Whether ``path`` holds a Tune experiment that can be continued."""
+    """Whether ``path`` holds a sweep Tune can continue."""
     return tune.Tuner.can_restore(path)
 
 
-def fit(launch: Launch, experiment: Experiment, trainable: Trainable = train_srdc) -> list[dict[str, Any]]:
-    """Run ``experiment``, or continue it (``Tuner.restore``) when its folder holds it already; one record per
+def fit(launch: Launch, sweep: Sweep, trainable: Trainable = train_srdc) -> list[dict[str, Any]]:
+    """Run ``sweep``, or continue it (``Tuner.restore``) when its folder holds it already; one record per
     trial (call inside :func:`ray_session`)."""
     runnable = tune.with_resources(trainable, trial_resources(launch))
-    path = experiment_path(launch, experiment)
+    path = sweep_path(launch, sweep)
     if exists(path):
         recover_checkpoints(path)
         # resume_errored: an errored trial continues from its checkpoint under its own trial id (and MLflow run),
         # which gives what a restart would, since resuming is exact; restart_errored would make a new trial
         tuner = tune.Tuner.restore(path, runnable, resume_unfinished=True, resume_errored=True)
-        follow_console(restored_run_config(tuner), launch, experiment)
+        follow_console(restored_run_config(tuner), launch, sweep)
     else:
         # reuse_actors: one worker process per concurrent slot, not per trial (it saves importing torch each time)
-        tune_config = tune.TuneConfig(num_samples=experiment.num_samples, search_alg=experiment.searcher,
-                                      scheduler=experiment.scheduler, max_concurrent_trials=launch.max_concurrent
-                                      if experiment.searcher is None else None, reuse_actors=True)
-        tuner = tune.Tuner(runnable, param_space=param_space(launch, experiment), tune_config=tune_config,
-                           run_config=run_config(launch, experiment))
+        tune_config = tune.TuneConfig(num_samples=sweep.num_samples, search_alg=sweep.searcher,
+                                      scheduler=sweep.scheduler, max_concurrent_trials=launch.max_concurrent
+                                      if sweep.searcher is None else None, reuse_actors=True)
+        tuner = tune.Tuner(runnable, param_space=param_space(launch, sweep), tune_config=tune_config,
+                           run_config=run_config(launch, sweep))
     tuner.fit()
-    return trial_records(path, experiment.epochs)
+    return trial_records(path, sweep.epochs)
 
 
-def param_space(launch: Launch, experiment: Experiment) -> dict[str, Any]:
-    """The experiment's trial configs, with ``checkpoint_every`` when ``--checkpoint-every`` is not 1."""
+def param_space(launch: Launch, sweep: Sweep) -> dict[str, Any]:
+    """The sweep's trial configs, with ``checkpoint_every`` when ``--checkpoint-every`` is not 1."""
     if launch.checkpoint_every == 1:
-        return experiment.param_space
-    return {**experiment.param_space, "checkpoint_every": launch.checkpoint_every}
+        return sweep.param_space
+    return {**sweep.param_space, "checkpoint_every": launch.checkpoint_every}
 
 
 def recover_checkpoints(path: str) -> list[str]:
-    """Before the experiment at ``path`` continues: for each unfinished trial whose checkpoint named in Tune's saved
+    """Before the sweep at ``path`` continues: for each unfinished trial whose checkpoint named in Tune's saved
     state is gone, copy the trial's next checkpoint (its oldest newer one) there, so that the trial continues from
     that epoch; the ids of those trials.
 
@@ -265,7 +256,7 @@ def recover_checkpoints(path: str) -> list[str]:
 
 
 def trial_status(trial: Trial, epochs: int) -> TrialStatus:
-    """The :class:`TrialStatus` of one trial, from Tune's saved state of it and its last result."""
+    """The :class:`~srdc.base.TrialStatus` of one trial, from Tune's saved state of it and its last result."""
     last = trial.last_result or {}
     if trial.status == Trial.ERROR:
         return TrialStatus.FAILED
@@ -277,7 +268,7 @@ def trial_status(trial: Trial, epochs: int) -> TrialStatus:
 
 
 def trial_records(path: str, epochs: int) -> list[dict[str, Any]]:
-    """One record per trial of the experiment at ``path`` (Tune's saved state: every trial, also one that never
+    """One record per trial of the sweep at ``path`` (Tune's saved state: every trial, also one that never
     reported): its config, status, folder, trial id and final accuracies and objectives."""
     records = []
     for trial in tune.ExperimentAnalysis(path).trials:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from srdc.base import Registry
 from srdc.config import COMMON_GROUPS, SRDCConfig, add_options, declared_options, options_in, remove_options
-from srdc.errors import SRDCInputError
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +43,7 @@ class MethodRegistry(Registry["type[Method]"]):
         super().__delitem__(name)
 
 
-METHODS = MethodRegistry({
+METHODS = MethodRegistry("variant", {
     "source_only": "srdc.methods.source_only:SourceOnly",
     "srdc_no_struct": "srdc.methods.srdc:SRDC",
     "srdc_no_featdisc": "srdc.methods.srdc:SRDC",
@@ -106,7 +105,7 @@ def switches(config: SRDCConfig) -> Switches:
 def tracked_fields(variant: str) -> list[str]:
     """The config fields a ``variant`` run reads, in declaration order: the common groups' and those of the groups
     its method names and declares (imports the method)."""
-    method = method_class(variant)
+    method = METHODS.lookup(variant)
     own = [declared.group for declared in declared_options(method.options).values()] if method.options else []
     return options_in((*COMMON_GROUPS, *method.reads, *own))
 
@@ -123,24 +122,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def check_variant(variant: str) -> None:
-    """Raise :class:`SRDCInputError` unless ``variant`` names a registered method (imports no method)."""
-    if variant not in METHODS:
-        raise SRDCInputError(f"unknown variant {variant!r}; choose one of: {', '.join(METHODS)}")
-
-
-def method_class(variant: str) -> type[Method]:
-    """The method registered as ``variant`` (its module imported now); an unknown name is one clear
-    :class:`SRDCInputError`."""
-    check_variant(variant)
-    return METHODS[variant]
-
-
 def build_method(config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
                  device: torch.device) -> Method:
     """The method of ``config.variant``, for ``num_classes`` classes and the network's ``feature_dims``."""
-    return method_class(config.variant)(config, num_classes, feature_dims, device)
+    return METHODS.lookup(config.variant)(config, num_classes, feature_dims, device)
 
 
-__all__ = ["BASELINES", "METHODS", "VARIANTS", "VARIANT_SWITCHES", *INTERFACE, "Switches", "build_method",
-           "check_variant", "method_class", "switches", "tracked_fields"]
+__all__ = ["BASELINES", "METHODS", "VARIANTS", "VARIANT_SWITCHES", *INTERFACE, "Switches", "build_method", "switches",
+           "tracked_fields"]

@@ -1,6 +1,6 @@
 """Tracking of studies: one parent run per study, one child run per trial, in a tracking store (MLflow).
 
-* :mod:`srdc.tracking.base`: the :class:`Tracker` interface, its value types, statuses and errors;
+* :mod:`srdc.tracking.base`: the :class:`Tracker` interface, its value types and errors;
 * :mod:`srdc.tracking.mlflow_tracker`: :class:`MLflowTracker`, the only module that imports MLflow (lazily);
 * :mod:`srdc.tracking.logger`: :class:`StudyLogger`, which a study's driver calls to mirror it live;
 * :mod:`srdc.tracking.sync`: :func:`sync_study`, the backfill from Tune's results on disk;
@@ -11,9 +11,6 @@ Importing this package imports neither MLflow nor Ray.
 
 from srdc.tracking.base import (
     DEFAULT_EXPERIMENT,
-    FAILED,
-    FINISHED,
-    RUNNING,
     EpochRow,
     StudyRef,
     Tracker,
@@ -32,9 +29,6 @@ from srdc.tracking.sync import SyncReport, ended_run_status, sync_study
 
 __all__ = [
     "DEFAULT_EXPERIMENT",
-    "FAILED",
-    "FINISHED",
-    "RUNNING",
     "EpochRow",
     "Folder",
     "MLflowTracker",

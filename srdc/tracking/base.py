@@ -15,14 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from srdc.base import NODE_KEY, NODES_KEY
+from srdc.base import NODE_KEY, NODES_KEY, TrialStatus
 from srdc.errors import SRDCInputError
 
 DEFAULT_EXPERIMENT = "srdc-studies"
-# run statuses (MLflow's names)
-RUNNING = "RUNNING"
-FINISHED = "FINISHED"
-FAILED = "FAILED"
 # the metric whose steps say which epochs a run already holds (every per-epoch result carries it)
 STEP_KEY = "epoch"
 # the keys of a run's summary (srdc.trialfiles.SUMMARY) logged as its summary metrics: acc_last, acc_best_oracle,
@@ -101,7 +97,7 @@ class Tracker(Protocol):
     def log_files(self, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
         """Attach files to the run (under ``artifact_path``); a file already held with the same size is skipped."""
 
-    def set_status(self, run_id: str, status: str) -> None:
+    def set_status(self, run_id: str, status: TrialStatus) -> None:
         """Set the run's status: FINISHED/FAILED end it, RUNNING re-opens it."""
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
@@ -113,8 +109,8 @@ class Tracker(Protocol):
         ``tags``, and ``description`` (Markdown) as the run's description."""
 
     def study_trials(self, study: str) -> list[dict[str, Any]]:
-        """One record per child run: its params (the trial config), ``task``, ``status``, ``run_id`` and summary
-        metrics."""
+        """One record per child run: its params (the trial config), ``task``, ``status`` (a :class:`TrialStatus`),
+        ``run_id`` and summary metrics."""
 
     def epoch_history(self, run_id: str, keys: list[str]) -> list[dict[str, float]]:
         """The run's per-epoch values of ``keys``, one row per epoch in order (``epoch`` and the keys it holds)."""

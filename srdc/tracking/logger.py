@@ -17,7 +17,7 @@ the logger (below).
 Sending is off the Tune loop: the driver's calls only queue the event (a bounded queue: a store slower than the
 study slows the driver down instead of filling its memory); one background thread takes every queued event, then
 sends what is pending for all trials in one pass, so epochs that arrived together go out in one batch per run.
-:meth:`StudyLogger.flush` waits until everything queued has been handled; :meth:`StudyLogger.experiment_ended`
+:meth:`StudyLogger.flush` waits until everything queued has been handled; :meth:`StudyLogger.sweep_ended`
 drains the queue and stops the thread. An error of the logger itself (not of the store) stops the sending and is
 raised again in the driver at its next call, never swallowed.
 
@@ -43,11 +43,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from srdc.base import TrialStatus
 from srdc.figures.trial import DrawnFigures, draw_records, stale_records, start_drawing_process
 from srdc.tracking.base import (
-    FAILED,
-    FINISHED,
-    RUNNING,
     EpochRow,
     Tracker,
     TrackingRefused,
@@ -119,7 +117,7 @@ def log_figures(tracker: Tracker, run_id: str, folder: Path) -> None:
         tracker.log_files(run_id, figures, artifact_path=FIGURES_DIR)
 
 
-def end_run(tracker: Tracker, run_id: str, folder: Path | None, status: str) -> None:
+def end_run(tracker: Tracker, run_id: str, folder: Path | None, status: TrialStatus) -> None:
     """End a trial's run: summary metrics, ``summary.json``/``history.jsonl`` artifacts and the figures drawn so far
     from the trial folder ``folder`` (``None``: none holds the trainable's files), then ``status``."""
     if folder is not None:
@@ -131,7 +129,7 @@ def end_run(tracker: Tracker, run_id: str, folder: Path | None, status: str) -> 
     tracker.set_status(run_id, status)
 
 
-def finish_trial(tracker: Tracker, run_id: str, folders: list[Folder], status: str,
+def finish_trial(tracker: Tracker, run_id: str, folders: list[Folder], status: TrialStatus,
                  draw: FigureDrawer = draw_records) -> None:
     """End a trial's run from the first of ``folders`` that holds the trainable's files (a URI's are fetched
     first), its missing figures drawn first by ``draw`` (:func:`trial_figures`): :func:`end_run`."""
@@ -154,7 +152,7 @@ class _TrialLog:
     pending: list[EpochRow] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
     tagged: dict[str, str] = field(default_factory=dict)
-    final_status: str | None = None
+    final_status: TrialStatus | None = None
     finalized: bool = False
     abandoned: bool = False
     # the figures drawn after the trial's end (in the drawing process), in its folder, logged once drawn
@@ -230,10 +228,11 @@ class StudyLogger:
         self._queue(partial(self._on_result, trial_id, dict(config), list(folders), epoch_row(result),
                             node_tags(result)))
 
-    def trial_ended(self, trial_id: str, config: dict[str, Any], folders: list[Folder], status: str) -> None:
+    def trial_ended(self, trial_id: str, config: dict[str, Any], folders: list[Folder],
+                    status: TrialStatus) -> None:
         """A trial ended with ``status`` (FINISHED or FAILED): summary, files and status go to its run."""
-        if status not in (FINISHED, FAILED):
-            raise ValueError(f"a trial ends FINISHED or FAILED, not {status!r}")
+        if status not in (TrialStatus.FINISHED, TrialStatus.FAILED):
+            raise ValueError(f"a trial ends FINISHED or FAILED, not {status}")
         self._queue(partial(self._on_ended, trial_id, dict(config), list(folders), status))
 
     def flush(self) -> None:
@@ -245,8 +244,9 @@ class StudyLogger:
         self._events.join()
         self._raise_failure()
 
-    def experiment_ended(self) -> None:
-        """The study ended: send what is left, end the parent run, and name what could not be sent."""
+    def sweep_ended(self) -> None:
+        """The sweep ended (Tune's ``on_experiment_end``): send what is left, end the parent run, and name what
+        could not be sent."""
         if self._sender is not None:
             self._events.join()  # every trial's end handled: its figures are being drawn
             self._wait_for_drawings()
@@ -322,7 +322,7 @@ class StudyLogger:
             state.pending.append(row)
         state.tags.update(tags)
 
-    def _on_ended(self, trial_id: str, config: dict[str, Any], folders: list[Folder], status: str) -> None:
+    def _on_ended(self, trial_id: str, config: dict[str, Any], folders: list[Folder], status: TrialStatus) -> None:
         self._trial_log(trial_id, config, folders).final_status = status
 
     # -- sending --------------------------------------------------------------------------------------------
@@ -383,7 +383,7 @@ class StudyLogger:
             run_id, created = tracker.attach_trial(self.study, self._parent_id, state.trial_id, state.config)
             state.logged = set() if created else tracker.logged_steps(run_id)
             if not created and state.final_status is None:
-                tracker.set_status(run_id, RUNNING)
+                tracker.set_status(run_id, TrialStatus.RUNNING)
             state.run_id = run_id
         rows = [row for row in state.pending if row.step not in state.logged]
         tracker.log_rows(state.run_id, rows)
@@ -437,4 +437,4 @@ class StudyLogger:
             self._scratch = None
 
     def _finish_parent(self) -> None:
-        self._tracker_now().set_status(self._parent_id, FINISHED)
+        self._tracker_now().set_status(self._parent_id, TrialStatus.FINISHED)

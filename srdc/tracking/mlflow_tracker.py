@@ -9,7 +9,8 @@ tables as its description (``mlflow.note.content``), as metrics and as artifacts
 set from its results, ``srdc.node``/``srdc.nodes``: the Ray nodes it ran on), named ``srdc A->W s0`` (with its
 trial id when another run of the study has that name); its params are the trial's config. An experiment the
 tracker creates is tagged as a classic machine-learning one (:data:`EXPERIMENT_KIND`), so the MLflow UI opens it on
-its runs. MLflow's errors leave as
+its runs. A run's status is a :class:`~srdc.base.TrialStatus`, written and read as MLflow's run status
+(:data:`MLFLOW_STATUSES`, :data:`READ_STATUSES`). MLflow's errors leave as
 :class:`~srdc.tracking.base.TrackingRefused` (a 4xx answer other than 429) or
 :class:`~srdc.tracking.base.TrackingUnavailable` (anything else: unreachable, timed out, busy).
 """
@@ -23,10 +24,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from srdc.base import TrialStatus
 from srdc.tracking.base import (
-    FAILED,
-    FINISHED,
-    RUNNING,
     STEP_KEY,
     EpochRow,
     StudyRef,
@@ -51,6 +50,12 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 # the folder of a parent run's artifacts that holds the study's results
 RESULTS_ARTIFACTS = "results"
+# the statuses a run is set to, as MLflow's run statuses (mlflow.entities.RunStatus)
+MLFLOW_STATUSES = {TrialStatus.RUNNING: "RUNNING", TrialStatus.FINISHED: "FINISHED", TrialStatus.FAILED: "FAILED"}
+# MLflow's run statuses read back: those written as they were; a run killed (ended by hand, or by a client that
+# died) or scheduled (never started) is unfinished
+READ_STATUSES = {**{name: status for status, name in MLFLOW_STATUSES.items()},
+                 "KILLED": TrialStatus.UNFINISHED, "SCHEDULED": TrialStatus.UNFINISHED}
 
 Result = TypeVar("Result")
 
@@ -135,7 +140,7 @@ class MLflowTracker:
     Lookups are cached per tracker: a study's child runs are searched once (at its first :meth:`attach_trial`;
     runs created later are added as they are created), and the status and artifact listing of every run it created
     or found are kept, so a trial costs no search, and ending it no ``get_run``/``list_artifacts``. One driver
-    writes a study at a time (as Tune's experiment folder already requires).
+    writes a study at a time (as its sweep folder already requires).
     """
 
     @translated
@@ -150,7 +155,7 @@ class MLflowTracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._experiment_id: str | None = None
         self._trial_runs: dict[str, dict[str, Run]] = {}  # study -> trial id -> its child run, as found
-        self._status: dict[str, str] = {}  # run id -> status
+        self._status: dict[str, str] = {}  # run id -> its MLflow status
         self._artifacts: dict[tuple[str, str | None], dict[str, int]] = {}  # (run id, folder) -> name -> size
 
     # -- studies ------------------------------------------------------------------------------------------------
@@ -166,7 +171,7 @@ class MLflowTracker:
         elif not found.data.params:  # created, but the params never arrived
             self._log_params(found.info.run_id, params)
         self._status[found.info.run_id] = found.info.status
-        self._set_status(found.info.run_id, RUNNING)
+        self._set_status(found.info.run_id, TrialStatus.RUNNING)
         return found.info.run_id
 
     @translated
@@ -189,8 +194,9 @@ class MLflowTracker:
 
     @translated
     def study_trials(self, study: str) -> list[dict[str, Any]]:
-        """One record per child run: params, ``task`` tag, ``status``, ``run_id`` and the latest ``acc_*`` metrics."""
-        return [{**run.data.params, "task": run.data.tags.get("task", ""), "status": run.info.status,
+        """One record per child run: params, ``task`` tag, ``status`` (:data:`READ_STATUSES`), ``run_id`` and the
+        latest ``acc_*`` metrics."""
+        return [{**run.data.params, "task": run.data.tags.get("task", ""), "status": READ_STATUSES[run.info.status],
                  "run_id": run.info.run_id, **summary_metrics(run.data.metrics)} for run in self._children(study)]
 
     @translated
@@ -271,7 +277,7 @@ class MLflowTracker:
                 held[path.name] = size
 
     @translated
-    def set_status(self, run_id: str, status: str) -> None:
+    def set_status(self, run_id: str, status: TrialStatus) -> None:
         """FINISHED/FAILED end the run, RUNNING re-opens it; nothing changes when it has that status already."""
         if run_id not in self._status:
             self._status[run_id] = self.client.get_run(run_id).info.status
@@ -359,14 +365,18 @@ class MLflowTracker:
         for batch in batches(items, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(run_id, params=batch, synchronous=True)
 
-    def _set_status(self, run_id: str, status: str) -> None:
-        if self._status.get(run_id) == status:
+    def _set_status(self, run_id: str, status: TrialStatus) -> None:
+        """The run's MLflow status set to ``status``'s (:data:`MLFLOW_STATUSES`; another status is a ValueError)."""
+        if status not in MLFLOW_STATUSES:
+            raise ValueError(f"a run's status is one of {', '.join(MLFLOW_STATUSES)}, not {status}")
+        name = MLFLOW_STATUSES[status]
+        if self._status.get(run_id) == name:
             return
-        if status in (FINISHED, FAILED):
-            self.client.set_terminated(run_id, status)
+        if status == TrialStatus.RUNNING:
+            self.client.update_run(run_id, status=name)
         else:
-            self.client.update_run(run_id, status=status)
-        self._status[run_id] = status
+            self.client.set_terminated(run_id, name)
+        self._status[run_id] = name
 
 
 def open_tracker(tracking_uri: str, experiment: str) -> MLflowTracker:

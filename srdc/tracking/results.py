@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from srdc.base import TrialStatus
 from srdc.figures.study import CURVE_METRIC, HISTORY, study_figures
-from srdc.report import FINISHED, StudyResults, planned_seeds, study_results
+from srdc.report import StudyResults, planned_seeds, study_results
 from srdc.tracking.base import Tracker
 
 # the parent run's params that name the study's grid dimensions (srdc.harness.plan): ``grid.KEY``
@@ -60,7 +61,7 @@ def with_histories(tracker: Tracker, records: list[dict[str, Any]]) -> list[dict
     """The records, each finished run's with its target accuracy by epoch (:data:`srdc.figures.study.HISTORY`,
     its metric history in the store)."""
     return [{**record, HISTORY: tracker.epoch_history(record["run_id"], [CURVE_METRIC])}
-            if record.get("status") == FINISHED else record for record in records]
+            if record.get("status") == TrialStatus.FINISHED else record for record in records]
 
 
 def store_results(tracker: Tracker, study: str, rows: str = "variant") -> StudyResults:

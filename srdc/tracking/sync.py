@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from srdc.base import TrialStatus
 from srdc.errors import SRDCInputError
-from srdc.tracking.base import DEFAULT_EXPERIMENT, FAILED, FINISHED, EpochRow, Tracker, epoch_row, node_tags
+from srdc.tracking.base import DEFAULT_EXPERIMENT, EpochRow, Tracker, epoch_row, node_tags
 from srdc.tracking.logger import finish_trial
 from srdc.tracking.mlflow_tracker import open_tracker
 from srdc.trialfiles import (
@@ -59,14 +60,14 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def trial_folders(storage_dir: Path, study: str) -> list[Path]:
-    """The trial folders (those with Tune's ``params.json``) of the experiment ``storage_dir`` (or of
+    """The trial folders (those with Tune's ``params.json``) of the sweep folder ``storage_dir`` (or of
     ``storage_dir/study``)."""
     for folder in (storage_dir, storage_dir / study):
         found = sorted(path.parent for path in folder.glob(f"*/{PARAMS_FILE}"))
         if found:
             return found
     raise SRDCInputError(f"no Tune trial folders (with {PARAMS_FILE}) in {storage_dir} or {storage_dir / study}; "
-                         f"pass the study's Tune experiment directory as --storage-path")
+                         f"pass the study's sweep folder as --storage-path")
 
 
 def reported_trials(storage_dir: Path, study: str) -> list[TrialOnDisk]:
@@ -76,15 +77,15 @@ def reported_trials(storage_dir: Path, study: str) -> list[TrialOnDisk]:
     return [trial for trial in trials if trial.results]
 
 
-def ended_run_status(folder: Path, config: dict[str, Any]) -> str | None:
+def ended_run_status(folder: Path, config: dict[str, Any]) -> TrialStatus | None:
     """FINISHED when the trainable's summary covers every configured epoch, FAILED when Tune wrote an error
     file, else ``None``: still running, interrupted, or stopped early by a scheduler (the disk does not say
     which, so such runs stay RUNNING in a backfill)."""
     summary = read_json(folder / SUMMARY)
     if summary is not None and "epochs" in config and summary.get("epochs", 0) >= int(config["epochs"]):
-        return FINISHED
+        return TrialStatus.FINISHED
     if (folder / TUNE_ERROR_FILE).is_file():
-        return FAILED
+        return TrialStatus.FAILED
     return None
 
 
@@ -118,7 +119,7 @@ def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk)
 
 def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT,
                study_params: dict[str, Any] | None = None) -> SyncReport:
-    """Backfill the tracking store from the Tune experiment directory ``storage_dir`` (or ``storage_dir/study``), a
+    """Backfill the tracking store from the sweep folder ``storage_dir`` (or ``storage_dir/study``), a
     local folder or a URI (``s3://``, ``gs://``: the trials' files are fetched first).
 
     Creates the missing parent and child runs, logs the epochs the runs lack, and for ended trials the summary
@@ -146,5 +147,5 @@ def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experimen
         created += new
         logged += epochs
     if all(ended_run_status(trial.folder, trial.config) is not None for trial in trials):
-        tracker.set_status(parent_id, FINISHED)
+        tracker.set_status(parent_id, TrialStatus.FINISHED)
     return SyncReport(trials=len(trials), runs_created=created, epochs_logged=logged)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from srdc.base import SELECTION_KEYS
+from srdc.base import SELECTIONS
 from srdc.data.benchmarks import Benchmark, BenchmarkDomain
 
 # "TV" < "Table" < "back_pack": the canonical order is Python's sorted(), upper case first
@@ -102,9 +102,10 @@ def write_features(path: Path, n: int, dim: int, num_classes: int, seed: int, **
 def check_summary(out: Path, epochs: int) -> dict:
     """``out/summary.json`` of a finished run: its epoch count and the three accuracies, each in [0, 100]."""
     summary = json.loads((out / "summary.json").read_text())
-    assert {*SELECTION_KEYS, "best_oracle_epoch", "labelfree_epoch"} <= set(summary)
+    metrics = [selection.metric for selection in SELECTIONS.values()]
+    assert {*metrics, "best_oracle_epoch", "labelfree_epoch"} <= set(summary)
     assert summary["epochs"] == epochs
-    assert all(0.0 <= summary[key] <= 100.0 for key in SELECTION_KEYS)
+    assert all(0.0 <= summary[key] <= 100.0 for key in metrics)
     return summary
 
 

@@ -1,0 +1,187 @@
+"""A study's results tables, beside the paper's numbers: the arithmetic, a pure function of trial records.
+
+Rows are variants (or another config field, ``--rows``), columns the tasks and their average; a cell is the
+mean±std over seeds of the finished trials (sample std, ddof=1) with ``n=k`` when fewer than the planned seeds
+have finished, and the paper's number with our difference where the paper reports that cell. It works at any
+time: mid-study, unfinished trials are left out. The model-selection protocol is named in every caption.
+
+:func:`aggregate`, :func:`aggregate_study` and :func:`grouped_tables` make the tables of records (one dict per
+trial); :mod:`srdc.report` renders them (Markdown, CSV, LaTeX, HTML) and makes everything a study ends with.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from srdc.base import ORACLE, SELECTIONS, TrialStatus
+from srdc.errors import SRDCInputError
+from srdc.methods import BASELINES, VARIANTS
+from srdc.paper_results import paper_average, paper_reference, paper_task, reference_note, reference_task_order
+
+AVG = "Avg"
+# the inductive setting (paper Table 2): where the epoch is chosen and where the accuracy is measured
+INDUCTIVE_NOTE = (" Inductive setting: epochs are chosen on the target training half, accuracies are those of the "
+                  "held-out target test half.")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: mean and sample std over ``n`` seeds (std ``None`` below two), the paper's number."""
+
+    mean: float
+    std: float | None
+    n: int
+    paper: float | None = None
+
+    @property
+    def diff(self) -> float | None:
+        """Ours minus the paper's."""
+        return None if self.paper is None else self.mean - self.paper
+
+
+@dataclass(frozen=True)
+class Table:
+    """A results table: ``cells[(row, column)]``; the columns are the tasks and then ``Avg``."""
+
+    title: str
+    caption: str
+    row_label: str
+    rows: list[str]
+    columns: list[str]
+    cells: dict[tuple[str, str], Cell]
+    planned: int
+    selection: str
+    group: str = ""  # the values of the fields that split a study's tables (``lambda_scale=0.5``), if any
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof=1; ``None`` for a single value)."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def order_rows(values: set[str]) -> list[str]:
+    """Variants in the paper's order (source_only ... srdc, oracle), the baselines (dann, cdan), then the others:
+    numerically when they all are numbers, else alphabetically."""
+    known = [variant for variant in (*VARIANTS, *BASELINES) if variant in values]
+    others = values - set(known)
+    try:
+        return known + sorted(others, key=float)
+    except ValueError:
+        return known + sorted(others)
+
+
+def order_tasks(dataset: str, tasks: set[str]) -> list[str]:
+    """The paper's task order where the paper has the tasks, the others alphabetically after them."""
+    paper_order = [task for task in reference_task_order(dataset) if task in tasks]
+    return paper_order + sorted(tasks - set(paper_order))
+
+
+def selection_caption(selection: str, selectors: set[str]) -> str:
+    """``"oracle = epoch chosen with target labels (...)"`` and so on."""
+    description = SELECTIONS[selection].chosen
+    selector = "/".join(sorted(selectors)) or "the label-free selector"
+    return f"{selection} = {description.format(selector=selector)}"
+
+
+def _cell_values(records: list[dict[str, Any]], metric: str, where: str) -> list[float]:
+    """The metric of each seed; a seed twice in one cell is an error (another field varies too)."""
+    seeds = [str(record["seed"]) for record in records]
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise SRDCInputError(
+            f"{where} holds several finished trials with seed {', '.join(repeated)}: the study varies a config "
+            f"field besides the rows; choose it with --rows FIELD"
+        )
+    return [float(record[metric]) for record in records]
+
+
+def aggregate(records: list[dict[str, Any]], selection: str = ORACLE, rows: str = "variant",
+              planned: int | None = None, study: str = "", group: str = "") -> Table:
+    """The results table of records that share one dataset and setting.
+
+    A record is one trial: ``dataset``, ``setting``, ``task``, ``seed``, ``status``, the ``rows`` field, and
+    the accuracies ``acc_last``/``acc_best_oracle``/``acc_labelfree`` (for finished trials), optionally
+    ``labelfree_selector``. Rows and columns come from every record, cells from FINISHED ones only.
+    ``planned``: the seeds planned per cell (default: the most any cell has). The title names the study, the
+    ``group`` (see :func:`grouped_tables`), the dataset, the setting and the selection.
+    """
+    metric = SELECTIONS[selection].metric
+    groups = {dataset_setting(record) for record in records}
+    if len(groups) != 1:
+        raise ValueError(f"aggregate() takes the records of one dataset and setting, got {sorted(groups)}")
+    (dataset, setting), = groups
+    keyed = [(str(record[rows]), paper_task(dataset, str(record["task"])), record) for record in records]
+    row_names = order_rows({row for row, _, _ in keyed})
+    tasks = order_tasks(dataset, {task for _, task, _ in keyed})
+    finished = [(row, task, r) for row, task, r in keyed
+                if r["status"] == TrialStatus.FINISHED and r.get(metric) is not None]
+    compare = rows == "variant"
+    cells: dict[tuple[str, str], Cell] = {}
+    for row in row_names:
+        for task in tasks:
+            found = [r for row_, task_, r in finished if (row_, task_) == (row, task)]
+            if found:
+                mean, std = mean_std(_cell_values(found, metric, f"cell {row} / {task}"))
+                paper = paper_reference(dataset, setting, row, task) if compare else None
+                cells[row, task] = Cell(mean, std, len(found), paper)
+        if all((row, task) in cells for task in tasks):
+            task_cells = [cells[row, task] for task in tasks]
+            paper = paper_average(dataset, setting, row, tasks) if compare else None
+            cells[row, AVG] = Cell(statistics.mean(c.mean for c in task_cells), None,
+                                   min(c.n for c in task_cells), paper)
+    planned = planned or max((cell.n for cell in cells.values()), default=0)
+    selectors = {str(r["labelfree_selector"]) for _, _, r in finished if "labelfree_selector" in r}
+    label = " ".join(part for part in (study, group) if part)
+    what = f"{dataset}, {setting}, {SELECTIONS[selection].title}"
+    title = f"Study {label}: {what}" if label else what
+    has_paper = any(cell.paper is not None for cell in cells.values())
+    incomplete = any(cell.n < planned for cell in cells.values())
+    caption = _caption(title, selection, selectors, planned, dataset, setting if has_paper else None, incomplete)
+    if setting == "inductive":
+        caption += INDUCTIVE_NOTE
+    return Table(title, caption, rows, row_names, [*tasks, AVG], cells, planned, selection, group)
+
+
+def dataset_setting(record: dict[str, Any]) -> tuple[str, str]:
+    """A record's (dataset, setting); the setting defaults to transductive."""
+    return str(record["dataset"]), str(record.get("setting", "transductive"))
+
+
+def _caption(title: str, selection: str, selectors: set[str], planned: int, dataset: str,
+             paper_setting: str | None, incomplete: bool) -> str:
+    seeds = f"; n=k: only k of the {planned} planned seeds have finished" if incomplete else ""
+    caption = (
+        f"{title}. Target accuracy (%), mean±std over seeds (sample std, ddof=1){seeds}. Avg: mean over tasks of "
+        f"the per-task means. Model selection: {selection_caption(selection, selectors)}."
+    )
+    if paper_setting is not None:
+        caption += (f" In parentheses: {reference_note(dataset, paper_setting)} "
+                    f"and ours minus it.")
+    return caption
+
+
+def aggregate_study(records: list[dict[str, Any]], selection: str = ORACLE, rows: str = "variant",
+                    planned: int | None = None, study: str = "", group: str = "") -> list[Table]:
+    """One table per (dataset, setting) in ``records``; see :func:`aggregate`."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(dataset_setting(record), []).append(record)
+    return [aggregate(members, selection, rows, planned, study, group) for _, members in sorted(groups.items())]
+
+
+def grouped_tables(records: list[dict[str, Any]], selection: str = ORACLE, rows: str = "variant",
+                   planned: int | None = None, study: str = "", split: Sequence[str] = ()) -> list[Table]:
+    """The tables of :func:`aggregate_study`, one set per combination of the values of the ``split`` fields (the
+    grid fields besides the rows), in the order the records first show it; its ``key=value`` pairs are the
+    tables' ``group``."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(tuple(record.get(key) for key in split), []).append(record)
+    tables = []
+    for values, members in groups.items():
+        group = " ".join(f"{key}={value}" for key, value in zip(split, values, strict=True))
+        tables += aggregate_study(members, selection, rows, planned, study, group)
+    return tables
