@@ -35,7 +35,8 @@ from srdc.figures.trial import (
     write_trial_figures,
 )
 from srdc.harness.trainable import Lockstep
-from srdc.tracking.logger import StudyLogger, finish_trial
+from srdc.tracking.logger import StudyLogger
+from srdc.tracking.trial_end import finish_trial
 from srdc.trainer import Trainer
 from srdc.trialfiles import FIGURES_DIR, RECORD_FILES, matches, record_path
 from srdc.validators import VALIDATORS

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from srdc.base import LABELFREE, ORACLE
 from srdc.config import SRDCConfig
 from srdc.data.base import Domain
 from srdc.figures.snapshot import PassView, figure_subset, take_snapshot
-from srdc.figures.trial import LABELFREE, ORACLE, TrialRecord
+from srdc.figures.trial import TrialRecord
 from srdc.methods import Preparation
 from srdc.selection import summarize
 from srdc.validators import VALIDATORS

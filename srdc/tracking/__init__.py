@@ -3,6 +3,7 @@
 * :mod:`srdc.tracking.base`: the :class:`Tracker` interface, its value types and errors;
 * :mod:`srdc.tracking.mlflow_tracker`: :class:`MLflowTracker`, the only module that imports MLflow (lazily);
 * :mod:`srdc.tracking.logger`: :class:`StudyLogger`, which a study's driver calls to mirror it live;
+* :mod:`srdc.tracking.trial_end`: what a trial's end logs (summary, files, figures, status), live or in a backfill;
 * :mod:`srdc.tracking.sync`: :func:`sync_study`, the backfill from Tune's results on disk;
 * :mod:`srdc.tracking.results`: a study's results (tables, metrics, tags, description) on its parent run.
 
@@ -22,10 +23,11 @@ from srdc.tracking.base import (
     resolve_tracking_uri,
     summary_metrics,
 )
-from srdc.tracking.logger import Folder, StudyLogger, local_folders
+from srdc.tracking.logger import StudyLogger
 from srdc.tracking.mlflow_tracker import MLflowTracker, open_tracker
 from srdc.tracking.results import publish_results, publish_study, store_results, write_results
 from srdc.tracking.sync import SyncReport, ended_run_status, sync_study
+from srdc.tracking.trial_end import Folder, local_folders
 
 __all__ = [
     "DEFAULT_EXPERIMENT",

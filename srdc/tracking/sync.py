@@ -11,8 +11,8 @@ from typing import Any
 from srdc.base import TrialStatus
 from srdc.errors import SRDCInputError
 from srdc.tracking.base import DEFAULT_EXPERIMENT, EpochRow, Tracker, epoch_row, node_tags
-from srdc.tracking.logger import finish_trial
 from srdc.tracking.mlflow_tracker import open_tracker
+from srdc.tracking.trial_end import finish_trial
 from srdc.trialfiles import (
     BACKFILL_FILES,
     PARAMS_FILE,
