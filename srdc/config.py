@@ -156,7 +156,7 @@ class SRDCConfig:
     ``structural_source_reg``, ``feature_discrimination`` and ``soft_source_selection`` default to
     ``None``: the variant decides them (:func:`srdc.methods.switches`); set one explicitly to override the variant
     (full factorial). ``added`` holds the values of the options that registered methods declared
-    (:func:`add_options`); they read as attributes like the others (``config.toy_weight``).
+    (:func:`add_options`); they read as attributes like the others (``config.toy_pull_weight``).
     """
 
     # what to train on
@@ -358,7 +358,7 @@ class SRDCConfig:
         return f"{self.source}->{self.target}"
 
     def to_dict(self) -> dict[str, Any]:
-        """Every option's value, flat: ``{"dataset": ..., ..., "toy_weight": ...}``."""
+        """Every option's value, flat: ``{"dataset": ..., ..., "toy_pull_weight": ...}``."""
         return {name: getattr(self, name) for name in options()}
 
     def identity(self) -> dict[str, Any]:
