@@ -41,7 +41,7 @@ from srdc.data.base import tensor_domain
 from srdc.harness.costs import COSTS_FILE, CPU, CostKey, CostRow, dtype_name, input_size, merge_row
 from srdc.trainer import Trainer
 
-PARTS = ("time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s", "wall_s_epoch")
+PARTS = ("time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s", "time_observers_s", "wall_s_epoch")
 VARIANTS = ("source_only", "srdc")  # one batch per iteration, then a source and a target batch
 
 

@@ -1,8 +1,8 @@
 """What a run's figures cost: one smoke-study trial trained with figures (the snapshots it keeps of each
 selection's pick, and its record saved at the end) and without, alternately in this process, and the drawing of
-its figures from that record timed apart (in a study the driver draws them in a background process, off the trial's
-path; ``srdc-train`` draws them at the run's end). Prints figures; asserts nothing. Target (issue 10): the figures
-add under 5% to a trial's wall time.
+its figures from that record timed apart (a study's trial draws them before its last report, ``srdc-train`` at the
+run's end; the whole study's cost of them: ``benchmarks/study_wall.py``). Prints figures; asserts nothing. Target
+(issue 10): the snapshots and the record add under 5% to a trial's training.
 
     python benchmarks/figure_cost.py                       # the smoke study's trial: embedded data, 2 epochs
     python benchmarks/figure_cost.py --epochs 6 --repeats 9
@@ -77,7 +77,8 @@ def main() -> None:
     print(f"trial without figures                        {plain:7.2f} s")
     print(f"trial with figures (snapshots + record)      {kept:7.2f} s   ratio {kept / plain:.3f}")
     print(f"drawing its {figures} figures from the record      {drawn:7.2f} s   "
-          f"({drawn / plain:.1%} of the trial: a study's driver, off the trial's path; srdc-train, at the run's end)")
+          f"({drawn / plain:.1%} of the trial; the first drawing of a process also imports matplotlib and "
+          "scikit-learn)")
 
 
 if __name__ == "__main__":

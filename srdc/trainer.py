@@ -52,7 +52,8 @@ from srdc.schedules import lambda_at, lr_at, progress_at
 from srdc.selection import summarize
 from srdc.validators import VALIDATORS, ValidationInput, validate
 
-TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s"})
+TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s",
+                         "time_observers_s"})
 """History keys that measure time: the only ones allowed to differ between a run and its exact resume."""
 
 
@@ -298,12 +299,17 @@ class Trainer:
         return row
 
     def _record(self, row: dict[str, Any]) -> None:
-        """Append ``row`` to the history after checking that every number in it is finite."""
+        """Append ``row`` to the history after checking that every number in it is finite, then show it to the
+        observers: the time they take (e.g. a figure snapshot) is the row's ``time_observers_s``, and part of its
+        ``wall_s_epoch``."""
         check_finite(row, self.config)
-        self.wall_s += row["wall_s_epoch"]
         self.history.append(row)
+        start = time.perf_counter()
         for observer in self.observers:
             observer.recorded(self.history)
+        row["time_observers_s"] = time.perf_counter() - start
+        row["wall_s_epoch"] += row["time_observers_s"]
+        self.wall_s += row["wall_s_epoch"]
 
     def fit(self, on_epoch: Callable[[Trainer, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Run the remaining epochs; ``on_epoch(trainer, row)`` after each (progress, checkpoints)."""

@@ -40,6 +40,7 @@ FIGURES_DIR = "figures"  # the folder of a run's (a trial's) figures
 RECORD_NAME = "record.pt"  # a run's figure record: PREFIXrecord.pt in FIGURES_DIR
 RECORD_FILES = f"{FIGURES_DIR}/*{RECORD_NAME}"  # every figure record of a trial folder
 FIGURE_FILES = f"{FIGURES_DIR}/*.png"  # every figure of a trial folder
+FIGURES_ERROR = f"{FIGURES_DIR}/error.txt"  # why a trial's figures could not be drawn
 # a trial whose loss or metrics became NaN or infinite says why in this file of its folder
 DIVERGED_FILE = "diverged.txt"
 # the Ray nodes a trial ran on, in order, saved with each checkpoint
@@ -70,10 +71,11 @@ class Selection:
 
 
 # the trainable's files of one trial folder (the study logger ends a trial's run with them)
-TRIAL_OUTPUTS = Selection((SUMMARY, HISTORY, RECORD_FILES), depth=1)
+TRIAL_OUTPUTS = Selection((SUMMARY, HISTORY, RECORD_FILES, FIGURE_FILES), depth=1)
 # what a backfill reads of every trial folder of a sweep folder, or of the storage folder above it (not the
 # files inside checkpoints, deeper down)
-BACKFILL_FILES = Selection((PARAMS_FILE, RESULT_FILE, TUNE_ERROR_FILE, SUMMARY, HISTORY, RECORD_FILES), depth=3)
+BACKFILL_FILES = Selection((PARAMS_FILE, RESULT_FILE, TUNE_ERROR_FILE, SUMMARY, HISTORY, RECORD_FILES, FIGURE_FILES),
+                           depth=3)
 
 
 # -- a run folder -------------------------------------------------------------------------------------------------
@@ -137,6 +139,13 @@ def record_path(folder: Path, prefix: str = "") -> Path:
 def write_diverged(folder: Path, reason: str) -> None:
     """Say in the trial folder ``folder`` why the trial diverged."""
     (folder / DIVERGED_FILE).write_text(f"{reason}\n")
+
+
+def write_figures_error(folder: Path, reason: str) -> None:
+    """Say in the trial folder ``folder`` why its figures could not be drawn."""
+    path = folder / FIGURES_ERROR
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{reason}\n")
 
 
 def write_nodes(checkpoint: Path, nodes: list[str]) -> None:

@@ -71,6 +71,14 @@ def test_each_trial_event_is_one_line_naming_the_trial_and_its_accuracies_by_sel
                           f"{NAME}: finished epoch 4/4: acc_last 40.0, acc_best_oracle 41.5, acc_labelfree 40.2"]
 
 
+def test_a_trial_whose_figures_could_not_be_drawn_is_finished_and_names_why():
+    progress, out, _ = console()
+    trial = FakeTrial(last_result={**FINAL, "figures_failed": 1})
+    progress.on_trial_complete(1, [trial], trial)
+    assert lines(out) == [f"{NAME}: finished epoch 4/4: acc_last 40.0, acc_best_oracle 41.5, acc_labelfree 40.2; its "
+                          "figures could not be drawn (why: /results/study/t_00000/figures/error.txt)"]
+
+
 def test_a_retried_trial_says_so_and_continues_from_its_checkpoint():
     progress, out, _ = console()
     trial = FakeTrial(num_failures=1, checkpoint=object(), last_result={"epoch": 2})

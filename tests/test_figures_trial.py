@@ -1,13 +1,12 @@
 """A run's figures (srdc.figures): PNG files drawn from the record of the snapshots of the epochs its selections
-pick, the snapshots through checkpoints, the records a trial saves instead of drawing, the drawing off the trial's
-path (the logger's drawing process, ``srdc-report --sync``), and the figures as MLflow artifacts of a study's child
-runs."""
+pick, the snapshots through checkpoints, the records and figures a trial saves at its end (a drawing failure
+reported, not fatal), the logger that only logs them, the backfill (``srdc-report --sync``) that draws what is
+missing, and the figures as MLflow artifacts of a study's child runs."""
 
 import dataclasses
 import json
 import logging
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -121,9 +120,11 @@ def test_the_snapshot_holds_a_fixed_subset_with_its_labels_and_predictions(train
     assert torch.equal(snapshot["source_index"], torch.as_tensor(source_index))
     assert torch.equal(snapshot["source_labels"], torch.as_tensor(trainer.task.source.labels[source_index]))
     assert torch.equal(snapshot["target_labels"], torch.as_tensor(trainer.task.target.labels[target_index]))
-    embedding = snapshot["embedding"]
-    assert embedding.dtype == torch.float16 and embedding.shape[0] == len(source_index) + len(target_index)
-    assert embedding.shape[1] <= 50 and float(embedding.abs().max()) == pytest.approx(1.0, abs=1e-3)
+    features = snapshot["features"]  # the pooled features as they are (scaled): reduced when drawn, not per epoch
+    pooled = trainer.extract(trainer.task.source).spaces["pooled"]
+    assert features.dtype == torch.float16 and features.shape == (len(source_index) + len(target_index),
+                                                                   pooled.shape[1])
+    assert float(features.abs().max()) == pytest.approx(1.0, abs=1e-3)
     assert (figure_subset(*sizes, trainer.config.seed)[1] == target_index).all()  # the same every time
 
 
@@ -214,18 +215,23 @@ def test_without_source_weights_or_images_those_figures_are_left_out(tmp_path):
     assert_pngs(written)
 
 
-def test_a_trial_saves_a_record_per_run_and_draws_nothing_and_the_figures_are_named_by_run(tmp_path):
+def test_a_trial_saves_a_record_per_run_and_draws_its_figures_named_by_run(tmp_path):
     config = {"tasks": [{"task": "digits->digits_photo"}], "seeds": [0, 1], "epochs": 1, "batch_size": 32,
               "max_samples": 120, "device": "cpu", "variant": "srdc"}
     runs = Lockstep(config)
     runs.initialise()
     runs.step()
-    runs.write_figure_records(tmp_path)
+    assert runs.draw_figures(tmp_path)
     keys = [f"digits-digits_photo.seed{seed}" for seed in (0, 1)]
-    assert {path.name for path in (tmp_path / FIGURES_DIR).iterdir()} == {f"{key}.record.pt" for key in keys}
+    names = {path.name for path in (tmp_path / FIGURES_DIR).iterdir()}
+    assert names == {f"{key}.{name}" for key in keys for name in (*ALL_FIGURES, "record.pt")}
     for key, member in zip(keys, runs.members, strict=True):
         assert load_record(tmp_path / FIGURES_DIR / f"{key}.record.pt").seed == member.trainer.config.seed
+    assert_pngs(list((tmp_path / FIGURES_DIR).glob("*.png")))
+    assert stale_records(tmp_path) == []
 
+    for png in (tmp_path / FIGURES_DIR).glob("*.png"):  # a backfill draws what a folder lacks
+        png.unlink()
     assert [path.name for path in stale_records(tmp_path)] == [f"{key}.record.pt" for key in keys]
     draw_records(stale_records(tmp_path))
     names = {path.name for path in (tmp_path / FIGURES_DIR).glob("*.png")}
@@ -239,7 +245,7 @@ def test_a_trial_saves_a_record_per_run_and_draws_nothing_and_the_figures_are_na
     without = Lockstep({**config, "figures": False, "seeds": [0]})
     without.initialise()
     without.step()
-    without.write_figure_records(tmp_path / "without")
+    assert without.draw_figures(tmp_path / "without")
     assert not (tmp_path / "without").exists()
 
 
@@ -335,40 +341,43 @@ def ended_trial(logger: StudyLogger, trial_id: str, folder: Path) -> None:
     logger.trial_ended(trial_id, {"seed": 0}, [folder], TrialStatus.FINISHED)
 
 
-@pytest.mark.integration
-def test_the_logger_draws_in_one_process_of_its_own_and_raises_a_drawing_failure_in_the_driver(trained, tmp_path):
+def test_a_figure_that_cannot_be_drawn_leaves_the_trials_results_and_names_its_traceback(tmp_path, monkeypatch):
+    config = {"task": "digits->digits_photo", "seed": 0, "epochs": 1, "batch_size": 32, "max_samples": 120,
+              "device": "cpu", "variant": "srdc"}
+    runs = Lockstep(config)
+    runs.initialise()
+    runs.step()
+
+    def broken(*args, **kwargs):
+        raise ValueError("a drawing defect")
+
+    monkeypatch.setattr("srdc.harness.trainable.write_trial_figures", broken)
+    assert not runs.draw_figures(tmp_path)
+    error = (tmp_path / FIGURES_DIR / "error.txt").read_text()
+    assert "ValueError: a drawing defect" in error and "Traceback" in error
+    assert (tmp_path / FIGURES_DIR / "record.pt").is_file()  # a backfill can still draw them
+    assert runs.summary()["epochs"] == 1
+
+
+def test_the_logger_logs_the_figures_a_trial_drew_and_draws_none_itself(trained, tmp_path):
     trainer, figures, _ = trained
     recorder = ArtifactRecorder()
-    logger = StudyLogger("drawn", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
+    logger = StudyLogger("logged", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
     logger.setup()
-    first = trial_folder(tmp_path / "first", record_of(trainer, figures))
-    ended_trial(logger, "first", first)
+    drawn = trial_folder(tmp_path / "drawn", record_of(trainer, figures))
+    write_trial_figures(load_record(drawn / FIGURES_DIR / "record.pt"), drawn / FIGURES_DIR)
+    ended_trial(logger, "drawn", drawn)
     logger.flush()
-    assert set(recorder.files[FIGURES_DIR]) == ALL_FIGURES and recorder.status == TrialStatus.FINISHED
-    assert_pngs(list((first / FIGURES_DIR).glob("*.png")))
-    (process,) = logger._drawer._processes.values()
-    assert process.pid != os.getpid() and process.is_alive()
-    if hasattr(os, "SCHED_IDLE"):  # it takes only CPU time the trials leave
-        assert os.sched_getscheduler(process.pid) == os.SCHED_IDLE
-    assert pickle.loads(pickle.dumps(logger))._drawer is None  # the settings only
+    on_disk = {path.name: path.read_bytes() for path in (drawn / FIGURES_DIR).glob("*.png")}
+    assert set(on_disk) == ALL_FIGURES and recorder.files[FIGURES_DIR] == on_disk
+    assert recorder.status == TrialStatus.FINISHED
 
-    second = trial_folder(tmp_path / "second", record_of(trainer, figures))
-    ended_trial(logger, "second", second)
-    logger.flush()
-    assert {p.name for p in (second / FIGURES_DIR).glob("*.png")} == ALL_FIGURES
-    assert list(logger._drawer._processes.values()) == [process]  # the same process draws every trial
+    undrawn = trial_folder(tmp_path / "undrawn", record_of(trainer, figures))  # e.g. its drawing failed
+    recorder.files.clear()
+    ended_trial(logger, "undrawn", undrawn)
     logger.sweep_ended()
-    assert logger._drawer is None and not process.is_alive()
-
-    failing = StudyLogger("failing", "e", "memory://", {"seeds": 1}, tracker_factory=recorder)
-    unusable = dataclasses.replace(record_of(trainer, figures), picks={})  # readable, but nothing can be drawn from it
-    ended_trial(failing, "bad", trial_folder(tmp_path / "bad", unusable))
-    with pytest.raises(RuntimeError, match="srdc-report --study failing --sync") as raised:
-        failing.flush()
-    assert isinstance(raised.value.__cause__, KeyError)
-    with pytest.raises(RuntimeError):
-        failing.sweep_ended()
-    assert failing._drawer is None
+    assert FIGURES_DIR not in recorder.files and not list((undrawn / FIGURES_DIR).glob("*.png"))
+    assert set(recorder.files[None]) == {"summary.json"}
 
 
 @pytest.mark.slow
@@ -385,7 +394,7 @@ def test_a_smoke_studys_child_run_and_a_synced_one_list_the_figures(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (trial,) = [path.parent for path in (tmp_path / "ray").glob("*/*/params.json")]
     on_disk = sorted(path.name for path in (trial / FIGURES_DIR).iterdir())
-    assert on_disk == sorted(ALL_FIGURES | {"record.pt"})  # the trial's record, the logger's figures
+    assert on_disk == sorted(ALL_FIGURES | {"record.pt"})  # the trial's record and the figures it drew
     assert_pngs(list((trial / FIGURES_DIR).glob("*.png")))
 
     for uri in (f"sqlite:///{tmp_path / 'mlflow.db'}", f"sqlite:///{tmp_path / 'synced.db'}"):

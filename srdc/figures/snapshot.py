@@ -2,8 +2,10 @@
 
 A snapshot holds, for the model after one epoch: the confusion matrix of its target predictions (K x K counts over
 the whole target set), a fixed random subset of at most :data:`POINTS` source and :data:`POINTS` target samples
-(their labels, the target predictions, and their pooled features reduced by PCA to :data:`DIMENSIONS` dimensions in
-float16: the input of the t-SNE), and, for a method that weights its source samples (SRDC's eq. 12), every source
+(their labels, the target predictions, and their pooled features scaled into [-1, 1] in float16: the input of the
+t-SNE, reduced by
+:func:`principal_components` only when the figure is drawn, so that taking a snapshot costs an epoch an index and a
+copy, not an eigendecomposition), and, for a method that weights its source samples (SRDC's eq. 12), every source
 weight (float16) and the indices of the :data:`EXTREMES` highest- and lowest-weighted source samples. Tensors and
 plain values only, on the CPU: a checkpoint holds it and loads with ``weights_only=True``.
 
@@ -53,9 +55,9 @@ def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classe
 
 
 def principal_components(features: torch.Tensor, dimensions: int = DIMENSIONS) -> torch.Tensor:
-    """The centred ``features`` projected on their first ``dimensions`` principal axes, scaled into [-1, 1] and
-    stored as float16. An eigendecomposition (no random state) of the smaller of the Gram matrix (samples x samples)
-    and the scatter matrix (dimensions x dimensions): for 400 samples of 800-d features a third of an SVD's time."""
+    """The centred ``features`` projected on their first ``dimensions`` principal axes (float32). An eigendecomposition
+    (no random state) of the smaller of the Gram matrix (samples x samples) and the scatter matrix (dimensions x
+    dimensions): for 400 samples of 800-d features a third of an SVD's time."""
     centred = features.float() - features.float().mean(dim=0)
     if len(centred) <= centred.shape[1]:
         values, vectors = torch.linalg.eigh(centred @ centred.T)
@@ -63,8 +65,14 @@ def principal_components(features: torch.Tensor, dimensions: int = DIMENSIONS) -
     else:
         projected = centred @ torch.linalg.eigh(centred.T @ centred)[1]
     keep = min(dimensions, projected.shape[1])
-    projected = projected[:, -keep:].flip(1)  # eigh sorts ascending: the largest first
-    return (projected / projected.abs().max().clamp_min(1e-12)).half().cpu()
+    return projected[:, -keep:].flip(1)  # eigh sorts ascending: the largest first
+
+
+def scaled_half(features: torch.Tensor) -> torch.Tensor:
+    """``features`` divided by their largest magnitude (into [-1, 1], where float16 holds any feature's scale) as a
+    float16 tensor on the CPU."""
+    features = features.float()
+    return (features / features.abs().max().clamp_min(1e-12)).half().cpu()
 
 
 def take_snapshot(view: PassView, subset: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
@@ -81,7 +89,7 @@ def take_snapshot(view: PassView, subset: tuple[np.ndarray, np.ndarray]) -> dict
         "source_labels": view.source_labels.cpu()[source_index],
         "target_labels": view.target_labels.cpu()[target_index],
         "target_predictions": predictions.cpu()[target_index],
-        "embedding": principal_components(features),
+        "features": scaled_half(features),
     }
     if view.source_weights is not None:
         weights = view.source_weights.float().cpu()

@@ -14,17 +14,21 @@ selections pick, with matplotlib (imported when the first figure is drawn, and u
   label-free pick; ``source_images.png`` (image datasets): the highest- and lowest-weighted source images (eight
   each: :data:`srdc.figures.snapshot.EXTREMES`).
 
-A run does not draw: at its end it saves its :class:`TrialRecord` (:func:`save_record`, milliseconds) as
-``figures/record.pt`` (``figures/KEY.record.pt`` for each run of a trial of several), and whoever holds the folder
-later draws the figures from the records (:func:`draw_records`, in a process of its own during a study:
-:mod:`srdc.tracking.logger`), each as ``PREFIXNAME.png`` beside its record (the prefix is what precedes
-``record.pt``). ``srdc-train`` draws its run's record in-process (:func:`write_trial_figures`).
+At its end a run saves its :class:`TrialRecord` (:func:`save_record`, milliseconds) as ``figures/record.pt``
+(``figures/KEY.record.pt`` for each run of a trial of several) and draws its figures from it in its own process
+(:func:`write_trial_figures`, each as ``PREFIXNAME.png`` beside its record; the prefix is what precedes
+``record.pt``): a study's trial before its last report (:mod:`srdc.harness.trainable`), ``srdc-train`` before it
+exits. A backfill (``srdc-report --sync``) draws the records that lack their figures (:func:`draw_records`).
+
+Cost: each panel sits in a fixed cell with fixed margins (:class:`Margins`: matplotlib's constrained layout measured
+every text twice and was half the drawing), and the t-SNE runs on at most :data:`srdc.figures.snapshot.POINTS`
+points per domain; a smoke run's five figures take about a second on one core, a third of it the t-SNE
+(``benchmarks/figure_cost.py``).
 """
 
 from __future__ import annotations
 
 import math
-import os
 import pickle
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -132,22 +136,6 @@ def draw_records(records: list[Path]) -> DrawnFigures:
     return DrawnFigures(written, unreadable)
 
 
-def start_drawing_process() -> None:
-    """Set up a process that only draws (the initializer of :mod:`srdc.tracking.logger`'s) so that it takes no CPU
-    the trials need: one thread, and the lowest priority there is (Linux's ``SCHED_IDLE``: only CPU time nothing
-    else wants; elsewhere niceness 19). A lower niceness would not do: Ray runs its workers at niceness 15."""
-    if hasattr(os, "SCHED_IDLE"):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    else:
-        os.nice(19)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def write_trial_figures(record: TrialRecord, folder: Path, prefix: str = "") -> list[Path]:
     """Draw every figure ``record`` allows into ``folder`` as ``PREFIXNAME.png``; returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,16 +152,32 @@ def write_trial_figures(record: TrialRecord, folder: Path, prefix: str = "") -> 
     return written
 
 
-def _figure(panels: int, columns: int, size: tuple[float, float]) -> tuple[Any, list[Any]]:
-    """A figure of ``panels`` axes in rows of ``columns`` (unused cells removed)."""
+@dataclass(frozen=True)
+class Margins:
+    """Each panel's margins inside its cell, in inches: room for tick labels, axis labels and titles. Fixed margins
+    instead of matplotlib's constrained layout, which measures every text twice and was half of a figure's cost."""
+
+    left: float = 0.6
+    right: float = 0.15
+    bottom: float = 0.45
+    top: float = 0.3
+
+
+def _figure(panels: int, columns: int, size: tuple[float, float], margins: Margins) -> tuple[Any, list[Any]]:
+    """A figure of ``panels`` axes in rows of ``columns``, each in a cell of ``size`` inches with ``margins``."""
     from matplotlib.figure import Figure
 
     rows = math.ceil(panels / columns)
-    figure = Figure(figsize=(size[0] * columns, size[1] * rows), layout="constrained")
-    cells = list(figure.subplots(rows, columns, squeeze=False).flat)
-    for extra in cells[panels:]:
-        extra.remove()
-    return figure, cells[:panels]
+    width, height = size
+    figure = Figure(figsize=(width * columns, height * rows))
+    axes = []
+    for index in range(panels):
+        row, column = divmod(index, columns)
+        left = (column * width + margins.left) / (width * columns)
+        bottom = ((rows - 1 - row) * height + margins.bottom) / (height * rows)
+        axes.append(figure.add_axes((left, bottom, (width - margins.left - margins.right) / (width * columns),
+                                     (height - margins.bottom - margins.top) / (height * rows))))
+    return figure, axes
 
 
 def _series(history: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -199,7 +203,7 @@ def draw_curves(record: TrialRecord) -> Any:
     if losses:
         panels.append(("loss", losses))
     panels += [(key, [key]) for key in SCHEDULE_KEYS if key in keys]
-    figure, axes = _figure(len(panels), 3, (4.0, 2.8))
+    figure, axes = _figure(len(panels), 3, (4.0, 2.8), Margins())
     for axis, (title, series) in zip(axes, panels, strict=True):
         for key in series:
             epochs, values = _series(record.history, key)
@@ -219,7 +223,8 @@ def draw_confusion(record: TrialRecord) -> Any:
     selections = [name for name in (LABELFREE, ORACLE) if name in record.snapshots]
     if not selections:
         return None
-    figure, axes = _figure(len(selections), len(selections), (5.0, 4.6))
+    figure, axes = _figure(len(selections), len(selections), (5.0, 4.8),
+                           Margins(left=1.0, bottom=1.0, top=0.5))
     for axis, selection in zip(axes, selections, strict=True):
         counts = record.snapshots[selection]["confusion"].numpy()
         rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -253,14 +258,16 @@ def tsne(points: np.ndarray, seed: int) -> np.ndarray:
 def draw_embedding(record: TrialRecord) -> Any:
     """The t-SNE of the label-free pick's source and target features, by domain and by class."""
     snapshot = record.snapshots.get(LABELFREE)
-    if snapshot is None or len(snapshot["embedding"]) < 4:
+    if snapshot is None or len(snapshot["features"]) < 4:
         return None
-    xy = tsne(snapshot["embedding"].float().numpy(), record.seed)
+    from srdc.figures.snapshot import principal_components  # torch: imported when drawn
+
+    xy = tsne(principal_components(snapshot["features"]).numpy(), record.seed)
     sources = len(snapshot["source_index"])
     labels = np.concatenate([snapshot["source_labels"].numpy(), snapshot["target_labels"].numpy()])
     domains = {"source": slice(0, sources), "target": slice(sources, None)}
     markers = {"source": "o", "target": "x"}
-    figure, (by_domain, by_class) = _figure(2, 2, (5.0, 4.6))
+    figure, (by_domain, by_class) = _figure(2, 2, (5.0, 4.6), Margins(left=0.15, bottom=0.15, top=0.5))
     for name, part in domains.items():
         by_domain.scatter(*xy[part].T, s=6, marker=markers[name], label=name, alpha=0.6)
         by_class.scatter(*xy[part].T, s=6, marker=markers[name], c=labels[part], cmap=_class_colours(record),
@@ -286,7 +293,7 @@ def draw_source_weights(record: TrialRecord) -> Any:
     if snapshot is None or "source_weights" not in snapshot:
         return None
     weights = snapshot["source_weights"].float().numpy()
-    figure, (axis,) = _figure(1, 1, (5.5, 3.5))
+    figure, (axis,) = _figure(1, 1, (5.5, 3.5), Margins(left=0.7, bottom=0.5, top=0.5))
     axis.hist(weights, bins=50, color="tab:blue")
     axis.set_xlabel("source weight (eq. 12)")
     axis.set_ylabel("source samples")
@@ -303,7 +310,8 @@ def draw_source_images(record: TrialRecord) -> Any:
     weights = snapshot["source_weights"].float().numpy()
     rows = {"highest": snapshot["weights_top"].tolist(), "lowest": snapshot["weights_bottom"].tolist()}
     columns = max(len(indices) for indices in rows.values())
-    figure, axes = _figure(2 * columns, columns, (1.3, 1.6))
+    figure, axes = _figure(2 * columns, columns, (1.3, 1.6),
+                           Margins(left=0.05, right=0.05, bottom=0.05, top=0.4))
     cells = iter(axes)
     for name, indices in rows.items():
         for index, axis in zip(indices, cells, strict=False):

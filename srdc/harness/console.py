@@ -11,8 +11,8 @@ from typing import Any, TextIO
 from ray import tune
 from ray.tune.experiment import Trial
 
-from srdc.harness.trainable import DIVERGED
-from srdc.trialfiles import DIVERGED_FILE, TUNE_ERROR_FILE
+from srdc.harness.trainable import DIVERGED, FIGURES_FAILED
+from srdc.trialfiles import DIVERGED_FILE, FIGURES_ERROR, TUNE_ERROR_FILE
 
 SUMMARY_EVERY_S = 30.0  # the compact console's summary line
 # what a finished trial's line shows (each where the trial reported it)
@@ -67,7 +67,9 @@ class ConsoleProgress(tune.Callback):
                      f"NaN or infinite; not retried; why: {trial.path}/{DIVERGED_FILE})")
             return
         ended = "finished" if epoch >= self.epochs else "stopped early by the scheduler at"
-        self.say(f"{self.name(trial)}: {ended} epoch {epoch}/{self.epochs}: {final_metrics(last)}")
+        figures = f"; its figures could not be drawn (why: {trial.path}/{FIGURES_ERROR})" \
+            if last.get(FIGURES_FAILED) else ""
+        self.say(f"{self.name(trial)}: {ended} epoch {epoch}/{self.epochs}: {final_metrics(last)}{figures}")
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         start = "its last checkpoint" if trial.checkpoint is not None else "the start (no checkpoint yet)"

@@ -18,8 +18,11 @@ repeat themselves). The trial folder's ``history.jsonl``/``summary.json`` are th
 one run, else the trial's reports and summary (the MLflow callback logs them); each is written once per epoch, and a
 checkpoint's folder holds only the checkpoints, serialised once (Tune copies the folder into its storage). After the
 last epoch, before its report, each run saves what its figures are drawn from into the trial folder's ``figures/``
-(``record.pt``; with several runs ``KEY.record.pt``: :mod:`srdc.figures.trial`, milliseconds); the MLflow callback
-draws them off the trial's path and logs them as the run's artifacts. Each
+(``record.pt``; with several runs ``KEY.record.pt``: :mod:`srdc.figures.trial`) and draws its figures beside it, in
+the trial's process on the CPUs the trial holds (about a second for a smoke run, a few for a full one, most of it the
+t-SNE), so that a study's end never waits for a drawing; the MLflow callback logs them as the run's artifacts. A
+figure that cannot be drawn does not fail the trial, whose results stand: the traceback goes to
+``figures/error.txt`` and the last report carries ``figures_failed`` (the console names the file). Each
 report also names the Ray node it comes from (``node_id``) and every node the trial ran on so far (``node_ids``,
 kept with the checkpoint, so a trial retried on another node after a node loss names both); the tracker tags its run
 with them.
@@ -33,6 +36,7 @@ import re
 import statistics
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +56,7 @@ from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.figures.recorder import FigureRecorder, recorder_for
-from srdc.figures.trial import save_record
+from srdc.figures.trial import figure_prefix, save_record, write_trial_figures
 from srdc.runio import read_checkpoint, write_checkpoint
 from srdc.selection import search_score, summarize
 from srdc.trainer import Trainer
@@ -64,6 +68,7 @@ from srdc.trialfiles import (
     record_path,
     release_trial_files,
     write_diverged,
+    write_figures_error,
     write_history,
     write_nodes,
     write_summary,
@@ -78,6 +83,8 @@ TRIAL_KEYS = frozenset({"study", "search_objective", "checkpoint_every"})
 MULTI_KEYS = frozenset({"tasks", "seeds", "task", "seed"})
 # a trial whose loss or metrics became NaN or infinite reports this key, and why in its folder (DIVERGED_FILE)
 DIVERGED = "diverged"
+# a trial whose figures could not be drawn reports this key with its last epoch, and why in its folder (FIGURES_ERROR)
+FIGURES_FAILED = "figures_failed"
 # each run's own metrics in a several-run report (``KEY.acc_target``, ...)
 RUN_METRICS = ("acc_target", "infomax", "acc_best_oracle", "acc_labelfree")
 
@@ -196,14 +203,24 @@ class Lockstep:
                 for member in self.members}
         return {**self.report(self.epoch), "epochs": self.epoch, "runs": runs}
 
-    def write_figure_records(self, trial_dir: Path) -> None:
-        """Save each run's figure record (with its config's ``figures``) into ``trial_dir/figures``: ``record.pt``,
-        with several runs ``KEY.record.pt``."""
+    def draw_figures(self, trial_dir: Path) -> bool:
+        """Save each run's figure record (with its config's ``figures``) into ``trial_dir/figures`` (``record.pt``,
+        with several runs ``KEY.record.pt``) and draw its figures beside it; ``False`` when a figure could not be
+        drawn (the traceback in ``figures/error.txt``: the results stand, the figures are missing)."""
         several = len(self.members) > 1
         for member in self.members:
-            if member.recorder is not None:
-                record = member.recorder.trial_record(member.trainer.history, member.trainer.task.source)
-                save_record(record, record_path(trial_dir, f"{member.key}." if several else ""))
+            if member.recorder is None:
+                continue
+            record = member.recorder.trial_record(member.trainer.history, member.trainer.task.source)
+            path = record_path(trial_dir, f"{member.key}." if several else "")
+            save_record(record, path)
+            try:
+                write_trial_figures(record, path.parent, figure_prefix(path))
+            except Exception:  # a defect of the drawing: reported by the trial's last report and the console
+                write_figures_error(trial_dir, traceback.format_exc())
+                logging.getLogger(__name__).exception("the figures of %s could not be drawn", member.key)
+                return False
+        return True
 
     def save(self, folder: Path) -> None:
         """Every run's complete state into ``folder/KEY/checkpoint.pt``."""
@@ -282,15 +299,16 @@ def trial_threads() -> str:
 
 
 def report_epoch(runs: Lockstep, trial_dir: Path, nodes: list[str], checkpoint: bool = True) -> None:
-    """Write the trial folder's history and summary (after the last epoch, the runs' figure records first), then
-    report the latest epoch, with ``checkpoint`` a checkpoint of every run (and of the ``nodes`` the trial ran on)."""
+    """Write the trial folder's history and summary (after the last epoch, the runs' figures next), then report the
+    latest epoch, with ``checkpoint`` a checkpoint of every run (and of the ``nodes`` the trial ran on)."""
     import ray.tune
 
-    if runs.done:  # before the last report, whose checkpoint makes Tune sync the trial folder to the storage
-        runs.write_figure_records(trial_dir)
     write_history(trial_dir, runs.history())
     write_summary(trial_dir, runs.summary())
     report = {**runs.report(runs.epoch), **placement(nodes)}
+    # the figures before the last report, whose checkpoint makes Tune sync the trial folder to the storage
+    if runs.done and not runs.draw_figures(trial_dir):
+        report[FIGURES_FAILED] = 1
     if not checkpoint:
         ray.tune.report(report)
         return

@@ -3,16 +3,9 @@
 It runs in the Tune driver, called by the harness's Tune callback (this module imports no Ray). It logs each
 trial's per-epoch results (``step=epoch``), tags its run with the Ray node(s) it ran on (``srdc.node``,
 ``srdc.nodes``) and at the trial's end logs its summary metrics, its ``summary.json``/``history.jsonl``, its figures
-(``figures/*.png``, :mod:`srdc.figures`) and the run status. Runs are found again by their tags, so a trial retry
-or a ``Tuner.restore`` re-attaches to the existing runs and never logs an epoch twice.
-
-A trial saves only the records its figures are drawn from (``figures/*record.pt``). Once its run has ended (summary,
-files, status), the logger's drawing process draws them into the trial folder when it is local (else into the copy
-fetched from the storage, kept until the study ends), and the sending thread logs them when they are done: sending
-never waits for a drawing. The drawing process is started on first use and kept for the study (matplotlib and
-scikit-learn are imported once; the driver's GIL is free while it draws; it takes only CPU time the trials leave);
-``flush`` and the study's end wait for it. A record it cannot read is a warning; a failure to draw is a defect of
-the logger (below).
+(``figures/*.png``, drawn by the trial itself before its last report: :mod:`srdc.harness.trainable`) and the run
+status. Runs are found again by their tags, so a trial retry or a ``Tuner.restore`` re-attaches to the existing
+runs and never logs an epoch twice. The logger draws nothing.
 
 Sending is off the Tune loop: the driver's calls only queue the event (a bounded queue: a store slower than the
 study slows the driver down instead of filling its memory); one background thread takes every queued event, then
@@ -29,21 +22,15 @@ retries later; the study never stops for it. Tune's results on disk stay the sou
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import queue
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from srdc.base import TrialStatus
-from srdc.figures.trial import DrawnFigures, draw_records, stale_records, start_drawing_process
 from srdc.tracking.base import (
     EpochRow,
     Tracker,
@@ -55,7 +42,7 @@ from srdc.tracking.base import (
     node_tags,
 )
 from srdc.tracking.mlflow_tracker import open_tracker
-from srdc.tracking.trial_end import Folder, end_run, local_trial_folder, log_figures
+from srdc.tracking.trial_end import Folder, finish_trial
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +52,6 @@ SETTINGS = ("study", "experiment", "tracking_uri", "study_params", "retry_interv
 QUEUE_SIZE = 10_000
 # the event that stops the sending thread
 STOP = None
-
-
-def _nothing() -> None:
-    """An event that only wakes the sending thread (a drawing is done: its figures are logged in the pass after)."""
 
 TrackerFactory = Callable[[str, str], Tracker]
 
@@ -88,20 +71,12 @@ class _TrialLog:
     final_status: TrialStatus | None = None
     finalized: bool = False
     abandoned: bool = False
-    # the figures drawn after the trial's end (in the drawing process), in its folder, logged once drawn
-    drawing: Future[DrawnFigures] | None = None
-    drawn_in: Path | None = None
-    figures_logged: bool = False
 
     def has_work(self) -> bool:
         if self.abandoned:
             return False
         return (self.run_id is None or bool(self.pending) or self.tags != self.tagged
-                or (self.final_status is not None and not self.finalized) or self.figures_drawn())
-
-    def figures_drawn(self) -> bool:
-        """Whether figures drawn after the trial's end wait to be logged."""
-        return self.drawing is not None and self.drawing.done() and not self.figures_logged
+                or (self.final_status is not None and not self.finalized))
 
 
 class StudyLogger:
@@ -133,8 +108,6 @@ class StudyLogger:
         self._events: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._sender: threading.Thread | None = None
         self._failure: BaseException | None = None
-        self._drawer: ProcessPoolExecutor | None = None
-        self._scratch: Path | None = None  # where a remote trial folder's files are fetched to, until logged
 
     def __getstate__(self) -> dict[str, Any]:
         """The settings only; the state is rebuilt on use."""
@@ -170,10 +143,8 @@ class StudyLogger:
 
     def flush(self) -> None:
         """Wait until every event queued so far has been handled (sent, or kept for a retry when the store is
-        unreachable), the figures of the trials ended so far included."""
+        unreachable)."""
         self._raise_failure()
-        self._events.join()
-        self._wait_for_drawings()
         self._events.join()
         self._raise_failure()
 
@@ -181,17 +152,12 @@ class StudyLogger:
         """The sweep ended (Tune's ``on_experiment_end``): send what is left, end the parent run, and name what
         could not be sent."""
         if self._sender is not None:
-            self._events.join()  # every trial's end handled: its figures are being drawn
-            self._wait_for_drawings()
             self._events.put(STOP)
             self._sender.join()
             self._sender = None
-        try:
-            self._raise_failure()
-            self._retry_at = 0.0
-            self._flush()
-        finally:
-            self._stop_drawing()
+        self._raise_failure()
+        self._retry_at = 0.0
+        self._flush()
         if self._parent_id is not None and not self._offline:
             self._try(self._finish_parent, "the study's parent run")
         unsent = [state.trial_id for state in self._trials.values() if state.has_work() or state.abandoned]
@@ -246,7 +212,6 @@ class StudyLogger:
         state = self._trial_log(trial_id, config, folders)
         if state.final_status is not None:  # restarted after its end: re-attach (and so re-open) its run
             state.run_id, state.final_status, state.finalized = None, None, False
-            state.drawing, state.drawn_in, state.figures_logged = None, None, False
 
     def _on_result(self, trial_id: str, config: dict[str, Any], folders: list[Folder], row: EpochRow | None,
                    tags: dict[str, str]) -> None:
@@ -327,47 +292,8 @@ class StudyLogger:
                 tracker.set_tag(state.run_id, key, value)
                 state.tagged[key] = value
         if state.final_status is not None and not state.finalized:
-            folder = local_trial_folder(state.folders, self._scratch_for(state.trial_id))
-            end_run(tracker, state.run_id, folder, state.final_status)
+            finish_trial(tracker, state.run_id, state.folders, state.final_status, draw=None)
             state.finalized = True
-            if folder is not None:
-                self._draw_later(state, folder)
-        if state.figures_drawn():
-            for message in state.drawing.result().unreadable:  # a failure to draw: raised, a defect
-                logger.warning("%s", message)
-            log_figures(tracker, state.run_id, state.drawn_in)
-            state.figures_logged = True
-
-    def _scratch_for(self, trial_id: str) -> Path:
-        """The folder a remote trial folder's files are fetched to, kept until the study ends (its figures are
-        drawn there after the trial's end)."""
-        if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="srdc-trial-files-"))
-        return self._scratch / trial_id
-
-    def _draw_later(self, state: _TrialLog, folder: Path) -> None:
-        """Have the drawing process (started on first use) draw the trial's missing figures; when it is done, the
-        sending thread wakes up and logs them (:meth:`_send_trial`)."""
-        stale = stale_records(folder)
-        if not stale:
-            return
-        if self._drawer is None:
-            self._drawer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=start_drawing_process)
-        state.drawn_in, state.figures_logged = folder, False
-        state.drawing = self._drawer.submit(draw_records, stale)
-        state.drawing.add_done_callback(lambda _: self._events.put(_nothing))
-
-    def _wait_for_drawings(self) -> None:
-        wait([state.drawing for state in self._trials.values() if state.drawing is not None])
-
-    def _stop_drawing(self) -> None:
-        if self._drawer is not None:
-            self._drawer.shutdown()
-            self._drawer = None
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
 
     def _finish_parent(self) -> None:
         self._tracker_now().set_status(self._parent_id, TrialStatus.FINISHED)

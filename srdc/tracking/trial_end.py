@@ -1,7 +1,7 @@
 """What a trial's end logs, live (:class:`srdc.tracking.logger.StudyLogger`) or in a backfill
 (:func:`srdc.tracking.sync.sync_study`): its summary metrics, its ``summary.json``/``history.jsonl``, its figures
-(``figures/*.png``, any that its records lack drawn first) and the run's status, from the first of its folders that
-holds the trainable's files (a remote one fetched first).
+(``figures/*.png``: the trial draws them; a backfill first draws those its records lack) and the run's status, from
+the first of its folders that holds the trainable's files (a remote one fetched first).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from srdc.trialfiles import (
 
 logger = logging.getLogger(__name__)
 
-# draws the figures of the given record files (srdc.figures.trial.draw_records, or that in another process)
+# draws the figures of the given record files (srdc.figures.trial.draw_records)
 FigureDrawer = Callable[[list[Path]], DrawnFigures]
 # where a trial's files are: a local folder, or the URI of its folder in a remote storage (``s3://``, ``gs://``)
 Folder = Path | str
@@ -77,11 +77,12 @@ def end_run(tracker: Tracker, run_id: str, folder: Path | None, status: TrialSta
 
 
 def finish_trial(tracker: Tracker, run_id: str, folders: list[Folder], status: TrialStatus,
-                 draw: FigureDrawer = draw_records) -> None:
+                 draw: FigureDrawer | None = draw_records) -> None:
     """End a trial's run from the first of ``folders`` that holds the trainable's files (a URI's are fetched
-    first), its missing figures drawn first by ``draw`` (:func:`trial_figures`): :func:`end_run`."""
+    first), its missing figures drawn first by ``draw`` (:func:`trial_figures`; ``None``: the figures it has):
+    :func:`end_run`."""
     with tempfile.TemporaryDirectory(prefix="srdc-trial-files-") as scratch:
         folder = local_trial_folder(folders, Path(scratch))
-        if folder is not None:
+        if folder is not None and draw is not None:
             trial_figures(folder, draw)
         end_run(tracker, run_id, folder, status)

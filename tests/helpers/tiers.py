@@ -1,7 +1,7 @@
 """The test tiers, kept honest: a test not marked ``integration`` or ``slow`` runs in this process alone.
 
 - ``python -m pytest -m "not slow and not integration"``: the fast tier. Its tests start no process (no server, no
-  Ray, no browser, no ``srdc-train``, no study driver, no drawing process); one that does fails at once, naming
+  Ray, no browser, no ``srdc-train``, no study driver); one that does fails at once, naming
   itself and the fix (mark it ``integration``).
 - ``-m "not slow"``: and the integration tests (servers, Ray, subprocesses), each a few seconds to a minute.
 - everything: and the slow real-data and end-to-end tests (CI).
