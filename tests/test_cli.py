@@ -64,7 +64,8 @@ def test_config_fields_parse_with_underscores_or_dashes(tmp_path):
     ],
 )
 def test_bad_input_gives_one_clear_error_and_exit_code_2(tmp_path, capsys, args, message):
-    register(DatasetSpec(name="mismatch", load_domain=_mismatched_domain, domains=("ten", "three")))
+    register(DatasetSpec(name="mismatch", load_domain=_mismatched_domain, domains=("ten", "three"),
+                         default_backbone="digits_cnn"))
     assert main([*QUICK, "--out", str(tmp_path / "run"), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
