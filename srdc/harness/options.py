@@ -194,7 +194,9 @@ def add_search_options(parser: argparse.ArgumentParser, search: Search) -> None:
                         help="random trials before TPE (default: a quarter of --num-samples, 3 to 10)")
     parser.add_argument("--sampler-seed", type=int, default=0, help="the TPE sampler's seed (default 0)")
     parser.add_argument("--grace-period", type=int, default=None,
-                        help="ASHA: epochs before a trial may be stopped (default: a tenth of the epochs, >= 1)")
+                        help="ASHA: epochs before a trial may be stopped (default: a tenth of the epochs, at least 2: "
+                             "the first epoch trains with lambda = 0 whatever the trial's lambda schedule, so its "
+                             "result cannot rank the lambdas searched)")
     parser.add_argument("--reduction-factor", type=int, default=2,
                         help="ASHA: 1/factor of the trials go on at each rung (default 2)")
     parser.set_defaults(max_concurrent=search.max_concurrent)
