@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from srdc.base import capture_rng, native_rng, portable_rng, resolve_device, restore_rng
+from srdc.base import bar_disabled, capture_rng, native_rng, portable_rng, resolve_device, restore_rng
 from srdc.batches import endless_batches, ordered_batches
 from srdc.config import SRDCConfig
 from srdc.data import BackboneChoice, TaskData, backbone_choice, load_task
@@ -248,7 +248,7 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         bar = tqdm(range(iterations), desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
-                   disable=not self.progress, mininterval=2.0)
+                   disable=bar_disabled(self.progress), mininterval=2.0)
         for iteration in bar:
             lr, lam = self.schedule(iteration, iterations)
             schedule.append((lr, lam))
