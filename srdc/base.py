@@ -101,6 +101,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bar_disabled(progress: bool) -> bool | None:
+    """tqdm's ``disable`` for a progress bar that was asked for (``progress``) or not: an asked-for bar draws on a
+    terminal only (``None``), so output redirected to a file or a pipe gets no carriage-return frames or blank lines."""
+    return None if progress else True
+
+
 def set_torch_threads(requested: int | None = None, given_by: str = "--threads") -> str:
     """Set torch's intra-op threads to ``requested`` (named ``given_by``), else ``$OMP_NUM_THREADS``, else the CPUs
     this process may use; returns the line that says so (``threads: 4 (from OMP_NUM_THREADS)``). A ``requested``

@@ -127,24 +127,28 @@ def run(config: SRDCConfig, out: Path, resume: bool, progress: bool, or_start: b
         threads: str = "") -> dict[str, Any]:
     """Train (or continue) the run in ``out``, holding its lock; returns its summary. ``threads`` (``srdc-train``:
     the line :func:`srdc.base.set_torch_threads` returned) ends the run's header line, printed once its inputs and
-    checkpoint are checked, so that bad input stays one line."""
+    checkpoint are checked, so that bad input stays one line; the line names the backbone and why (``auto``: the
+    dataset's default, or for your own images their size). The backbone's weights are found before the data is
+    loaded: no network or a missing weights file is reported before any image is decoded."""
     with RunLock(out):
         return _run_locked(config, out, checkpoint_to_resume(out, resume, or_start), progress, threads)
 
 
 def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, progress: bool,
                 threads: str) -> dict[str, Any]:
+    from srdc.data import load_task
     from srdc.figures.recorder import recorder_for
-    from srdc.trainer import Trainer
+    from srdc.trainer import Trainer, check_backbone
 
+    backbone = check_backbone(config)
     recorder = recorder_for(config)
-    trainer = Trainer(config, progress=progress, observers=[recorder] if recorder else [])
+    trainer = Trainer(config, load_task(config), progress=progress, observers=[recorder] if recorder else [])
     if state is not None:
         trainer.load_state_dict(state)
         print(f"resumed {out} at epoch {trainer.epoch}/{config.epochs}", file=sys.stderr)
     print(f"{config.dataset} {config.task_name} variant={config.variant} seed={config.seed} device={trainer.device} "
-          f"source={len(trainer.task.source)} target={len(trainer.task.target)} out={out}"
-          + (f"; {threads}" if threads else ""), file=sys.stderr)
+          f"backbone={backbone.name} ({backbone.reason}) source={len(trainer.task.source)} "
+          f"target={len(trainer.task.target)} out={out}" + (f"; {threads}" if threads else ""), file=sys.stderr)
     print(f"transforms: {trainer.task.source.transform}", file=sys.stderr)
     trainer.initialise()
     if trainer.epoch == 0:

@@ -203,7 +203,8 @@ class SRDCConfig:
     # the network (Appendix A)
     backbone: str = option("auto", "model", help=
         "the feature extractor: resnet18/34/50/101, digits_cnn, or identity (--dataset features); auto: the dataset's "
-        "default (ResNet-50 for the image benchmarks, the digits CNN for digits)")
+        "default (ResNet-50 for the image benchmarks, the digits CNN for digits; your own images by their size: the "
+        "digits CNN up to 64 px, else ResNet-50)")
     weights: str = option("imagenet", "model", help=
         "the backbone's initial weights: imagenet, none (random), or a .pth file")
     bottleneck_dim: int = option(512, "model", range=Range(1), help=

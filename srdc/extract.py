@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from srdc.base import resolve_device
+from srdc.base import bar_disabled, resolve_device
 from srdc.config import SRDCConfig
 from srdc.data import load_one_domain
 from srdc.data.base import Domain
@@ -50,7 +50,7 @@ def extract_features(domain: Domain, backbone: nn.Module, batch_size: int, devic
     loader = DataLoader(domain.eval_set, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     outputs = []
-    for inputs, _ in tqdm(loader, desc=f"features of {domain.name}", unit="batch", disable=not progress):
+    for inputs, _ in tqdm(loader, desc=f"features of {domain.name}", unit="batch", disable=bar_disabled(progress)):
         outputs.append(backbone(inputs.to(device, non_blocking=True)).flatten(1).float().cpu())
     return torch.cat(outputs).numpy()
 

@@ -134,6 +134,14 @@ def resolve_resnet_weights(name: str, weights: str) -> Path | None:
     return cached
 
 
+def check_weights(name: str, weights: str) -> None:
+    """Find backbone ``name``'s initial weights now (the ImageNet file from the torch hub cache, else downloaded, or
+    ``weights``' file): no network or a missing file is one error before any data is prepared. Only the ResNets
+    take weights; the digits CNN and the identity start from scratch whatever ``weights`` says."""
+    if name in RESNETS:
+        resolve_resnet_weights(name, weights)
+
+
 def build_backbone(name: str, weights: str = "imagenet", in_dim: int | None = None) -> tuple[nn.Module, int]:
     """The feature extractor phi and its output dimension d. ``in_dim`` is needed for ``identity`` only."""
     if name in RESNETS:

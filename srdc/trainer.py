@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from srdc.base import capture_rng, native_rng, portable_rng, resolve_device, restore_rng
+from srdc.base import bar_disabled, capture_rng, native_rng, portable_rng, resolve_device, restore_rng
 from srdc.batches import endless_batches, ordered_batches
 from srdc.config import SRDCConfig
-from srdc.data import TaskData, load_task
+from srdc.data import BackboneChoice, TaskData, backbone_choice, load_task
 from srdc.data.base import Domain
 from srdc.divergence import check_finite, diverged_fix
 from srdc.errors import NonFiniteLossError, SRDCInputError
@@ -45,6 +45,7 @@ from srdc.model import (
     SRDCNet,
     batchnorm_statistics_of,
     build_backbone,
+    check_weights,
     feature_space_dims,
     is_pretrained,
 )
@@ -73,6 +74,14 @@ class EpochObserver(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+def check_backbone(config: SRDCConfig) -> BackboneChoice:
+    """The run's backbone and why, its initial weights found (:func:`srdc.model.check_weights`): called before the
+    data is loaded, so that a weights problem is reported before any image is decoded."""
+    choice = backbone_choice(config)
+    check_weights(choice.name, config.weights)
+    return choice
+
+
 class Trainer:
     """One run of the config's method (``variant``): ``step()`` trains one epoch and evaluates the result;
     ``observers`` follow it (:class:`EpochObserver`)."""
@@ -85,7 +94,10 @@ class Trainer:
         self.device = resolve_device(config.device)
         cuda = self.device.type == "cuda"
         self.bf16, self.channels_last = config.uses_bf16(cuda), config.uses_channels_last(cuda)
-        self.task = task if task is not None else load_task(config)
+        if task is None:
+            check_backbone(config)
+            task = load_task(config)
+        self.task = task
         self.progress = progress
         random.seed(config.seed)
         np.random.seed(config.seed)
@@ -237,7 +249,7 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         bar = tqdm(range(iterations), desc=f"epoch {self.epoch + 1}/{config.epochs}", leave=False,
-                   disable=not self.progress, mininterval=2.0)
+                   disable=bar_disabled(self.progress), mininterval=2.0)
         for iteration in bar:
             lr, lam = self.schedule(iteration, iterations)
             schedule.append((lr, lam))

@@ -11,8 +11,8 @@ The large-gap options (``--set prep_batchnorm=domain --set source_pretrain_epoch
 first_epoch_targets=predictions``) are in docs/fidelity_notes.md.
 MNIST is its 10,000-image test split where the training split is absent (as in ../shared/data).
 
-    python studies/benchmark_digits.py                             # the table; --data-root: $SRDC_DATA_ROOT,
-                                                                   # else ../shared/data beside the repository
+    SRDC_DATA_ROOT=../shared/data python studies/benchmark_digits.py   # the table (--data-root: $SRDC_DATA_ROOT,
+                                                                       # else data, as every study's)
     python studies/benchmark_digits.py --smoke-test                # the same 84 trials on the embedded data
 
 Every option: ``--help``; the harness is ``srdc/harness/``.
@@ -20,7 +20,7 @@ Every option: ``--help``; the harness is ``srdc/harness/``.
 
 import sys
 
-from srdc.harness.declarations import SmokeTest, Study, shared_data_root
+from srdc.harness.declarations import SmokeTest, Study
 from srdc.harness.main import main
 
 EPOCHS = 15
@@ -35,7 +35,6 @@ STUDY = Study(
     smoke=SmokeTest(domains={"usps": "digits", "mnist": "digits_inverted", "mnist_photo": "digits_photo"}),
     description="Rows: SRDC without each component, the source-only model, DANN and CDAN+E. No paper table: the "
                 "SRDC paper has no digits experiments (published DANN/CDAN+E digits numbers are shown beside ours).",
-    data_root=shared_data_root(),
 )
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """srdc-train: outputs, resume, refusal to overwrite, one process per run folder, a diverging run, and one clear
 error with exit code 2 for bad input."""
 
+import io
 import json
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import torch
 from toys import ToyMethod
 
+from srdc.base import bar_disabled
 from srdc.cli import format_row, main
 from srdc.data.base import DatasetSpec, register, tensor_domain
 from srdc.methods import METHODS
@@ -64,7 +66,8 @@ def test_config_fields_parse_with_underscores_or_dashes(tmp_path):
     ],
 )
 def test_bad_input_gives_one_clear_error_and_exit_code_2(tmp_path, capsys, args, message):
-    register(DatasetSpec(name="mismatch", load_domain=_mismatched_domain, domains=("ten", "three")))
+    register(DatasetSpec(name="mismatch", load_domain=_mismatched_domain, domains=("ten", "three"),
+                         default_backbone="digits_cnn"))
     assert main([*QUICK, "--out", str(tmp_path / "run"), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
@@ -111,12 +114,27 @@ def test_progress_rows_show_what_the_row_holds():
 def test_the_progress_of_a_run_prints_no_placeholders_for_the_untrained_epoch(tmp_path, capsys):
     quick = [arg for arg in QUICK if arg != "--quiet"]
     assert main([*quick, "--epochs", "1", "--out", str(tmp_path)]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if "acc_target" in line]  # not tqdm's bars
+    err = capsys.readouterr().err
+    assert "\r" not in err and "" not in err.splitlines()  # stderr is no terminal here: no bar frames, no blank lines
+    lines = [line for line in err.splitlines() if "acc_target" in line]
     assert [line.split()[1] for line in lines] == ["0/1", "1/1"]
     assert "nan" not in lines[0] and "loss" not in lines[0] and "lambda" not in lines[0]
     history = read_history(tmp_path)
     assert f"loss {history[1]['loss_total']:.4f}  lr {history[1]['lr']:.5f}  lambda {history[1]['lambda']:.3f}" \
         in lines[1]
+
+
+def test_a_progress_bar_draws_on_a_terminal_only_and_never_when_not_asked_for():
+    from tqdm import tqdm
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, progress, drawn in ((io.StringIO(), True, False), (Terminal(), True, True), (Terminal(), False, False)):
+        for _ in tqdm(range(3), file=stream, disable=bar_disabled(progress)):
+            pass
+        assert ("3/3" in stream.getvalue()) is drawn
 
 
 def test_a_registered_method_is_a_variant_of_srdc_train(tmp_path, monkeypatch, capsys):

@@ -326,3 +326,29 @@ def test_mlflow_server_reads_its_database_from_a_secret_and_is_reachable_as_the_
     postgres = one("StatefulSet", "postgres")["spec"]["template"]["spec"]["containers"][0]
     assert {item["valueFrom"]["secretKeyRef"]["name"] for item in postgres["env"] if "valueFrom" in item} == {
         reference["name"]}
+
+
+# -- the launchers agree with docs/cluster.md ----------------------------------------------------------------------
+def gpu_study_commands() -> list[tuple[str, str, list[str]]]:
+    """(file, study, argv) of every study command on GPUs that cluster/ and docs/cluster.md give (a command's
+    continuation lines joined, in a shell comment or a YAML block alike)."""
+    found = []
+    for path in [*sorted(CLUSTER.rglob("*.yaml")), REPO / "docs" / "cluster.md"]:
+        text = re.sub(r"\\\n[#\s]*", " ", path.read_text())
+        text = re.sub(r"\n\s+--", " --", text)  # the RayJob's folded entrypoint
+        for study, rest in re.findall(r"python studies/(\w+)\.py([^'\n`]*)", text):
+            argv = shlex.split(rest)
+            if "--gpus-per-trial" in argv and "--dry-run" not in argv:
+                found.append((path.name, study, argv))
+    return found
+
+
+def test_every_gpu_launcher_gives_each_trial_a_loader_worker_per_cpu_but_one():
+    commands = gpu_study_commands()
+    assert {name for name, _, _ in commands} >= {"aws-gpu.yaml", "gcp-gpu.yaml", "rayjob-ablation.yaml", "cluster.md"}
+    for name, study, argv in commands:
+        args = build_parser(load_declaration(study)).parse_args(argv)
+        assert args.gpus_per_trial > 0 and args.cpus_per_trial >= 2, (name, argv)
+        assert f"num_workers={int(args.cpus_per_trial) - 1}" in args.overrides, (name, argv)  # docs/cluster.md's rule
+    assert "one less than `--cpus-per-trial`" in " ".join((REPO / "docs" / "cluster.md").read_text().split())
+    assert "`--cpus-per-trial 8 --set num_workers=7`" in (REPO / "docs" / "cluster.md").read_text()  # GCP, in words

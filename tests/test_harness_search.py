@@ -15,10 +15,12 @@ from conftest import assert_continued_after_interrupts, interrupt_when, read_jso
 from mlflow import MlflowClient
 from study_helpers import load_declaration
 
+from srdc.config import SRDCConfig
 from srdc.harness.main import main
 from srdc.harness.options import resolve_launch
 from srdc.harness.search import trial_space
-from srdc.harness.search_setup import default_startup_trials, resolve
+from srdc.harness.search_setup import default_grace_period, default_startup_trials, resolve
+from srdc.schedules import lambda_at, progress_at
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "studies" / "search_lambda_lr.py"
@@ -38,11 +40,26 @@ def test_the_objective_is_label_free_unless_asked_and_small_searches_are_not_ran
     assert setup.options.objective == "labelfree"
     assert trial_space(setup, setup.search_dataset)["search_objective"] == "labelfree"
     assert setup_of("--smoke-test", "--objective", "oracle", *storage).options.objective == "oracle"
-    assert (setup.num_samples, setup.startup_trials(), setup.grace_period()) == (8, 3, 1)
+    assert (setup.num_samples, setup.startup_trials(), setup.grace_period()) == (8, 3, 2)
     assert [default_startup_trials(n) for n in (8, 20, 40, 200)] == [3, 5, 10, 10]
     space = trial_space(setup, setup.search_dataset)
     assert space["seeds"] == [0, 1] and space["dataset"] == "embedded" and space["epochs"] == 3
     assert space["tasks"] == [{"task": "digits->digits_photo"}, {"task": "digits_color->digits", "mu_init": "target"}]
+
+
+def test_asha_never_stops_a_trial_before_it_has_trained_with_lambda(tmp_path):
+    assert [default_grace_period(e) for e in (1, 2, 3, 10, 25, 200)] == [1, 2, 2, 2, 2, 20]
+    for unit in ("epoch", "iteration"):
+        for epochs in (3, 10, 200):
+            # the searched schedule that ramps slowest and lowest: lambda_scale 0.1, lambda_gamma 1
+            config = SRDCConfig(epochs=epochs, lambda_scale=0.1, lambda_gamma=1.0, schedule_unit=unit)
+            lambdas = [lambda_at(config, progress_at(config, epoch, 0, 10)) for epoch in range(epochs)]
+            assert lambdas[0] == 0.0 and all(value > 0 for value in lambdas[1:])  # the first epoch starts at 0
+            trained = lambdas[:default_grace_period(epochs)]  # the epochs a trial has trained when ASHA may stop it
+            assert any(value > 0 for value in trained), (unit, epochs)
+    setup = resolve(SEARCH, resolve_launch(SEARCH.study, ["--smoke-test", "--storage-path", str(tmp_path),
+                                                          "--grace-period", "1"], SEARCH))
+    assert setup.grace_period() == 1  # asked for explicitly, it is kept
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -102,12 +102,16 @@ def test_the_factorial_crosses_the_three_switches_in_every_task_and_seed():
     assert "| structural_source_reg | +0.0 ± 0.0 | 12 |" in text
 
 
-def test_the_digits_study_reads_the_shared_data_by_default(monkeypatch, tmp_path):
+def test_every_study_has_one_data_root_default_srdc_data_root_else_srdc_trains(monkeypatch, tmp_path):
     monkeypatch.delenv("SRDC_DATA_ROOT", raising=False)
-    study = load_declaration("benchmark_digits")
-    assert build_parser(study).parse_args([]).data_root == str(REPO.parent / "shared" / "data")
+    studies = [load_declaration(path.stem) for path in sorted((REPO / "studies").glob("*.py"))
+               if path.stem != "search_lambda_lr"] + [load_declaration("search_lambda_lr", "SEARCH").study]
+    assert [build_parser(study).parse_args([]).data_root for study in studies] == ["data"] * len(studies)
+    assert "where the datasets are (default: $SRDC_DATA_ROOT, else data; now data)" in " ".join(
+        build_parser(studies[0]).format_help().split())
     monkeypatch.setenv("SRDC_DATA_ROOT", str(tmp_path))
     assert plan_of(load_declaration("benchmark_digits")).fixed["data_root"] == str(tmp_path)
+    assert plan_of(load_declaration("ablation_office31")).fixed["data_root"] == str(tmp_path)
     assert plan_of(load_declaration("benchmark_digits"), "--data-root", "/d").fixed["data_root"] == "/d"
 
 

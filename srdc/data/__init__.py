@@ -4,11 +4,19 @@ is imported on the dataset's first use (:data:`srdc.data.base.DATASETS`)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from srdc.config import SRDCConfig
-from srdc.data.base import DATASETS, DatasetSpec, Domain, TaskData, check_same_label_space
+from srdc.data.base import DATASETS, BackboneChoice, DatasetSpec, Domain, TaskData, check_same_label_space
 from srdc.data.splits import kept_rows, stratified_split
 
-__all__ = ["DATASETS", "DatasetSpec", "Domain", "TaskData", "load_one_domain", "load_task"]
+__all__ = ["DATASETS", "BackboneChoice", "DatasetSpec", "Domain", "TaskData", "backbone_choice", "load_one_domain",
+           "load_task"]
+
+
+def backbone_choice(config: SRDCConfig) -> BackboneChoice:
+    """The backbone ``config``'s run uses and why (:meth:`DatasetSpec.backbone`), found without decoding an image."""
+    return DATASETS.lookup(config.dataset).backbone(config)
 
 
 def load_one_domain(dataset: str, domain: str, config: SRDCConfig) -> Domain:
@@ -35,4 +43,6 @@ def load_task(config: SRDCConfig) -> TaskData:
         target, target_test = target.subset(train_idx, f"{target.name}/train"), target.subset(
             test_idx, f"{target.name}/test"
         )
-    return TaskData(source=source, target=target, target_test=target_test, default_backbone=spec.default_backbone)
+    auto = spec.backbone(dataclasses.replace(config, backbone="auto"))
+    return TaskData(source=source, target=target, target_test=target_test, default_backbone=auto.name,
+                    backbone_reason=auto.reason)

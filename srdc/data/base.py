@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset
 
+    from srdc.config import SRDCConfig
+
 
 def one_line(error: BaseException) -> str:
     """An exception's message with its line breaks folded, for one-line error messages."""
@@ -94,13 +96,14 @@ class TaskData:
     ``target`` is the unlabelled target training set (its labels are used only to evaluate). In the
     inductive setting ``target_test`` holds the held-out half of the target domain; in the transductive
     setting it is ``None`` and the target training set is also the evaluation set (paper protocol).
-    ``default_backbone`` is what ``backbone="auto"`` resolves to for this dataset.
+    ``default_backbone`` is what ``backbone="auto"`` resolves to for this data, ``backbone_reason`` why.
     """
 
     source: Domain
     target: Domain
     target_test: Domain | None
     default_backbone: str
+    backbone_reason: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -112,12 +115,22 @@ class TaskData:
 
 
 @dataclass(frozen=True)
+class BackboneChoice:
+    """The backbone a run uses and why, in words for its first line (``--backbone``, the dataset's default, or
+    the size of your images)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A registered dataset.
 
     ``load_domain(domain, config) -> Domain`` loads one whole domain; ``domains`` lists the accepted names
     (empty for user data, where a domain is a path); ``aliases`` maps short names (``A``) to domain names
-    (``amazon``); ``default_backbone`` is used when the config asks for ``backbone="auto"``.
+    (``amazon``); ``default_backbone`` is used when the config asks for ``backbone="auto"``, unless
+    ``auto_backbone(config)`` chooses from the data itself (your own images: by their size).
     """
 
     name: str
@@ -126,6 +139,15 @@ class DatasetSpec:
     aliases: dict[str, str] | None = None
     default_backbone: str = "resnet50"
     description: str = ""
+    auto_backbone: Callable[[SRDCConfig], BackboneChoice] | None = None
+
+    def backbone(self, config: SRDCConfig) -> BackboneChoice:
+        """The backbone of ``config``'s run on this dataset: ``--backbone``, else what ``auto`` resolves to."""
+        if config.backbone != "auto":
+            return BackboneChoice(config.backbone, "--backbone")
+        if self.auto_backbone is not None:
+            return self.auto_backbone(config)
+        return BackboneChoice(self.default_backbone, f"auto: the {self.name} dataset's default")
 
     def resolve_domain(self, domain: str) -> str:
         """The canonical domain name for ``domain`` (a name, an alias such as ``A``, or a user path)."""

@@ -317,10 +317,11 @@ def decoded_image_domain(name: str, classes: list[str], samples: list[Sample], p
 
 
 def load_image_domain(name: str, classes: list[str], samples: list[Sample], config: SRDCConfig,
-                      data_root: Path | None) -> Domain:
-    """The image domain of a run: read through ``config``'s transform profile, from the decoded-image cache when
-    ``config.image_cache`` is not ``off`` (``data_root``: a benchmark's, for ``auto``), else from the files."""
-    profile = config_profile(config)
+                      data_root: Path | None, default_backbone: str = "resnet50") -> Domain:
+    """The image domain of a run: read through ``config``'s transform profile (``default_backbone``: what its
+    ``auto`` backbone is), from the decoded-image cache when ``config.image_cache`` is not ``off`` (``data_root``: a
+    benchmark's, for ``auto``), else from the files."""
+    profile = config_profile(config, default_backbone)
     folder = cache_folder(config.image_cache, data_root)
     if folder is None:
         return image_domain(name, classes, samples, profile, config.image_size)

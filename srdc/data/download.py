@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from srdc.base import bar_disabled
 from srdc.data.base import one_line
 from srdc.data.benchmarks import Benchmark, verify_benchmark
 from srdc.data.fingerprint import (
@@ -82,7 +83,7 @@ def fetch(url: str, part: Path, progress: bool = True) -> None:
         expected = int(length) if length is not None else None
         received = 0
         with part.open("ab" if resumed else "wb") as out, tqdm(
-            total=expected, initial=0, unit="B", unit_scale=True, disable=not progress,
+            total=expected, initial=0, unit="B", unit_scale=True, disable=bar_disabled(progress),
             desc=f"{part.name} (from byte {start})" if resumed else part.name,
         ) as bar:
             try:

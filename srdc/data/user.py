@@ -11,19 +11,26 @@ line k is label k) if given; else, for ``features``, the ``classes`` arrays of t
 else the class count is ``max label + 1`` over source and target together and the names are ``"0" .. "K-1"``.
 Every class must have at least one source sample (SRDC initialises its cluster centres from the source class
 means).
+
+``--backbone auto`` chooses by the images' size (:func:`auto_backbone`): the small digits CNN (trained from scratch,
+28 px inputs, no ImageNet weights) when the largest side of the probed images is at most :data:`SMALL_IMAGE_PX`,
+else the paper's ResNet-50. Only the images' headers are read, up to :data:`SIZE_PROBES` spread over each domain.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from srdc.config import SRDCConfig
-from srdc.data.base import DatasetSpec, Domain, register
+from srdc.data.base import BackboneChoice, DatasetSpec, Domain, register
 from srdc.data.decoded import load_image_domain
 from srdc.data.images import (
+    Sample,
     check_files_exist,
     class_folders,
     parse_path_prefix,
@@ -31,6 +38,12 @@ from srdc.data.images import (
     scan_class_folders,
 )
 from srdc.errors import SRDCInputError
+
+SMALL_IMAGE_PX = 64
+"""``--backbone auto``: images whose larger side is at most this many pixels get the digits CNN, larger ones
+ResNet-50 (whose 224 px ImageNet features would see such images blown up 4x or more)."""
+SIZE_PROBES = 64
+"""How many images of each domain ``--backbone auto`` reads the header of (evenly spread; all of a smaller one)."""
 
 
 def read_classes_file(path: Path) -> list[str]:
@@ -92,11 +105,17 @@ def _list_labels(path: str, config: SRDCConfig) -> np.ndarray:
     return np.array([label for _, label in read_image_list(Path(path), _prefix(config))], dtype=np.int64)
 
 
-def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
+def _list_samples(domain: str, config: SRDCConfig) -> list[Sample]:
     samples = read_image_list(Path(domain), _prefix(config))
     check_files_exist(samples, domain)
+    return samples
+
+
+def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
+    samples = _list_samples(domain, config)
     classes = resolve_classes(config, _list_labels(config.source, config), _list_labels(config.target, config))
-    return load_image_domain(domain, classes, samples, config, data_root=None)
+    backbone = IMAGELIST.backbone(config).name
+    return load_image_domain(domain, classes, samples, config, data_root=None, default_backbone=backbone)
 
 
 # -- folder --------------------------------------------------------------------------------------------------
@@ -115,17 +134,59 @@ def check_same_class_folders(source: Path, target: Path) -> None:
         )
 
 
-def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
+def _folder_samples(domain: str, config: SRDCConfig) -> tuple[list[str], list[Sample]]:
     check_same_class_folders(Path(config.source), Path(config.target))
-    classes, samples = scan_class_folders(Path(domain))
-    return load_image_domain(domain, classes, samples, config, data_root=None)
+    return scan_class_folders(Path(domain))
+
+
+def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
+    classes, samples = _folder_samples(domain, config)
+    backbone = FOLDER.backbone(config).name
+    return load_image_domain(domain, classes, samples, config, data_root=None, default_backbone=backbone)
+
+
+# -- --backbone auto -----------------------------------------------------------------------------------------
+def largest_side(samples: list[Sample]) -> int:
+    """The largest width or height among up to :data:`SIZE_PROBES` of ``samples``, evenly spread (headers only)."""
+    picked = np.unique(np.linspace(0, len(samples) - 1, min(len(samples), SIZE_PROBES)).round().astype(int))
+    sides = []
+    for index in picked:
+        path = samples[index][0]
+        try:
+            with Image.open(path) as image:
+                sides.append(max(image.size))
+        except OSError as error:
+            raise SRDCInputError(f"cannot read image {path} ({error}); fix or remove the file") from None
+    return max(sides, default=0)
+
+
+def choose_by_size(side: int) -> BackboneChoice:
+    """The digits CNN for images of at most :data:`SMALL_IMAGE_PX` pixels a side, else ResNet-50; the reason says
+    which size decided it and how to choose otherwise."""
+    if side <= SMALL_IMAGE_PX:
+        return BackboneChoice("digits_cnn", f"auto: images <= {SMALL_IMAGE_PX} px, the largest probed {side} px: the "
+                              "digits CNN from scratch at 28 px unless --image_size; --backbone resnet50 for "
+                              "ImageNet features")
+    return BackboneChoice("resnet50", f"auto: images > {SMALL_IMAGE_PX} px, the largest probed {side} px: ResNet-50 "
+                          "at 224 px unless --image_size")
+
+
+def auto_backbone(samples_of: Callable[[str, SRDCConfig], list[Sample]]) -> Callable[[SRDCConfig], BackboneChoice]:
+    """``--backbone auto`` for a user layout whose samples ``samples_of(domain, config)`` lists: by the size of the
+    largest probed image of source and target (:func:`choose_by_size`)."""
+    def choose(config: SRDCConfig) -> BackboneChoice:
+        domains = (config.source, config.target)
+        return choose_by_size(max(largest_side(samples_of(domain, config)) for domain in domains))
+    return choose
 
 
 IMAGELIST = register(DatasetSpec(
     name="imagelist", load_domain=load_imagelist_domain, default_backbone="resnet50",
     description="your image lists: --source SRC.txt --target TGT.txt ('PATH LABEL' lines)",
+    auto_backbone=auto_backbone(_list_samples),
 ))
 FOLDER = register(DatasetSpec(
     name="folder", load_domain=load_folder_domain, default_backbone="resnet50",
     description="your class folders: --source DIR --target DIR (DIR/CLASS/*.jpg)",
+    auto_backbone=auto_backbone(lambda domain, config: _folder_samples(domain, config)[1]),  # the samples alone
 ))

@@ -10,17 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from srdc.base import parse_task
-from srdc.config import options
+from srdc.config import default_of, options
 from srdc.errors import SRDCInputError
 from srdc.methods import METHODS
 
 # the grid's own dimensions; everything else in a trial config is an SRDCConfig field
 GRID_KEYS = ("task", "variant", "seed")
-REPO = Path(__file__).resolve().parents[2]
+DATA_ROOT_ENV = "SRDC_DATA_ROOT"
 
 # what a --smoke-test's tables are, printed above them
 SMOKE_NOTE = ("--smoke-test: a plumbing check, not a result: the study's grid on tiny stand-in data for two epochs; "
@@ -106,7 +105,6 @@ class Study:
     * ``tables``: what the study prints per model selection instead of the mean±std tables
       (``srdc.factorial.factorial_tables`` for the factorial study); ``None``: the tables of ``srdc.report``.
     * ``smoke``: the ``--smoke-test`` mapping (``None``: the study has none).
-    * ``data_root``: the default of ``--data-root``.
     """
 
     name: str
@@ -122,7 +120,6 @@ class Study:
     tables: TablesFunction | None = None
     smoke: SmokeTest | None = None
     description: str = ""
-    data_root: str = "data"
 
     def __post_init__(self) -> None:
         names = set(options())
@@ -188,6 +185,6 @@ def office31_task_config(tasks: Iterable[str]) -> dict[str, dict[str, Any]]:
             for task in tasks if parse_task(task)[1] == "A"}
 
 
-def shared_data_root() -> str:
-    """Where the real digits are: ``$SRDC_DATA_ROOT``, else ``../shared/data`` beside the repository."""
-    return os.environ.get("SRDC_DATA_ROOT") or str(REPO.parent / "shared" / "data")
+def default_data_root() -> str:
+    """Every study's ``--data-root`` default: ``$SRDC_DATA_ROOT``, else srdc-train's ``--data_root`` default."""
+    return os.environ.get(DATA_ROOT_ENV) or default_of("data_root")

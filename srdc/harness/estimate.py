@@ -83,8 +83,8 @@ class DataFacts:
         if config.setting == "inductive":
             target, test = round(target / 2), target - round(target / 2)
         spec = DATASETS.lookup(config.dataset)
-        backbone = spec.default_backbone if config.backbone == "auto" else config.backbone
-        return RunData(source, target, test, classes, backbone, input_size(config, spec.default_backbone, loaded))
+        backbone = spec.backbone(config).name
+        return RunData(source, target, test, classes, backbone, input_size(config, backbone, loaded))
 
 
 def schedule(config: SRDCConfig, data: RunData) -> list[Segment]:

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from srdc.base import SEARCH_SELECTIONS, ArgumentParser
-from srdc.config import options
+from srdc.config import default_of, options
 from srdc.errors import SRDCInputError
-from srdc.harness.declarations import GRID_KEYS, Search, Study
+from srdc.harness.declarations import DATA_ROOT_ENV, GRID_KEYS, Search, Study, default_data_root
 from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracking_uri
 from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, read_launch_file, write_launch_file
 
@@ -119,8 +119,9 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
     parser.add_argument("--variants", nargs="+", default=None, help="a subset of the study's variants")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="a config field for every trial, e.g. --set num_workers=4 --set bf16=true")
-    parser.add_argument("--data-root", default=study.data_root,
-                        help=f"where the datasets are (default: {study.data_root})")
+    parser.add_argument("--data-root", default=default_data_root(),
+                        help=f"where the datasets are (default: ${DATA_ROOT_ENV}, else {default_of('data_root')}; "
+                             "now %(default)s)")
     parser.add_argument("--storage-path", default=DEFAULT_STORAGE,
                         help="Tune's results and checkpoints: a local folder, a shared NFS path, s3:// or gs:// "
                              f"(default: ./{DEFAULT_STORAGE})")
@@ -194,7 +195,9 @@ def add_search_options(parser: argparse.ArgumentParser, search: Search) -> None:
                         help="random trials before TPE (default: a quarter of --num-samples, 3 to 10)")
     parser.add_argument("--sampler-seed", type=int, default=0, help="the TPE sampler's seed (default 0)")
     parser.add_argument("--grace-period", type=int, default=None,
-                        help="ASHA: epochs before a trial may be stopped (default: a tenth of the epochs, >= 1)")
+                        help="ASHA: epochs before a trial may be stopped (default: a tenth of the epochs, at least 2: "
+                             "the first epoch trains with lambda = 0 whatever the trial's lambda schedule, so its "
+                             "result cannot rank the lambdas searched)")
     parser.add_argument("--reduction-factor", type=int, default=2,
                         help="ASHA: 1/factor of the trials go on at each rung (default 2)")
     parser.set_defaults(max_concurrent=search.max_concurrent)

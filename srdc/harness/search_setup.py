@@ -15,6 +15,9 @@ from srdc.harness.options import FEATURES, Launch, SearchOptions, read_launch
 from srdc.harness.plan import Plan, plan_study
 from srdc.trialfiles import OPTUNA_DB, RESULTS_FOLDER
 
+LAMBDA_BLIND_EPOCHS = 1
+"""The epochs at a run's start whose lambda is 0 whatever the trial's schedule (:func:`default_grace_period`)."""
+
 # the phases of a search, in order (:meth:`Setup.phases`)
 SEARCH, PROMOTION, RERUN = "search", "promotion", "rerun"
 
@@ -74,7 +77,7 @@ class Setup:
         return self.options.n_startup_trials or default_startup_trials(self.num_samples)
 
     def grace_period(self) -> int:
-        return self.options.grace_period or max(1, self.plan.epochs // 10)
+        return self.options.grace_period or default_grace_period(self.plan.epochs)
 
     def phases(self) -> list[PhaseSpec]:
         """The search, the promotion (only with ``--promote K``), the winner's re-run: what runs, in order."""
@@ -82,6 +85,16 @@ class Setup:
         if self.options.promote:
             phases.append(PhaseSpec(PROMOTION, self.promoted_name, self.plan.dataset, self.options.promote))
         return [*phases, PhaseSpec(RERUN, self.rerun_name, self.plan.dataset)]
+
+
+def default_grace_period(epochs: int) -> int:
+    """ASHA's epochs before it may stop a trial: a tenth of the epochs, at least 2 (at most all of them). A run's
+    first epoch trains with lambda_p at p = 0 (:func:`srdc.schedules.lambda_at`; with per-iteration steps, from 0
+    upwards), which is 0 whatever the trial's lambda_scale and lambda_gamma: after one epoch the trials of a lambda
+    search have trained (nearly) the same objective, and their results cannot rank their lambdas. Epoch 2 is the
+    first trained with lambda > 0 in every trial.
+    """
+    return min(epochs, max(LAMBDA_BLIND_EPOCHS + 1, epochs // 10))
 
 
 def default_startup_trials(num_samples: int) -> int:
