@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from srdc.config import SRDCConfig
-from srdc.data.base import DatasetSpec, Domain, register
+from srdc.data.base import DatasetSpec, Domain, DomainFacts, register
 from srdc.data.decoded import load_image_domain
 from srdc.data.images import (
+    Sample,
     check_files_exist,
     class_folders,
     parse_path_prefix,
@@ -92,11 +93,23 @@ def _list_labels(path: str, config: SRDCConfig) -> np.ndarray:
     return np.array([label for _, label in read_image_list(Path(path), _prefix(config))], dtype=np.int64)
 
 
-def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
+def imagelist_samples(domain: str, config: SRDCConfig) -> tuple[list[str], list[Sample]]:
+    """The classes of the pair and the samples of ``domain``, checked (files present, labels in range)."""
     samples = read_image_list(Path(domain), _prefix(config))
     check_files_exist(samples, domain)
     classes = resolve_classes(config, _list_labels(config.source, config), _list_labels(config.target, config))
+    return classes, samples
+
+
+def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
+    classes, samples = imagelist_samples(domain, config)
     return load_image_domain(domain, classes, samples, config, data_root=None)
+
+
+def describe_imagelist_domain(domain: str, config: SRDCConfig) -> DomainFacts:
+    """A list's size, checked as loading would check it, no image read."""
+    classes, samples = imagelist_samples(domain, config)
+    return DomainFacts(len(samples), len(classes), in_memory=False)
 
 
 # -- folder --------------------------------------------------------------------------------------------------
@@ -115,17 +128,30 @@ def check_same_class_folders(source: Path, target: Path) -> None:
         )
 
 
-def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
+def folder_samples(domain: str, config: SRDCConfig) -> tuple[list[str], list[Sample]]:
+    """The classes and samples of the class folders ``domain``, the pair's class folders checked."""
     check_same_class_folders(Path(config.source), Path(config.target))
-    classes, samples = scan_class_folders(Path(domain))
+    return scan_class_folders(Path(domain))
+
+
+def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
+    classes, samples = folder_samples(domain, config)
     return load_image_domain(domain, classes, samples, config, data_root=None)
 
 
+def describe_folder_domain(domain: str, config: SRDCConfig) -> DomainFacts:
+    """The class folders' size, checked as loading would check them, no image read."""
+    classes, samples = folder_samples(domain, config)
+    return DomainFacts(len(samples), len(classes), in_memory=False)
+
+
 IMAGELIST = register(DatasetSpec(
-    name="imagelist", load_domain=load_imagelist_domain, default_backbone="resnet50",
+    name="imagelist", load_domain=load_imagelist_domain, describe_domain=describe_imagelist_domain,
+    default_backbone="resnet50",
     description="your image lists: --source SRC.txt --target TGT.txt ('PATH LABEL' lines)",
 ))
 FOLDER = register(DatasetSpec(
-    name="folder", load_domain=load_folder_domain, default_backbone="resnet50",
+    name="folder", load_domain=load_folder_domain, describe_domain=describe_folder_domain,
+    default_backbone="resnet50",
     description="your class folders: --source DIR --target DIR (DIR/CLASS/*.jpg)",
 ))
