@@ -37,7 +37,7 @@ from srdc.cli import parse_bool
 from srdc.clustering import kmeans
 from srdc.config import SRDCConfig
 from srdc.data import TaskData, load_task
-from srdc.data.base import tensor_domain
+from srdc.data.base import domain_facts, tensor_domain
 from srdc.harness.costs import COSTS_FILE, CPU, CostKey, CostRow, dtype_name, input_size, merge_row
 from srdc.trainer import Trainer
 
@@ -113,7 +113,7 @@ def cost_row(config: SRDCConfig, task: TaskData, rows: dict[str, list[dict[str, 
     prepare = statistics.median(row["wall_s_epoch"] - row["time_train_s"] for row in rows["srdc"]) / images
     backbone = task.default_backbone if config.backbone == "auto" else config.backbone
     cuda = device.type == "cuda"
-    key = CostKey(backbone, input_size(config, task.default_backbone, task.source), config.batch_size,
+    key = CostKey(backbone, input_size(config, task.default_backbone, domain_facts(task.source)), config.batch_size,
                   dtype_name(config.uses_bf16(cuda), config.uses_channels_last(cuda), cuda),
                   torch.cuda.get_device_name(device) if cuda else CPU)
     figures = (per_iteration["source_only"], per_iteration["srdc"], prepare)

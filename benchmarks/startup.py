@@ -1,16 +1,22 @@
-"""What starting costs: ``--help`` of every entry point, launch to the first trial's first report, and the fixed
-cost of each further trial. Prints figures, each beside a reference measured in the same run; asserts nothing.
+"""What starting costs: ``--help`` of every entry point, the digits study's ``--dry-run``, launch to the first trial's
+first report (with the driver's peak memory until then and what the console shows), and the fixed cost of each
+further trial. Prints figures, each beside a reference measured in the same run; asserts nothing.
 
-    python benchmarks/startup.py                  # all three parts (a few minutes on 2 busy cores)
+    python benchmarks/startup.py                  # all four parts (a few minutes on 2 busy cores)
     python benchmarks/startup.py --only help      # the --help part alone (seconds)
+    python benchmarks/startup.py --only dryrun cold --checkout ../main   # another checkout's scripts, to compare
 
 Figures:
 
 * ``--help``: CPU seconds (user + system, ``getrusage`` of the child) of ``ENTRY --help``, the median of
   ``--repeat`` runs, and its ratio to ``python -c pass``. Target: < 0.5 s for every entry point.
+* dry run: wall seconds and peak memory (``ru_maxrss``) of ``studies/benchmark_digits.py --dry-run``, which
+  reads no data but the files' headers. Target: < 5 s.
 * cold start: wall seconds from launching ``studies/ablation_office31.py --smoke-test --tasks A->W --variants srdc
   --seeds 0 --epochs 2`` (temporary storage and SQLite tracking) to the first line of its trial's ``result.json``
-  (the epoch-0 report, the untrained model's evaluation). Target: < 25 s.
+  (the epoch-0 report, the untrained model's evaluation). Target: < 25 s. With it: the driver's peak resident
+  memory until then (``VmHWM`` of its ``/proc/PID/status``; target: <= 500 MB), and the lines of its stdout and
+  stderr that hold a worker's echo (``pid=``), a colour code (ESC ``[``) or a library's `` INFO `` (target: none).
 * fixed cost per trial: the same smoke study with ``--seeds 0 1 2 --epochs 1 --max-concurrent 1``: the trials run
   one after the other, so the gap between one trial's last report and the next one's first report, less that
   report's own epoch (``wall_s_epoch``), is what a trial costs beyond its epochs (the worker's start and imports,
@@ -33,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from srdc.trialfiles import RESULT_FILE
@@ -41,7 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SMOKE = ["--smoke-test", "--tasks", "A->W", "--variants", "srdc"]
 POLL_S = 0.05
+PARTS = ("help", "dryrun", "cold", "trials")
 STUDY_TIMEOUT_S = 900
+NOISE = {"worker echo (pid=)": "pid=", "colour code (ESC [)": "\x1b[", "INFO line": " INFO "}
 
 
 def entry_points() -> dict[str, list[str]]:
@@ -82,42 +91,85 @@ def trial_reports(storage: Path) -> dict[Path, list[dict]]:
     return reports
 
 
-def watch_study(args: list[str], folder: Path) -> tuple[float, dict[Path, list[float]], dict[Path, list[dict]]]:
-    """Run the smoke ablation with ``args``; the launch-to-exit wall seconds, and per trial folder the seconds
-    after launch at which each of its reports was first seen, and the reports."""
+def peak_mb(pid: int) -> float | None:
+    """The peak resident memory so far of process ``pid`` (``VmHWM``), in MB; ``None`` once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
+@dataclass
+class Watched:
+    """A study run: launch-to-exit wall seconds, per trial folder the seconds after launch at which each of its
+    reports was first seen, and the reports, the driver's peak memory before the first report, its console."""
+
+    wall: float
+    seen: dict[Path, list[float]]
+    reports: dict[Path, list[dict]]
+    peak_before_first_mb: float | None
+    console: str
+
+
+def watch_study(args: list[str], folder: Path, checkout: Path) -> Watched:
+    """Run the smoke ablation of ``checkout`` with ``args``."""
     storage = folder / "ray"
-    command = [sys.executable, str(ROOT / "studies" / "ablation_office31.py"), *SMOKE, *args,
+    command = [sys.executable, str(checkout / "studies" / "ablation_office31.py"), *SMOKE, *args,
                "--storage-path", str(storage), "--tracking-uri", f"sqlite:///{folder}/mlflow.db"]
     seen: dict[Path, list[float]] = {}
+    peak = None
     start = time.perf_counter()
-    with open(folder / "output.txt", "w") as output:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+    with open(folder / "stdout.txt", "w") as out, open(folder / "stderr.txt", "w") as err:
+        process = subprocess.Popen(command, cwd=checkout, stdout=out, stderr=err,
+                                   env={**os.environ, "PYTHONPATH": str(checkout)})
         while process.poll() is None and time.perf_counter() - start < STUDY_TIMEOUT_S:
             now = time.perf_counter() - start
+            if not seen:
+                peak = peak_mb(process.pid) or peak
             for trial, reports in trial_reports(storage).items():
                 times = seen.setdefault(trial, [])
                 times += [now] * (len(reports) - len(times))
             time.sleep(POLL_S)
         process.kill()
     wall = time.perf_counter() - start
-    seen = {trial: times for trial, times in seen.items() if times}
     if process.returncode != 0:
-        sys.exit(f"the study failed (exit {process.returncode}); see {folder / 'output.txt'}")
-    return wall, seen, trial_reports(storage)
+        sys.exit(f"the study failed (exit {process.returncode}); see {folder}/stderr.txt")
+    console = (folder / "stdout.txt").read_text() + (folder / "stderr.txt").read_text()
+    return Watched(wall, {trial: times for trial, times in seen.items() if times}, trial_reports(storage), peak,
+                   console)
 
 
-def cold_start(torch_s: float) -> None:
+def dry_run(checkout: Path) -> None:
+    command = [sys.executable, str(checkout / "studies" / "benchmark_digits.py"), "--dry-run"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run(command, cwd=checkout, stdout=subprocess.DEVNULL, check=True,
+                   env={**os.environ, "PYTHONPATH": str(checkout)})
+    wall = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    shown = f"{peak / 1024:.0f} MB" if peak > before else f"at most {before / 1024:.0f} MB (an earlier child's)"
+    print(f"dry run: studies/benchmark_digits.py --dry-run {wall:.1f} s, peak memory {shown}")
+
+
+def cold_start(torch_s: float, checkout: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="startup-cold-") as folder:
-        wall, seen, _ = watch_study(["--seeds", "0", "--epochs", "2"], Path(folder))
-    first = min(times[0] for times in seen.values())
+        watched = watch_study(["--seeds", "0", "--epochs", "2"], Path(folder), checkout)
+    first = min(times[0] for times in watched.seen.values())
+    peak = "not seen" if watched.peak_before_first_mb is None else f"{watched.peak_before_first_mb:.0f} MB"
     print(f"cold start: launch -> first trial's first report {first:.1f} s "
-          f"({first / torch_s:.1f} x import torch); launch -> exit {wall:.1f} s")
+          f"({first / torch_s:.1f} x import torch); launch -> exit {watched.wall:.1f} s; driver's peak memory "
+          f"before the first report {peak}")
+    lines = watched.console.splitlines()
+    counts = ", ".join(f"{sum(text in line for line in lines)} {what}" for what, text in NOISE.items())
+    print(f"  console: {len(lines)} lines; {counts}")
 
 
-def fixed_cost(torch_s: float) -> None:
+def fixed_cost(torch_s: float, checkout: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="startup-trials-") as folder:
-        _, seen, reports = watch_study(["--seeds", "0", "1", "2", "--epochs", "1", "--max-concurrent", "1"],
-                                       Path(folder))
+        watched = watch_study(["--seeds", "0", "1", "2", "--epochs", "1", "--max-concurrent", "1"], Path(folder),
+                              checkout)
+    seen, reports = watched.seen, watched.reports
     order = sorted(seen, key=lambda trial: seen[trial][0])
     gaps = [seen[after][0] - seen[before][-1] - reports[after][0]["wall_s_epoch"]
             for before, after in itertools.pairwise(order)]
@@ -128,20 +180,26 @@ def fixed_cost(torch_s: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=("help", "cold", "trials"), default=None, help="one part alone")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=PARTS, help="these parts alone")
     parser.add_argument("--repeat", type=int, default=3, help="runs per --help figure (the median)")
+    parser.add_argument("--checkout", type=Path, default=ROOT,
+                        help="the checkout whose studies run (its folder first on PYTHONPATH; default: this one)")
     args = parser.parse_args()
+    checkout = args.checkout.resolve()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if args.only in (None, "help"):
+    print(f"checkout: {checkout}")
+    if "help" in args.only:
         help_table(args.repeat)
-    if args.only == "help":
+    if "dryrun" in args.only:
+        dry_run(checkout)
+    if not {"cold", "trials"} & set(args.only):
         return
     torch_s = median_cpu([sys.executable, "-c", "import torch"], args.repeat)
     print(f"python -c 'import torch': {torch_s:.2f} CPU s")
-    if args.only in (None, "cold"):
-        cold_start(torch_s)
-    if args.only in (None, "trials"):
-        fixed_cost(torch_s)
+    if "cold" in args.only:
+        cold_start(torch_s, checkout)
+    if "trials" in args.only:
+        fixed_cost(torch_s, checkout)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ NODES_FILE = "nodes.json"
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 TUNE_ERROR_FILE = "error.txt"
+# what the trial's process printed (its stdout and stderr, RunConfig(log_to_file=...)), instead of the study's console
+TRIAL_LOG = "trial.log"
 # Tune's checkpoint folders in a trial folder: checkpoint_000000, checkpoint_000001, ...
 CHECKPOINT_PREFIX = "checkpoint_"
 # a study's folder: its launch, its results (srdc.report.RESULT_FILES), a search's Optuna study

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,14 +15,14 @@ from study_helpers import load_declaration
 
 from srdc.cli import format_row
 from srdc.config import SRDCConfig
-from srdc.harness.console import ConsoleProgress, elapsed
+from srdc.harness.console import LIBRARY_LOGGERS, ConsoleProgress, elapsed
 from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args, resolve_launch, save_launch
 from srdc.harness.outcome import StudyOutcome
 from srdc.harness.plan import plan_study
 from srdc.harness.ray_compat import AUTH_LOGGER, AUTH_NOTICE, ProgressTable, dropped_log
-from srdc.harness.tuner import Sweep, run_config
+from srdc.harness.tuner import Sweep, ray_session, run_config
 
 COLUMNS = ["task", "variant", "seed"]
 CONFIG = {"task": "digits->digits_photo", "variant": "srdc", "seed": 0, "lr": 0.01}
@@ -92,7 +93,7 @@ def test_a_retried_trial_says_so_and_continues_from_its_checkpoint():
                           f"{NAME}: continues from its last checkpoint",
                           f"{NAME}: crashed; retry 2 of 2 (--max-failures), from the start (no checkpoint yet)",
                           f"{NAME}: failed, crashed 3 time(s) (--max-failures 2); its error: "
-                          f"/results/study/t_00000/error.txt"]
+                          f"/results/study/t_00000/error.txt, its output: /results/study/t_00000/trial.log"]
 
 
 def test_a_diverged_and_an_early_stopped_trial_are_not_called_finished():
@@ -142,6 +143,47 @@ def test_the_summary_splits_what_ended_when_not_all_finished_and_ranks_a_search_
                           "variant=srdc seed=0)"]
 
 
+def test_the_summary_counts_the_planned_trials_from_the_start():
+    out = io.StringIO()
+    progress = ConsoleProgress(4, COLUMNS, max_failures=2, planned=60, out=out, clock=Clock())
+    progress.on_experiment_end([])
+    created = [FakeTrial(trial_id=f"t_{i:05d}", status=Trial.TERMINATED, last_result=dict(FINAL)) for i in range(6)]
+    progress.on_experiment_end([*created, FakeTrial(trial_id="t_00006")])  # --max-concurrent 1: Tune made 7 so far
+    unplanned = ConsoleProgress(4, COLUMNS, max_failures=2, out=out, clock=Clock())
+    unplanned.on_experiment_end(created[:2])
+    assert [line.split(", elapsed")[0] for line in lines(out)] == [
+        "0/60 trials done, 0 running, 0 failed", "6/60 trials done, 1 running, 0 failed",
+        "2/2 trials done, 0 running, 0 failed"]
+
+
+@pytest.mark.parametrize(("verbose", "level", "echo"), [(0, logging.WARNING, False), (1, logging.INFO, False),
+                                                        (2, logging.INFO, True)])
+def test_ray_mlflow_and_optuna_say_info_only_with_verbose_and_the_trials_output_only_from_vv(
+        verbose, level, echo, monkeypatch):
+    import ray
+
+    started = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: started.update(kwargs))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "unset below, restored after")
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL")
+    before = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    try:
+        with ray_session(None, verbose):
+            pass
+        assert started == {"address": None, "include_dashboard": False, "log_to_driver": echo,
+                           "logging_level": level}
+        assert [logging.getLogger(name).level for name in ("ray", "mlflow", "optuna")] == [level] * 3
+        assert os.environ["MLFLOW_LOGGING_LEVEL"] == logging.getLevelName(level)
+        with ray_session("10.0.0.1:6379", verbose, dashboard=True):
+            pass
+        assert started["address"] == "10.0.0.1:6379" and started["include_dashboard"] is True
+    finally:
+        for name, old in before.items():
+            logging.getLogger(name).setLevel(old)
+
+
 def test_elapsed_time_is_short():
     assert [elapsed(s) for s in (0, 59.9, 60, 192, 3599, 3900)] == ["0s", "59s", "1m00s", "3m12s", "59m59s", "1h05m"]
 
@@ -174,7 +216,7 @@ def test_verbose_brings_back_tunes_status_table(flags, verbose, table, tmp_path)
                                           f"sqlite:///{tmp_path / 'm.db'}"])
     launch = launch_from_args(TINY, args)
     config = run_config(launch, Sweep(name="e", param_space={}, epochs=1, tracking="console_tiny",
-                                      tracking_params={}, parameter_columns=COLUMNS))
+                                      tracking_params={}, planned=2, parameter_columns=COLUMNS))
     assert launch.verbose == verbose and config.verbose == verbose
     assert isinstance(config.progress_reporter, ProgressTable) is table
     assert config.progress_reporter is None or table

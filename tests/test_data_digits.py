@@ -1,5 +1,6 @@
 """Real data: USPS and MNIST from ``$SRDC_DATA_ROOT`` (default ``../shared/data`` beside the repository)."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -113,3 +114,21 @@ def test_mnist_photo_is_a_real_domain_gap_for_a_model_trained_on_mnist():
     print(f"source-only after 2 epochs: mnist {last['acc_source']:.1f}, mnist_photo {last['acc_target']:.1f}")
     assert last["acc_source"] > 90.0
     assert last["acc_target"] < last["acc_source"] - 30.0
+
+
+@needs_digits
+def test_the_dry_run_of_the_digits_study_tells_the_sizes_from_the_files_headers_without_loading(monkeypatch, capsys):
+    from study_helpers import load_declaration
+
+    from srdc.data import DATASETS, DomainFacts, describe_domain
+    from srdc.harness.main import main
+
+    def never_loaded(domain, config):
+        raise AssertionError(f"{domain} was loaded")
+
+    monkeypatch.setitem(DATASETS, "digits", dataclasses.replace(DATASETS.lookup("digits"), load_domain=never_loaded))
+    config = SRDCConfig(dataset="digits", data_root=str(DATA_ROOT))
+    assert [describe_domain("digits", name, config) for name in ("U", "M", "MM")] == [
+        DomainFacts(7291, 10, side=28), DomainFacts(10000, 10, side=28), DomainFacts(10000, 10, side=28)]
+    assert main(load_declaration("benchmark_digits"), ["--dry-run", "--data-root", str(DATA_ROOT)]) == 0
+    assert "| usps->mnist | srdc | 3 | 156x2 |" in capsys.readouterr().out

@@ -1,13 +1,22 @@
-"""The plan: a study's grid as declared, resolved against its command line into Tune's param space."""
+"""The plan: a study's grid as declared, resolved against its command line into Tune's param space, and the check
+of its data before launch."""
 
+import dataclasses
+
+import pytest
 from ray import tune
 from ray.tune.search.variant_generator import generate_variants
 from study_helpers import load_declaration, plan_of
 
+from srdc.config import SRDCConfig
+from srdc.data import DATASETS, DatasetSpec, DomainFacts, describe_domain, load_one_domain
+from srdc.data.base import domain_facts
+from srdc.data.embedded import QUARTER_SIZES
+from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Study
 from srdc.harness.options import build_parser, launch_from_args
 from srdc.harness.outcome import summary_tables
-from srdc.harness.plan import grid_configs, param_space
+from srdc.harness.plan import check_plan, grid_configs, param_space
 from srdc.harness.trainable import run_configs
 from srdc.harness.tuner import trial_resources
 
@@ -88,3 +97,54 @@ def test_every_trial_asks_for_cpus_even_with_a_fractional_gpu():
     assert trial_resources(launch_from_args(ABLATION, args)) == {"cpu": 2.0, "gpu": 0.5}
 
 
+
+
+# -- the data check before launch: from files and metadata, no tensor loaded -------------------------------------
+def never_loaded(domain, config):
+    raise AssertionError(f"{domain} was loaded")
+
+
+def without_loading(monkeypatch, name: str) -> DatasetSpec:
+    """The dataset ``name`` with a loader that fails the test when called."""
+    spec = dataclasses.replace(DATASETS.lookup(name), load_domain=never_loaded)
+    monkeypatch.setitem(DATASETS, name, spec)
+    return spec
+
+
+def test_the_smoke_study_is_checked_without_loading_its_data_and_tells_each_quarters_size(monkeypatch):
+    plan = plan_of(ABLATION, "--smoke-test")
+    loaded = {name: load_one_domain("embedded", name, SRDCConfig()) for name in QUARTER_SIZES}
+    without_loading(monkeypatch, "embedded")
+    check_plan(plan)
+    for name, domain in loaded.items():
+        assert describe_domain("embedded", name, SRDCConfig()) == domain_facts(domain) == DomainFacts(
+            len(domain), 10, side=28)
+
+
+def test_a_class_count_mismatch_and_missing_files_are_caught_before_launch_without_loading(monkeypatch, tmp_path):
+    def facts(domain, config):
+        return DomainFacts(100, 10 if domain == "one" else 9)
+
+    monkeypatch.setitem(DATASETS, "two_spaces", DatasetSpec("two_spaces", never_loaded, domains=("one", "other"),
+                                                            describe_domain=facts, default_backbone="digits_cnn"))
+    study = Study(name="mismatch", dataset="two_spaces", tasks=("one->other",), variants=("srdc",), seeds=(0,),
+                  smoke=None)
+    with pytest.raises(SRDCInputError, match="class-count mismatch: source 'one' has 10 classes, target 'other' "
+                                             "has 9"):
+        check_plan(plan_of(study))
+    without_loading(monkeypatch, "digits")
+    digits = Study(name="digits", dataset="digits", tasks=("usps->mnist",), variants=("srdc",), seeds=(0,),
+                   smoke=None)
+    with pytest.raises(SRDCInputError, match="USPS not found"):
+        check_plan(plan_of(digits, "--data-root", str(tmp_path)))
+
+
+def test_an_incomplete_benchmark_domain_is_caught_before_launch_without_loading(tiny, tmp_path, monkeypatch):
+    without_loading(monkeypatch, tiny.name)
+    study = Study(name="tiny", dataset=tiny.name, tasks=("A->W",), variants=("srdc",), seeds=(0,), smoke=None)
+    check_plan(plan_of(study, "--data-root", str(tmp_path)))
+    assert describe_domain(tiny.name, "W", SRDCConfig(data_root=str(tmp_path))) == DomainFacts(
+        tiny.domain("W").count, len(tiny.classes), in_memory=False)
+    next((tmp_path / tiny.name / "webcam" / "images").rglob("*.jpg")).unlink()
+    with pytest.raises(SRDCInputError, match="incomplete or different copy"):
+        check_plan(plan_of(study, "--data-root", str(tmp_path)))

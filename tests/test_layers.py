@@ -18,7 +18,8 @@ SOURCES = sorted(path for folder in ("srdc", "studies", "benchmarks") for path i
 TRIAL_FILES = SRDC / "trialfiles.py"
 # what only srdc.trialfiles may spell in code (a docstring may name them)
 TRIAL_FILE_NAMES = ("summary.json", "history.jsonl", "checkpoint.pt", "srdc.lock", "record.pt", "diverged.txt",
-                    "nodes.json", "params.json", "result.json", "error.txt", "srdc_study.json", "optuna.db")
+                    "nodes.json", "params.json", "result.json", "error.txt", "srdc_study.json", "optuna.db",
+                    "trial.log")
 
 # lowest first; a module belongs to the layer of its longest listed prefix
 LAYERS = [

@@ -19,6 +19,7 @@ from srdc.harness.outcome import summary_tables
 from srdc.harness.plan import grid_configs
 from srdc.paper_results import TABLES, paper_value
 from srdc.tables import INDUCTIVE_NOTE
+from srdc.trialfiles import TRIAL_LOG
 
 REPO = Path(__file__).resolve().parents[1]
 # study -> the paper tables it reproduces (its paper_table), first the one whose rows it has
@@ -134,12 +135,17 @@ def test_the_digits_study_has_no_paper_table_and_trains_15_epochs():
 
 # -- the scripts, run -------------------------------------------------------------------------------------------
 def run_smoke(name: str, tmp_path: Path, *argv: str) -> str:
-    """``studies/NAME.py --smoke-test ARGV`` in a fresh process; its stdout (the exit status must be 0)."""
+    """``studies/NAME.py --smoke-test ARGV`` in a fresh process; its stdout (the exit status must be 0; the console
+    quiet: no worker echo, colour code or library INFO line on stdout or stderr, each trial's output in its log)."""
     command = [sys.executable, str(REPO / "studies" / f"{name}.py"), "--smoke-test", *argv, "--storage-path",
                str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=1200,
                           env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for noise in ("pid=", "\x1b[", " INFO "):
+        assert noise not in done.stdout + done.stderr
+    logs = list((tmp_path / "ray").glob(f"*/*/{TRIAL_LOG}"))
+    assert logs and all("threads: " in log.read_text() for log in logs)
     return done.stdout
 
 

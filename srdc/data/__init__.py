@@ -1,17 +1,29 @@
-"""Datasets: the registry behind ``--dataset``, :func:`load_task`, which builds a run's source/target data, and
-:func:`load_one_domain`, which loads one domain alone (``srdc-data split``, feature extraction). A dataset's module
-is imported on the dataset's first use (:data:`srdc.data.base.DATASETS`)."""
+"""Datasets: the registry behind ``--dataset``, :func:`load_task`, which builds a run's source/target data,
+:func:`load_one_domain`, which loads one domain alone (``srdc-data split``, feature extraction), and
+:func:`describe_domain` and :func:`check_task`, which tell a domain's size and check a run's data without loading
+it where the dataset can (a study's check before launch, ``--dry-run``). A dataset's module is imported on the
+dataset's first use (:data:`srdc.data.base.DATASETS`)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from srdc.config import SRDCConfig
-from srdc.data.base import DATASETS, BackboneChoice, DatasetSpec, Domain, TaskData, check_same_label_space
+from srdc.data.base import (
+    DATASETS,
+    BackboneChoice,
+    DatasetSpec,
+    Domain,
+    DomainFacts,
+    TaskData,
+    check_same_classes,
+    check_same_label_space,
+    domain_facts,
+)
 from srdc.data.splits import kept_rows, stratified_split
 
-__all__ = ["DATASETS", "BackboneChoice", "DatasetSpec", "Domain", "TaskData", "backbone_choice", "load_one_domain",
-           "load_task"]
+__all__ = ["DATASETS", "BackboneChoice", "DatasetSpec", "Domain", "DomainFacts", "TaskData", "backbone_choice",
+           "check_task", "describe_domain", "load_one_domain", "load_task"]
 
 
 def backbone_choice(config: SRDCConfig) -> BackboneChoice:
@@ -46,3 +58,21 @@ def load_task(config: SRDCConfig) -> TaskData:
     auto = spec.backbone(dataclasses.replace(config, backbone="auto"))
     return TaskData(source=source, target=target, target_test=target_test, default_backbone=auto.name,
                     backbone_reason=auto.reason)
+
+
+def describe_domain(dataset: str, domain: str, config: SRDCConfig) -> DomainFacts:
+    """The size of one domain of ``config``'s run: from its files or metadata where the dataset can tell
+    (:attr:`DatasetSpec.describe_domain`), else from the domain loaded (without the decoded-image cache)."""
+    spec = DATASETS.lookup(dataset)
+    name = spec.resolve_domain(domain)
+    if spec.describe_domain is not None:
+        return spec.describe_domain(name, config)
+    return domain_facts(spec.load_domain(name, dataclasses.replace(config, image_cache="off")))
+
+
+def check_task(config: SRDCConfig) -> None:
+    """What :func:`load_task` would fail on, checked as cheaply as the dataset allows (:func:`describe_domain`):
+    an unknown dataset or domain, missing files, a class-count mismatch, an empty domain."""
+    source = describe_domain(config.dataset, config.source, config)
+    target = describe_domain(config.dataset, config.target, config)
+    check_same_classes(config.source, source, config.target, target)

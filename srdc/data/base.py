@@ -69,6 +69,26 @@ class Domain:
         )
 
 
+@dataclass(frozen=True)
+class DomainFacts:
+    """What a domain holds, known without loading its tensors (``--dry-run`` and the check before a study launches):
+    its images (samples) and classes; ``in_memory``: held as one tensor (digits, embedded, features), whose inputs
+    have the side ``side`` (``None``: feature vectors), else image files read through the transform profile."""
+
+    images: int
+    classes: int
+    in_memory: bool = True
+    side: int | None = None
+
+
+def domain_facts(domain: Domain) -> DomainFacts:
+    """The facts of a loaded domain (a dataset that cannot tell them without loading)."""
+    if not domain.in_memory:
+        return DomainFacts(len(domain), domain.num_classes, in_memory=False)
+    inputs = domain.train_set.tensors[0]
+    return DomainFacts(len(domain), domain.num_classes, side=int(inputs.shape[-1]) if inputs.ndim == 4 else None)
+
+
 def tensor_domain(name: str, classes: list[str], inputs: torch.Tensor, labels: torch.Tensor) -> Domain:
     """An in-memory domain: ``inputs`` N x ... float tensor, ``labels`` N int64 tensor."""
     import torch
@@ -127,7 +147,10 @@ class BackboneChoice:
 class DatasetSpec:
     """A registered dataset.
 
-    ``load_domain(domain, config) -> Domain`` loads one whole domain; ``domains`` lists the accepted names
+    ``load_domain(domain, config) -> Domain`` loads one whole domain; ``describe_domain(domain, config) ->
+    DomainFacts`` tells its size from its files or metadata, checking what it can without loading (files present,
+    classes, counts), each problem an ``SRDCInputError`` as loading would raise (``None``: the dataset cannot; its
+    domains are loaded to tell); ``domains`` lists the accepted names
     (empty for user data, where a domain is a path); ``aliases`` maps short names (``A``) to domain names
     (``amazon``); ``default_backbone`` is used when the config asks for ``backbone="auto"``, unless
     ``auto_backbone(config)`` chooses from the data itself (your own images: by their size).
@@ -139,6 +162,7 @@ class DatasetSpec:
     aliases: dict[str, str] | None = None
     default_backbone: str = "resnet50"
     description: str = ""
+    describe_domain: Callable[..., DomainFacts] | None = None
     auto_backbone: Callable[[SRDCConfig], BackboneChoice] | None = None
 
     def backbone(self, config: SRDCConfig) -> BackboneChoice:
@@ -180,16 +204,23 @@ def register(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
+def check_same_classes(source: str, source_facts: DomainFacts, target: str, target_facts: DomainFacts) -> None:
+    """Source and target must have the same class count and samples."""
+    if source_facts.classes != target_facts.classes:
+        raise SRDCInputError(
+            f"class-count mismatch: source {source!r} has {source_facts.classes} classes, target "
+            f"{target!r} has {target_facts.classes}; UDA needs one shared label space"
+        )
+    for name, facts in ((source, source_facts), (target, target_facts)):
+        if facts.images == 0:
+            raise SRDCInputError(f"domain {name!r} has no samples")
+
+
 def check_same_label_space(source: Domain, target: Domain) -> None:
     """Source and target must share the label space (same class count, labels in range)."""
-    if source.num_classes != target.num_classes:
-        raise SRDCInputError(
-            f"class-count mismatch: source {source.name!r} has {source.num_classes} classes, target "
-            f"{target.name!r} has {target.num_classes}; UDA needs one shared label space"
-        )
+    check_same_classes(source.name, DomainFacts(len(source), source.num_classes), target.name,
+                       DomainFacts(len(target), target.num_classes))
     for domain in (source, target):
-        if len(domain) == 0:
-            raise SRDCInputError(f"domain {domain.name!r} has no samples")
         low, high = int(domain.labels.min()), int(domain.labels.max())
         if low < 0 or high >= domain.num_classes:
             raise SRDCInputError(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from srdc.config import SRDCConfig
-from srdc.data.base import DATASETS, DatasetSpec, Domain
+from srdc.data.base import DATASETS, DatasetSpec, Domain, DomainFacts
 from srdc.errors import SRDCInputError
 
 if TYPE_CHECKING:
@@ -238,15 +238,26 @@ def verify_benchmark(bench: Benchmark, dataset_dir: Path) -> dict[str, int]:
 
 
 # -- the registered datasets ---------------------------------------------------------------------------------
+def config_samples(bench: Benchmark, domain: str, config: SRDCConfig) -> list[Sample]:
+    """The checked samples of ``bench``'s ``domain`` under ``config.data_root`` (``--path_prefix`` applies to
+    lists)."""
+    from srdc.data.images import parse_path_prefix
+
+    prefix = parse_path_prefix(config.path_prefix) if config.path_prefix else None
+    return domain_samples(bench, Path(config.data_root) / bench.name, bench.domain(domain), prefix)
+
+
 def load_benchmark_domain(bench: Benchmark, domain: str, config: SRDCConfig) -> Domain:
     """One whole domain of ``bench`` from ``config.data_root/bench.name`` (``--path_prefix`` applies to lists)."""
     from srdc.data.decoded import load_image_domain
-    from srdc.data.images import parse_path_prefix
 
-    spec = bench.domain(domain)
-    prefix = parse_path_prefix(config.path_prefix) if config.path_prefix else None
-    samples = domain_samples(bench, Path(config.data_root) / bench.name, spec, prefix)
-    return load_image_domain(spec.name, list(bench.classes), samples, config, Path(config.data_root))
+    samples = config_samples(bench, domain, config)
+    return load_image_domain(bench.domain(domain).name, list(bench.classes), samples, config, Path(config.data_root))
+
+
+def describe_benchmark_domain(bench: Benchmark, domain: str, config: SRDCConfig) -> DomainFacts:
+    """A domain's size from its files listed and checked (:func:`domain_samples`), no image read."""
+    return DomainFacts(len(config_samples(bench, domain, config)), len(bench.classes), in_memory=False)
 
 
 def benchmark_spec(bench: Benchmark) -> DatasetSpec:
@@ -255,6 +266,7 @@ def benchmark_spec(bench: Benchmark) -> DatasetSpec:
     return DatasetSpec(
         name=bench.name,
         load_domain=functools.partial(load_benchmark_domain, bench),
+        describe_domain=functools.partial(describe_benchmark_domain, bench),
         domains=tuple(d.name for d in bench.domains),
         aliases={d.letter: d.name for d in bench.domains},
         default_backbone="resnet50",

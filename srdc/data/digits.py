@@ -15,6 +15,9 @@ random patch of a random colour photo, ``|patch - digit|`` per channel. The phot
 sample images (``china.jpg``, ``flower.jpg``; Ganin et al. used BSDS500), the patches are drawn from a fixed seed
 (:data:`PHOTO_SEED`), so the domain is the same in every run and on every machine; it is built in memory in
 about a second and not cached.
+
+A domain's size is told from the files' headers without reading the images (:func:`describe_domain`; torch is
+imported by the functions that build tensors).
 """
 
 from __future__ import annotations
@@ -22,19 +25,22 @@ from __future__ import annotations
 import gzip
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from srdc.config import SRDCConfig
-from srdc.data.base import DatasetSpec, Domain, register, tensor_domain
+from srdc.data.base import DatasetSpec, Domain, DomainFacts, register, tensor_domain
 from srdc.data.embedded import blend_with_photos
 from srdc.errors import SRDCInputError
+
+if TYPE_CHECKING:
+    import torch
 
 CLASSES = [str(d) for d in range(10)]
 DEFAULT_SIZE = 28
 PHOTO_SEED = 0
+USPS_TRAIN_IMAGES = 7291  # USPS's training split (torchvision's USPS(train=True))
 DOWNLOAD_HINT = (
     "download it with: python -c \"import torchvision as tv; tv.datasets.MNIST('{root}/digits', download=True); "
     "tv.datasets.USPS('{root}/digits/usps', download=True)\""
@@ -58,6 +64,18 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
+def idx_count(path: Path) -> int:
+    """The items an IDX file holds (its first dimension), from its header alone."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        header = handle.read(8)
+    if len(header) < 8 or header[:3] != b"\x00\x00\x08":
+        raise SRDCInputError(
+            f"{path} is not an unsigned-byte IDX file (corrupt download?); delete it and download again"
+        )
+    return int.from_bytes(header[4:8], "big")
+
+
 def _find_idx(folders: list[Path], stem: str) -> Path | None:
     for folder in folders:
         for name in (stem, stem + ".gz"):
@@ -69,8 +87,8 @@ def _find_idx(folders: list[Path], stem: str) -> Path | None:
 _TEST_SPLIT_NOTED: set[Path] = set()  # the folders whose missing training split was noted (once a process)
 
 
-def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """MNIST images (N x 28 x 28 uint8) and labels: the training split if present, else the test split."""
+def mnist_files(root: Path) -> tuple[Path, Path]:
+    """MNIST's images and labels files: the training split if present, else the test split."""
     folders = [root / "digits" / "mnist", root / "digits" / "MNIST" / "raw"]
     for prefix in ("train", "t10k"):
         images = _find_idx(folders, f"{prefix}-images-idx3-ubyte")
@@ -80,18 +98,30 @@ def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
                 _TEST_SPLIT_NOTED.add(folders[0])
                 print(f"note: MNIST training split not found under {folders[0]}; using the 10,000-image test split",
                       file=sys.stderr)
-            return read_idx(images), read_idx(labels).astype(np.int64)
+            return images, labels
     raise SRDCInputError(
         f"MNIST not found: looked for train-/t10k-images-idx3-ubyte[.gz] in {folders[0]} and {folders[1]}; "
         + DOWNLOAD_HINT.format(root=root)
     )
 
 
+def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST images (N x 28 x 28 uint8) and labels: the training split if present, else the test split."""
+    images, labels = mnist_files(root)
+    return read_idx(images), read_idx(labels).astype(np.int64)
+
+
+def usps_file(root: Path) -> Path:
+    """USPS's training file (``usps.bz2``), which must exist."""
+    path = root / "digits" / "usps" / "usps.bz2"
+    if not path.is_file():
+        raise SRDCInputError(f"USPS not found: expected {path}; " + DOWNLOAD_HINT.format(root=root))
+    return path
+
+
 def load_usps(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """USPS training images (7291 x 16 x 16 uint8) and labels, through torchvision's reader."""
-    folder = root / "digits" / "usps"
-    if not (folder / "usps.bz2").is_file():
-        raise SRDCInputError(f"USPS not found: expected {folder / 'usps.bz2'}; " + DOWNLOAD_HINT.format(root=root))
+    folder = usps_file(root).parent
     import torchvision  # here, not at the top: MNIST and the embedded digits need no torchvision
 
     dataset = torchvision.datasets.USPS(str(folder), train=True)
@@ -100,6 +130,9 @@ def load_usps(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def to_tensor_images(images: np.ndarray, size: int) -> torch.Tensor:
     """uint8 N x H x W grey images -> float N x 3 x size x size in [-1, 1]."""
+    import torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -110,6 +143,9 @@ def mnist_photo_images(images: np.ndarray, size: int, seed: int = PHOTO_SEED) ->
     """MNIST-M style (Ganin et al. 2016): uint8 N x H x W digits binarised (> 0), ``|patch - digit|`` with a random
     colour photo patch per digit (:func:`srdc.data.embedded.blend_with_photos`), then resized to ``size``:
     float N x 3 x size x size in [-1, 1]."""
+    import torch
+    import torch.nn.functional as F
+
     digits = torch.from_numpy((images > 0).astype(np.float32)).unsqueeze(1)
     x = blend_with_photos(digits, seed)
     if x.shape[-1] != size or x.shape[-2] != size:
@@ -120,7 +156,24 @@ def mnist_photo_images(images: np.ndarray, size: int, seed: int = PHOTO_SEED) ->
 _LOADERS = {"mnist": load_mnist, "usps": load_usps, "mnist_photo": load_mnist}
 
 
+def describe_domain(domain: str, config: SRDCConfig) -> DomainFacts:
+    """A domain's size from MNIST's IDX headers (images and labels must agree), or USPS's file present."""
+    root = Path(config.data_root)
+    if domain == "usps":
+        usps_file(root)
+        count = USPS_TRAIN_IMAGES
+    else:
+        images, labels = mnist_files(root)
+        count = idx_count(images)
+        if idx_count(labels) != count:
+            raise SRDCInputError(f"{images} holds {count} images but {labels} {idx_count(labels)} labels; "
+                                 "download MNIST again")
+    return DomainFacts(count, len(CLASSES), side=config.image_size or DEFAULT_SIZE)
+
+
 def load_domain(domain: str, config: SRDCConfig) -> Domain:
+    import torch
+
     images, labels = _LOADERS[domain](Path(config.data_root))
     size = config.image_size or DEFAULT_SIZE
     inputs = mnist_photo_images(images, size) if domain == "mnist_photo" else to_tensor_images(images, size)
@@ -131,6 +184,7 @@ SPEC = register(
     DatasetSpec(
         name="digits",
         load_domain=load_domain,
+        describe_domain=describe_domain,
         domains=("mnist", "usps", "mnist_photo"),
         aliases={"M": "mnist", "U": "usps", "MM": "mnist_photo"},
         default_backbone="digits_cnn",

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from srdc.config import SRDCConfig
-from srdc.data.base import BackboneChoice, DatasetSpec, Domain, register
+from srdc.data.base import BackboneChoice, DatasetSpec, Domain, DomainFacts, register
 from srdc.data.decoded import load_image_domain
 from srdc.data.images import (
     Sample,
@@ -111,11 +111,23 @@ def _list_samples(domain: str, config: SRDCConfig) -> list[Sample]:
     return samples
 
 
-def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
+def imagelist_samples(domain: str, config: SRDCConfig) -> tuple[list[str], list[Sample]]:
+    """The classes of the pair and the samples of ``domain``, checked (files present, labels in range)."""
     samples = _list_samples(domain, config)
     classes = resolve_classes(config, _list_labels(config.source, config), _list_labels(config.target, config))
+    return classes, samples
+
+
+def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
+    classes, samples = imagelist_samples(domain, config)
     backbone = IMAGELIST.backbone(config).name
     return load_image_domain(domain, classes, samples, config, data_root=None, default_backbone=backbone)
+
+
+def describe_imagelist_domain(domain: str, config: SRDCConfig) -> DomainFacts:
+    """A list's size, checked as loading would check it, no image read."""
+    classes, samples = imagelist_samples(domain, config)
+    return DomainFacts(len(samples), len(classes), in_memory=False)
 
 
 # -- folder --------------------------------------------------------------------------------------------------
@@ -134,15 +146,22 @@ def check_same_class_folders(source: Path, target: Path) -> None:
         )
 
 
-def _folder_samples(domain: str, config: SRDCConfig) -> tuple[list[str], list[Sample]]:
+def folder_samples(domain: str, config: SRDCConfig) -> tuple[list[str], list[Sample]]:
+    """The classes and samples of the class folders ``domain``, the pair's class folders checked."""
     check_same_class_folders(Path(config.source), Path(config.target))
     return scan_class_folders(Path(domain))
 
 
 def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
-    classes, samples = _folder_samples(domain, config)
+    classes, samples = folder_samples(domain, config)
     backbone = FOLDER.backbone(config).name
     return load_image_domain(domain, classes, samples, config, data_root=None, default_backbone=backbone)
+
+
+def describe_folder_domain(domain: str, config: SRDCConfig) -> DomainFacts:
+    """The class folders' size, checked as loading would check them, no image read."""
+    classes, samples = folder_samples(domain, config)
+    return DomainFacts(len(samples), len(classes), in_memory=False)
 
 
 # -- --backbone auto -----------------------------------------------------------------------------------------
@@ -181,12 +200,14 @@ def auto_backbone(samples_of: Callable[[str, SRDCConfig], list[Sample]]) -> Call
 
 
 IMAGELIST = register(DatasetSpec(
-    name="imagelist", load_domain=load_imagelist_domain, default_backbone="resnet50",
+    name="imagelist", load_domain=load_imagelist_domain, describe_domain=describe_imagelist_domain,
+    default_backbone="resnet50",
     description="your image lists: --source SRC.txt --target TGT.txt ('PATH LABEL' lines)",
     auto_backbone=auto_backbone(_list_samples),
 ))
 FOLDER = register(DatasetSpec(
-    name="folder", load_domain=load_folder_domain, default_backbone="resnet50",
+    name="folder", load_domain=load_folder_domain, describe_domain=describe_folder_domain,
+    default_backbone="resnet50",
     description="your class folders: --source DIR --target DIR (DIR/CLASS/*.jpg)",
-    auto_backbone=auto_backbone(lambda domain, config: _folder_samples(domain, config)[1]),  # the samples alone
+    auto_backbone=auto_backbone(lambda domain, config: folder_samples(domain, config)[1]),  # the samples alone
 ))

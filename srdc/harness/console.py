@@ -1,8 +1,12 @@
 """The compact console of a study: one line per trial event and a summary line every 30 s (:class:`ConsoleProgress`,
-a Tune callback); ``--verbose`` adds Tune's status table (:class:`srdc.harness.ray_compat.ProgressTable`)."""
+a Tune callback); ``--verbose`` adds Tune's status table (:class:`srdc.harness.ray_compat.ProgressTable`) and the
+INFO lines of Ray, MLflow and Optuna (:func:`library_level`), ``-vv`` the trials' own output (each trial's is in its
+folder's :data:`srdc.trialfiles.TRIAL_LOG` at any verbosity)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -12,9 +16,12 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from srdc.harness.trainable import DIVERGED, FIGURES_FAILED
-from srdc.trialfiles import DIVERGED_FILE, FIGURES_ERROR, TUNE_ERROR_FILE
+from srdc.trialfiles import DIVERGED_FILE, FIGURES_ERROR, TRIAL_LOG, TUNE_ERROR_FILE
 
 SUMMARY_EVERY_S = 30.0  # the compact console's summary line
+LIBRARY_INFO_FROM = 1  # the verbosity (-v) from which Ray's, MLflow's and Optuna's INFO lines show
+ECHO_TRIALS_FROM = 2  # the verbosity (-vv) from which the trials' output is echoed on the driver's console
+LIBRARY_LOGGERS = ("ray", "mlflow", "optuna")
 # what a finished trial's line shows (each where the trial reported it)
 FINAL_METRICS = ("acc_last", "acc_best_oracle", "acc_labelfree", "objective")
 
@@ -28,6 +35,20 @@ def elapsed(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def library_level(verbose: int) -> int:
+    """The logging level of Ray, MLflow and Optuna at ``verbose``: their warnings and errors, with ``-v`` INFO too."""
+    return logging.INFO if verbose >= LIBRARY_INFO_FROM else logging.WARNING
+
+
+def quiet_libraries(verbose: int) -> None:
+    """Set the loggers of Ray, MLflow and Optuna to :func:`library_level`; MLflow's also in the processes this one
+    starts, and where MLflow is imported later (``MLFLOW_LOGGING_LEVEL``, unless set already)."""
+    level = library_level(verbose)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(level))
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def _value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -35,13 +56,15 @@ def _value(value: Any) -> str:
 class ConsoleProgress(tune.Callback):
     """The compact console of a study (on stderr; its results go to stdout): one line per trial event -- started or
     continued from its checkpoint, finished with its accuracies (each named by its model selection), stopped early by
-    the scheduler, diverged, retried, failed -- and every ``every_s`` seconds (and at the end) one line of counts,
-    elapsed time and the best label-free result so far (a search's: its objective). A trial is named by its id and
-    the config fields in ``columns``."""
+    the scheduler, diverged, retried, failed -- and every ``every_s`` seconds (and at the end) one line of counts
+    out of the ``planned`` trials (or of those Tune has made, when more), elapsed time and the best label-free result
+    so far (a search's: its objective). A trial is named by its id and the config fields in ``columns``."""
 
-    def __init__(self, epochs: int, columns: list[str], max_failures: int, every_s: float = SUMMARY_EVERY_S,
-                 out: TextIO | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, epochs: int, columns: list[str], max_failures: int, planned: int = 0,
+                 every_s: float = SUMMARY_EVERY_S, out: TextIO | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.epochs, self.columns, self.max_failures, self.every_s = epochs, columns, max_failures, every_s
+        self.planned = planned
         self.out, self.clock = out, clock
         self.start = self.last_summary = clock()
 
@@ -78,7 +101,8 @@ class ConsoleProgress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.say(f"{self.name(trial)}: failed, crashed {trial.num_failures} time(s) (--max-failures "
-                 f"{self.max_failures}); its error: {trial.path}/{TUNE_ERROR_FILE}")
+                 f"{self.max_failures}); its error: {trial.path}/{TUNE_ERROR_FILE}, its output: "
+                 f"{trial.path}/{TRIAL_LOG}")
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
         if self.clock() - self.last_summary >= self.every_s:
@@ -89,7 +113,7 @@ class ConsoleProgress(tune.Callback):
 
     def summary(self, trials: list[Trial]) -> str:
         """``12/60 trials done, 4 running, 0 failed, elapsed 3m12s, best so far: ...`` (done: finished, stopped
-        early or diverged; the split is shown when not all finished)."""
+        early or diverged, out of the planned trials; the split is shown when not all finished)."""
         self.last_summary = self.clock()
         done = [trial for trial in trials if trial.status == Trial.TERMINATED]
         diverged = sum(1 for trial in done if (trial.last_result or {}).get(DIVERGED))
@@ -99,7 +123,7 @@ class ConsoleProgress(tune.Callback):
             if early or diverged else ""
         running = sum(1 for trial in trials if trial.status == Trial.RUNNING)
         failed = sum(1 for trial in trials if trial.status == Trial.ERROR)
-        line = (f"{len(done)}/{len(trials)} trials done{split}, {running} running, {failed} failed, "
+        line = (f"{len(done)}/{max(self.planned, len(trials))} trials done{split}, {running} running, {failed} failed, "
                 f"elapsed {elapsed(self.clock() - self.start)}")
         return line + best_so_far(done, self.name)
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from srdc.config import SRDCConfig
-    from srdc.data import Domain
+    from srdc.data import DomainFacts
 
 COSTS_FILE = Path(__file__).with_name("epoch_costs.json")
 CPU = "cpu"
@@ -95,14 +95,13 @@ def dtype_name(bf16: bool, channels_last: bool, cuda: bool) -> str:
     return ("bf16" if bf16 and cuda else "fp32") + ("+channels_last" if channels_last else "")
 
 
-def input_size(config: SRDCConfig, default_backbone: str, domain: Domain | None = None) -> int | None:
-    """The ``image_size`` key of a run: the side of a loaded in-memory domain's images (``None`` for feature
+def input_size(config: SRDCConfig, default_backbone: str, facts: DomainFacts | None = None) -> int | None:
+    """The ``image_size`` key of a run: the side of an in-memory domain's images (``facts``; ``None`` for feature
     vectors), else the crop of the backbone's transform profile (the ResNets': 224 unless ``image_size``)."""
     from srdc.data.images import config_profile
 
-    if domain is not None and domain.in_memory:
-        inputs = domain.train_set.tensors[0]
-        return int(inputs.shape[-1]) if inputs.ndim == 4 else None
+    if facts is not None and facts.in_memory:
+        return facts.side
     return config_profile(config, default_backbone).sizes(config.image_size)[1]
 
 

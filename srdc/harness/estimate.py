@@ -12,14 +12,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from srdc.config import SRDCConfig
-from srdc.data import DATASETS, Domain, load_one_domain
+from srdc.data import DATASETS, DomainFacts, describe_domain
 from srdc.data.benchmarks import BENCHMARKS
 from srdc.harness.costs import COSTS_FILE, CPU, CostKey, CostRow, dtype_name, find_row, input_size, measure_command
 from srdc.methods import METHODS
@@ -54,29 +53,28 @@ class Segment:
 
 
 class DataFacts:
-    """Domain sizes and classes: a benchmark's registered image counts (no data needed), any other dataset's
-    domains loaded once from the data root (digits, embedded, user data)."""
+    """Domain sizes and classes: a benchmark's registered image counts (no data needed), any other dataset's as
+    it tells them (:func:`srdc.data.describe_domain`: from files and metadata, loading only a dataset that cannot),
+    each domain once."""
 
     def __init__(self) -> None:
-        self.loaded: dict[tuple[Any, ...], Domain] = {}
+        self.known: dict[tuple[Any, ...], DomainFacts] = {}
 
-    def domain(self, config: SRDCConfig, name: str) -> tuple[int, int, Domain | None]:
-        """``(images, classes, the loaded domain or None)`` of domain ``name``."""
+    def domain(self, config: SRDCConfig, name: str) -> DomainFacts:
+        """The facts of domain ``name`` of ``config``'s dataset."""
         bench = BENCHMARKS.get(config.dataset)
         if bench is not None and bench.domain(name).count is not None:
-            return bench.domain(name).count, len(bench.classes), None
-        key = (config.dataset, name, config.data_root, config.image_size, config.max_samples)
-        if key not in self.loaded:
-            # counting images needs no decoded-image cache (which would be built)
-            self.loaded[key] = load_one_domain(config.dataset, name, dataclasses.replace(config, image_cache="off"))
-        domain = self.loaded[key]
-        return len(domain), domain.num_classes, domain
+            return DomainFacts(bench.domain(name).count, len(bench.classes), in_memory=False)
+        key = (config.dataset, name, config.data_root, config.image_size)
+        if key not in self.known:
+            self.known[key] = describe_domain(config.dataset, name, config)
+        return self.known[key]
 
     def run(self, config: SRDCConfig) -> RunData:
         """What ``config``'s run trains and prepares on (``max_samples`` and the 50/50 inductive split applied
         as counts: within a few images of the stratified ones)."""
-        source, classes, loaded = self.domain(config, config.source)
-        target = self.domain(config, config.target)[0]
+        facts = self.domain(config, config.source)
+        source, classes, target = facts.images, facts.classes, self.domain(config, config.target).images
         if config.max_samples is not None:
             source, target = min(source, config.max_samples), min(target, config.max_samples)
         test = 0
@@ -84,7 +82,7 @@ class DataFacts:
             target, test = round(target / 2), target - round(target / 2)
         spec = DATASETS.lookup(config.dataset)
         backbone = spec.backbone(config).name
-        return RunData(source, target, test, classes, backbone, input_size(config, backbone, loaded))
+        return RunData(source, target, test, classes, backbone, input_size(config, backbone, facts))
 
 
 def schedule(config: SRDCConfig, data: RunData) -> list[Segment]:

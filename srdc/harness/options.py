@@ -23,13 +23,14 @@ from srdc.config import default_of, options
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import DATA_ROOT_ENV, GRID_KEYS, Search, Study, default_data_root
 from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracking_uri
-from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, read_launch_file, write_launch_file
+from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, TRIAL_LOG, read_launch_file, write_launch_file
 
 DEFAULT_STORAGE = "ray_results"
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
 # (and the Ray cluster: a new head after the old one died has a new address; the dry run's own options; the console)
-LOCATING = ("storage_path", "study_name", "smoke_test", "resume", "address", "dry_run", "plan_gpus", "verbose")
+LOCATING = ("storage_path", "study_name", "smoke_test", "resume", "address", "dry_run", "plan_gpus", "verbose",
+            "dashboard")
 # --set may not touch what the study's own options set
 RESERVED = (*GRID_KEYS, "source", "target", "dataset", "epochs", "data_root")
 
@@ -72,6 +73,7 @@ class Launch:
     keep_checkpoints: int = 1
     checkpoint_every: int = 1
     address: str | None = None
+    dashboard: bool = False
     resume: bool = False
     dry_run: bool = False
     plan_gpus: float | None = None
@@ -146,6 +148,9 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
     parser.add_argument("--address", default=None,
                         help="the Ray cluster to run on, e.g. HEAD_IP:6379 (default: $RAY_ADDRESS, else the "
                              "cluster `ray start` made on this machine, else a local instance for this study)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="start Ray's dashboard with the local Ray instance this study starts (default: none, "
+                             "a faster start; a cluster of `ray start` or --address keeps its own)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the trials, the resources per trial, how many run at once and the estimated "
                              "wall time and GPU-hours; run nothing")
@@ -156,9 +161,11 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
                              "trials are kept, unfinished and errored ones continue from their last checkpoint")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="the console: by default one line per trial event (started, finished with its "
-                             "accuracies, stopped early, diverged, retried, failed) and a summary line every 30 s; "
-                             "-v adds Tune's status table of every trial every 30 s, -vv each trial's results as "
-                             "they come, -vvv with every reported value (Tune's verbosity 1-3)")
+                             "accuracies, stopped early, diverged, retried, failed) and a summary line every 30 s, "
+                             f"each trial's output in its folder's {TRIAL_LOG}; -v adds Tune's status table of every "
+                             "trial every 30 s and the INFO lines of Ray, MLflow and Optuna, -vv each trial's "
+                             "results as they come and its output, -vvv with every reported value (Tune's "
+                             "verbosity 1-3)")
     if search is not None:
         add_search_options(parser, search)
     return parser
@@ -266,7 +273,8 @@ def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
         overrides=tuple(args.overrides), gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, keep_checkpoints=args.keep_checkpoints,
         checkpoint_every=args.checkpoint_every, address=args.address or os.environ.get("RAY_ADDRESS") or None,
-        resume=args.resume, dry_run=args.dry_run, plan_gpus=args.plan_gpus, verbose=args.verbose, search=search)
+        dashboard=args.dashboard, resume=args.resume, dry_run=args.dry_run, plan_gpus=args.plan_gpus,
+        verbose=args.verbose, search=search)
 
 
 def resolve_launch(study: Study, argv: list[str] | None, search: Search | None = None) -> Launch:

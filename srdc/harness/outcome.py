@@ -19,7 +19,7 @@ from srdc.base import SELECTIONS, TrialStatus, threads_for_cpus
 from srdc.figures.study import CURVE_METRIC, HISTORY
 from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
-from srdc.harness.plan import Plan, check_plan, param_space, plan_study
+from srdc.harness.plan import Plan, check_plan, grid_configs, param_space, plan_study
 from srdc.harness.trainable import train_srdc
 from srdc.harness.tuner import Sweep, Trainable, fit, ray_session
 from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
@@ -151,11 +151,12 @@ def announce(warnings: list[str]) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def announce_threads(launch: Launch) -> None:
-    """Once the study's input is checked (bad input stays one line), its first line of its own: the threads torch
-    uses in each trial (:func:`srdc.harness.trainable.trial_threads`)."""
+def announce_start(launch: Launch, what: str) -> None:
+    """Once the study's input is checked (bad input stays one line), its first line of its own: ``what`` it runs
+    (``study NAME: 60 trials``) and the threads torch uses in each trial
+    (:func:`srdc.harness.trainable.trial_threads`)."""
     threads = threads_for_cpus(launch.cpus_per_trial)
-    print(f"threads per trial: {threads} (from --cpus-per-trial {launch.cpus_per_trial:g})", file=sys.stderr)
+    print(f"{what}; threads per trial: {threads} (from --cpus-per-trial {launch.cpus_per_trial:g})", file=sys.stderr)
 
 
 def find_parent_run(launch: Launch, study: str) -> tuple[str, str] | None:
@@ -170,7 +171,8 @@ def find_parent_run(launch: Launch, study: str) -> tuple[str, str] | None:
 def study_sweep(plan: Plan) -> Sweep:
     """The one sweep of a study: a trial per grid cell, logged into the study's MLflow parent."""
     return Sweep(name=plan.name, param_space=param_space(plan), epochs=plan.epochs, tracking=plan.name,
-                      tracking_params=plan.study_params, parameter_columns=[*GRID_COLUMNS, *plan.grid])
+                      tracking_params=plan.study_params, planned=len(grid_configs(plan)),
+                      parameter_columns=[*GRID_COLUMNS, *plan.grid])
 
 
 def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -> StudyOutcome:
@@ -182,8 +184,8 @@ def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -
     if not launch.resume:
         check_plan(plan)
         save_launch(launch)
-    announce_threads(launch)
-    with ray_session(launch.address):
+    announce_start(launch, f"study {plan.name}: {len(grid_configs(plan))} trials")
+    with ray_session(launch.address, launch.verbose, launch.dashboard):
         records = fit(launch, study_sweep(plan), trainable)
     results = study_results(study, plan, with_trial_histories(launch, records))
     parent_run, warning = publish(launch, plan.name, results)

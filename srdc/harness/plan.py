@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from srdc.config import default_of
-from srdc.data import load_task
+from srdc.data import check_task
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Study, is_grid, tune_domain
 from srdc.harness.options import Launch, parse_overrides
@@ -154,9 +154,11 @@ def grid_configs(plan: Plan) -> list[dict[str, Any]]:
 
 
 def check_plan(plan: Plan) -> None:
-    """Fail before launching: every grid cell must make a valid config, and every task's data must load."""
+    """Fail before launching: every grid cell must make a valid config, and every task's data must be there with one
+    label space (:func:`srdc.data.check_task`: from the files and metadata, no tensor loaded where the dataset can
+    tell without)."""
     configs = [config for trial in grid_configs(plan) for config in run_configs(trial)]
     for config in configs:
         METHODS.check(config.variant)
     for config in {config.task_name: config for config in configs}.values():
-        load_task(config)
+        check_task(config)

@@ -37,9 +37,10 @@ from typing import Any
 
 from srdc.base import TrialStatus, parse_task
 from srdc.config import SRDCConfig
+from srdc.harness.console import library_level
 from srdc.harness.declarations import Search
 from srdc.harness.options import FEATURES, Launch, preflight, save_launch
-from srdc.harness.outcome import announce, announce_threads, find_parent_run, run_study
+from srdc.harness.outcome import announce, announce_start, find_parent_run, run_study
 from srdc.harness.plan import check_plan, lockstep_space
 from srdc.harness.search_files import log_to_parent, write_search_files
 from srdc.harness.search_report import Phase, SearchOutcome
@@ -104,9 +105,10 @@ def search_params(setup: Setup) -> dict[str, Any]:
 
 
 def phase_sweep(setup: Setup, name: str, param_space: dict[str, Any], **tune_options: Any) -> Sweep:
-    """A phase's sweep, logged into the search's MLflow parent."""
+    """A phase's sweep of ``num_samples`` trials (among ``tune_options``), logged into the search's MLflow parent."""
     return Sweep(name=name, param_space=param_space, epochs=setup.plan.epochs, tracking=setup.name,
-                      tracking_params=search_params(setup), parameter_columns=list(setup.plan.grid),
+                      tracking_params=search_params(setup), planned=tune_options["num_samples"],
+                      parameter_columns=list(setup.plan.grid),
                       metric_columns=dict(PROGRESS_METRICS), **tune_options)
 
 
@@ -117,6 +119,7 @@ def search_sweep(setup: Setup, phase: PhaseSpec) -> Sweep:
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    optuna.logging.set_verbosity(library_level(setup.launch.verbose))
     options = setup.options
     sampler = optuna.samplers.TPESampler(n_startup_trials=setup.startup_trials(), seed=options.sampler_seed)
     searcher = OptunaSearch(metric="objective", mode="max", sampler=sampler, study_name=setup.name,
@@ -157,8 +160,9 @@ def run_search(search: Search, launch: Launch) -> SearchOutcome:
     if not launch.resume:
         check_plan(setup.plan)
         save_launch(launch)
-    announce_threads(launch)
-    with ray_session(launch.address):
+    promoted = f", the best {setup.options.promote} promoted" if setup.options.promote else ""
+    announce_start(launch, f"search {setup.name}: {setup.num_samples} trials{promoted}, then the winner's re-run")
+    with ray_session(launch.address, launch.verbose, launch.dashboard):
         outcome = run_phases(setup)
     parent = find_parent_run(launch, setup.name)
     outcome.parent_run_id = parent[1] if parent is not None else None

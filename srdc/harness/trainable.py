@@ -55,11 +55,9 @@ from srdc.base import (
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.figures.recorder import FigureRecorder, recorder_for
 from srdc.figures.trial import figure_prefix, save_record, write_trial_figures
 from srdc.runio import read_checkpoint, write_checkpoint
 from srdc.selection import search_score, summarize
-from srdc.trainer import Trainer
 from srdc.trialfiles import (
     CHECKPOINT,
     holds_every_run,
@@ -77,6 +75,9 @@ from srdc.trialfiles import (
 if TYPE_CHECKING:
     import ray.tune
 
+    from srdc.figures.recorder import FigureRecorder
+    from srdc.trainer import Trainer
+
 # trial-config keys that describe the trial, not a run
 TRIAL_KEYS = frozenset({"study", "search_objective", "checkpoint_every"})
 # with ``tasks``/``seeds`` (a search trial), ``task``/``seed`` only display the trial's runs
@@ -89,7 +90,7 @@ FIGURES_FAILED = "figures_failed"
 RUN_METRICS = ("acc_target", "infomax", "acc_best_oracle", "acc_labelfree")
 
 T = TypeVar("T")
-EpochHook = Callable[[Trainer], None]
+EpochHook = Callable[["Trainer"], None]
 
 
 def run_key(config: SRDCConfig) -> str:
@@ -131,6 +132,10 @@ class Lockstep:
     """A trial's runs, trained epoch by epoch in lockstep (one run for a plain study's trial)."""
 
     def __init__(self, trial_config: dict[str, Any]) -> None:
+        # torch comes with the trainer: here, in the trial's process, not where the driver imports this module
+        from srdc.figures.recorder import recorder_for
+        from srdc.trainer import Trainer
+
         self.selection: str | None = trial_config.get("search_objective")  # the selection a search trial optimises
         if self.selection is not None and self.selection not in SEARCH_SELECTIONS:
             raise SRDCInputError(f"unknown objective {self.selection!r}; choose one of: {', '.join(SEARCH_SELECTIONS)}")
@@ -159,12 +164,12 @@ class Lockstep:
 
     def initialise(self) -> None:
         for member in self.members:
-            member.do(Trainer.initialise)
+            member.do(lambda trainer: trainer.initialise())
 
     def step(self) -> None:
         """Train every run one epoch."""
         for member in self.members:
-            member.do(Trainer.step)
+            member.do(lambda trainer: trainer.step())
 
     def report(self, epoch: int) -> dict[str, Any]:
         """What the trial reports for ``epoch``; see the module docstring."""

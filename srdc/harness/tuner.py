@@ -2,8 +2,9 @@
 console, the tracking callback), ``Tuner.restore`` for ``--resume``, and the Ray session.
 
 The console of a study is compact: one line per trial event and a summary line every 30 s
-(:class:`srdc.harness.console.ConsoleProgress`); ``--verbose`` adds Tune's status table (``-vv``, ``-vvv``: and
-each trial's results).
+(:class:`srdc.harness.console.ConsoleProgress`), counted out of the trials the sweep plans; each trial's output goes
+to its folder's ``trial.log``, not to the console; ``--verbose`` adds Tune's status table and the INFO lines of Ray,
+MLflow and Optuna (``-vv``: each trial's results and its output echoed, ``-vvv``: every value).
 
 A :class:`Sweep` is what one ``Tuner`` runs (Tune calls it an experiment; here "experiment" is the MLflow one): its
 param space, searcher and scheduler. :func:`fit` runs it, or continues it when its folder holds one, and returns one
@@ -28,7 +29,7 @@ from ray.tune.experiment import Trial
 from srdc.base import LABELFREE, LAST, ORACLE, SEARCH_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.config import options
 from srdc.errors import SRDCInputError
-from srdc.harness.console import ConsoleProgress
+from srdc.harness.console import ECHO_TRIALS_FROM, ConsoleProgress, library_level, quiet_libraries
 from srdc.harness.options import Launch
 from srdc.harness.ray_compat import (
     AUTH_LOGGER,
@@ -41,7 +42,7 @@ from srdc.harness.ray_compat import (
 from srdc.harness.trainable import DIVERGED, run_configs, train_srdc
 from srdc.methods import tracked_fields
 from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
-from srdc.trialfiles import recover_checkpoint, storage_location
+from srdc.trialfiles import TRIAL_LOG, recover_checkpoint, storage_location
 
 Trainable = Callable[[dict[str, Any]], None]
 # what Tune's status table (--verbose) shows of each trial's latest result
@@ -61,6 +62,7 @@ class Sweep:
     epochs: int
     tracking: str
     tracking_params: dict[str, Any]
+    planned: int  # the trials it runs: the grid's cells x num_samples (what the console counts out of)
     num_samples: int = 1
     searcher: Any = None
     scheduler: Any = None
@@ -76,19 +78,23 @@ def trial_resources(launch: Launch) -> dict[str, float]:
 
 
 @contextmanager
-def ray_session(address: str | None = None) -> Iterator[None]:
+def ray_session(address: str | None = None, verbose: int = 0, dashboard: bool = False) -> Iterator[None]:
     """A Ray session for the driver: the running one, else a connection to the cluster at ``address`` (the
     launch's ``--address`` or ``$RAY_ADDRESS``; ``None``: the cluster ``ray start`` made on this machine, else a
-    local instance started here), shut down after."""
+    local instance started here, with Ray's dashboard only when ``dashboard`` (``--dashboard``)), shut down after.
+    At the launch's ``verbose`` (:mod:`srdc.harness.console`): the libraries' INFO lines from ``-v``, the workers'
+    output on this console from ``-vv`` (it is in each trial's log file anyway)."""
     set_tune_environment()
     limit_http_retries()
+    quiet_libraries(verbose)
     started = not ray.is_initialized()
     on_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) or signal.SIG_DFL  # None: a handler installed outside Python
     try:
         if started:
             with dropped_log(AUTH_LOGGER, AUTH_NOTICE):
-                ray.init(address=address)
+                ray.init(address=address, include_dashboard=dashboard, log_to_driver=verbose >= ECHO_TRIALS_FROM,
+                         logging_level=library_level(verbose))
         if on_main_thread:  # after ray.init, whose own handler would abort the driver on SIGTERM
             signal.signal(signal.SIGTERM, _stop_gracefully)
         yield
@@ -162,7 +168,7 @@ def trial_folders(trial: Trial) -> list[Folder]:
 
 def console(launch: Launch, sweep: Sweep) -> tuple[ConsoleProgress, ProgressTable | None]:
     """The compact lines, and with ``--verbose`` Tune's status table."""
-    progress = ConsoleProgress(sweep.epochs, sweep.parameter_columns, launch.max_failures)
+    progress = ConsoleProgress(sweep.epochs, sweep.parameter_columns, launch.max_failures, sweep.planned)
     table = ProgressTable(metric_columns=sweep.metric_columns, parameter_columns=sweep.parameter_columns,
                           max_report_frequency=30) if launch.verbose else None
     return progress, table
@@ -170,7 +176,7 @@ def console(launch: Launch, sweep: Sweep) -> tuple[ConsoleProgress, ProgressTabl
 
 def run_config(launch: Launch, sweep: Sweep) -> tune.RunConfig:
     """Storage, retries from the last checkpoint, the latest checkpoint kept, the console (:func:`console`, Tune's
-    verbosity ``launch.verbose``), tracking."""
+    verbosity ``launch.verbose``; each trial's stdout and stderr into its folder's ``trial.log``), tracking."""
     logger = StudyLogger(sweep.tracking, launch.experiment, launch.tracking_uri, sweep.tracking_params)
     progress, table = console(launch, sweep)
     return tune.RunConfig(
@@ -181,6 +187,7 @@ def run_config(launch: Launch, sweep: Sweep) -> tune.RunConfig:
         callbacks=[TuneTracking(logger), progress],
         progress_reporter=table,
         verbose=min(launch.verbose, 3),
+        log_to_file=TRIAL_LOG,
         # a reused actor's trial directory is its working directory: sync it to the storage trial folder
         sync_config=tune.SyncConfig(sync_artifacts=True),
     )
@@ -188,11 +195,12 @@ def run_config(launch: Launch, sweep: Sweep) -> tune.RunConfig:
 
 def follow_console(restored: tune.RunConfig, launch: Launch, sweep: Sweep) -> None:
     """``Tuner.restore`` brings back the first run's ``RunConfig`` whole (Ray 2.60 takes none on restore): give it the
-    console of the continuing launch (``--verbose``); its other callbacks (tracking) stay."""
+    console of the continuing launch (``--verbose``, the trials' log file); its other callbacks (tracking) stay."""
     progress, table = console(launch, sweep)
     kept = [callback for callback in restored.callbacks or [] if not isinstance(callback, ConsoleProgress)]
     restored.callbacks = [*kept, progress]
     restored.progress_reporter, restored.verbose = table, min(launch.verbose, 3)
+    restored.log_to_file = TRIAL_LOG
 
 
 def sweep_path(launch: Launch, sweep: Sweep) -> str:
