@@ -24,7 +24,7 @@ from typing import Any
 from srdc.base import SELECTIONS, TrialStatus
 from srdc.methods import VARIANT_SWITCHES, VARIANTS
 from srdc.report import render
-from srdc.tables import Table, aggregate_study, selection_caption
+from srdc.tables import Table, aggregate_study, epochs_text, selection_caption
 
 # the factorial study's factors: SRDCConfig's three component switches, and their letters in row labels
 SWITCHES = ("structural_source_reg", "feature_discrimination", "soft_source_selection")
@@ -154,7 +154,8 @@ def factorial_tables(records: Sequence[dict[str, Any]], selection: str, planned:
                 if record["status"] == TrialStatus.FINISHED and record.get(metric) is not None]
     effects = estimate_effects(finished, SWITCHES, metric, BLOCK_KEYS)
     selectors = {str(record["labelfree_selector"]) for record in finished if "labelfree_selector" in record}
-    caption = (f"Main effects and interactions of the 2^{len(SWITCHES)} factorial, in accuracy points: in each "
+    caption = (f"Main effects and interactions of the 2^{len(SWITCHES)} factorial{epochs_text(records)}, in "
+               f"accuracy points: in each "
                f"task x seed block, the mean over the cells where the product of the factors' levels (+1 on, "
                f"-1 off) is +1 minus the mean where it is -1; mean ± standard error (sample std / sqrt(n)) over the "
                f"n complete blocks. Model selection: {selection_caption(selection, selectors)}.")

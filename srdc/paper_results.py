@@ -9,8 +9,9 @@ entry (the paper's printed average, no std), except where a value is printed as 
 
 All numbers are target accuracies (%) of the epoch chosen with target labels (the paper's protocol).
 
-Table 9 is not the SRDC paper's (which has no digits experiments): it collects the digits numbers that DANN's and
-CDAN's own papers published, so that our ``dann`` and ``cdan`` rows can be checked against them.
+Table 9 is not the SRDC paper's (which has no digits experiments): it collects the digits numbers that ADDA's,
+DANN's and CDAN's own papers published, so that our ``dann`` and ``cdan`` rows can be checked against them. A
+:class:`Reference` names the paper of its number (:data:`PAPERS`), and the reports name it beside the number.
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ _REFERENCE_TABLES = {
     ("officehome", "transductive"): (8,),
     ("digits", "transductive"): (9,),
 }
-# tables that are not the SRDC paper's, and where their numbers come from (for the reports' captions)
-_PUBLISHED_ELSEWHERE = {9: "the number published by the method's own paper (Table 9 of srdc/paper_results.py: "
-                           "ADDA's Table 2, DANN's Table 2, CDAN's Table 4; LeNet, their own protocols)"}
+# the papers a reference number comes from, by the name the reports give each (a cell's "(SRDC paper 95.7, -0.9)"):
+# name -> citation
+SRDC_PAPER = "SRDC paper"
+PAPERS = {
+    SRDC_PAPER: "Tang, Chen and Jia, CVPR 2020",
+    "ADDA paper": "Tzeng et al., CVPR 2017, Table 2",
+    "DANN paper": "Ganin et al., JMLR 2016, Table 2",
+    "CDAN paper": "Long et al., NeurIPS 2018, Table 4",
+}
 
 _OFFICE31_ABLATION = ("A->W", "A->D", "D->A", "W->A")
 _OFFICE31 = ("A->W", "D->W", "W->D", "A->D", "D->A", "W->A")
@@ -213,6 +220,14 @@ DANN 73.0±2.0 77.1±1.8 76.66 -
 CDAN+E 98.0 95.6 - -
 """
 _DIGITS = ("usps->mnist", "mnist->usps", "mnist->mnist_photo")
+# Table 9's numbers by the paper that published them (PAPERS): row -> task -> paper
+_TABLE_9_PAPERS = {
+    **{row: {"usps->mnist": "ADDA paper", "mnist->usps": "ADDA paper", "mnist->mnist_photo": "DANN paper"}
+       for row in ("source_only", "dann")},
+    "cdan": {"usps->mnist": "CDAN paper", "mnist->usps": "CDAN paper"},
+}
+# the tables that are not the SRDC paper's: table -> the paper of each number (row -> task -> paper)
+_OTHER_PAPERS = {9: _TABLE_9_PAPERS}
 _MISSING = "-"
 
 _CITATION = re.compile(r"\s*\[\d+\]$")
@@ -304,33 +319,49 @@ def reference_tables(dataset: str, setting: str) -> tuple[int, ...]:
     return _REFERENCE_TABLES.get((canonical_dataset(dataset), setting), ())
 
 
-def paper_reference(dataset: str, setting: str, row: str, task: str) -> float | None:
-    """The paper's number for ``row`` (a variant) on ``task`` (paper letters), first table with it."""
+@dataclass(frozen=True)
+class Reference:
+    """A reference number: the accuracy (%) that ``paper`` (a name of :data:`PAPERS`) published."""
+
+    value: float
+    paper: str
+
+
+def _reference(table_id: int, row: str, task: str) -> Reference | None:
+    """``row``'s number on ``task`` in Table ``table_id`` and the paper that published it, or None."""
+    value = paper_value(table_id, row, task)
+    if value is None:
+        return None
+    others = _OTHER_PAPERS.get(table_id)
+    return Reference(value, SRDC_PAPER if others is None else others[row][task])
+
+
+def paper_reference(dataset: str, setting: str, row: str, task: str) -> Reference | None:
+    """The reference number for ``row`` (a variant) on ``task`` (paper letters), from the first table with it."""
     for table_id in reference_tables(dataset, setting):
-        value = paper_value(table_id, row, task)
-        if value is not None:
-            return value
+        found = _reference(table_id, row, task)
+        if found is not None:
+            return found
     return None
 
 
-def paper_average(dataset: str, setting: str, row: str, tasks: list[str]) -> float | None:
-    """The paper's printed Avg for ``row``, only from a table whose task set is exactly ``tasks``."""
+def paper_average(dataset: str, setting: str, row: str, tasks: list[str]) -> Reference | None:
+    """The printed Avg for ``row``, only from a table whose task set is exactly ``tasks``."""
     for table_id in reference_tables(dataset, setting):
         if set(TABLES[table_id].tasks) == set(tasks):
-            value = paper_value(table_id, row, AVG)
-            if value is not None:
-                return value
+            found = _reference(table_id, row, AVG)
+            if found is not None:
+                return found
     return None
 
 
-def reference_note(dataset: str, setting: str) -> str:
-    """Where a report's numbers in parentheses come from: the SRDC paper's tables, or (digits) the baselines' own
-    papers."""
-    tables = reference_tables(dataset, setting)
-    elsewhere = [_PUBLISHED_ELSEWHERE[t] for t in tables if t in _PUBLISHED_ELSEWHERE]
-    if elsewhere:
-        return "; ".join(elsewhere)
-    return f"the paper's number (Table {'/'.join(str(t) for t in tables)}, epoch chosen with target labels)"
+def reference_note(dataset: str, setting: str, papers: set[str]) -> str:
+    """Each of ``papers`` (names of :data:`PAPERS`) cited for a report: the SRDC paper with its tables of
+    ``dataset`` in ``setting`` and its protocol, another paper with its own."""
+    srdc_tables = "/".join(str(t) for t in reference_tables(dataset, setting) if t not in _OTHER_PAPERS)
+    notes = [f"{paper}: {PAPERS[paper]}, Table {srdc_tables}, epoch chosen with target labels" if paper == SRDC_PAPER
+             else f"{paper}: {PAPERS[paper]}, LeNet, its own protocol" for paper in PAPERS if paper in papers]
+    return "; ".join(notes)
 
 
 def reference_task_order(dataset: str) -> tuple[str, ...]:

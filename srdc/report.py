@@ -24,13 +24,16 @@ from srdc.tables import Cell, Table, dataset_setting, grouped_tables
 FORMATS = ("md", "csv", "latex", "html")
 # what a study's results are saved as: format -> file name
 RESULT_FILES = {"md": "tables.md", "csv": "tables.csv", "latex": "tables.tex", "html": "report.html"}
+# the decimals of a study's summary metrics: the CSV's, enough for any table (no float noise on the parent run)
+METRIC_DECIMALS = 4
 # the image types a report page embeds, by file suffix
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
 
 
 # -- rendering ---------------------------------------------------------------------------------------------
 def cell_text(cell: Cell | None, planned: int, plus_minus: str = "±") -> str:
-    """``"94.8±0.3 n=2 (paper 95.7, -0.9)"``; empty for a missing cell."""
+    """``"94.8±0.3 n=2 (SRDC paper 95.7, -0.9)"`` (the reference number named by its paper); empty for a missing
+    cell."""
     if cell is None:
         return ""
     text = f"{cell.mean:.1f}"
@@ -39,7 +42,7 @@ def cell_text(cell: Cell | None, planned: int, plus_minus: str = "±") -> str:
     if cell.n < planned:
         text += f" n={cell.n}"
     if cell.paper is not None:
-        text += f" (paper {cell.paper:.1f}, {cell.diff:+.1f})"
+        text += f" ({cell.source} {cell.paper:.1f}, {cell.diff:+.1f})"
     return text
 
 
@@ -76,14 +79,16 @@ def _csv(tables: list[Table]) -> str:
     for table in tables:
         out.write(f"# {table.caption}\n")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["table", "row", "column", "mean", "std", "n", "planned", "paper", "diff", "selection"])
+    writer.writerow(["table", "row", "column", "mean", "std", "n", "planned", "paper", "diff", "selection",
+                     "paper_source"])
     for table in tables:
         for row in table.rows:
             for column in table.columns:
                 cell = table.cells.get((row, column))
                 if cell is not None:
                     writer.writerow([table.title, row, column, _number(cell.mean), _number(cell.std), cell.n,
-                                     table.planned, _number(cell.paper), _number(cell.diff), table.selection])
+                                     table.planned, _number(cell.paper), _number(cell.diff), table.selection,
+                                     cell.source])
     return out.getvalue()
 
 
@@ -177,6 +182,11 @@ def planned_seeds(value: str | None) -> int | None:
     return len(seeds) if isinstance(seeds, list) else None
 
 
+def stand_ins_param(value: str | None) -> dict[str, str]:
+    """The parent's ``stand_ins`` param (a smoke test's): JSON, stand-in task -> the study's task; ``{}`` without."""
+    return json.loads(value) if value else {}
+
+
 # -- a study's results, for its tracking parent run ------------------------------------------------------------
 def metric_part(text: str) -> str:
     """``text`` as one dot-separated part of a metric name: ``->`` becomes ``-``, and every run of other
@@ -187,15 +197,16 @@ def metric_part(text: str) -> str:
 
 def table_metrics(tables: list[Table]) -> dict[str, float]:
     """Every cell's mean and sample std as metrics named ``SELECTION[.GROUP].ROW.COLUMN.mean`` and ``.std``
-    (``oracle.srdc.A-W.mean``, ``labelfree.lambda_scale_0_5.srdc.Avg.mean``); no std for a single seed or Avg."""
+    (``oracle.srdc.A-W.mean``, ``labelfree.lambda_scale_0_5.srdc.Avg.mean``), rounded to :data:`METRIC_DECIMALS`;
+    no std for a single seed or Avg."""
     metrics = {}
     for table in tables:
         prefix = [table.selection, *([table.group] if table.group else [])]
         for (row, column), cell in table.cells.items():
             name = ".".join(metric_part(part) for part in [*prefix, row, column])
-            metrics[f"{name}.mean"] = cell.mean
+            metrics[f"{name}.mean"] = round(cell.mean, METRIC_DECIMALS)
             if cell.std is not None:
-                metrics[f"{name}.std"] = cell.std
+                metrics[f"{name}.std"] = round(cell.std, METRIC_DECIMALS)
     return metrics
 
 

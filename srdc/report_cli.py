@@ -2,9 +2,10 @@
 
 Reads the study's trial records through :mod:`srdc.tracking` (``--sync`` first backfills the store from Tune's
 results on disk, and afterwards publishes the study's results on its parent run), then aggregates them
-(:mod:`srdc.tables`) and renders them (:mod:`srdc.report`): Markdown, CSV, LaTeX, or a self-contained HTML page to
-share without a server, which embeds the study's figures (:mod:`srdc.figures.study`, drawn from the store's records
-and metric histories).
+(:mod:`srdc.tables`) and renders them (:mod:`srdc.report`): Markdown, CSV or LaTeX of one model selection
+(``--selection``), or a self-contained HTML page to share without a server, the study's own ``report.html``: every
+selection's tables and the study's figures (:mod:`srdc.figures.study`, drawn from the store's records and metric
+histories).
 
     python -m srdc.report_cli --study NAME      # the same as srdc-report, without an activated environment
 """
@@ -20,8 +21,8 @@ from typing import Any
 from srdc.base import ORACLE, SELECTIONS, ArgumentParser, TrialStatus, run_main
 from srdc.errors import SRDCInputError
 from srdc.figures.study import study_figures
-from srdc.report import FORMATS, planned_seeds, render
-from srdc.tables import Table, grouped_tables
+from srdc.report import FORMATS, RESULT_FILES, planned_seeds, render, stand_ins_param
+from srdc.tables import grouped_tables, with_stand_ins
 from srdc.tracking import (
     DEFAULT_EXPERIMENT,
     Tracker,
@@ -46,11 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
                         help=f"the MLflow experiment holding the study's runs (default: {DEFAULT_EXPERIMENT})")
     parser.add_argument("--format", choices=FORMATS, default="md",
-                        help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page with the "
-                             "study's figures (default: md)")
+                        help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page with "
+                             "every selection's tables and the study's figures (default: md)")
     parser.add_argument("--selection", choices=tuple(SELECTIONS), default=ORACLE,
                         help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
-                             "without them (labelfree), or the final one (last)")
+                             f"without them (labelfree), or the final one (last) (default: {ORACLE}; the HTML "
+                             "page holds every selection's tables)")
     parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
     parser.add_argument("--validators", action="store_true",
                         help="instead of the results: for every label-free validator, the accuracy of the epoch "
@@ -72,10 +74,11 @@ def check_store_exists(uri: str) -> None:
 
 
 def load_study(tracker: Tracker, study: str, where: str) -> tuple[list[dict[str, Any]], int | None, dict[str, str]]:
-    """The study's records (one per trial), its planned seed count (the parent's ``seeds`` param) and its parent's
+    """The study's records (one per trial; a smoke test's tasks named after those they stand in for,
+    :func:`srdc.tables.with_stand_ins`), its planned seed count (the parent's ``seeds`` param) and its parent's
     params."""
-    records = tracker.study_trials(study)
     params = tracker.study_params(study)
+    records = with_stand_ins(tracker.study_trials(study), stand_ins_param(params.get("stand_ins")))
     if not records and not params and tracker.find_study(study) is None:
         known = ", ".join(tracker.known_studies()) or "none"
         raise SRDCInputError(f"no study {study!r} in {where}; known studies: {known} (or pass --experiment)")
@@ -111,16 +114,16 @@ def report(args: argparse.Namespace) -> str:
     if not any(table.cells for table in tables):
         return f"study {args.study}: no finished trials yet ({len(records)} started)\n"
     if args.format == "html":
-        return html_report(tracker, args.study, args.rows, tables)
+        return html_report(tracker, args.study, args.rows)
     return render(tables, args.format, f"Study {args.study}")
 
 
-def html_report(tracker: Tracker, study: str, rows: str, tables: list[Table]) -> str:
-    """The HTML page of ``tables`` with the study's figures (those its parent run holds, drawn again from the
-    store) embedded after them."""
+def html_report(tracker: Tracker, study: str, rows: str) -> str:
+    """The study's HTML page as the study writes it (``report.html``): every selection's tables, then the study's
+    figures (those its parent run holds, drawn again from the store) embedded."""
+    results = store_results(tracker, study, rows)
     with tempfile.TemporaryDirectory(prefix="srdc-figures-") as folder:
-        figures = study_figures(store_results(tracker, study, rows), Path(folder))
-        return render(tables, "html", f"Study {study}", figures)
+        return results.files(study_figures(results, Path(folder)))[RESULT_FILES["html"]]
 
 
 def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str) -> str:

@@ -2,8 +2,10 @@
 
 Rows are variants (or another config field, ``--rows``), columns the tasks and their average; a cell is the
 mean±std over seeds of the finished trials (sample std, ddof=1) with ``n=k`` when fewer than the planned seeds
-have finished, and the paper's number with our difference where the paper reports that cell. It works at any
-time: mid-study, unfinished trials are left out. The model-selection protocol is named in every caption.
+have finished, and a paper's number with our difference where a paper reports that cell. It works at any
+time: mid-study, unfinished trials are left out. Every caption states the budget (the epochs trained, the seeds
+per cell: ``mean±std`` only over two or more), the model-selection protocol, and the paper of each reference
+number. A smoke test's stand-in tasks are named after the tasks they stand in for (:func:`with_stand_ins`).
 
 :func:`aggregate`, :func:`aggregate_study` and :func:`grouped_tables` make the tables of records (one dict per
 trial); :mod:`srdc.report` renders them (Markdown, CSV, LaTeX, HTML) and makes everything a study ends with.
@@ -12,14 +14,21 @@ trial); :mod:`srdc.report` renders them (Markdown, CSV, LaTeX, HTML) and makes e
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from srdc.base import ORACLE, SELECTIONS, TrialStatus
 from srdc.errors import SRDCInputError
 from srdc.methods import BASELINES, VARIANTS
-from srdc.paper_results import paper_average, paper_reference, paper_task, reference_note, reference_task_order
+from srdc.paper_results import (
+    Reference,
+    paper_average,
+    paper_reference,
+    paper_task,
+    reference_note,
+    reference_task_order,
+)
 
 AVG = "Avg"
 # the inductive setting (paper Table 2): where the epoch is chosen and where the accuracy is measured
@@ -29,12 +38,14 @@ INDUCTIVE_NOTE = (" Inductive setting: epochs are chosen on the target training 
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: mean and sample std over ``n`` seeds (std ``None`` below two), the paper's number."""
+    """One table cell: mean and sample std over ``n`` seeds (std ``None`` below two), a paper's number and which
+    paper published it (a name of :data:`srdc.paper_results.PAPERS`)."""
 
     mean: float
     std: float | None
     n: int
     paper: float | None = None
+    source: str = ""
 
     @property
     def diff(self) -> float | None:
@@ -104,7 +115,8 @@ def aggregate(records: list[dict[str, Any]], selection: str = ORACLE, rows: str 
 
     A record is one trial: ``dataset``, ``setting``, ``task``, ``seed``, ``status``, the ``rows`` field, and
     the accuracies ``acc_last``/``acc_best_oracle``/``acc_labelfree`` (for finished trials), optionally
-    ``labelfree_selector``. Rows and columns come from every record, cells from FINISHED ones only.
+    ``labelfree_selector`` and ``epochs`` (the budget the caption states). Rows and columns come from every
+    record, cells from FINISHED ones only.
     ``planned``: the seeds planned per cell (default: the most any cell has). The title names the study, the
     ``group`` (see :func:`grouped_tables`), the dataset, the setting and the selection.
     """
@@ -125,21 +137,24 @@ def aggregate(records: list[dict[str, Any]], selection: str = ORACLE, rows: str 
             found = [r for row_, task_, r in finished if (row_, task_) == (row, task)]
             if found:
                 mean, std = mean_std(_cell_values(found, metric, f"cell {row} / {task}"))
-                paper = paper_reference(dataset, setting, row, task) if compare else None
-                cells[row, task] = Cell(mean, std, len(found), paper)
+                cells[row, task] = Cell(mean, std, len(found),
+                                        *_reference(paper_reference(dataset, setting, row, task) if compare else None))
         if all((row, task) in cells for task in tasks):
             task_cells = [cells[row, task] for task in tasks]
-            paper = paper_average(dataset, setting, row, tasks) if compare else None
-            cells[row, AVG] = Cell(statistics.mean(c.mean for c in task_cells), None,
-                                   min(c.n for c in task_cells), paper)
+            cells[row, AVG] = Cell(statistics.mean(c.mean for c in task_cells), None, min(c.n for c in task_cells),
+                                   *_reference(paper_average(dataset, setting, row, tasks) if compare else None))
     planned = planned or max((cell.n for cell in cells.values()), default=0)
     selectors = {str(r["labelfree_selector"]) for _, _, r in finished if "labelfree_selector" in r}
     label = " ".join(part for part in (study, group) if part)
     what = f"{dataset}, {setting}, {SELECTIONS[selection].title}"
     title = f"Study {label}: {what}" if label else what
-    has_paper = any(cell.paper is not None for cell in cells.values())
+    papers = {cell.source for cell in cells.values() if cell.paper is not None}
     incomplete = any(cell.n < planned for cell in cells.values())
-    caption = _caption(title, selection, selectors, planned, dataset, setting if has_paper else None, incomplete)
+    caption = (f"{title}. Target accuracy (%){epochs_text(records)}, {seeds_text(planned, incomplete)}. Avg: mean "
+               f"over tasks of the per-task means. Model selection: {selection_caption(selection, selectors)}.")
+    if papers:
+        caption += (f" In parentheses: the number the paper named published "
+                    f"({reference_note(dataset, setting, papers)}) and ours minus it.")
     if setting == "inductive":
         caption += INDUCTIVE_NOTE
     return Table(title, caption, rows, row_names, [*tasks, AVG], cells, planned, selection, group)
@@ -150,17 +165,33 @@ def dataset_setting(record: dict[str, Any]) -> tuple[str, str]:
     return str(record["dataset"]), str(record.get("setting", "transductive"))
 
 
-def _caption(title: str, selection: str, selectors: set[str], planned: int, dataset: str,
-             paper_setting: str | None, incomplete: bool) -> str:
-    seeds = f"; n=k: only k of the {planned} planned seeds have finished" if incomplete else ""
-    caption = (
-        f"{title}. Target accuracy (%), mean±std over seeds (sample std, ddof=1){seeds}. Avg: mean over tasks of "
-        f"the per-task means. Model selection: {selection_caption(selection, selectors)}."
-    )
-    if paper_setting is not None:
-        caption += (f" In parentheses: {reference_note(dataset, paper_setting)} "
-                    f"and ours minus it.")
-    return caption
+def _reference(found: Reference | None) -> tuple[float | None, str]:
+    """A cell's paper number and paper name, ``(None, "")`` without one."""
+    return (None, "") if found is None else (found.value, found.paper)
+
+
+def epochs_text(records: Sequence[dict[str, Any]]) -> str:
+    """The training budget of the records (their ``epochs`` field): ``" after 2 epochs of training"``, several
+    budgets joined (``" after 2/5 epochs ..."``); empty when no record says."""
+    epochs = sorted({int(float(record["epochs"])) for record in records if record.get("epochs") not in (None, "")})
+    if not epochs:
+        return ""
+    return f" after {'/'.join(map(str, epochs))} epoch{'' if epochs == [1] else 's'} of training"
+
+
+def seeds_text(planned: int, incomplete: bool) -> str:
+    """What a cell holds: ``mean±std`` over two or more seeds, else the one seed's run."""
+    if planned < 2:
+        return "1 seed per cell (a single run: no mean or std over seeds)"
+    text = f"mean±std over {planned} seeds per cell (sample std, ddof=1)"
+    return text + (f"; n=k: only k of the {planned} planned seeds have finished" if incomplete else "")
+
+
+def with_stand_ins(records: list[dict[str, Any]], stand_ins: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The records with each stand-in task of a smoke test named after the study's task it stands in for
+    (``stand_ins``: stand-in task -> that task): ``digits->digits_photo`` becomes ``A->W (digits->digits_photo)``."""
+    return [{**record, "task": f"{stand_ins[record['task']]} ({record['task']})"}
+            if record.get("task") in stand_ins else record for record in records]
 
 
 def aggregate_study(records: list[dict[str, Any]], selection: str = ORACLE, rows: str = "variant",

@@ -77,7 +77,8 @@ def test_the_factorial_table_has_a_row_per_cell_and_the_effects_under_it():
             y = 60 + 10 * s + 4 * f + 2 * (w and s) + seed
             records.append({"dataset": "office31", "task": "A->W", "seed": seed, "status": "FINISHED",
                             "structural_source_reg": s, "feature_discrimination": f, "soft_source_selection": w,
-                            "variant": "srdc", "acc_best_oracle": float(y), "acc_labelfree": 0.0, "acc_last": 0.0})
+                            "variant": "srdc", "acc_best_oracle": float(y), "acc_labelfree": 0.0, "acc_last": 0.0,
+                            "epochs": 20})
     # an incomplete block (seed 2, one cell): in the results table, not in the effects
     records.append({**records[-1], "seed": 2, "acc_best_oracle": 62.0})
     text = factorial_tables(records, "oracle", 3, "f")
@@ -86,8 +87,11 @@ def test_the_factorial_table_has_a_row_per_cell_and_the_effects_under_it():
     assert [line.split(" |")[0] for line in lines[header + 2: header + 10]] == [
         "| S+ F+ W+ = srdc", "| S+ F+ W- = srdc_no_softsel", "| S+ F- W+ = srdc_no_featdisc", "| S+ F- W-",
         "| S- F+ W+", "| S- F+ W- = srdc_no_struct", "| S- F- W+", "| S- F- W-"]
-    assert "| S+ F+ W+ = srdc | 76.5±0.7 n=2 (paper 95.7, -19.2) | 76.5 n=2 |" in text  # 2 of 3 planned seeds
+    assert "| S+ F+ W+ = srdc | 76.5±0.7 n=2 (SRDC paper 95.7, -19.2) | 76.5 n=2 |" in text  # 2 of 3 planned seeds
     assert "| S- F- W- | 61.0±1.0 | 61.0 |" in text
+    # both captions state the budget: the cells' table and the effects'
+    assert "after 20 epochs of training, mean±std over 3 seeds per cell" in text
+    assert "Main effects and interactions of the 2^3 factorial after 20 epochs of training, in accuracy points" in text
     # S: 10 + 2 * P(W) = 11; W: 2 * P(S) = 1, and S x W the same; seeds shift every cell alike: s.e. 0
     for effect, mean in (("structural_source_reg", "+11.0"), ("feature_discrimination", "+4.0"),
                          ("soft_source_selection", "+1.0"), ("structural_source_reg x soft_source_selection", "+1.0"),

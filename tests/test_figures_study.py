@@ -75,9 +75,11 @@ def test_the_ablation_bars_are_the_tables_means_and_sample_stds_with_the_papers_
     assert [(bar.column, bar.row) for bar in bars] == [("A->W", "source_only"), ("A->W", "srdc"),
                                                        ("W->A", "srdc"), ("Avg", "srdc")]
     by_cell = {(bar.column, bar.row): bar for bar in bars}
-    assert by_cell["A->W", "srdc"] == Bar("A->W", "srdc", pytest.approx(83.0), pytest.approx(13 ** 0.5), 95.7)
-    assert by_cell["A->W", "source_only"] == Bar("A->W", "source_only", 62.0, pytest.approx(8 ** 0.5), 77.8)
-    assert by_cell["W->A", "srdc"] == Bar("W->A", "srdc", 70.0, None, 77.1)
+    assert by_cell["A->W", "srdc"] == Bar("A->W", "srdc", pytest.approx(83.0), pytest.approx(13 ** 0.5), 95.7,
+                                          "SRDC paper")
+    assert by_cell["A->W", "source_only"] == Bar("A->W", "source_only", 62.0, pytest.approx(8 ** 0.5), 77.8,
+                                                 "SRDC paper")
+    assert by_cell["W->A", "srdc"] == Bar("W->A", "srdc", 70.0, None, 77.1, "SRDC paper")
     # Avg: the mean of the task means (83 + 70) / 2, no std; the paper's average needs all of its tasks
     assert by_cell["Avg", "srdc"] == Bar("Avg", "srdc", pytest.approx(76.5), None, None)
     labelfree = {(bar.column, bar.row): bar.mean for bar in ablation_bars(aggregate(RECORDS, "labelfree"))}
@@ -98,6 +100,27 @@ def test_the_chart_draws_those_bars_error_bars_and_paper_lines():
               if segment[0][0] == segment[1][0] and not math.isnan(segment[0][1])]
     assert sorted(errors) == pytest.approx(sorted(2 * bar.std for bar in bars if bar.std is not None))
     assert [text.get_text() for text in axes.get_xticklabels()] == ["A->W", "W->A", "Avg"]
+
+
+def test_the_accuracy_axis_starts_at_0_and_the_legend_names_each_numbers_paper():
+    table = aggregate(RECORDS)  # every bar above 60: a zoomed axis would start at 50
+    axes = new_figure(6.0, 3.0).subplots()
+    ablation_panel(axes, table)
+    assert axes.get_ylim()[0] == 0.0
+    assert sorted(text.get_text() for text in axes.get_legend().get_texts()) == ["SRDC paper", "source_only", "srdc"]
+    # the digits baselines' numbers, each from its own paper, a line style each
+    digits = [dict(r, dataset="digits", task=task, variant=variant)
+              for r, task, variant in ((RECORDS[0], "usps->mnist", "dann"), (RECORDS[0], "mnist->mnist_photo", "dann"),
+                                       (RECORDS[0], "usps->mnist", "cdan"))]
+    axes = new_figure(6.0, 3.0).subplots()
+    ablation_panel(axes, aggregate(digits, "labelfree"))
+    assert axes.get_ylim()[0] == 0.0
+    labels = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert sorted(labels) == ["ADDA paper (oracle selection)", "CDAN paper (oracle selection)",
+                              "DANN paper (oracle selection)", "cdan", "dann"]
+    styles = {collection.get_label(): collection.get_linestyle()[0] for collection in axes.collections
+              if collection.get_label() in labels}
+    assert len(set(map(str, styles.values()))) == 3
 
 
 def test_learning_curves_are_the_mean_and_sample_std_over_the_seeds_that_reached_each_epoch():
@@ -227,7 +250,7 @@ def test_sync_publishes_the_figures_and_the_html_report_embeds_them(store_uri, c
     for data, _ in embedded:
         with Image.open(io.BytesIO(base64.b64decode(data))) as image:
             assert image.format == "PNG"
-    assert "<td>80.5±0.7 (paper 95.7, -15.2)</td>" in page  # the table is still the selected one
+    assert "<td>80.5±0.7 (SRDC paper 95.7, -15.2)</td>" in page  # the table is still the selected one
 
 
 def test_the_html_report_of_the_factorial_study_has_a_table_per_cell_and_the_interaction_plot(store_uri, capsys):
@@ -247,7 +270,8 @@ def test_the_html_report_of_the_factorial_study_has_a_table_per_cell_and_the_int
     assert [alt for _, alt in DATA_URI.findall(page)] == ["ablation_oracle.png", "ablation_labelfree.png",
                                                          "learning_curves.png", "interaction.png"]
     # a table per cell of the switches (the seed repeats across cells): S+ F+ W+ is 60 + 10 + 4 + 2 + 1
-    assert page.count("<h2>") == 8 and "<td>77.0 (paper 95.7, -18.7)</td>" in page
+    # (every selection's: the page is the study's report.html)
+    assert page.count("<h2>") == 8 * 3 and "<td>77.0 (SRDC paper 95.7, -18.7)</td>" in page
 
 
 @pytest.mark.slow

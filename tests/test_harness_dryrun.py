@@ -16,7 +16,7 @@ from srdc.config import SRDCConfig
 from srdc.data import load_one_domain
 from srdc.harness.costs import COSTS_FILE
 from srdc.harness.declarations import Study
-from srdc.harness.dryrun import dry_run
+from srdc.harness.dryrun import device_time, dry_run, duration
 from srdc.harness.estimate import DataFacts, schedule, segments_text
 from srdc.harness.main import main
 from srdc.harness.options import resolve_launch
@@ -94,6 +94,25 @@ def test_table1_on_8_gpus_at_half_a_gpu_each_plans_16_at_once_and_the_tables_est
     import ray
 
     assert not ray.is_initialized()
+
+
+def test_a_run_under_an_hour_is_planned_in_minutes_not_0_0_h(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_main(ABLATION, ["--dry-run", "--plan-gpus", "8", "--tasks", "A->W", "--seeds", "0",
+                                       "--epochs", "20", "--storage-path", "ray"], capsys)
+    assert code == 0, out
+    row = table_row(COSTS_FILE, backbone="resnet50", image_size=224, batch_size=64, dtype="fp32", device="gpu")
+    seconds = [office31_run_seconds("A->W", variant, 20, row) for variant in ABLATION.variants]
+    # 5 trials on 8 GPUs: all at once, the wall time the longest trial's, the GPU time their sum
+    assert f"total: 5 trials, {sum(seconds) / 60:.0f} GPU-minutes, wall time {max(seconds) / 60:.0f} min with 5 " \
+           f"at once" in out
+    assert " h with" not in out and "GPU-hours" not in out
+
+
+@pytest.mark.parametrize(("seconds", "wall", "device"), [
+    (7920.0, "2.2 h", "2.2 GPU-hours"), (2880.0, "48 min", "48 GPU-minutes"), (40.0, "40 s", "40 GPU-seconds")])
+def test_times_are_printed_in_hours_minutes_or_seconds(seconds, wall, device):
+    assert (duration(seconds), device_time(seconds / 3600, "GPU")) == (wall, device)
 
 
 def test_a_config_the_table_lacks_gets_no_estimate_but_the_command_that_measures_it(tmp_path, monkeypatch, capsys):

@@ -21,12 +21,12 @@ from srdc.config import SRDCConfig, options_in
 from srdc.figures.study import CURVES_FILE
 from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args
-from srdc.harness.outcome import publish, study_results, tracking_lines
+from srdc.harness.outcome import StudyOutcome, publish, study_results, tracking_lines
 from srdc.harness.plan import grid_configs
 from srdc.harness.trainable import run_configs
 from srdc.harness.tuner import tracked_config
 from srdc.methods import tracked_fields
-from srdc.report import RESULT_FILES
+from srdc.report import METRIC_DECIMALS, RESULT_FILES
 from srdc.tracking import MLflowTracker
 from srdc.trainer import Trainer
 from srdc.trialfiles import RESULTS_FOLDER
@@ -134,6 +134,14 @@ def test_a_study_whose_store_is_down_keeps_its_results_in_its_folder_and_says_so
     assert "<td>45.0±0.0</td>" in (folder / "report.html").read_text()  # the last epoch
 
 
+def test_the_closing_lines_name_the_html_page_the_results_folder_holds(tmp_path):
+    launch = launch_of(str(tmp_path), f"sqlite:///{tmp_path / 'mlflow.db'}", "--tasks", "A->W", "--seeds", "0")
+    plan = plan_of(ABLATION, "--smoke-test", "--tasks", "A->W", "--seeds", "0")
+    text = StudyOutcome(plan, launch, [], "the tables", None).describe()
+    folder = f"{launch.path}/{RESULTS_FOLDER}"
+    assert f"in {folder}/, all in one HTML page: {folder}/{RESULT_FILES['html']}\n" in text
+
+
 @pytest.mark.integration
 def test_results_go_to_a_bucket_storage_and_the_parent_run(s3_bucket, mlflow_server, tmp_path):
     experiment = "test_outcome_bucket"
@@ -149,7 +157,7 @@ def test_results_go_to_a_bucket_storage_and_the_parent_run(s3_bucket, mlflow_ser
     run = MlflowClient(mlflow_server).get_run(parent_id)
     assert {f"results/{name}" for name in ABLATION_CHARTS} <= \
         {info.path for info in MlflowClient(mlflow_server).list_artifacts(parent_id, "results")}
-    assert run.data.metrics["oracle.srdc.digits-digits_photo.mean"] == 50.0
+    assert run.data.metrics["oracle.srdc.A-W_digits-digits_photo.mean"] == 50.0  # named after the task it plays
     assert run.data.tags["srdc.seeds_finished"] == "1"
 
 
@@ -218,7 +226,7 @@ def test_a_study_logs_one_parent_and_one_child_per_trial_to_a_real_mlflow_server
     tables = markdown_tables(out)
     assert len(tables) == 2  # oracle and label-free selection
     for (header, rows), metric in zip(tables, ("acc_best_oracle", "acc_labelfree"), strict=True):
-        assert header == ["variant", "digits->digits_photo", "Avg"] and list(rows) == ["source_only", "srdc"]
+        assert header == ["variant", "A->W (digits->digits_photo)", "Avg"] and list(rows) == ["source_only", "srdc"]
         for variant, cells in rows.items():
             values = [run.data.metrics[metric] for run in runs if run.data.tags["variant"] == variant]
             assert cells[0] == f"{statistics.mean(values):.1f}±{statistics.stdev(values):.1f}"
@@ -237,9 +245,10 @@ def test_a_study_logs_one_parent_and_one_child_per_trial_to_a_real_mlflow_server
     for selection, metric in (("oracle", "acc_best_oracle"), ("labelfree", "acc_labelfree")):
         for variant in ("source_only", "srdc"):
             values = [run.data.metrics[metric] for run in runs if run.data.tags["variant"] == variant]
-            name = f"{selection}.{variant}.digits-digits_photo"
-            assert parent.data.metrics[f"{name}.mean"] == pytest.approx(statistics.mean(values))
-            assert parent.data.metrics[f"{name}.std"] == pytest.approx(statistics.stdev(values))
+            name = f"{selection}.{variant}.A-W_digits-digits_photo"
+            # rounded to the summary metrics' decimals
+            assert parent.data.metrics[f"{name}.mean"] == round(statistics.mean(values), METRIC_DECIMALS)
+            assert parent.data.metrics[f"{name}.std"] == round(statistics.stdev(values), METRIC_DECIMALS)
     page = Path(client.download_artifacts(parent.info.run_id, "results/report.html", str(tmp_path)))
     assert page.read_text() == (storage / RESULTS_FOLDER / "report.html").read_text()
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \

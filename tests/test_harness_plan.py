@@ -2,6 +2,7 @@
 of its data before launch."""
 
 import dataclasses
+import json
 
 import pytest
 from ray import tune
@@ -59,6 +60,9 @@ def test_the_smoke_test_keeps_the_grid_shape_on_the_embedded_domains():
     assert {c["task"] for c in configs if c.get("mu_init") == "target"} == {"digits_color->digits",
                                                                            "digits_photo->digits"}
     assert plan.study_params["seeds"] == [0, 1, 2] and plan.study_params["smoke_test"] is True
+    # which stand-in pair plays which Office-31 task: the tables name their columns after it
+    assert json.loads(plan.study_params["stand_ins"]) == SMOKE_TASKS
+    assert "stand_ins" not in plan_of(ABLATION).study_params
 
 
 def test_command_line_slices_epochs_and_overrides():
@@ -81,6 +85,18 @@ def test_extra_config_dimensions_cross_the_grid_and_split_the_tables():
     title = "**Study lambda lambda_scale=0.5: embedded, transductive, {}**"
     assert title.format("oracle selection (target labels)") in text and title.format("label-free selection") in text
     assert "| srdc | 55.5±0.7 | 55.5±0.7 | 55.5 |" in text and "| srdc | 60.5±0.7 | 60.5±0.7 | 60.5 |" in text
+
+
+def test_a_smoke_tests_tables_name_each_stand_in_after_its_office31_task():
+    plan = plan_of(ABLATION, "--smoke-test", "--seeds", "0")
+    records = [{**c, "status": "FINISHED", "acc_best_oracle": 50.0, "acc_labelfree": 40.0, "acc_last": 45.0}
+               for c in tune_configs(plan)]
+    text = summary_tables(ABLATION, plan, records)
+    columns = sorted(f"{task} ({stand_in})" for stand_in, task in SMOKE_TASKS.items())  # no paper order: by name
+    header = "| variant | " + " | ".join(columns) + " | Avg |"
+    assert columns[0] == "A->D (digits->digits_color)"
+    assert text.count(header) == 2  # the oracle and the label-free tables
+    assert "after 2 epochs of training, 1 seed per cell (a single run: no mean or std over seeds)" in text
 
 
 def test_a_search_dimension_goes_to_tune_as_it_is():

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.utils.validation import _validate_metric_name
 
 from srdc.errors import SRDCInputError
-from srdc.paper_results import TABLES, paper_cell, paper_reference, paper_task, paper_value
+from srdc.paper_results import TABLES, Reference, paper_cell, paper_reference, paper_task, paper_value
 from srdc.report import (
     RESULT_FILES,
     cell_text,
@@ -28,7 +28,7 @@ from srdc.report import (
     table_metrics,
 )
 from srdc.report_cli import main
-from srdc.tables import aggregate, aggregate_study, grouped_tables
+from srdc.tables import aggregate, aggregate_study, grouped_tables, with_stand_ins
 from srdc.tracking import MLflowTracker
 
 
@@ -98,6 +98,38 @@ def test_selection_picks_the_metric_and_is_named_in_the_caption():
     assert "Table 1/6" in oracle.caption
 
 
+def test_the_caption_states_the_budget_seeds_selection_and_papers():
+    # the bug report's run: 2 epochs, 1 seed -- no "mean±std over seeds" for one run
+    single = aggregate([dict(r, epochs="2") for r in RECORDS if r["seed"] == "0"], "oracle", planned=1)
+    assert "Target accuracy (%) after 2 epochs of training, 1 seed per cell (a single run: no mean or std over " \
+           "seeds)." in single.caption
+    assert "mean±std" not in single.caption and "sample std" not in single.caption
+    assert "Model selection: oracle = epoch chosen with target labels" in single.caption
+    assert "In parentheses: the number the paper named published (SRDC paper: Tang, Chen and Jia, CVPR 2020, " \
+           "Table 1/6, epoch chosen with target labels) and ours minus it." in single.caption
+    assert ".py" not in single.caption  # no source file: what a reader sees names papers, not our code
+    three = aggregate([dict(r, epochs=200) for r in RECORDS], "last", planned=3)
+    assert "after 200 epochs of training, mean±std over 3 seeds per cell (sample std, ddof=1); n=k: only k of " \
+           "the 3 planned seeds have finished." in three.caption
+    assert "after 1 epoch of training" in aggregate([dict(RECORDS[0], epochs=1)]).caption
+    assert "epochs" not in aggregate(RECORDS, planned=3).caption  # records that do not say: no budget claimed
+    mixed = aggregate([dict(RECORDS[0], epochs=5), dict(RECORDS[1], epochs=2)], planned=2)
+    assert "after 2/5 epochs of training" in mixed.caption
+
+
+def test_a_smoke_tests_columns_name_the_tasks_they_stand_in_for():
+    stand_ins = {"digits->digits_photo": "A->W", "digits_photo->digits": "W->A"}
+    records = [dict(r, dataset="embedded", task=f"{a}->{b}") for r, (a, b) in
+               ((record("srdc", AW, 0, 80.0), ("digits", "digits_photo")),
+                (record("srdc", WA, 0, 70.0), ("digits_photo", "digits")),
+                (record("srdc", AW, 1, 60.0), ("digits", "digits_color")))]  # a task without a stand-in stays
+    table = aggregate(with_stand_ins(records, stand_ins))
+    assert table.columns == ["A->W (digits->digits_photo)", "W->A (digits_photo->digits)", "digits->digits_color",
+                             "Avg"]
+    assert records[0]["task"] == "digits->digits_photo"  # the records themselves are left as they were
+    assert "| variant | A->W (digits->digits_photo) | W->A (digits_photo->digits) |" in render([table], "md")
+
+
 def test_paper_average_only_when_the_task_set_is_the_papers():
     # Table 1's four tasks (the paper's ablation): 90, 95, 75, 80 -> Avg 85.0 against the paper's 82.1
     ours = {("amazon", "webcam"): 90.0, ("amazon", "dslr"): 95.0, ("dslr", "amazon"): 75.0,
@@ -145,8 +177,8 @@ def test_markdown_cells_show_std_n_and_the_paper():
     lines = text.splitlines()
     assert lines[0] == "**Study demo: office31, transductive, oracle selection (target labels)**"
     assert "| variant | A->W | W->A | Avg |" in lines
-    assert "| source_only | 62.0±2.6 (paper 77.8, -15.8) | — | — |" in lines
-    assert "| srdc | 82.0±2.0 (paper 95.7, -13.7) | 72.0±2.8 n=2 (paper 77.1, -5.1) | 77.0 n=2 |" in lines
+    assert "| source_only | 62.0±2.6 (SRDC paper 77.8, -15.8) | — | — |" in lines
+    assert "| srdc | 82.0±2.0 (SRDC paper 95.7, -13.7) | 72.0±2.8 n=2 (SRDC paper 77.1, -5.1) | 77.0 n=2 |" in lines
     assert "| srdc_wide | 90.0 n=1 | — | — |" in lines
     assert "Model selection: oracle = epoch chosen with target labels (paper protocol, optimistic)" in text
 
@@ -159,7 +191,7 @@ def test_csv_one_line_per_cell_with_the_caption_as_comment():
     srdc = next(row for row in rows if (row["row"], row["column"]) == ("srdc", "A->W"))
     assert srdc == {"table": "office31, transductive, label-free selection", "row": "srdc", "column": "A->W",
                     "mean": "81.0000", "std": "2.0000", "n": "3", "planned": "3", "paper": "95.7000",
-                    "diff": "-14.7000", "selection": "labelfree"}
+                    "diff": "-14.7000", "selection": "labelfree", "paper_source": "SRDC paper"}
 
 
 def test_latex_escapes_and_captions():
@@ -167,8 +199,9 @@ def test_latex_escapes_and_captions():
     assert r"\caption{office31, transductive, last epoch. Target accuracy (\%), mean$\pm$std" in text
     assert "last = final epoch" in text
     assert r"variant & A$\to$W & W$\to$A & Avg \\" in text
-    assert r"srdc & 80.0$\pm$2.0 (paper 95.7, -15.7) & 70.0$\pm$2.8 n=2 (paper 77.1, -7.1) & 75.0 n=2 \\" in text
-    assert r"source\_only & 60.0$\pm$2.6 (paper 77.8, -17.8) & -- & -- \\" in text
+    assert r"srdc & 80.0$\pm$2.0 (SRDC paper 95.7, -15.7) & 70.0$\pm$2.8 n=2 (SRDC paper 77.1, -7.1) & " \
+           r"75.0 n=2 \\" in text
+    assert r"source\_only & 60.0$\pm$2.6 (SRDC paper 77.8, -17.8) & -- & -- \\" in text
 
 
 def test_each_selection_has_a_title_of_its_own():
@@ -198,7 +231,7 @@ def test_html_is_one_self_contained_page_with_every_cell_and_caption():
         for row in table.rows:
             texts = [cell_text(table.cells.get((row, column)), table.planned) or "—" for column in table.columns]
             assert "<tr>" + "".join(f"<td>{html.escape(text)}</td>" for text in [row, *texts]) + "</tr>" in page
-    assert "<td>72.0±2.8 n=2 (paper 77.1, -5.1)</td>" in page  # one cell, by hand
+    assert "<td>72.0±2.8 n=2 (SRDC paper 77.1, -5.1)</td>" in page  # one cell, by hand
     assert page.count("<table>") == 2
 
 
@@ -232,8 +265,15 @@ def test_metrics_name_every_cell_by_selection_group_row_and_task():
     for name in metrics:
         _validate_metric_name(name)  # MLflow's own check: raises for a name it refuses
     plain = table_metrics([aggregate(RECORDS, "labelfree", planned=3)])
-    assert plain["labelfree.srdc.A-W.mean"] == 81.0 and plain["labelfree.source_only.A-W.std"] == \
-        pytest.approx(math.sqrt(7))
+    # rounded to 4 decimals, the CSV's: sqrt(7) = 2.64575... is logged as 2.6458
+    assert plain["labelfree.srdc.A-W.mean"] == 81.0 and plain["labelfree.source_only.A-W.std"] == 2.6458
+
+
+def test_the_parent_runs_metrics_carry_no_float_noise():
+    # accuracies that a float32 mean made (26.5 as 26.499998..., 11.0 as 11.000000317...) log as the tables show them
+    noisy = [record("srdc", AW, 0, 26.499998092651367), record("srdc", WA, 0, 11.00000031789144)]
+    metrics = table_metrics([aggregate(noisy, planned=1)])
+    assert metrics == {"oracle.srdc.A-W.mean": 26.5, "oracle.srdc.W-A.mean": 11.0, "oracle.srdc.Avg.mean": 18.75}
 
 
 def test_tags_count_the_seeds_whose_every_trial_finished():
@@ -255,7 +295,7 @@ def test_study_results_hold_every_selection_in_every_format():
     assert files["tables.tex"] == render(results.tables, "latex")
     rows = list(csv.DictReader(line for line in io.StringIO(files["tables.csv"]) if not line.startswith("#")))
     assert {row["selection"] for row in rows} == {"oracle", "labelfree", "last"} and len(rows) == 3 * 5
-    assert "<td>80.0±2.0 (paper 95.7, -15.7)</td>" in files["report.html"]  # srdc A->W, last epoch
+    assert "<td>80.0±2.0 (SRDC paper 95.7, -15.7)</td>" in files["report.html"]  # srdc A->W, last epoch
     assert results.metrics["last.srdc.A-W.mean"] == 80.0 and results.tags["srdc.seeds_finished"] == "1"
     own = study_results(RECORDS, "demo", planned=3, markdown={"oracle": "**mine**", "labelfree": "ours",
                                                               "last": "theirs"})
@@ -292,11 +332,13 @@ def test_paper_tables_are_consistent():
 
 def test_the_baselines_published_digits_numbers_stand_beside_our_rows():
     """Table 9 is not the SRDC paper's: ADDA's Table 2, DANN's (JMLR 2016) Table 2 and CDAN's Table 4."""
-    assert paper_reference("digits", "transductive", "dann", "usps->mnist") == 73.0
-    assert paper_reference("digits", "transductive", "dann", "mnist->usps") == 77.1
-    assert paper_reference("digits", "transductive", "dann", "mnist->mnist_photo") == 76.66
-    assert paper_reference("digits", "transductive", "source_only", "mnist->mnist_photo") == 52.25
-    assert paper_reference("digits", "transductive", "cdan", "usps->mnist") == 98.0
+    assert paper_reference("digits", "transductive", "dann", "usps->mnist") == Reference(73.0, "ADDA paper")
+    assert paper_reference("digits", "transductive", "dann", "mnist->usps") == Reference(77.1, "ADDA paper")
+    assert paper_reference("digits", "transductive", "dann", "mnist->mnist_photo") == Reference(76.66, "DANN paper")
+    assert paper_reference("digits", "transductive", "source_only", "mnist->mnist_photo") == \
+        Reference(52.25, "DANN paper")
+    assert paper_reference("digits", "transductive", "cdan", "usps->mnist") == Reference(98.0, "CDAN paper")
+    assert paper_reference("office31", "transductive", "cdan", "A->W") == Reference(94.1, "SRDC paper")  # Table 6
     assert paper_reference("digits", "transductive", "cdan", "mnist->mnist_photo") is None  # not reported
     assert paper_reference("digits", "transductive", "srdc", "usps->mnist") is None
     assert paper_value(9, "dann", "Avg") is None
@@ -331,17 +373,29 @@ def test_cli_prints_the_table_mid_study(tracking_uri, capsys):
     assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests"]) == 0
     out = capsys.readouterr().out
     # 80, 84 -> 82.0 ± sqrt(8) = 2.8; seed 2 still running -> n=2 of 3 planned
-    assert "| srdc | 82.0±2.8 n=2 (paper 95.7, -13.7) | 82.0 n=2 |" in out
+    assert "| srdc | 82.0±2.8 n=2 (SRDC paper 95.7, -13.7) | 82.0 n=2 |" in out
 
 
 def test_cli_writes_one_html_page(tracking_uri, capsys):
     assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--format", "html"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("<!DOCTYPE html>") and "<title>Study cli</title>" in out
-    assert "<tr><td>srdc</td><td>82.0±2.8 n=2 (paper 95.7, -13.7)</td><td>82.0 n=2</td></tr>" in out
+    assert "<tr><td>srdc</td><td>82.0±2.8 n=2 (SRDC paper 95.7, -13.7)</td><td>82.0 n=2</td></tr>" in out
+    # every selection's table, as the study's own report.html holds them, each caption with the budget
+    titles = re.findall(r"<h2>([^<]+)</h2>", out)
+    assert titles == [f"Study cli: office31, transductive, {what}" for what in
+                      ("oracle selection (target labels)", "label-free selection", "last epoch")]
+    assert out.count("<table>") == 3 and out.count("after 2 epochs of training, mean±std over 3 seeds per cell") == 3
     # the study's figures, embedded: its runs hold no per-epoch accuracy, so the ablation charts alone
     assert re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]+)">', out) == \
         ["ablation_oracle.png", "ablation_labelfree.png"]
+
+
+def test_cli_help_names_the_selection_default_and_what_the_html_page_holds(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: oracle; the HTML page holds every selection's tables)" in text
 
 
 def test_cli_unknown_study_names_the_known_ones(tracking_uri, capsys):
@@ -396,7 +450,7 @@ def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys, monke
     assert parent.data.metrics == {"oracle.srdc.A-D.mean": 90.0, "oracle.srdc.Avg.mean": 90.0,
                                    "labelfree.srdc.A-D.mean": 85.0, "labelfree.srdc.Avg.mean": 85.0,
                                    "last.srdc.A-D.mean": 85.0, "last.srdc.Avg.mean": 85.0}
-    assert "| srdc | 90.0 (paper 95.8, -5.8) | 90.0 |" in parent.data.tags["mlflow.note.content"]
+    assert "| srdc | 90.0 (SRDC paper 95.8, -5.8) | 90.0 |" in parent.data.tags["mlflow.note.content"]
     assert (parent.data.tags["srdc.seeds_planned"], parent.data.tags["srdc.seeds_finished"]) == ("1", "1")
     # with the study's figures: the ablation charts, and the learning curves of the synced epochs
     figures = ["ablation_oracle.png", "ablation_labelfree.png", "learning_curves.png"]

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 # study -> the paper tables it reproduces (its paper_table), first the one whose rows it has
 PAPER_STUDIES = {"benchmark_office31": (3, 6), "benchmark_imageclef": (4, 7), "benchmark_officehome": (5, 8),
                  "inductive_office31": (2,), "factorial_office31": (1,)}
-PAPER_NUMBER = re.compile(r"\(paper \d")  # a cell's "(paper 95.7, +0.3)"
+PAPER_NUMBER = re.compile(r" paper \d")  # a cell's "(SRDC paper 95.7, +0.3)"
 OFFICE31_STUDIES = ("ablation_office31", "benchmark_office31", "inductive_office31", "factorial_office31")
 SELECTIONS = {"oracle": ("acc_best_oracle", "Model selection: oracle = epoch chosen with target labels"),
               "labelfree": ("acc_labelfree", "Model selection: labelfree = epoch chosen without target labels "
@@ -64,10 +64,10 @@ def test_the_paper_numbers_stand_beside_ours_in_every_cell(name):
     text = summary_tables(study, plan_of(study, "--data-root", "/data"), fake_records(study))
     table_id = PAPER_STUDIES[name][0]
     for variant in study.variants:
-        cells = [f"51.0±1.0 (paper {paper_value(table_id, variant, task):.1f}, "
+        cells = [f"51.0±1.0 (SRDC paper {paper_value(table_id, variant, task):.1f}, "
                  f"{51.0 - paper_value(table_id, variant, task):+.1f})" for task in study.tasks]
         average = paper_value(table_id, variant, "Avg")
-        assert f"| {variant} | " + " | ".join(cells) + f" | 51.0 (paper {average:.1f}, {51.0 - average:+.1f}) |" \
+        assert f"| {variant} | " + " | ".join(cells) + f" | 51.0 (SRDC paper {average:.1f}, {51.0 - average:+.1f}) |" \
             in text
 
 
@@ -86,7 +86,8 @@ def test_the_inductive_study_runs_every_trial_on_the_50_50_splits_and_says_so_in
     assert len(configs) == 4 * 3 * 3 and {c["setting"] for c in configs} == {"inductive"}
     assert {c["variant"] for c in configs} == {"source_only", "srdc", "oracle"}
     text = summary_tables(study, plan_of(study, "--data-root", "/data"), fake_records(study))
-    assert text.count(INDUCTIVE_NOTE) == 2 and "(Table 2, epoch chosen with target labels)" in text
+    assert text.count(INDUCTIVE_NOTE) == 2
+    assert "(SRDC paper: Tang, Chen and Jia, CVPR 2020, Table 2, epoch chosen with target labels)" in text
 
 
 def test_the_factorial_crosses_the_three_switches_in_every_task_and_seed():
@@ -98,8 +99,8 @@ def test_the_factorial_crosses_the_three_switches_in_every_task_and_seed():
     assert len(cells) == len(configs)
     text = factorial_tables(fake_records(study), "oracle", 3, "factorial_office31")
     srdc, no_softsel = paper_value(1, "srdc", "A->W"), paper_value(1, "srdc_no_softsel", "A->W")
-    assert f"| S+ F+ W+ = srdc | 51.0±1.0 (paper {srdc:.1f}, {51.0 - srdc:+.1f}) |" in text
-    assert f"| S+ F+ W- = srdc_no_softsel | 51.0±1.0 (paper {no_softsel:.1f}, " in text
+    assert f"| S+ F+ W+ = srdc | 51.0±1.0 (SRDC paper {srdc:.1f}, {51.0 - srdc:+.1f}) |" in text
+    assert f"| S+ F+ W- = srdc_no_softsel | 51.0±1.0 (SRDC paper {no_softsel:.1f}, " in text
     assert "| structural_source_reg | +0.0 ± 0.0 | 12 |" in text
 
 
@@ -127,10 +128,15 @@ def test_the_digits_study_has_no_paper_table_and_trains_15_epochs():
     assert "| variant | usps->mnist | mnist->usps | mnist->mnist_photo | usps->mnist_photo | Avg |" in text
     assert "| srdc | 51.0±1.0 | 51.0±1.0 | 51.0±1.0 | 51.0±1.0 | 51.0 |" in text
     # the baselines' own published digits numbers (ADDA's, DANN's and CDAN's papers) stand beside ours
-    assert "| dann | 51.0±1.0 (paper 73.0, -22.0) | 51.0±1.0 (paper 77.1, -26.1) | 51.0±1.0 (paper 76.7, -25.7) | " \
-           "51.0±1.0 | 51.0 |" in text
-    assert "| cdan | 51.0±1.0 (paper 98.0, -47.0) | 51.0±1.0 (paper 95.6, -44.6) | 51.0±1.0 | 51.0±1.0 | 51.0 |" in text
-    assert "In parentheses: the number published by the method's own paper" in text
+    # each named by its paper: ADDA's Table 2 for U->M and M->U, DANN's for M->MM, CDAN's Table 4 for CDAN+E
+    assert "| dann | 51.0±1.0 (ADDA paper 73.0, -22.0) | 51.0±1.0 (ADDA paper 77.1, -26.1) | " \
+           "51.0±1.0 (DANN paper 76.7, -25.7) | 51.0±1.0 | 51.0 |" in text
+    assert "| cdan | 51.0±1.0 (CDAN paper 98.0, -47.0) | 51.0±1.0 (CDAN paper 95.6, -44.6) | 51.0±1.0 | 51.0±1.0 | " \
+           "51.0 |" in text
+    assert ("In parentheses: the number the paper named published (ADDA paper: Tzeng et al., CVPR 2017, Table 2, "
+            "LeNet, its own protocol; DANN paper: Ganin et al., JMLR 2016, Table 2, LeNet, its own protocol; "
+            "CDAN paper: Long et al., NeurIPS 2018, Table 4, LeNet, its own protocol) and ours minus it.") in text
+    assert "SRDC paper" not in text and ".py" not in text  # no SRDC number, no source file
 
 
 # -- the scripts, run -------------------------------------------------------------------------------------------
@@ -187,17 +193,20 @@ def row_of(record: dict, row_label: str) -> str:
 
 def check_tables(out: str, name: str, tmp_path: Path, rows: tuple[str, ...], setting: str = "transductive",
                  row_label: str = "variant") -> list[dict]:
-    """The oracle and label-free results tables: the smoke tasks as columns, ``rows``, every cell from all the
-    planned seeds (no ``n=k``) and equal to the trials' results; the caption names the selection.
-    Returns the trials' records."""
+    """The oracle and label-free results tables: the smoke tasks as columns, each named after the study's task it
+    stands in for, ``rows``, every cell from all the planned seeds (no ``n=k``) and equal to the trials' results;
+    the caption names the selection. Returns the trials' records."""
     records = trial_records(tmp_path / "ray" / f"{name}-smoke")
-    seeds, tasks = {r["seed"] for r in records}, sorted({r["task"] for r in records})
+    study = load_declaration(name)
+    stand_ins = study.smoke.stand_ins(study.tasks)
+    column = {task: f"{stand_ins[task]} ({task})" for task in {r["task"] for r in records}}
+    seeds, tasks = {r["seed"] for r in records}, sorted(column, key=column.get)
     tables = [table for table in markdown_tables(out) if table["header"][0] == row_label]
     assert [table["title"] for table in tables] == [f"Study {name}-smoke: embedded, {setting}, {selection}" for
                                                     selection in ("oracle selection (target labels)",
                                                                   "label-free selection")]
     for table, (metric, caption) in zip(tables, SELECTIONS.values(), strict=True):
-        assert table["header"] == [row_label, *tasks, "Avg"] and caption in table["caption"]
+        assert table["header"] == [row_label, *(column[task] for task in tasks), "Avg"] and caption in table["caption"]
         assert list(table["rows"]) == list(rows)
         for row, cells in table["rows"].items():
             mine = [r for r in records if row_of(r, row_label) == row.split(" =")[0]]

@@ -2,7 +2,8 @@
 
 * :func:`ablation_chart`, one per printed model selection: a bar per row (variant) per task, grouped by task, its
   height the mean over seeds and its error bar their sample std (the cells of :func:`srdc.tables.aggregate`, so
-  the chart shows the table's numbers), and the paper's number a black line across the bar where the paper has one;
+  the chart shows the table's numbers), and a paper's number a black line across the bar where a paper has one (a
+  line style per paper, named in the legend); the accuracy axis starts at 0;
 * :func:`learning_curves`: target accuracy by epoch, mean over seeds with a shaded ± std band (sample std), a line per
   row and a panel per task, from the records' epoch histories (:data:`HISTORY`);
 * :func:`interaction_plot`, for the factorial study (its grid holds the switches of :mod:`srdc.factorial`): the mean
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from srdc.base import LABELFREE, ORACLE, PRINTED_SELECTIONS, SELECTIONS, TrialStatus
 from srdc.factorial import LETTERS, SWITCHES, cell_label, cell_levels, cell_tables
-from srdc.paper_results import paper_task
+from srdc.paper_results import PAPERS, paper_task
 from srdc.report import StudyResults
 from srdc.tables import Table, order_rows
 
@@ -45,19 +46,23 @@ INTERACTION_FILE = "interaction.png"
 SEARCH_FILE = "search_accuracy.png"
 DPI = 100
 ACCURACY_LABEL = "target accuracy (%)"
+# the line style of each paper's numbers across the bars, in the order of srdc.paper_results.PAPERS
+PAPER_LINES = ("solid", "dashed", "dotted", "dashdot")
 # the accuracies of a search trial against its parameters: metric -> legend label
 SEARCH_METRICS = {SELECTIONS[ORACLE].metric: "oracle selection", SELECTIONS[LABELFREE].metric: "label-free selection"}
 
 
 @dataclass(frozen=True)
 class Bar:
-    """One bar of an ablation chart: a table cell (mean and sample std over seeds) and the paper's number."""
+    """One bar of an ablation chart: a table cell (mean and sample std over seeds), a paper's number and that
+    paper's name (:data:`srdc.paper_results.PAPERS`)."""
 
     column: str
     row: str
     mean: float
     std: float | None
     paper: float | None
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,8 @@ class Curve:
 # -- the numbers -------------------------------------------------------------------------------------------------
 def ablation_bars(table: Table) -> list[Bar]:
     """The bars of ``table``: one per cell, by column (the tasks, then Avg) and row."""
-    return [Bar(column, row, cell.mean, cell.std, cell.paper) for column in table.columns for row in table.rows
+    return [Bar(column, row, cell.mean, cell.std, cell.paper, cell.source) for column in table.columns
+            for row in table.rows
             if (cell := table.cells.get((row, column))) is not None]
 
 
@@ -161,21 +167,17 @@ def colour(index: int) -> str:
     return f"C{index % 10}"
 
 
-def zoomed_floor(values: Sequence[float]) -> float:
-    """Where an accuracy axis starts: 0, or 5 points under the lowest value rounded down to 10 when that is higher,
-    so that differences of a point stay visible."""
-    return max(0.0, math.floor((min(values, default=0.0) - 5.0) / 10.0) * 10.0)
-
-
 def ablation_panel(axes: Axes, table: Table) -> None:
-    """One table's bars grouped by column, with error bars and the paper's numbers."""
+    """One table's bars grouped by column, with error bars and the papers' numbers (a line style per paper), on an
+    accuracy axis that starts at 0."""
     bars = ablation_bars(table)
     columns = [column for column in table.columns if any(bar.column == column for bar in bars)]
     rows = [row for row in table.rows if any(bar.row == row for bar in bars)]
     width = 0.8 / len(rows)
-    # the paper's numbers are those of its protocol, the oracle selection, beside every selection's bars
-    paper_label = "paper" if table.selection == ORACLE else "paper (oracle selection)"
-    paper_named = False
+    # the papers' numbers are those of their protocols (the SRDC paper's: the oracle selection), beside every
+    # selection's bars
+    protocol = "" if table.selection == ORACLE else " (oracle selection)"
+    named: set[str] = set()
     for index, row in enumerate(rows):
         mine = [bar for bar in bars if bar.row == row]
         xs = [columns.index(bar.column) + (index - (len(rows) - 1) / 2) * width for bar in mine]
@@ -184,10 +186,10 @@ def ablation_panel(axes: Axes, table: Table) -> None:
         for x, bar in zip(xs, mine, strict=True):
             if bar.paper is not None:
                 axes.hlines(bar.paper, x - width / 2, x + width / 2, colors="black", linewidth=2,
-                            label=None if paper_named else paper_label)
-                paper_named = True
-    lows = [bar.mean - (bar.std or 0.0) for bar in bars] + [bar.paper for bar in bars if bar.paper is not None]
-    axes.set_ylim(bottom=zoomed_floor(lows))
+                            linestyles=PAPER_LINES[list(PAPERS).index(bar.source) % len(PAPER_LINES)],
+                            label=None if bar.source in named else f"{bar.source}{protocol}")
+                named.add(bar.source)
+    axes.set_ylim(bottom=0.0)
     axes.set_xticks(range(len(columns)), columns)
     axes.set_ylabel(ACCURACY_LABEL)
     axes.set_title(table.title, fontsize=9)

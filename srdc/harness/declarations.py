@@ -91,6 +91,11 @@ class SmokeTest:
                                  f"add it to SmokeTest(domains=...)")
         return f"{self.domains[source]}->{self.domains[target]}"
 
+    def stand_ins(self, tasks: Iterable[str]) -> dict[str, str]:
+        """Each smoke task -> the study's task it stands in for (``digits->digits_photo`` -> ``A->W``): what the
+        smoke test's tables name their columns after."""
+        return {self.task(task): task for task in tasks}
+
 
 @dataclass(frozen=True)
 class Study:

@@ -178,11 +178,26 @@ class SweepPlan:
         lines += [f"  no estimate: {missing}" for missing in self.pricing.missing]
         lines += ["", *trial_table(self), ""]
         if self.estimated:
-            lines.append(f"  total: {len(self.trials)} trials, {self.device_hours:.1f} {self.unit}-hours, wall time "
-                         f"{self.wall_s / HOUR:.1f} h with {self.at_once} at once")
+            lines.append(f"  total: {len(self.trials)} trials, {device_time(self.device_hours, self.unit)}, wall time "
+                         f"{duration(self.wall_s)} with {self.at_once} at once")
         else:
             lines.append(f"  total: {len(self.trials)} trials, no estimate")
         return "\n".join(lines)
+
+
+def duration(seconds: float) -> str:
+    """A wall time as printed: in hours from one hour on (``2.2 h``), else in minutes (``48 min``) or seconds."""
+    if seconds >= HOUR:
+        return f"{seconds / HOUR:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def device_time(hours: float, unit: str) -> str:
+    """Device time as printed: ``16.5 GPU-hours``, under one hour ``12 GPU-minutes`` (or seconds)."""
+    if hours >= 1:
+        return f"{hours:.1f} {unit}-hours"
+    seconds = hours * HOUR
+    return f"{seconds / 60:.0f} {unit}-minutes" if seconds >= 60 else f"{seconds:.0f} {unit}-seconds"
 
 
 def provenance(row: CostRow) -> str:
@@ -295,9 +310,9 @@ class DryRun:
         if len(self.sweeps) > 1 and all(sweep.estimated for sweep in self.sweeps):
             hours = {unit: sum(sweep.device_hours for sweep in self.sweeps if sweep.unit == unit)
                      for unit in ("GPU", "CPU")}
-            spent = ", ".join(f"{value:.1f} {unit}-hours" for unit, value in hours.items() if value)
-            wall = sum(sweep.wall_s for sweep in self.sweeps) / HOUR
-            lines.append(f"all {len(self.sweeps)} sweeps, one after another: {spent}, wall time {wall:.1f} h")
+            spent = ", ".join(device_time(value, unit) for unit, value in hours.items() if value)
+            wall = sum(sweep.wall_s for sweep in self.sweeps)
+            lines.append(f"all {len(self.sweeps)} sweeps, one after another: {spent}, wall time {duration(wall)}")
         return "\n".join(lines).rstrip() + "\n"
 
 

@@ -22,6 +22,7 @@ from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, grid_configs, param_space, plan_study
 from srdc.harness.trainable import train_srdc
 from srdc.harness.tuner import Sweep, Trainable, fit, ray_session
+from srdc.tables import with_stand_ins
 from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
 from srdc.tracking.results import write_study
 from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories
@@ -63,8 +64,9 @@ class StudyOutcome:
         lines = [f"study {plan.name}: {len(self.records)} trials, {counts[TrialStatus.FINISHED]} finished, "
                  f"{diverged}{counts[TrialStatus.FAILED]} failed, {counts[TrialStatus.UNFINISHED]} unfinished; "
                  f"Tune results: {launch.path}", "", *([SMOKE_NOTE, ""] if launch.smoke_test else []), self.tables,
-                 f"every selection's tables (md, csv, LaTeX) and the study's figures (PNG), all in one HTML page: "
-                 f"{launch.path}/{RESULTS_FOLDER}/"]
+                 f"every selection's tables (md, csv, LaTeX) and the study's figures (PNG) in "
+                 f"{launch.path}/{RESULTS_FOLDER}/, all in one HTML page: "
+                 f"{launch.path}/{RESULTS_FOLDER}/{report.RESULT_FILES['html']}"]
         if self.interrupted:
             lines.append(f"interrupted: continue it with: {resume_command(launch)}")
         lines += [f"warning: {warning}" for warning in self.warnings]
@@ -93,8 +95,10 @@ def tracking_lines(launch: Launch, study: str, parent_run: tuple[str, str] | Non
 
 def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> report.StudyResults:
     """The study's results: the tables of every selection, one set per value of the grid fields besides the rows
-    (their Markdown the study's own, ``Study.tables``, where it has them), its tags and summary metrics."""
+    (their Markdown the study's own, ``Study.tables``, where it has them), its tags and summary metrics; a smoke
+    test's tasks named after those they stand in for (:func:`srdc.tables.with_stand_ins`)."""
     planned = len(plan.seeds)
+    records = with_stand_ins(records, report.stand_ins_param(plan.study_params.get("stand_ins")))
     markdown = None if study.tables is None else {
         selection: study.tables(records, selection, planned, plan.name) for selection in SELECTIONS}
     split = [key for key in plan.grid if key != plan.rows]

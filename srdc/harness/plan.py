@@ -94,6 +94,8 @@ def plan_study(study: Study, launch: Launch) -> Plan:
               "smoke_test": launch.smoke_test, "tasks": [rename(task) for task in tasks], "variants": list(variants),
               "seeds": list(seeds), "epochs": fixed["epochs"],
               **{f"grid.{key}": _describe(values) for key, values in grid.items()}}
+    if launch.smoke_test:
+        params["stand_ins"] = json.dumps(study.smoke.stand_ins(tasks))
     return Plan(name=fixed["study"], dataset=fixed["dataset"], tasks=tuple(map(rename, tasks)), variants=variants,
                 seeds=tuple(seeds), grid=grid, fixed=fixed, task_config=task_config, rows=study.rows,
                 study_params=params)

@@ -16,7 +16,8 @@ from typing import Any
 
 from srdc.base import TrialStatus
 from srdc.figures.study import CURVE_METRIC, HISTORY, study_figures
-from srdc.report import StudyResults, planned_seeds, study_results
+from srdc.report import StudyResults, planned_seeds, stand_ins_param, study_results
+from srdc.tables import with_stand_ins
 from srdc.tracking.base import Tracker
 
 # the parent run's params that name the study's grid dimensions (srdc.harness.plan): ``grid.KEY``
@@ -65,10 +66,12 @@ def with_histories(tracker: Tracker, records: list[dict[str, Any]]) -> list[dict
 
 
 def store_results(tracker: Tracker, study: str, rows: str = "variant") -> StudyResults:
-    """The results of ``study`` from the tracking store: its child runs' records with their histories, and the
-    seeds planned, grid and paper table of its parent run's params."""
+    """The results of ``study`` from the tracking store: its child runs' records with their histories (a smoke
+    test's tasks named after those they stand in for), and the seeds planned, grid and paper table of its parent
+    run's params."""
     params = tracker.study_params(study)
-    return study_results(with_histories(tracker, tracker.study_trials(study)), study, rows,
+    records = with_stand_ins(tracker.study_trials(study), stand_ins_param(params.get("stand_ins")))
+    return study_results(with_histories(tracker, records), study, rows,
                          planned_seeds(params.get("seeds")), grid_fields(params, rows), params.get("paper_table", ""))
 
 
