@@ -1,9 +1,11 @@
-"""Where a smoke study's wall time goes: the same study run with its figures and without (``--set figures=false``),
+"""Where a study's wall time goes: the same study run with its figures and without (``--set figures=false``),
 alternately, each in a fresh process with its own storage and SQLite tracking. Prints figures; asserts nothing.
 
     python benchmarks/study_wall.py                                  # the A->W smoke ablation, 1 seed (~2 min)
-    python benchmarks/study_wall.py --tasks all --repeats 1          # the full 60-trial smoke ablation
+    python benchmarks/study_wall.py --tasks all                      # the full 60-trial smoke ablation
     python benchmarks/study_wall.py --epochs 6                       # more middle epochs for the per-epoch ratio
+    python benchmarks/study_wall.py --study benchmark_digits --data-root ../shared/data --tasks 'usps->mnist' \
+        --variants srdc --epochs 4                                    # real digits data: minutes-long epochs
 
 Figures, for each of the two (medians over ``--repeats``):
 
@@ -33,7 +35,6 @@ from pathlib import Path
 from srdc.trialfiles import RESULT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "studies" / "ablation_office31.py"
 NOISE = ("pid=", "\x1b[", " INFO ")
 
 
@@ -49,7 +50,11 @@ class StudyRun:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=["A->W"], help="Office-31 tasks, or 'all' (the full smoke grid)")
+    parser.add_argument("--study", default="ablation_office31", help="a study script of studies/")
+    parser.add_argument("--data-root", default=None,
+                        help="run the study on its real data from here (default: its --smoke-test on embedded data)")
+    parser.add_argument("--tasks", nargs="+", default=["A->W"], help="the study's tasks, or 'all' (its whole grid)")
+    parser.add_argument("--variants", nargs="+", default=["all"], help="the study's variants, or 'all'")
     parser.add_argument("--seeds", nargs="+", default=["0"], help="seeds, or 'all' (the study's)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the smoke study's 2)")
     parser.add_argument("--repeats", type=int, default=1, help="runs with and without figures, alternately")
@@ -57,9 +62,11 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_study(args: argparse.Namespace, figures: bool, folder: Path) -> StudyRun:
-    """Run the smoke study once in ``folder``; what it cost."""
-    command = [sys.executable, str(STUDY), "--smoke-test", "--storage-path", str(folder / "ray"),
+    """Run the study once in ``folder``; what it cost."""
+    command = [sys.executable, str(ROOT / "studies" / f"{args.study}.py"), "--storage-path", str(folder / "ray"),
                "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}", "--set", f"figures={str(figures).lower()}"]
+    command += ["--smoke-test"] if args.data_root is None else ["--data-root", str(Path(args.data_root).resolve())]
+    command += [] if args.variants == ["all"] else ["--variants", *args.variants]
     command += [] if args.tasks == ["all"] else ["--tasks", *args.tasks]
     command += [] if args.seeds == ["all"] else ["--seeds", *args.seeds]
     command += [] if args.epochs is None else ["--epochs", str(args.epochs)]
@@ -93,8 +100,9 @@ def main() -> None:
             runs[figures].append(run)
             print(f"repeat {repeat + 1}/{args.repeats}, figures {figures}: wall {run.wall_s:.1f} s, tail "
                   f"{run.tail_s:.1f} s", flush=True)
-    print(f"\nsmoke ablation, tasks {' '.join(args.tasks)}, seeds {' '.join(args.seeds)}, epochs "
-          f"{args.epochs or 'the study default'}; medians of {args.repeats}")
+    data = "its smoke test" if args.data_root is None else f"data from {args.data_root}"
+    print(f"\n{args.study} on {data}, tasks {' '.join(args.tasks)}, variants {' '.join(args.variants)}, seeds "
+          f"{' '.join(args.seeds)}, epochs {args.epochs or 'the study default'}; medians of {args.repeats}")
     walls = {figures: statistics.median(run.wall_s for run in done) for figures, done in runs.items()}
     for figures, done in runs.items():
         ratios = [ratio for run in done for ratio in run.epoch_ratios]
