@@ -5,16 +5,20 @@ and no Kubernetes cluster here).
   with pyproject.toml, and what it copies compared with ``.dockerignore``.
 * ``cluster/aws-gpu.yaml``, ``cluster/gcp-gpu.yaml``: Ray's own cluster-config schema (``ray/autoscaler/
   ray-schema.json``, through ``ray.autoscaler._private.util.prepare_config`` + ``validate_config``, what
-  ``ray up`` runs first), then what every node gets.
+  ``ray up`` runs first), then what every node gets (the storage, MLflow, the token of Ray's authentication, the
+  shared volume with the data the head downloads once).
 * ``cluster/kuberay/*.yaml``: the core Kubernetes kinds against their OpenAPI schemas (kubernetes-validate ships
   them; strict: unknown fields fail); the KubeRay kinds (RayJob and its RayCluster spec) field by field against
   the KubeRay API reference (ray.io/v1), their pod templates against Kubernetes' PodTemplate schema, and their
   study command against the study's own parser.
+* every launcher's GPU (instance or machine type, the RayJob's node selector) has a row of its own in the cost
+  table ``--dry-run`` plans with (``srdc/harness/costs.py``), and its study command fits the GPU node's CPUs.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 import shlex
@@ -34,6 +38,7 @@ from dockerfile_parse import DockerfileParser
 from ray.autoscaler._private.util import prepare_config, validate_config
 from study_helpers import load_declaration
 
+from srdc.harness.costs import CostKey, find_row, load_costs
 from srdc.harness.options import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,8 +129,9 @@ def test_ray_schema_rejects_an_unknown_field():
         validate_config(prepare_config(raw))
 
 
-@pytest.mark.parametrize(("name", "storage"), [("aws-gpu.yaml", "s3://"), ("gcp-gpu.yaml", "gs://")])
-def test_ray_launcher_config_has_a_cpu_head_and_autoscaling_gpu_workers(name, storage):
+@pytest.mark.parametrize(("name", "storage", "data"), [("aws-gpu.yaml", "s3://", "/data"),
+                                                     ("gcp-gpu.yaml", "gs://", "/shared/data")])
+def test_ray_launcher_config_has_a_cpu_head_and_autoscaling_gpu_workers(name, storage, data):
     raw, prepared = launcher(name)
     types = prepared["available_node_types"]
     head = types[prepared["head_node_type"]]
@@ -139,18 +145,27 @@ def test_ray_launcher_config_has_a_cpu_head_and_autoscaling_gpu_workers(name, st
         options = prepared["docker"]["run_options"]
         assert any(option.startswith("--env MLFLOW_TRACKING_URI=http://") for option in options)
         assert any(option.startswith(f"--env SRDC_STORAGE_PATH={storage}") for option in options)
+        assert "--env RAY_AUTH_MODE=token" in options  # every ray start and the driver: token authentication
+        assert f"--volume /shared/data:{data}" in options  # the shared volume, where the trials read the data
         node_commands = [prepared["head_setup_commands"], prepared["worker_setup_commands"]]
     else:  # ... from the login shell of a pinned install of this checkout
-        assert raw["file_mounts"] == {"~/srdc": "."}
+        assert raw["file_mounts"]["~/srdc"] == "."
         node_commands = [prepared["head_setup_commands"], prepared["worker_setup_commands"]]
         for commands in node_commands:
             text = " ".join(commands)
             assert "pip install --python ~/venv/bin/python ~/srdc" in text
             assert f'"ray[default]{pinned("ray")}"' in text
             assert "'export MLFLOW_TRACKING_URI=http://" in text and f"'export SRDC_STORAGE_PATH={storage}" in text
-    # ... as does the data, where every trial's --data-root finds it
-    for commands in node_commands:
-        assert any("srdc-data download office31 --root" in command for command in commands)
+            assert "'export RAY_AUTH_MODE=token'" in text
+    # every node gets the token ray get-auth-token --generate wrote here, and mounts the shared volume first
+    assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert any(re.search(r"sudo mount -t nfs4? .* /shared\)", " ".join(command.split()))
+               for command in prepared["initialization_commands"])
+    # the data, where every trial's --data-root finds it: downloaded once, by the head, onto the shared volume;
+    # each worker checks it is there
+    head, workers = (" ".join(commands) for commands in node_commands)
+    assert f"srdc-data download office31 --root {data} --quiet" in head
+    assert "srdc-data download" not in workers and f"srdc-data verify office31 --root {data}" in workers
 
 
 # -- Kubernetes -----------------------------------------------------------------------------------------------
@@ -198,6 +213,8 @@ AUTOSCALER_OPTIONS = {
     "volumeMounts": LIST,
 }
 UPSCALING_MODES = {"Default", "Aggressive", "Conservative"}
+AUTH_OPTIONS = {"mode": STRING}
+AUTH_MODES = {"disabled", "token"}
 HEAD_GROUP_SPEC = {"template": OBJECT, "headService": OBJECT, "enableIngress": BOOLEAN, "rayStartParams": OBJECT,
                    "serviceType": STRING}
 WORKER_GROUP_SPEC = {
@@ -234,6 +251,9 @@ def kuberay_problems(job: dict) -> list[str]:
     problems += check_fields(options, AUTOSCALER_OPTIONS, "autoscalerOptions")
     problems += [f"upscalingMode {options['upscalingMode']}"] * (options.get("upscalingMode", "Default")
                                                                   not in UPSCALING_MODES)
+    auth = cluster.get("authOptions", {})
+    problems += check_fields(auth, AUTH_OPTIONS, "authOptions")
+    problems += [f"authOptions.mode {auth['mode']}"] * (auth.get("mode", "disabled") not in AUTH_MODES)
     groups = [("headGroupSpec", cluster["headGroupSpec"], HEAD_GROUP_SPEC)]
     groups += [(f"workerGroupSpecs[{i}]", group, WORKER_GROUP_SPEC)
                for i, group in enumerate(cluster["workerGroupSpecs"])]
@@ -263,10 +283,12 @@ def test_the_kuberay_check_finds_misspelled_and_mistyped_fields(rayjob):
     broken = copy.deepcopy(rayjob)
     broken["spec"]["shutdownAfterJobFinish"] = True
     broken["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplicas"] = "8"
+    broken["spec"]["rayClusterSpec"]["authOptions"] = {"mode": "tokens"}
     broken["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0
     broken["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "x"
     assert kuberay_problems(broken) == [
         "spec.shutdownAfterJobFinish: not a field",
+        "authOptions.mode tokens",
         "headGroupSpec.rayStartParams.num-cpus: not a string",
         "headGroupSpec.template: Additional properties are not allowed ('imagePullPolicyy' was unexpected)",
         "workerGroupSpecs[0].maxReplicas: str, not int",
@@ -295,6 +317,7 @@ def test_rayjob_runs_the_ablation_on_gpu_workers_with_s3_storage_and_read_only_d
     assert cluster["enableInTreeAutoscaling"] and workers["minReplicas"] == 0 < workers["maxReplicas"]
     assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # trials go to the GPU workers
     assert cluster["rayVersion"].startswith(pinned("ray").removeprefix("==").removesuffix("*"))
+    assert cluster["authOptions"] == {"mode": "token"}  # KubeRay makes the token and gives it to every Ray container
     claim = one("PersistentVolumeClaim")["metadata"]["name"]
     for group in [cluster["headGroupSpec"], workers]:
         [container] = containers(group)
@@ -351,4 +374,52 @@ def test_every_gpu_launcher_gives_each_trial_a_loader_worker_per_cpu_but_one():
         assert args.gpus_per_trial > 0 and args.cpus_per_trial >= 2, (name, argv)
         assert f"num_workers={int(args.cpus_per_trial) - 1}" in args.overrides, (name, argv)  # docs/cluster.md's rule
     assert "one less than `--cpus-per-trial`" in " ".join((REPO / "docs" / "cluster.md").read_text().split())
-    assert "`--cpus-per-trial 8 --set num_workers=7`" in (REPO / "docs" / "cluster.md").read_text()  # GCP, in words
+    assert "`--cpus-per-trial 26 --set num_workers=25`" in (REPO / "docs" / "cluster.md").read_text()  # GCP, in words
+
+
+# -- the launchers' GPUs are the ones --dry-run has figures for ----------------------------------------------------
+# What each launcher asks for, as its cloud documents it: instance or machine type (AWS P5, Google Cloud A3 High) or
+# the GPU feature discovery label of a Kubernetes node -> (the GPU's name as CUDA reports it, GPUs per node).
+GPU_TYPES = {"p5.48xlarge": ("NVIDIA H100 80GB HBM3", 8), "a3-highgpu-8g": ("NVIDIA H100 80GB HBM3", 8),
+             "NVIDIA-H100-80GB-HBM3": ("NVIDIA H100 80GB HBM3", None)}
+PAPER_KEY = CostKey("resnet50", 224, 64, "fp32", "gpu")  # a study's defaults (fp32: the rows the table has)
+
+
+def launcher_gpus() -> list[tuple[str, str, dict[str, float]]]:
+    """(file, GPU type, the Ray resources of one GPU node) of every launcher in cluster/."""
+    found = []
+    for name, key in [("aws-gpu.yaml", "InstanceType"), ("gcp-gpu.yaml", "machineType")]:
+        types = launcher(name)[1]["available_node_types"]
+        found += [(name, node["node_config"][key], node["resources"]) for node in types.values()
+                  if node["resources"].get("GPU")]
+    [workers] = one("RayJob")["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    limits = containers(workers)[0]["resources"]["limits"]
+    found.append(("rayjob-ablation.yaml", workers["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"],
+                  {"CPU": float(limits["cpu"]), "GPU": limits["nvidia.com/gpu"]}))
+    return found
+
+
+def test_every_launchers_gpu_has_its_own_row_in_the_cost_table():
+    gpus = launcher_gpus()
+    assert [name for name, _, _ in gpus] == ["aws-gpu.yaml", "gcp-gpu.yaml", "rayjob-ablation.yaml"]
+    rows = load_costs()
+    for name, gpu_type, resources in gpus:
+        assert gpu_type in GPU_TYPES, f"{name}: {gpu_type} is not a GPU type this test knows"
+        cuda_name, per_node = GPU_TYPES[gpu_type]
+        row, note = find_row(rows, dataclasses.replace(PAPER_KEY, device=cuda_name))
+        assert row is not None and note == "", f"{name}: no row of its own for {cuda_name} ({note})"
+        assert resources["GPU"] == (per_node or resources["GPU"]), name
+
+
+def test_the_row_check_finds_a_gpu_without_a_row_of_its_own():
+    row, note = find_row(load_costs(), dataclasses.replace(PAPER_KEY, device="NVIDIA A10G"))
+    assert row is not None and note == "no row for NVIDIA A10G: planned with the figures of NVIDIA H100"
+
+
+def test_each_launchers_study_command_fits_its_gpu_nodes_cpus():
+    nodes = {name: resources for name, _, resources in launcher_gpus()}
+    for name, study, argv in gpu_study_commands():
+        if name in nodes:
+            args = build_parser(load_declaration(study)).parse_args(argv)
+            trials_per_node = nodes[name]["GPU"] / args.gpus_per_trial
+            assert trials_per_node * args.cpus_per_trial <= nodes[name]["CPU"], (name, argv)

@@ -156,6 +156,36 @@ def test_the_gpu_default_bf16_channels_last_is_planned_with_the_fp32_row_as_an_u
     assert "upper bound" not in fp32 and TOTAL.search(out).groups() == TOTAL.search(fp32).groups()
 
 
+LOADER_WARNING = "loader workers per trial: too few to decode images at the GPU's pace planned here"
+
+
+GPUS = ["--dry-run", "--plan-gpus", "8", "--storage-path", "ray"]
+
+
+@pytest.mark.parametrize("argv, warned", [
+    (GPUS, "1 CPU and 0 loader workers per trial"),  # the defaults
+    (GPUS + ["--cpus-per-trial", "6"], "6 CPU and 0 loader workers per trial"),
+    (GPUS + ["--set", "num_workers=3"], "1 CPU and 3 loader workers per trial"),
+    (GPUS + ["--cpus-per-trial", "2", "--set", "num_workers=1"], None),
+    (["--dry-run", "--gpus-per-trial", "0", "--storage-path", "ray"], None),  # CPU trials: the CPU is the pace
+])
+def test_a_gpu_trial_of_image_files_with_one_cpu_or_no_loader_worker_is_warned_once(argv, warned, tmp_path,
+                                                                                    monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_main(ABLATION, argv, capsys)
+    assert code == 0, out
+    assert out.count(LOADER_WARNING) == (warned is not None)
+    if warned is not None:
+        assert f"  warning: {warned}: too few" in out and "--cpus-per-trial N+1 --set num_workers=N" in out
+
+
+def test_in_memory_digits_are_not_warned_about_the_loader(tmp_path, monkeypatch, capsys):
+    study = Study(name="toy", dataset="embedded", tasks=("digits->digits_photo",), variants=("srdc",), seeds=(0,))
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_main(study, ["--dry-run", "--plan-gpus", "1", "--storage-path", "ray"], capsys)
+    assert code == 0 and "resources per trial: 1 CPU, 1 GPU" in out and LOADER_WARNING not in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--plan-gpus", "8"], "--plan-gpus 8: plans a --dry-run for a cluster of N > 0 GPUs; add --dry-run"),
     (["--dry-run", "--plan-gpus", "8", "--gpus-per-trial", "0"], "--plan-gpus plans GPU trials, but "

@@ -20,7 +20,8 @@ this machine's CPUs and GPUs, counted without starting Ray (what a local Ray ins
 A configuration the cost table has no row for gets no estimate, but a line naming the row and the benchmark
 command that measures it. A GPU without a row of its own is planned with another GPU's figures, and the output
 says whose. Not counted: a trial's start (imports, loading data, building the model), checkpoint writes, a data
-loader slower than the GPU (JPEG decoding needs enough ``--cpus-per-trial``), Tune's own overhead.
+loader slower than the GPU (JPEG decoding needs enough ``--cpus-per-trial``: a GPU trial of image files with fewer
+than 2 CPUs or no loader worker gets a warning), Tune's own overhead.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import ray
 import torch
 
 from srdc.config import SRDCConfig
+from srdc.data.benchmarks import BENCHMARKS
 from srdc.errors import SRDCInputError
 from srdc.harness.costs import COSTS_FILE, CostRow, load_costs
 from srdc.harness.declarations import Search, Study, is_grid
@@ -48,6 +50,7 @@ from srdc.harness.tuner import ray_session
 
 HOUR = 3600.0
 ACCELERATOR = "accelerator_type:"  # Ray's resource naming a node's GPU model
+IMAGE_FILES = {*BENCHMARKS, "folder", "imagelist"}  # the datasets whose loaders decode image files
 
 
 # -- the cluster ------------------------------------------------------------------------------------------------
@@ -140,6 +143,7 @@ class SweepPlan:
     at_once: int
     limit: str
     pricing: Pricing = field(default_factory=Pricing)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def estimated(self) -> bool:
@@ -176,6 +180,7 @@ class SweepPlan:
                       f"    {provenance(row)}"]
         lines += [f"  note: {note}" for note in self.pricing.notes]
         lines += [f"  no estimate: {missing}" for missing in self.pricing.missing]
+        lines += [f"  warning: {warning}" for warning in self.warnings]
         lines += ["", *trial_table(self), ""]
         if self.estimated:
             lines.append(f"  total: {len(self.trials)} trials, {device_time(self.device_hours, self.unit)}, wall time "
@@ -235,9 +240,23 @@ def new_sweep(name: str, what: str, epochs: int, columns: tuple[str, ...], trial
 
 def trial_plan(label: tuple[str, ...], configs: list[SRDCConfig], sweep: SweepPlan,
                estimator: Estimator) -> TrialPlan:
-    """One trial of ``configs`` (its runs) at the sweep's GPUs per trial, priced into its ``pricing``."""
+    """One trial of ``configs`` (its runs) at the sweep's GPUs per trial, priced into its ``pricing``; a loader
+    too weak for the GPU goes to its ``warnings``."""
     cost = estimator.trial(configs, sweep.resources["gpu"], sweep.pricing)
+    warning = loader_warning(configs, sweep.resources)
+    if warning is not None and warning not in sweep.warnings:
+        sweep.warnings.append(warning)
     return TrialPlan(label, cost.iterations, cost.seconds)
+
+
+def loader_warning(configs: list[SRDCConfig], resources: dict[str, float]) -> str | None:
+    """A line when a GPU trial decodes image files with fewer than 2 CPUs or no loader worker: one process cannot
+    decode images at the pace the GPU figures assume (docs/cluster.md, "The data loader")."""
+    workers = [config.num_workers for config in configs if config.dataset in IMAGE_FILES]
+    if resources["gpu"] == 0 or not workers or (resources["cpu"] >= 2 and min(workers) > 0):
+        return None
+    return (f"{resources['cpu']:g} CPU and {min(workers)} loader workers per trial: too few to decode images at the "
+            f"GPU's pace planned here (it takes longer); give each trial --cpus-per-trial N+1 --set num_workers=N")
 
 
 def study_sweep(plan: Plan, launch: Launch, cluster: Cluster, estimator: Estimator,
