@@ -4,14 +4,24 @@ and resumed, or losing its tracking server mid-run."""
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import MLflowServer, free_port, interrupt_when, read_jsonl, wait_for, without_timings
+from conftest import (
+    MLflowServer,
+    free_port,
+    interrupt_when,
+    read_jsonl,
+    session_processes,
+    wait_for,
+    without_timings,
+)
 from mlflow import MlflowClient
 from pinned import LEGACY, assert_history_matches, reference
 from study_helpers import children, epochs_logged, load_declaration, plan_of
@@ -88,6 +98,15 @@ def launch_of(storage: str, tracking_uri: str, *argv: str):
     return launch_from_args(ABLATION, args)
 
 
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 def smoke_results(*argv: str):
     """The results of the ablation's smoke test for ``argv``, every trial finished with accuracy 50 + seed."""
     plan = plan_of(ABLATION, "--smoke-test", *argv)
@@ -142,6 +161,19 @@ def test_the_closing_lines_name_the_html_page_the_results_folder_holds(tmp_path)
     assert f"in {folder}/, all in one HTML page: {folder}/{RESULT_FILES['html']}\n" in text
 
 
+def test_the_closing_lines_link_the_studys_runs_table_and_serve_a_local_store_leanly(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    local = launch_of(str(tmp_path / "ray"), uri, "--study-name", "s")
+    table = "#/experiments/7/runs?workflowType=machine_learning&searchFilter=tags.mlflow.parentRunId%20%3D%20%27abc%27"
+    command = f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {shlex.quote(sys.executable)} -m mlflow ui --workers 1 " \
+        f"--backend-store-uri {uri}"
+    assert tracking_lines(local, "s", ("7", "abc"))[1] == f"  browse: {command}  # then http://127.0.0.1:5000/{table}"
+    assert tracking_lines(local, "s", None)[1] == f"  browse: {command}  # then http://127.0.0.1:5000"
+    served = launch_of(str(tmp_path / "ray"), "http://mlflow:5000/", "--study-name", "s")
+    assert tracking_lines(served, "s", ("7", "abc"))[1] == f"  browse: http://mlflow:5000/{table}"
+    assert not [line for line in tracking_lines(served, "s", None) if "browse" in line]
+
+
 @pytest.mark.integration
 def test_results_go_to_a_bucket_storage_and_the_parent_run(s3_bucket, mlflow_server, tmp_path):
     experiment = "test_outcome_bucket"
@@ -165,20 +197,31 @@ def test_results_go_to_a_bucket_storage_and_the_parent_run(s3_bucket, mlflow_ser
 def test_the_printed_commands_work_as_printed_without_an_activated_environment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MLflowTracker(uri, "printed")
-    tracker.attach_study("s", {"seeds": "[0]"})
+    parent_id = tracker.attach_study("s", {"seeds": "[0]"})
     launch = launch_of(str(tmp_path / "ray"), uri, "--study-name", "s", "--experiment", "printed")
-    lines = tracking_lines(launch, "s", ("1", "run"))
-    browse = next(line for line in lines if line.startswith("  browse: ")).removeprefix("  browse: ").split("  #")[0]
+    lines = tracking_lines(launch, "s", (tracker.find_study("s").experiment_id, parent_id))
+    browse = next(line for line in lines if line.startswith("  browse: ")).removeprefix("  browse: ")
+    browse, url = browse.split("  # then ")
     table = next(line for line in lines if line.startswith("  table: ")).removeprefix("  table: ")
-    assert shlex.split(browse)[:4] == [sys.executable, "-m", "mlflow", "ui"]
     bare = {key: value for key, value in os.environ.items() if key not in ("VIRTUAL_ENV", "PATH")}
     bare["PATH"] = "/usr/bin:/bin"  # no environment's bin folder: no srdc-report, no mlflow
     done = subprocess.run([*shlex.split(table), "--format", "csv"], capture_output=True, text=True, env=bare,
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "study s: no finished trials yet (0 started)\n"
-    done = subprocess.run([*shlex.split(browse), "--help"], capture_output=True, text=True, env=bare, timeout=300)
-    assert done.returncode == 0 and "--backend-store-uri" in done.stdout
+    # the UI command, in a shell as printed (on a free port instead of 5000): it serves the printed link's page,
+    # leanly: the CLI and one uvicorn worker, no job runner
+    port = free_port()
+    ui = subprocess.Popen(["sh", "-c", f"{browse} --port {port}"], env=bare, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        page = url.replace("http://127.0.0.1:5000/", f"http://127.0.0.1:{port}/")
+        wait_for(lambda: answers(page), 300, "the UI's page")
+        served = [command for command in session_processes(ui.pid).values() if command.startswith(sys.executable)]
+        assert len(served) == 2 and not [command for command in served if "jobs" in command], served
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=60)
 
 
 @pytest.mark.slow

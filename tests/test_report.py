@@ -424,8 +424,7 @@ def test_cli_missing_sqlite_store_is_not_created(tmp_path, capsys):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # an embedded store keeps artifacts in ./mlruns
+def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys):
     trial = tmp_path / "tune" / "study" / "train_s_00000_0"
     trial.mkdir(parents=True)
     config = {"dataset": "office31", "source": "A", "target": "D", "variant": "srdc", "seed": 0, "epochs": 2}
@@ -452,6 +451,8 @@ def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys, monke
                                    "last.srdc.A-D.mean": 85.0, "last.srdc.Avg.mean": 85.0}
     assert "| srdc | 90.0 (SRDC paper 95.8, -5.8) | 90.0 |" in parent.data.tags["mlflow.note.content"]
     assert (parent.data.tags["srdc.seeds_planned"], parent.data.tags["srdc.seeds_finished"]) == ("1", "1")
+    # its files beside the store, whichever folder the report ran from
+    assert (tmp_path / "mlruns" / "srdc-studies" / parent.info.run_id / "artifacts" / "results" / "tables.md").is_file()
     # with the study's figures: the ablation charts, and the learning curves of the synced epochs
     figures = ["ablation_oracle.png", "ablation_labelfree.png", "learning_curves.png"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \

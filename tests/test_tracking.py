@@ -35,6 +35,7 @@ from srdc.tracking import (
     sync_study,
 )
 from srdc.tracking.base import TUNE_KEYS
+from srdc.tracking.mlflow_tracker import artifact_location
 from srdc.trialfiles import TUNE_ERROR_FILE
 
 
@@ -143,6 +144,34 @@ def test_tracking_uri_flag_then_environment_then_local_sqlite(monkeypatch, tmp_p
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
     assert resolve_tracking_uri(None) == "http://tracking:5000"
     assert resolve_tracking_uri("http://other:5000") == "http://other:5000"
+
+
+def test_an_embedded_stores_artifacts_go_beside_its_database_from_any_working_folder(tmp_path, monkeypatch):
+    store, elsewhere = tmp_path / "x", tmp_path / "elsewhere"
+    store.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{store / 'db.sqlite'}"
+    tracker = MLflowTracker(uri, "my study/1")
+    parent_id = tracker.attach_study("s", {"seeds": "[0]"})
+    run_id, _ = tracker.attach_trial("s", parent_id, "t_0", {"variant": "srdc", "source": "A", "target": "W",
+                                                              "seed": 0})
+    (tmp_path / "summary.json").write_text('{"epochs": 1}')
+    tracker.log_files(run_id, [tmp_path / "summary.json"])
+    folder = store / "mlruns" / "my_study_1"
+    assert MlflowClient(uri).get_experiment_by_name("my study/1").artifact_location == folder.as_uri()
+    assert (folder / run_id / "artifacts" / "summary.json").read_text() == '{"epochs": 1}'
+    assert list(elsewhere.iterdir()) == []  # no ./mlruns where the study ran from
+
+
+def test_only_an_embedded_sqlite_store_gets_an_artifact_location_its_relative_path_from_here(tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert artifact_location("sqlite:///runs/db.sqlite?timeout=20", "srdc-studies") == \
+        (tmp_path.resolve() / "runs" / "mlruns" / "srdc-studies").as_uri()
+    assert artifact_location("sqlite+pysqlite:////data/m.db", "e") == "file:///data/mlruns/e"
+    for uri in ("http://mlflow:5000", "postgresql://mlflow@db/mlflow", "sqlite://"):
+        assert artifact_location(uri, "e") is None
 
 
 def test_trial_status_from_the_files_on_disk(tmp_path):

@@ -25,6 +25,7 @@ from srdc.harness.tuner import Sweep, Trainable, fit, ray_session
 from srdc.tables import with_stand_ins
 from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
 from srdc.tracking.results import write_study
+from srdc.tracking.ui import LOCAL_UI, runs_table_link, ui_command
 from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories
 
 EXIT_INTERRUPTED = 130
@@ -75,17 +76,19 @@ class StudyOutcome:
 
 
 def tracking_lines(launch: Launch, study: str, parent_run: tuple[str, str] | None) -> list[str]:
-    """Where the study's MLflow runs are, how to browse them and print the table again: commands that work as
-    printed, with this Python (``python -m``), also without an activated environment."""
+    """Where the study's MLflow runs are, how to browse them (the link that opens the study in the experiment's runs
+    table, :func:`srdc.tracking.ui.runs_table_link`; for a local store after the lean UI command) and print the
+    table again: commands that work as printed, with this Python (``python -m``), also without an activated
+    environment."""
     uri, experiment = launch.tracking_uri, launch.experiment
     parent = parent_run[1] if parent_run else "(not reachable now)"
     lines = [f"MLflow: tracking URI {uri}, experiment {experiment!r}, parent run {parent} "
              f"(tag srdc.study={study}; one child run per trial)"]
     if not uri.startswith("http"):
-        browse = shlex.join([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri])
-        lines.append(f"  browse: {browse}  # then http://127.0.0.1:5000")
+        url = runs_table_link(LOCAL_UI, *parent_run) if parent_run else LOCAL_UI
+        lines.append(f"  browse: {ui_command(sys.executable, uri)}  # then {url}")
     elif parent_run:
-        lines.append(f"  browse: {uri}/#/experiments/{parent_run[0]}/runs/{parent_run[1]}")
+        lines.append(f"  browse: {runs_table_link(uri, *parent_run)}")
     table = [sys.executable, "-m", "srdc.report_cli", "--study", study, "--tracking-uri", uri, "--experiment",
              experiment]
     sync = [] if parent_run else ["--sync", "--storage-path", f"{launch.storage_path}/{study}"]

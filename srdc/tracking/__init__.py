@@ -6,6 +6,7 @@
 * :mod:`srdc.tracking.trial_end`: what a trial's end logs (summary, files, figures, status), live or in a backfill;
 * :mod:`srdc.tracking.sync`: :func:`sync_study`, the backfill from Tune's results on disk;
 * :mod:`srdc.tracking.results`: a study's results (tables, metrics, tags, description) on its parent run.
+* :mod:`srdc.tracking.ui`: the link that opens a study in MLflow's UI, and the lean command that serves it.
 
 Importing this package imports neither MLflow nor Ray.
 """

@@ -8,8 +8,10 @@ tables as its description (``mlflow.note.content``), as metrics and as artifacts
 ``task``, ``variant``, ``seed``, ``setting``, ``trial_id``, ``srdc.role=child`` and ``mlflow.parentRunId`` (and,
 set from its results, ``srdc.node``/``srdc.nodes``: the Ray nodes it ran on), named ``srdc A->W s0`` (with its
 trial id when another run of the study has that name); its params are the trial's config. An experiment the
-tracker creates is tagged as a classic machine-learning one (:data:`EXPERIMENT_KIND`), so the MLflow UI opens it on
-its runs. A run's status is a :class:`~srdc.base.TrialStatus`, written and read as MLflow's run status
+tracker creates is tagged as a classic machine-learning one (:data:`EXPERIMENT_KIND`; MLflow 3.17's UI reads the
+workflow type from its link or the browser instead, :mod:`srdc.tracking.ui`) and, in an embedded
+SQLite store, keeps its artifacts beside the database (:func:`artifact_location`), wherever the study runs from.
+A run's status is a :class:`~srdc.base.TrialStatus`, written and read as MLflow's run status
 (:data:`MLFLOW_STATUSES`, :data:`READ_STATUSES`). MLflow's errors leave as
 :class:`~srdc.tracking.base.TrackingRefused` (a 4xx answer other than 429) or
 :class:`~srdc.tracking.base.TrackingUnavailable` (anything else: unreachable, timed out, busy).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,10 +47,12 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 NOTE_TAG = "mlflow.note.content"  # a run's description, rendered as Markdown on its page
 ACTIVE_ONLY = 1  # mlflow.entities.ViewType.ACTIVE_ONLY
-# the experiment tag the UI (MLflow 3) reads to choose between its GenAI pages and the classic runs table, and the
-# value of the latter (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT, shown as "Machine learning")
+# the experiment tag that marks an experiment as a classic one (mlflow/server/js: CUSTOM_MODEL_DEVELOPMENT,
+# "Machine learning"); MLflow 3.17's UI picks its view from the link or the browser instead (srdc.tracking.ui)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# the folder beside an embedded SQLite store's database that holds its experiments' artifacts
+SQLITE_ARTIFACTS = "mlruns"
 # the folder of a parent run's artifacts that holds the study's results
 RESULTS_ARTIFACTS = "results"
 # the statuses a run is set to, as MLflow's run statuses (mlflow.entities.RunStatus)
@@ -125,6 +130,17 @@ def child_tags(study: str, trial_id: str, config: dict[str, Any], parent_id: str
         PARENT_RUN_TAG: parent_id,
         RUN_NAME_TAG: name,
     }
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: for an embedded SQLite store (``sqlite:///PATH``) the folder
+    :data:`SQLITE_ARTIFACTS` beside its database, one folder per experiment (its name, any character but letters,
+    digits, ``-`` and ``_`` as ``_``), as a ``file://`` URI; ``None`` (MLflow's default) for any other store."""
+    scheme, _, rest = tracking_uri.partition(":///")
+    if scheme.split("+")[0] != "sqlite" or not rest:
+        return None
+    database = Path(rest.split("?")[0]).resolve()
+    return (database.parent / SQLITE_ARTIFACTS / re.sub(r"[^\w-]", "_", experiment, flags=re.ASCII)).as_uri()
 
 
 def oldest(runs: list[Run]) -> Run | None:
@@ -322,8 +338,9 @@ class MLflowTracker:
             if found is not None:
                 self._experiment_id = found.experiment_id
             elif create:
-                self._experiment_id = self.client.create_experiment(self.experiment,
-                                                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location(self.tracking_uri, self.experiment),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         return self._experiment_id
 
     def _search(self, filter_string: str, create: bool = False) -> list[Run]:
