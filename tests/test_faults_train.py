@@ -214,6 +214,7 @@ BAD_INPUTS = {
     "folder locked by a live process": ([], _lock(os.getppid(), socket.gethostname()),
                                         f"is in use by another srdc-train (pid {os.getppid()} on"),
     "folder locked on another host": ([], _lock(1, "elsewhere.example"), "if that process is gone, delete"),
+    "out empty": (["--out", ""], None, "argument --out: empty; give the run's folder"),
     "out is a file": ([], lambda out: out.write_text("not a folder\n"), "as a run folder (File exists)"),
 }
 
