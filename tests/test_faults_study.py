@@ -223,3 +223,47 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
         epochs = [row["epoch"] for row in rows]
         assert sorted(set(epochs)) == list(range(7)) and epochs[-1] == 6, name
     assert_every_epoch_logged_once(tmp_path)
+
+
+# -- a trial refused by its input ---------------------------------------------------------------------------------
+class RunsCode:
+    """A checkpoint payload that runs a shell command when unpickled."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_trial_refused_by_its_input_ends_at_once_not_retried_with_the_reason_in_its_folder(tmp_path, monkeypatch):
+    import ray.tune
+    import torch
+
+    from srdc.harness import trainable, tuner
+    from srdc.runio import CHECKPOINT_VERSION
+    from srdc.trialfiles import CHECKPOINT, REFUSED_FILE
+
+    config = {"dataset": "embedded", "task": "digits->digits_photo", "variant": "srdc", "seed": 0, "epochs": 2,
+              "max_samples": 100, "batch_size": 32, "study": "s"}
+    marker = tmp_path / "MARKER"
+    folder = tmp_path / "checkpoint_000001" / "digits-digits_photo.seed0"
+    folder.mkdir(parents=True)
+    torch.save({"format": "srdc-checkpoint", "version": CHECKPOINT_VERSION, "state": RunsCode(f"touch {marker}")},
+               folder / CHECKPOINT)
+    reports = []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(ray.tune, "get_checkpoint",
+                        lambda: ray.tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000001")))
+    monkeypatch.setattr(trainable, "trial_threads", lambda: "threads: 1")
+    trial_dir = tmp_path / "trial"
+    trial_dir.mkdir()
+    monkeypatch.chdir(trial_dir)
+    trainable.run_trial(config)  # no exception: Tune would retry it --max-failures times
+    assert reports == [{trainable.REFUSED: 1}] and not marker.exists()
+    assert "could run code" in (trial_dir / REFUSED_FILE).read_text()
+
+    class Ended:  # what trial_status reads of Tune's saved trial
+        status, last_result = tuner.Trial.TERMINATED, reports[-1]
+
+    assert tuner.trial_status(Ended, epochs=2) == tuner.TrialStatus.FAILED

@@ -39,7 +39,7 @@ from srdc.harness.ray_compat import (
     restored_run_config,
     set_tune_environment,
 )
-from srdc.harness.trainable import DIVERGED, run_configs, train_srdc
+from srdc.harness.trainable import DIVERGED, REFUSED, run_configs, train_srdc
 from srdc.methods import tracked_fields
 from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
 from srdc.trialfiles import TRIAL_LOG, recover_checkpoint, storage_location
@@ -148,8 +148,9 @@ class TuneTracking(tune.Callback):
         self.logger.trial_result(trial.trial_id, tracked_config(trial.config), trial_folders(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        refused = (trial.last_result or {}).get(REFUSED)
         self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial),
-                                TrialStatus.FINISHED)
+                                TrialStatus.FAILED if refused else TrialStatus.FINISHED)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial),
@@ -266,7 +267,7 @@ def recover_checkpoints(path: str) -> list[str]:
 def trial_status(trial: Trial, epochs: int) -> TrialStatus:
     """The :class:`~srdc.base.TrialStatus` of one trial, from Tune's saved state of it and its last result."""
     last = trial.last_result or {}
-    if trial.status == Trial.ERROR:
+    if trial.status == Trial.ERROR or last.get(REFUSED):  # crashed after its retries, or refused by its input
         return TrialStatus.FAILED
     if trial.status != Trial.TERMINATED:  # pending, running or paused when the study stopped
         return TrialStatus.UNFINISHED
