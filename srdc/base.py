@@ -12,8 +12,11 @@ import enum
 import importlib
 import os
 import random
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -255,6 +258,27 @@ def run_main(entry: Callable[[], int]) -> int:
     except NonFiniteLossError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_RUN_ERROR
+
+
+def stop_gracefully(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: SIGTERM (a scheduler ending the job, ``kill``) stops the process as Ctrl-C does
+    (``KeyboardInterrupt``), so that what it was doing ends the way an interruption does."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside the block, SIGTERM is :func:`stop_gracefully` (on the main thread; elsewhere nothing changes); the
+    earlier handler after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM) or signal.SIG_DFL  # None: a handler installed outside Python
+    signal.signal(signal.SIGTERM, stop_gracefully)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def one_line(error: Exception) -> str:

@@ -99,6 +99,27 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         raise
 
 
+def write_folder(path: Path, write: Callable[[Path], list[Path]]) -> list[Path]:
+    """``write(folder)`` into a new folder beside ``path`` (``NAME.<pid>.tmp``), then put it in place of ``path``:
+    ``path`` holds the earlier folder whole or the new one, never a mix (a write that fails or is interrupted, a
+    SIGTERM included, removes the new folder and leaves the earlier one as it was). The written paths, in ``path``."""
+    new, old = (path.with_name(f"{path.name}.{os.getpid()}.{suffix}") for suffix in ("tmp", "old"))
+    shutil.rmtree(new, ignore_errors=True)
+    try:
+        new.mkdir(parents=True)
+        written = write(new)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(new, path)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return [path / written_path.relative_to(new) for written_path in written]
+
+
 def write_history(out: Path, history: list[dict[str, Any]]) -> None:
     """``history`` as ``out/HISTORY``, one JSON object (sorted keys) per epoch."""
     lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in history)

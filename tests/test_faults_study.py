@@ -267,3 +267,60 @@ def test_a_trial_refused_by_its_input_ends_at_once_not_retried_with_the_reason_i
         status, last_result = tuner.Trial.TERMINATED, reports[-1]
 
     assert tuner.trial_status(Ended, epochs=2) == tuner.TrialStatus.FAILED
+
+
+# -- SIGTERM while Ray starts, and while the tables are written -------------------------------------------------
+def sigterm_self() -> None:
+    """A SIGTERM to this process, as a scheduler ending the job sends it; the interruption comes within the sleep."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    raise AssertionError("SIGTERM did not interrupt")
+
+
+def test_sigterm_while_ray_starts_is_an_interruption_in_one_line_with_the_resume_command(
+        tmp_path, monkeypatch, capsys, without_ray):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda **options: sigterm_self())
+    handler = signal.getsignal(signal.SIGTERM)
+    code = main(declaration("ablation_office31"), ["--smoke-test", *study_locations(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err[-1].startswith("interrupted: continue it with: ") and "--resume" in err[-1], err
+    assert "Traceback" not in "\n".join(err) and signal.getsignal(signal.SIGTERM) == handler
+
+
+def test_sigterm_while_the_tables_are_written_leaves_the_earlier_results_whole(tmp_path, monkeypatch):
+    from srdc.base import sigterm_interrupts
+    from srdc.harness import outcome
+    from srdc.harness.options import Launch
+
+    launch = Launch(study_name="s", storage_path=str(tmp_path), data_root="/d", tracking_uri="sqlite:///m.db")
+    earlier = tmp_path / "s" / "results"
+    earlier.mkdir(parents=True)
+    (earlier / "table_oracle.md").write_text("the earlier run's table\n")
+    before = snapshot(tmp_path)
+
+    def write_half(results, folder: Path) -> list[Path]:
+        (folder / "table_oracle.md").write_text("half of the new tables\n")
+        sigterm_self()
+
+    monkeypatch.setattr(outcome, "write_study", write_half)
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        outcome.publish(launch, "s", results=None)
+    assert snapshot(tmp_path) == before  # no partial tables, no temporary folder
+
+
+def test_the_tables_replace_the_earlier_results_whole(tmp_path):
+    from srdc.trialfiles import write_folder
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "stale.md").write_text("an earlier run's table\n")
+
+    def write(into: Path) -> list[Path]:
+        (into / "table.md").write_text("new\n")
+        return [into / "table.md"]
+
+    assert write_folder(folder, write) == [folder / "table.md"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results"]
+    assert [path.name for path in folder.iterdir()] == ["table.md"]

@@ -13,7 +13,6 @@ record per trial with its :class:`~srdc.base.TrialStatus`.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -26,7 +25,16 @@ import ray
 from ray import tune
 from ray.tune.experiment import Trial
 
-from srdc.base import LABELFREE, LAST, ORACLE, SEARCH_SELECTIONS, SELECTIONS, TrialStatus
+from srdc.base import (
+    LABELFREE,
+    LAST,
+    ORACLE,
+    SEARCH_SELECTIONS,
+    SELECTIONS,
+    TrialStatus,
+    sigterm_interrupts,
+    stop_gracefully,
+)
 from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.console import ECHO_TRIALS_FROM, ConsoleProgress, library_level, quiet_libraries
@@ -89,26 +97,20 @@ def ray_session(address: str | None = None, verbose: int = 0, dashboard: bool = 
     quiet_libraries(verbose)
     started = not ray.is_initialized()
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) or signal.SIG_DFL  # None: a handler installed outside Python
-    try:
-        if started:
-            with dropped_log(AUTH_LOGGER, AUTH_NOTICE):
-                ray.init(address=address, include_dashboard=dashboard, log_to_driver=verbose >= ECHO_TRIALS_FROM,
-                         logging_level=library_level(verbose))
-        if on_main_thread:  # after ray.init, whose own handler would abort the driver on SIGTERM
-            signal.signal(signal.SIGTERM, _stop_gracefully)
-        yield
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        if started:
-            ray.shutdown()
-
-
-def _stop_gracefully(signum: int, frame: Any) -> None:
-    """SIGTERM (a scheduler ending the job, ``kill``) stops a study as Ctrl-C does: Tune saves its state and the
-    study ends with the ``--resume`` command."""
-    os.kill(os.getpid(), signal.SIGINT)
+    # SIGTERM stops a study as Ctrl-C does (Tune saves its state, the study ends with the --resume command), from
+    # before ray.init (a SIGTERM while Ray starts is an interruption too)
+    with sigterm_interrupts():
+        try:
+            if started:
+                with dropped_log(AUTH_LOGGER, AUTH_NOTICE):
+                    ray.init(address=address, include_dashboard=dashboard, log_to_driver=verbose >= ECHO_TRIALS_FROM,
+                             logging_level=library_level(verbose))
+            if on_main_thread:  # again: ray.init's own handler would abort the driver on SIGTERM
+                signal.signal(signal.SIGTERM, stop_gracefully)
+            yield
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def tracked_config(trial_config: dict[str, Any]) -> dict[str, Any]:
