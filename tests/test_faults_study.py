@@ -324,3 +324,40 @@ def test_the_tables_replace_the_earlier_results_whole(tmp_path):
     assert write_folder(folder, write) == [folder / "table.md"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["results"]
     assert [path.name for path in folder.iterdir()] == ["table.md"]
+
+
+# -- a full disk under --storage-path ---------------------------------------------------------------------------
+def no_space(path: str) -> OSError:
+    import errno
+
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+@pytest.mark.parametrize("where", ["the sweep", "the launch file"])
+def test_a_full_disk_under_the_storage_is_one_line_naming_it_and_how_to_continue(where, tmp_path, monkeypatch, capsys):
+    from contextlib import nullcontext
+
+    from srdc.harness import outcome
+
+    state = str(tmp_path / "ray" / "ablation_office31-smoke" / "experiment_state.json")
+    if where == "the sweep":  # Tune cannot write its state: the error comes out of Tuner.fit, wrapped
+        def fit(*args, **kwargs):
+            try:
+                raise no_space(state)
+            except OSError as error:
+                raise RuntimeError("Tune's experiment state could not be saved") from error
+        monkeypatch.setattr(outcome, "ray_session", lambda *args: nullcontext())
+        monkeypatch.setattr(outcome, "fit", fit)
+    else:
+        def save_launch(launch):
+            raise no_space(f"{launch.path}/srdc_study.json")
+        monkeypatch.setattr(outcome, "save_launch", save_launch)
+    code = main(declaration("ablation_office31"), ["--smoke-test", *study_locations(tmp_path)])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "Traceback" not in err and "results are complete" not in err, err
+    assert last.startswith("error: the disk is full (No space left on device writing ") and "free space, then" in last
+    if where == "the sweep":
+        assert state in last and "continue it with: " in last and "--resume" in last
+    else:
+        assert "run the same command again" in last
