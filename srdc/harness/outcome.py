@@ -26,7 +26,7 @@ from srdc.tables import with_stand_ins
 from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
 from srdc.tracking.results import write_study
 from srdc.tracking.ui import LOCAL_UI, runs_table_link, ui_command
-from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories
+from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories, write_folder
 
 EXIT_INTERRUPTED = 130
 GRID_COLUMNS = ("task", "variant", "seed")
@@ -137,10 +137,11 @@ def publish(launch: Launch, study: str, results: report.StudyResults) -> tuple[t
     the store cannot be read now) and a warning when the store could not take the results."""
     remote = "://" in launch.path
     with tempfile.TemporaryDirectory(prefix="srdc-results-") as scratch:
-        folder = Path(scratch) if remote else Path(launch.path) / RESULTS_FOLDER
-        paths = write_study(results, folder)
         if remote:
+            paths = write_study(results, Path(scratch))
             copy_into_storage(Path(scratch), f"{launch.path}/{RESULTS_FOLDER}")
+        else:  # whole or not at all: an interrupted write leaves the earlier results as they were
+            paths = write_folder(Path(launch.path) / RESULTS_FOLDER, lambda folder: write_study(results, folder))
         try:
             tracker = open_tracker(launch.tracking_uri, launch.experiment)
             found = tracker.find_study(study)
