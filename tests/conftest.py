@@ -257,11 +257,13 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
 
 
 def start_test_ray() -> None:
-    """The local Ray instance of :func:`ray_cluster`: 2 CPUs (tests on a 2-core machine keep Tune trials small)."""
+    """The local Ray instance of :func:`ray_cluster`: 2 CPUs (tests on a 2-core machine keep Tune trials small),
+    started as a study starts its own (no dashboard, the trials' output not echoed:
+    :func:`srdc.harness.tuner.ray_session`)."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
 
 
 @pytest.fixture(scope="session")
