@@ -336,6 +336,29 @@ def test_an_unreadable_record_is_a_warning_naming_it_and_the_rest_is_logged(trai
     assert set(recorder.files[None]) == {"summary.json"} and recorder.status == TrialStatus.FINISHED
 
 
+@pytest.mark.parametrize("wrong", [
+    {"picks": {ORACLE: "3", LABELFREE: "2"}},  # right keys, wrong types: the curves would compare str with int
+    {"history": [[("epoch", 0)]], "seed": 1.5},
+    {"snapshots": {LABELFREE: {"confusion": [[1, 0], [0, 1]], "features": "x"}}},
+    {"snapshots": {LABELFREE: {"confusion": torch.zeros(3), "features": torch.zeros(2)}}},  # tensors, bad shapes
+])
+def test_a_record_with_the_right_keys_and_wrong_types_is_one_warning_and_the_rest_is_logged(
+        trained, tmp_path, caplog, wrong):
+    trainer, recorder, _ = trained
+    good = record_of(trainer, recorder)
+    folder = trial_folder(tmp_path, good, "good.record.pt")
+    bad = folder / FIGURES_DIR / "bad.record.pt"
+    save_record(dataclasses.replace(good, **wrong), bad)
+    recorder = ArtifactRecorder()
+    with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
+        finish_trial(recorder, "run", [folder], TrialStatus.FINISHED)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "\n" not in warnings[0]
+    assert set(recorder.files[FIGURES_DIR]) == {f"good.{name}" for name in ALL_FIGURES}
+    assert not list(folder.glob(f"{FIGURES_DIR}/bad.*.png"))
+    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == TrialStatus.FINISHED
+
+
 def ended_trial(logger: StudyLogger, trial_id: str, folder: Path) -> None:
     logger.trial_started(trial_id, {"seed": 0}, [folder])
     logger.trial_ended(trial_id, {"seed": 0}, [folder], TrialStatus.FINISHED)
