@@ -51,13 +51,25 @@ with socket.socket(family, kind) as probe:
     exit 2
 fi
 
+# The processes of the server's group (read from /proc: no procps needed in a slim image).
+group_members() {
+    local stat fields group
+    for stat in /proc/[0-9]*/stat; do
+        { fields="$(< "$stat")"; } 2>/dev/null || continue  # a process that ended meanwhile
+        read -r _ _ group _ <<< "${fields##*) }"  # after the command name: state, ppid, process group
+        if [ "$group" = "$server" ]; then
+            echo "${stat//[^0-9]/}"
+        fi
+    done
+}
+
 # The pid of a process of the server's group that listens on the port (its socket's inode among its open files).
 own_listener() {
     local inode pid hex
     hex="$(printf ':%04X' "$port")"
     for inode in $(awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p {print $10}' \
         /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
-        for pid in $(pgrep -g "$server"); do
+        for pid in $(group_members); do
             if [ -n "$(find "/proc/$pid/fd" -lname "socket:\[$inode\]" 2>/dev/null | head -n 1)" ]; then
                 echo "$pid"
                 return 0
@@ -93,7 +105,7 @@ while kill -0 "$server" 2>/dev/null; do
         ready=true
         break
     fi
-    sleep 0.2
+    sleep 0.5
 done
 code=0
 wait "$server" || code=$?
