@@ -91,3 +91,10 @@ def test_a_port_another_server_holds_is_refused_in_one_line_before_anything_star
                                     f"there); stop it, or start this one on a free port: MLFLOW_PORT={taken + 1} "
                                     "mlflow_server/start.sh\n")
     assert not (tmp_path / "home").exists()  # nothing started: no store made
+
+
+def test_a_server_that_ends_before_it_listens_is_an_error_line_and_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_BACKEND_STORE_URI", "nosuch://store")
+    ended = start_script(tmp_path / "home", free_port())
+    assert ended.returncode != 0 and READY not in ended.stdout
+    assert ended.stderr.splitlines()[-1].startswith("error: the mlflow server ended (status ")
