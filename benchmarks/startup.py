@@ -141,7 +141,8 @@ def watch_study(args: list[str], folder: Path, checkout: Path) -> Watched:
 
 
 def dry_run(checkout: Path) -> None:
-    command = [sys.executable, str(checkout / "studies" / "benchmark_digits.py"), "--dry-run"]
+    data_root = os.environ.get("SRDC_DATA_ROOT", str(ROOT.parent / "shared" / "data"))  # USPS and MNIST
+    command = [sys.executable, str(checkout / "studies" / "benchmark_digits.py"), "--dry-run", "--data-root", data_root]
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     subprocess.run(command, cwd=checkout, stdout=subprocess.DEVNULL, check=True,
