@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 # it ran on so far in order, comma-separated (a trial retried elsewhere after a node loss has two)
 NODE_KEY = "node_id"
 NODES_KEY = "node_ids"
+# the section of a run's summary: what its ``auto`` and unset options resolved to (srdc.trainer.Trainer.resolved)
+RESOLVED_KEY = "resolved"
 EXIT_INPUT_ERROR = 2
 EXIT_RUN_ERROR = 1
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errnos of a full disk (or quota): the run can continue after it

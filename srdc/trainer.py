@@ -20,6 +20,7 @@ a random state the training draws from.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 import time
@@ -31,14 +32,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from srdc.base import bar_disabled, capture_rng, native_rng, portable_rng, resolve_device, restore_rng
+from srdc.base import RESOLVED_KEY, bar_disabled, capture_rng, native_rng, portable_rng, resolve_device, restore_rng
 from srdc.batches import endless_batches, ordered_batches
 from srdc.config import SRDCConfig
 from srdc.data import BackboneChoice, TaskData, backbone_choice, load_task
 from srdc.data.base import Domain
 from srdc.divergence import check_finite, diverged_fix
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.methods import METHODS, Batch, Method, Preparation, Step, build_method
+from srdc.methods import METHODS, Batch, Method, Preparation, Step, build_method, switches
 from srdc.model import (
     Features,
     Outputs,
@@ -134,17 +135,20 @@ class Trainer:
         ``backbone_lr_mult`` defaults to 0.1 for a pretrained backbone (paper) and 1 for one trained from scratch.
         """
         config = self.config
-        backbone_mult = config.backbone_lr_mult
-        if backbone_mult is None:
-            backbone_mult = 0.1 if is_pretrained(self._backbone_name(), config.weights) else 1.0
         groups = [
             {"params": self.model.new_layers(), "lr_mult": 1.0},
-            {"params": list(self.model.backbone.parameters()), "lr_mult": backbone_mult},
+            {"params": list(self.model.backbone.parameters()), "lr_mult": self._backbone_lr_mult()},
             *self.method.parameter_groups(),
         ]
         groups = [g for g in groups if g["params"]]
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                                **self._sgd_kernels())
+
+    def _backbone_lr_mult(self) -> float:
+        """``backbone_lr_mult``, else 0.1 for a pretrained backbone (paper) and 1 for one trained from scratch."""
+        if self.config.backbone_lr_mult is not None:
+            return self.config.backbone_lr_mult
+        return 0.1 if is_pretrained(self._backbone_name(), self.config.weights) else 1.0
 
     def _sgd_kernels(self) -> dict[str, bool]:
         """SGD's implementation on this device: one fused kernel per step on CUDA, else the multi-tensor
@@ -335,11 +339,21 @@ class Trainer:
     def summary(self) -> dict[str, Any]:
         """acc_last / acc_best_oracle / acc_labelfree with their epochs (and per validator), plus epochs (the
         history's last: the last finite one after a :class:`NonFiniteLossError`), wall time, config, what the
-        data's views apply (``transforms``) and how the run executed (``execution``)."""
-        transforms = {"source": self.task.source.transform, "target": self.task.target.transform}
+        what the config's ``auto`` and unset options resolved to (``resolved``: :meth:`resolved`)."""
         return {**summarize(self.history, self.config.labelfree_selector), "epochs": self.history[-1]["epoch"],
-                "wall_s": self.wall_s, "config": self.config.to_dict(), "transforms": transforms,
-                "execution": self.execution()}
+                "wall_s": self.wall_s, "config": self.config.to_dict(), RESOLVED_KEY: self.resolved()}
+
+    def resolved(self) -> dict[str, Any]:
+        """The one place where the run's ``auto`` and unset options are resolved, as the run uses them (summary.json's
+        ``resolved``; the trial's MLflow run has each as a tag ``resolved.KEY``): the backbone and why, what each
+        data view applies (augment, normalize, size; decoded from the cache or in memory), the backbone's lr
+        multiplier, SRDC's components (:func:`srdc.methods.switches`), the method's own choices
+        (:meth:`~srdc.methods.Method.resolved`, e.g. CDAN's map) and how the run executes (:meth:`execution`)."""
+        reason = self.task.backbone_reason if self.config.backbone == "auto" else "--backbone"
+        return {"backbone": self._backbone_name(), "backbone_reason": reason,
+                "transforms": {"source": self.task.source.transform, "target": self.task.target.transform},
+                "backbone_lr_mult": self._backbone_lr_mult(), "switches": dataclasses.asdict(switches(self.config)),
+                **self.method.resolved(), **self.execution()}
 
     def execution(self) -> dict[str, Any]:
         """How the run executes, the config's auto choices resolved for its device (``bf16``, ``channels_last``)."""

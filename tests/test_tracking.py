@@ -344,7 +344,10 @@ def test_tracker_reads_without_creating_and_writes_studies_and_trials(mlflow_ser
     tracker.log_rows(run_id, [EpochRow(0, 900, {"epoch": 0.0, "acc_target": 10.0, "infomax": 0.5})])
     assert tracker.epoch_history(run_id, ["acc_target", "infomax"]) == [
         {"epoch": 0, "acc_target": 10.0, "infomax": 0.5}, {"epoch": 1, "acc_target": 50.0}]
-    tracker.log_summary(run_id, {"acc_last": 50.0, "acc_labelfree_entropy": 48.0, "epochs": 1, "wall_s": 3.0})
+    tracker.log_summary(run_id, {"acc_last": 50.0, "acc_labelfree_entropy": 48.0, "epochs": 1, "wall_s": 3.0,
+                                 "resolved": {"backbone": "digits_cnn", "switches": {"soft_source_selection": True}}})
+    tags = MlflowClient(mlflow_server).get_run(run_id).data.tags
+    assert tags["resolved.backbone"] == "digits_cnn" and tags["resolved.switches.soft_source_selection"] == "True"
     tracker.set_status(run_id, TrialStatus.FINISHED)
     assert tracker.study_trials("s") == [{"variant": "srdc", "source": "A", "target": "W", "seed": "0",
                                           "task": "A->W", "status": "FINISHED", "run_id": run_id, "acc_target": 50.0,

@@ -125,6 +125,26 @@ def test_optimizer_groups_use_the_paper_learning_rate_ratios():
     assert [g["lr"] for g in pretrained.optimizer.param_groups] == pytest.approx([0.01, 0.001, 0.001])
 
 
+def test_the_summary_says_what_each_auto_option_resolved_to_as_the_run_uses_it():
+    scratch = Trainer(small_config(backbone="resnet18", weights="none", image_size=32, max_samples=40))
+    resolved = scratch.resolved()
+    lr_mults = [group["lr_mult"] for group in scratch.optimizer.param_groups]
+    assert (resolved["backbone"], resolved["backbone_reason"], resolved["backbone_lr_mult"]) == \
+        ("resnet18", "--backbone", lr_mults[1]) == ("resnet18", "--backbone", 1.0)
+    assert resolved["switches"] == {"structural_source_reg": True, "feature_discrimination": True,
+                                    "soft_source_selection": True, "target_clustering": True, "pretrain_epochs": 0}
+    assert resolved["device"] == "cpu" and "cdan_map" not in resolved
+    factorial = Trainer(small_config(backbone_lr_mult=0.3, soft_source_selection=False, max_samples=40))
+    resolved = factorial.resolved()
+    assert resolved["backbone"] == factorial.task.default_backbone and resolved["backbone_reason"].startswith("auto")
+    assert resolved["backbone_lr_mult"] == 0.3 and resolved["switches"]["soft_source_selection"] is False
+    for bottleneck, expected in ((16, "multilinear"), (1024, "randomized")):  # 10 classes x d > 4096: randomized
+        cdan = Trainer(small_config(variant="cdan", cdan_map="auto", bottleneck_dim=bottleneck, max_samples=40))
+        assert cdan.task.num_classes == 10 and cdan.resolved()["cdan_map"] == expected
+    cdan.initialise()
+    assert cdan.summary()["resolved"] == cdan.resolved()
+
+
 def run_variant(variant: str, **overrides) -> Trainer:
     trainer = Trainer(small_config(variant=variant, epochs=3, **overrides))
     trainer.fit()

@@ -147,6 +147,10 @@ class Method:
         a method that does not weight its source samples (the default); for the run's figures."""
         return None
 
+    def resolved(self) -> dict[str, Any]:
+        """What the method resolved of the config's ``auto`` options (none by default), for the run's summary."""
+        return {}
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimizer groups ``{"params": [...], "lr_mult": m}`` for the parameters the method owns."""
         return []

@@ -70,6 +70,9 @@ class CDAN(Adversarial):
         self.randomized = (RandomizedMap(config.bottleneck_dim, num_classes, config.cdan_random_dim, config.seed)
                            .to(device) if uses_randomized_map(config, num_classes) else None)
 
+    def resolved(self) -> dict[str, Any]:
+        return {"cdan_map": "multilinear" if self.randomized is None else "randomized"}
+
     def discriminator_dim(self, config: SRDCConfig, num_classes: int) -> int:
         if uses_randomized_map(config, num_classes):
             return config.cdan_random_dim

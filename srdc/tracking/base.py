@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from srdc.base import NODE_KEY, NODES_KEY, TrialStatus
+from srdc.base import NODE_KEY, NODES_KEY, RESOLVED_KEY, TrialStatus
 from srdc.errors import SRDCInputError
 
 DEFAULT_EXPERIMENT = "srdc-studies"
@@ -183,6 +183,27 @@ def is_number(value: Any) -> bool:
 def summary_metrics(values: dict[str, Any]) -> dict[str, float]:
     """The numeric ``acc_*`` entries of ``values`` (a summary.json, or a run's latest metrics) as floats."""
     return {key: float(value) for key, value in values.items() if key.startswith(SUMMARY_PREFIX) and is_number(value)}
+
+
+def resolved_tags(summary: dict[str, Any]) -> dict[str, str]:
+    """A run summary's ``resolved`` (what its ``auto`` options resolved to: :meth:`srdc.trainer.Trainer.resolved`) as
+    tags ``resolved.KEY``, nested keys joined by dots (``resolved.switches.soft_source_selection``); a trial of
+    several runs (``runs``) shows its first run's (the runs of a search trial share their config)."""
+    resolved = summary.get(RESOLVED_KEY)
+    if resolved is None and isinstance(summary.get("runs"), dict) and summary["runs"]:
+        resolved = next(iter(summary["runs"].values())).get(RESOLVED_KEY)
+    tags: dict[str, str] = {}
+
+    def flatten(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                flatten(f"{prefix}.{key}", item)
+        else:
+            tags[prefix] = str(value)
+
+    if resolved:
+        flatten(RESOLVED_KEY, resolved)
+    return tags
 
 
 def task_name(config: dict[str, Any]) -> str:

@@ -37,6 +37,7 @@ from srdc.tracking.base import (
     TrackingServerFailed,
     TrackingUnavailable,
     check_name,
+    resolved_tags,
     summary_metrics,
     task_name,
 )
@@ -293,15 +294,17 @@ class MLflowTracker:
 
     @translated
     def log_summary(self, run_id: str, summary: dict[str, Any]) -> None:
-        """The summary's ``acc_*`` values at step ``summary["epochs"]``, those the run does not hold already."""
-        from mlflow.entities import Metric
+        """The summary's ``acc_*`` values at step ``summary["epochs"]``, those the run does not hold already, and
+        what its ``auto`` options resolved to as tags ``resolved.KEY`` (:func:`resolved_tags`)."""
+        from mlflow.entities import Metric, RunTag
 
-        latest = self.client.get_run(run_id).data.metrics
+        data = self.client.get_run(run_id).data
         now_ms, step = int(time.time() * 1000), int(summary.get("epochs", 0))
         metrics = [Metric(key, value, now_ms, step) for key, value in summary_metrics(summary).items()
-                   if latest.get(key) != value]
-        if metrics:
-            self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+                   if data.metrics.get(key) != value]
+        tags = [RunTag(key, value) for key, value in resolved_tags(summary).items() if data.tags.get(key) != value]
+        if metrics or tags:
+            self.client.log_batch(run_id, metrics=metrics, tags=tags, synchronous=True)
 
     @translated
     def log_files(self, run_id: str, paths: list[Path], artifact_path: str | None = None) -> None:
