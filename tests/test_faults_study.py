@@ -375,3 +375,61 @@ def test_the_last_versions_of_a_file_verify_as_tune_copies_them_in_the_backgroun
     (folder / "experiment_state-1.json").write_bytes(versions[0])
     with pytest.raises(SRDCInputError, match="experiment_state-1.json does not match its signature"):
         verify_storage(str(folder))
+
+
+def driver_command(tmp_path: Path, *argv: str) -> list[str]:
+    """A one-trial, two-epoch study of :data:`SCRIPT` in ``tmp_path``."""
+    return [sys.executable, str(SCRIPT), "--smoke-test", "--tasks", "A->W", "--variants", "source_only", "--seeds",
+            "0", "--epochs", "2", *study_locations(tmp_path), *argv]
+
+
+def refused_quickly(command: list[str], cwd: Path) -> str:
+    """Run ``command``, which must exit 2 within seconds with one ``error:`` line; that line."""
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr + done.stdout
+    return lines[0]
+
+
+@pytest.mark.integration
+def test_two_drivers_on_one_study_one_proceeds_and_a_payload_runs_no_code_then_the_study_resumes(tmp_path):
+    """Two drivers started together: one proceeds, the other exits 2 in one line; a --resume beside the live
+    driver likewise; nothing is marked failed. Then a tuner.pkl replaced by a payload: no code runs, exit 2, one
+    line; with the original file back, the same study resumes normally with the key it was signed with."""
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    drivers = []
+    for log in logs:
+        with open(log, "w") as out:
+            drivers.append(subprocess.Popen(driver_command(tmp_path), stdout=out, stderr=subprocess.STDOUT,
+                                            cwd=tmp_path, start_new_session=True))
+    wait_for(lambda: any(driver.poll() is not None for driver in drivers), 60, "one of the two drivers to end")
+    (loser,) = [index for index, driver in enumerate(drivers) if driver.poll() is not None]
+    winner = drivers[1 - loser]
+    lines = logs[loser].read_text().strip().splitlines()
+    assert drivers[loser].returncode == 2 and len(lines) == 1, lines
+    assert "being run by the driver pid" in lines[0] or "pass --resume" in lines[0]
+
+    study = tmp_path / "ray" / "ablation_office31-smoke"
+    wait_for(lambda: (study / "srdc_study.json").exists(), 60, "the study's launch file (saved under its lease)")
+    assert winner.poll() is None  # starting Ray alone takes longer than this
+    line = refused_quickly(driver_command(tmp_path, "--resume"), tmp_path)
+    assert f"being run by the driver pid {winner.pid}" in line
+    assert winner.wait(timeout=600) == 0, logs[1 - loser].read_text()[-3000:]
+    assert "1 trials, 1 finished, 0 failed" in logs[1 - loser].read_text()
+    assert not (study / "srdc_lease.json").exists()
+
+    original = (study / "tuner.pkl").read_bytes()
+    (study / "tuner.pkl").write_bytes(pickle.dumps(Payload(tmp_path / "pwned")))
+    line = refused_quickly(driver_command(tmp_path, "--resume"), tmp_path)
+    assert "tuner.pkl does not match its signature" in line and not (tmp_path / "pwned").exists()
+    (study / "tuner.pkl").write_bytes(original)
+    resumed = subprocess.run(driver_command(tmp_path, "--resume"), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "1 trials, 1 finished, 0 failed" in resumed.stdout
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("srdc-studies").experiment_id])
+    assert runs and all(run.info.status == "FINISHED" for run in runs)

@@ -87,13 +87,21 @@ def _refusal(folder: str, holder: Holder, now: float) -> SRDCInputError:
                           f"than {STALE_S:.0f} s is taken over)")
 
 
-def acquire(folder: str) -> Holder:
-    """Take the lease of the study folder ``folder`` for this process (one :class:`SRDCInputError` when a live
-    driver holds it)."""
+def refuse_if_held(folder: str) -> None:
+    """One :class:`SRDCInputError` when a live driver holds the lease of the study folder ``folder`` (its files are
+    in flux: a ``--resume`` checks this before it reads them)."""
     now = time.time()
     found = read_holder(folder)
     if found is not None and found.alive(now):
         raise _refusal(folder, found, now)
+
+
+def acquire(folder: str) -> Holder:
+    """Take the lease of the study folder ``folder`` for this process (one :class:`SRDCInputError` when a live
+    driver holds it)."""
+    refuse_if_held(folder)
+    now = time.time()
+    found = read_holder(folder)
     if found is not None:
         print(f"notice: taking over the lease of study {folder} from {found.describe()}, which is gone (heartbeat "
               f"{now - found.heartbeat:.0f} s ago)", file=sys.stderr)

@@ -22,6 +22,7 @@ from srdc.base import SEARCH_SELECTIONS, ArgumentParser
 from srdc.config import default_of, options
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import DATA_ROOT_ENV, GRID_KEYS, Search, Study, default_data_root
+from srdc.harness.lease import refuse_if_held
 from srdc.harness.signatures import KEY_ENV, TRUST_OPTION, sign_files, verify_storage
 from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracking_uri
 from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, TRIAL_LOG, read_launch_file, write_launch_file
@@ -295,8 +296,10 @@ def resolve_launch(study: Study, argv: list[str] | None, search: Search | None =
         check_storage(launch.storage_path)
     if launch.trust_storage and not launch.resume:
         raise SRDCInputError(f"{TRUST_OPTION} goes with --resume; drop it")
-    if launch.resume and not launch.trust_storage and not launch.dry_run:
-        verify_storage(launch.path)
+    if launch.resume and not launch.dry_run:
+        refuse_if_held(launch.path)
+        if not launch.trust_storage:
+            verify_storage(launch.path)
     saved = read_launch(launch.path)
     if launch.resume and saved is None:
         raise SRDCInputError(f"--resume: no study {launch.study_name} in {launch.path}; drop --resume to start it")
