@@ -9,7 +9,8 @@ line per epoch) and :data:`SUMMARY`, written atomically after every epoch (:func
 Tune's own files (:data:`PARAMS_FILE`, :data:`RESULT_FILE`, :data:`TUNE_ERROR_FILE`), a diverged trial's
 :data:`DIVERGED_FILE`, and Tune's checkpoint folders (``checkpoint_NNNNNN``), each with every run's
 ``KEY/CHECKPOINT`` and the trial's :data:`NODES_FILE`. The study's folder holds its :data:`LAUNCH_FILE`, its
-:data:`RESULTS_FOLDER` and a search's :data:`OPTUNA_DB`.
+:data:`RESULTS_FOLDER`, a search's :data:`OPTUNA_DB`, the driver's :data:`LEASE_FILE` and the
+:data:`SIGNATURES_FILE` of its :data:`TRUSTED_FILES`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -163,23 +162,20 @@ class TuneTracking(tune.Callback):
 
 class SignState(tune.Callback):
     """Sign Tune's state as Tune writes it (:mod:`srdc.harness.signatures`): the trusted files of the driver's
-    staging folder, from which Tune copies them to the sweep folder ``folder``, after each step of Tune's loop in
-    which one changed (at most every ``SIGN_EVERY_S``) and when the sweep ends (after Tune's last copy of its state,
-    also when the sweep was interrupted or failed)."""
-
-    SIGN_EVERY_S = 1.0
+    staging folder, from which Tune copies them to the sweep folder ``folder`` in the background, after each step of
+    Tune's loop in which one changed (Tune saves its state within a step, then starts the copy), and when the sweep
+    ends (after Tune's last copy of its state, also when the sweep was interrupted or failed)."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self.staging: str | None = None
-        self.signed: dict[str, int] = {}
-        self.last = 0.0
+        self.seen: dict[str, tuple[int, int]] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its RunConfig into tuner.pkl
-        return {"folder": self.folder, "staging": None, "signed": {}, "last": 0.0}
+        return {"folder": self.folder, "staging": None, "seen": {}}
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        if trials and time.monotonic() - self.last >= self.SIGN_EVERY_S:
+        if trials:
             self.staging = trials[0].storage.experiment_driver_staging_path
             self.sign()
 
@@ -187,14 +183,16 @@ class SignState(tune.Callback):
         self.sign()
 
     def sign(self) -> None:
-        """Sign the staging folder's trusted files that changed since they were last signed."""
-        self.last = time.monotonic()
+        """Sign the staging folder's trusted files that changed (time or size) since they were last signed."""
         if self.staging is None or not os.path.isdir(self.staging):
             return
         changed = {}
         for entry in os.scandir(self.staging):
-            if entry.is_file() and is_trusted(entry.name) and self.signed.get(entry.name) != entry.stat().st_mtime_ns:
-                self.signed[entry.name] = entry.stat().st_mtime_ns
+            if not entry.is_file() or not is_trusted(entry.name):
+                continue
+            stat = entry.stat()
+            if self.seen.get(entry.name) != (stat.st_mtime_ns, stat.st_size):
+                self.seen[entry.name] = (stat.st_mtime_ns, stat.st_size)
                 with open(entry.path, "rb") as stream:
                     changed[entry.name] = stream.read()
         if changed:
