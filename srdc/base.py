@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import enum
+import errno
 import importlib
 import os
 import random
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -28,6 +32,7 @@ NODE_KEY = "node_id"
 NODES_KEY = "node_ids"
 EXIT_INPUT_ERROR = 2
 EXIT_RUN_ERROR = 1
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # the errnos of a full disk (or quota): the run can continue after it
 
 RngState = dict[str, Any]
 # the --threads option of the commands that run torch (srdc-train, srdc-data extract-features)
@@ -246,7 +251,8 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def run_main(entry: Callable[[], int]) -> int:
     """Every console entry point's wrapper: ``entry()``'s exit status; bad input is one line on stderr and exit 2,
-    a diverged run (non-finite loss) one line and exit 1. Any other exception propagates with its traceback."""
+    a diverged run (non-finite loss) one line and exit 1, a full disk one line (:func:`disk_full_line`) and exit 1.
+    Any other exception propagates with its traceback."""
     try:
         return entry()
     except SRDCInputError as error:
@@ -255,6 +261,52 @@ def run_main(entry: Callable[[], int]) -> int:
     except NonFiniteLossError as error:
         print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_RUN_ERROR
+    except Exception as error:
+        full = disk_full(error)
+        if full is None:
+            raise
+        print(disk_full_line(full, "run the same command with --resume"), file=sys.stderr)
+        return EXIT_RUN_ERROR
+
+
+def disk_full(error: BaseException | None) -> OSError | None:
+    """The "no space left" or "quota exceeded" :class:`OSError` behind ``error``: itself, or what caused it."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full_line(error: OSError, then: str) -> str:
+    """One line for a full disk: which file could not be written, and ``then`` what to do after freeing space
+    (whatever was saved before stays: every file is written to a temporary name and renamed)."""
+    where = f" writing {error.filename}" if error.filename else ""
+    return (f"error: the disk is full ({error.strerror or os.strerror(error.errno)}{where}); free space, then {then} "
+            f"(nothing saved so far is lost)")
+
+
+def stop_gracefully(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: SIGTERM (a scheduler ending the job, ``kill``) stops the process as Ctrl-C does
+    (``KeyboardInterrupt``), so that what it was doing ends the way an interruption does."""
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside the block, SIGTERM is :func:`stop_gracefully` (on the main thread; elsewhere nothing changes); the
+    earlier handler after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM) or signal.SIG_DFL  # None: a handler installed outside Python
+    signal.signal(signal.SIGTERM, stop_gracefully)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def one_line(error: Exception) -> str:

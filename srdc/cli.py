@@ -53,6 +53,13 @@ def _converter(annotation: str) -> Any:
     return parse
 
 
+def run_folder(text: str) -> Path:
+    """``--out``: a folder path; an empty one (which would train into the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give the run's folder, e.g. --out runs/a2w (or leave --out out)")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """``srdc-train``'s options: --out, --resume / --resume-or-start, --quiet, then every config field under its
     group's title."""
@@ -60,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="srdc-train",
         description="Train SRDC (or a baseline/ablation variant) on one source->target task.",
     )
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=run_folder, default=None,
                         help="run directory (default: outputs/DATASET/SOURCE_to_TARGET/VARIANT/seedN)")
     resume = parser.add_mutually_exclusive_group()
     resume.add_argument("--resume", action="store_true",

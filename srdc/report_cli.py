@@ -26,6 +26,7 @@ from srdc.tables import grouped_tables, with_stand_ins
 from srdc.tracking import (
     DEFAULT_EXPERIMENT,
     Tracker,
+    TrackingServerFailed,
     TrackingUnavailable,
     limit_http_retries,
     open_tracker,
@@ -147,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     def entry() -> int:
         try:
             sys.stdout.write(report(args))
+        except TrackingServerFailed as error:
+            raise SRDCInputError(f"MLflow at {resolve_tracking_uri(args.tracking_uri)} is up but failed inside "
+                                 f"({error}); run the command again, and if it fails again read the server's "
+                                 "output") from error
         except TrackingUnavailable as error:
             raise SRDCInputError(f"cannot read MLflow at {resolve_tracking_uri(args.tracking_uri)} ({error}); "
                                  f"start the server (mlflow_server/start.sh) or pass --tracking-uri") from error

@@ -7,10 +7,10 @@ line per epoch) and :data:`SUMMARY`, written atomically after every epoch (:func
 :data:`CHECKPOINT` and :data:`LOCK` (:mod:`srdc.runio`), and its figure records in :data:`FIGURES_DIR`
 (:func:`record_path`). A trial folder in the study's storage (a local folder, or ``s3://``/``gs://``) holds besides
 Tune's own files (:data:`PARAMS_FILE`, :data:`RESULT_FILE`, :data:`TUNE_ERROR_FILE`), a diverged trial's
-:data:`DIVERGED_FILE`, and Tune's checkpoint folders (``checkpoint_NNNNNN``), each with every run's
-``KEY/CHECKPOINT`` and the trial's :data:`NODES_FILE`. The study's folder holds its :data:`LAUNCH_FILE`, its
-:data:`RESULTS_FOLDER`, a search's :data:`OPTUNA_DB`, the driver's :data:`LEASE_FILE` and the
-:data:`SIGNATURES_FILE` of its :data:`TRUSTED_FILES`.
+:data:`DIVERGED_FILE`, a refused trial's :data:`REFUSED_FILE`, and Tune's checkpoint folders
+(``checkpoint_NNNNNN``), each with every run's ``KEY/CHECKPOINT`` and the trial's :data:`NODES_FILE`. The study's
+folder holds its :data:`LAUNCH_FILE`, its :data:`RESULTS_FOLDER`, a search's :data:`OPTUNA_DB`, the driver's
+:data:`LEASE_FILE` and the :data:`SIGNATURES_FILE` of its :data:`TRUSTED_FILES`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ FIGURE_FILES = f"{FIGURES_DIR}/*.png"  # every figure of a trial folder
 FIGURES_ERROR = f"{FIGURES_DIR}/error.txt"  # why a trial's figures could not be drawn
 # a trial whose loss or metrics became NaN or infinite says why in this file of its folder
 DIVERGED_FILE = "diverged.txt"
+# a trial refused by its own input (a checkpoint that would run code, a missing dataset...) says why in this file
+REFUSED_FILE = "refused.txt"
 # the Ray nodes a trial ran on, in order, saved with each checkpoint
 NODES_FILE = "nodes.json"
 # the files Tune writes into each trial folder (ray.tune.result.EXPR_PARAM_FILE, EXPR_RESULT_FILE, EXPR_ERROR_FILE)
@@ -105,6 +107,27 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         raise
 
 
+def write_folder(path: Path, write: Callable[[Path], list[Path]]) -> list[Path]:
+    """``write(folder)`` into a new folder beside ``path`` (``NAME.<pid>.tmp``), then put it in place of ``path``:
+    ``path`` holds the earlier folder whole or the new one, never a mix (a write that fails or is interrupted, a
+    SIGTERM included, removes the new folder and leaves the earlier one as it was). The written paths, in ``path``."""
+    new, old = (path.with_name(f"{path.name}.{os.getpid()}.{suffix}") for suffix in ("tmp", "old"))
+    shutil.rmtree(new, ignore_errors=True)
+    try:
+        new.mkdir(parents=True)
+        written = write(new)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(new, path)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        if old.exists() and not path.exists():
+            os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return [path / written_path.relative_to(new) for written_path in written]
+
+
 def write_history(out: Path, history: list[dict[str, Any]]) -> None:
     """``history`` as ``out/HISTORY``, one JSON object (sorted keys) per epoch."""
     lines = "".join(json.dumps(row, sort_keys=True) + "\n" for row in history)
@@ -149,6 +172,11 @@ def record_path(folder: Path, prefix: str = "") -> Path:
 def write_diverged(folder: Path, reason: str) -> None:
     """Say in the trial folder ``folder`` why the trial diverged."""
     (folder / DIVERGED_FILE).write_text(f"{reason}\n")
+
+
+def write_refused(folder: Path, reason: str) -> None:
+    """Say in the trial folder ``folder`` why the trial was refused (not retried: the same input fails the same way)."""
+    (folder / REFUSED_FILE).write_text(f"{reason}\n")
 
 
 def write_figures_error(folder: Path, reason: str) -> None:

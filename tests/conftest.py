@@ -127,6 +127,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+READY = "mlflow server: ready at"  # mlflow_server/start.sh's line once its own server listens
+
+
 @dataclass
 class MLflowServer:
     """``mlflow server`` (SQLite store and artifacts under ``home``, job execution off) on 127.0.0.1:``port``;
@@ -145,7 +148,8 @@ class MLflowServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 120.0) -> None:
-        """Start it and wait until ``/health`` answers OK."""
+        """Start it and wait until the script says its own server listens (:data:`READY`) and ``/health`` answers
+        OK (any server on the port would answer that)."""
         env = {**os.environ, "MLFLOW_HOME": str(self.home), "MLFLOW_PORT": str(self.port), "MLFLOW_WORKERS": "1",
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         for name in ("MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_TRACKING_URI"):
@@ -154,13 +158,20 @@ class MLflowServer:
             env["MLFLOW_BACKEND_STORE_URI"] = self.backend_store_uri
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.home / "server.log", "a") as log:
+            logged = log.tell()
             self.process = subprocess.Popen([str(REPO / "mlflow_server" / "start.sh")], env=env, stdout=log,
                                             stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        while not self.healthy():
+        while not (self.ready_line(logged) and self.healthy()):
             assert self.process.poll() is None, (self.home / "server.log").read_text()
             assert time.monotonic() < deadline, f"mlflow server did not answer /health in {timeout_s:.0f} s"
             time.sleep(0.5)
+
+    def ready_line(self, offset: int = 0) -> str | None:
+        """The script's line saying its own server listens on the port, logged after ``offset``."""
+        with open(self.home / "server.log", errors="replace") as log:
+            log.seek(offset)
+            return next((line for line in log if line.startswith(f"{READY} {self.url} ")), None)
 
     def healthy(self) -> bool:
         try:
@@ -259,11 +270,13 @@ def s3_bucket(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
 
 
 def start_test_ray() -> None:
-    """The local Ray instance of :func:`ray_cluster`: 2 CPUs (tests on a 2-core machine keep Tune trials small)."""
+    """The local Ray instance of :func:`ray_cluster`: 2 CPUs (tests on a 2-core machine keep Tune trials small),
+    started as a study starts its own (no dashboard, the trials' output not echoed:
+    :func:`srdc.harness.tuner.ray_session`)."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
 
 
 @pytest.fixture(scope="session")

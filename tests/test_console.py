@@ -268,3 +268,15 @@ def test_the_smoke_tables_say_they_are_a_plumbing_check(smoke, tmp_path):
     launch = launch_from_args(study, args)
     text = StudyOutcome(plan_study(study, launch), launch, [], "TABLES", None).describe()
     assert (f"\n\n{SMOKE_NOTE}\n\nTABLES\n" in text) is smoke and ("plumbing check" in text) is smoke
+
+
+def test_a_refused_trial_is_failed_not_retried_and_names_why():
+    progress, out, _ = console()
+    refused = FakeTrial(status=Trial.TERMINATED, last_result={"refused": 1})
+    done = FakeTrial(trial_id="t_00001", status=Trial.TERMINATED, last_result=dict(FINAL))
+    progress.on_trial_complete(1, [refused], refused)
+    progress.on_experiment_end([refused, done])
+    assert lines(out) == [f"{NAME}: failed, refused by its input (not retried; why: "
+                          "/results/study/t_00000/refused.txt)",
+                          "1/2 trials done, 0 running, 1 failed, elapsed 0s, best so far: acc_labelfree 40.2 "
+                          "(trial t_00001 task=digits->digits_photo variant=srdc seed=0)"]

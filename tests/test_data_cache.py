@@ -1,9 +1,14 @@
 """The decoded-image cache (``--image_cache``, srdc/data/decoded.py): built once, the same floats as decoding the
 files, rebuilt when stale or damaged, one build for processes starting together, and ``srdc-data cache``."""
 
+import json
 import multiprocessing
 import os
 import pickle
+import shutil
+import signal
+import socket
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +151,75 @@ def test_a_damaged_cache_is_rebuilt_not_fatal(tmp_path, samples, decodes, capsys
     assert "pixel file is missing" in change(samples, capsys, cache, decodes)
     assert torch.equal(open_cache("dom", samples, geometry(), cache).image(3), good)
     assert not list(cache.glob("*.tmp*"))
+
+
+def test_a_swapped_manifest_or_pixel_file_is_rebuilt_not_trusted(tmp_path, samples, decodes, capsys):
+    cache = tmp_path / "cache"
+    good = open_cache("dom", samples, geometry(), cache).image(0)
+    assert good.shape == (3, 37, 42)
+    [pixels], [manifest] = files_of(cache, ".pixels"), files_of(cache, ".json")
+    capsys.readouterr()
+    forged = json.loads(manifest.read_text())
+    forged["files"][0][3:5] = [21, 74]  # as many bytes, a shape the resize cannot give: the views would be garbage
+    manifest.write_text(json.dumps(forged))
+    assert "its image shapes are not those of resize ('shorter', 37) (first: [21, 74])" in change(
+        samples, capsys, cache, decodes)
+    shutil.copy(pixels, tmp_path / "other.pixels")  # the same bytes in another file: not the one described
+    os.replace(tmp_path / "other.pixels", pixels)
+    assert "its manifest describes another pixel file" in change(samples, capsys, cache, decodes)
+    if os.geteuid() == 0:  # another user's manifest put in place of ours
+        os.chown(manifest, 12345, 12345)
+        assert "belong to different users (one was replaced)" in change(samples, capsys, cache, decodes)
+    assert torch.equal(open_cache("dom", samples, geometry(), cache).image(0), good)
+
+
+def dead_pid() -> int:
+    """A process id no process has: above the kernel's largest."""
+    return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+
+
+def test_a_killed_builds_temporary_files_are_removed_by_the_next_open(tmp_path, samples, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    host, dead = socket.gethostname(), dead_pid()
+    orphans = [cache / f"other-x32-0123.pixels.tmp{dead}@{host}", cache / f"dom-r37-abc.json.tmp{dead}"]
+    kept = [cache / f"live-x32-0123.pixels.tmp{os.getpid()}@{host}",  # a build in progress
+            cache / f"far-x32-0123.pixels.tmp{dead}@another-host"]  # another host's: its pid says nothing here
+    for path in orphans + kept:
+        path.write_bytes(b"partial")
+    open_cache("dom", samples, geometry(), cache)
+    err = capsys.readouterr().err
+    assert sorted(cache.glob("*.tmp*")) == sorted(kept)
+    assert all(f"decoded-image cache: removed {path}, left by a killed build" in err for path in orphans)
+
+
+def build_slowly(samples, cache: Path) -> None:
+    """Build the cache, decoding one image a second (to be killed mid-build)."""
+    original = decoded.load_rgb
+
+    def slow_load(path):
+        time.sleep(1.0)
+        return original(path)
+
+    decoded.load_rgb = slow_load
+    open_cache("dom", samples, geometry(), cache)
+
+
+@pytest.mark.integration
+def test_a_sigkilled_build_leaves_no_temporary_file_after_the_next_open(tmp_path, samples):
+    cache = tmp_path / "cache"
+    child = multiprocessing.get_context("fork").Process(target=build_slowly, args=(samples, cache))
+    child.start()
+    deadline = time.monotonic() + 30
+    while not list(cache.glob("*.pixels.tmp*")):
+        assert time.monotonic() < deadline and child.is_alive()
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(timeout=30)
+    [leftover] = cache.glob("*.pixels.tmp*")
+    assert leftover.name.endswith(f".tmp{child.pid}@{socket.gethostname()}")
+    images = open_cache("dom", samples, geometry(), cache)
+    assert not list(cache.glob("*.tmp*")) and len(images) == len(samples)
 
 
 def build_in_child(samples, cache: Path, log: Path, barrier) -> None:

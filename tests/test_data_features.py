@@ -1,5 +1,8 @@
 """``--dataset features``: reading ``.npz`` feature files, their errors, and ``srdc-train`` on a features pair."""
 
+import io
+import zipfile
+
 import numpy as np
 import pytest
 from data_helpers import check_summary, write_features
@@ -7,7 +10,7 @@ from data_helpers import check_summary, write_features
 from srdc.cli import main
 from srdc.config import SRDCConfig
 from srdc.data import load_task
-from srdc.data.features import normalize_features
+from srdc.data.features import MAX_FEATURE_DIM, normalize_features
 from srdc.errors import SRDCInputError
 
 
@@ -53,6 +56,48 @@ def test_missing_or_unreadable_features_file(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(SRDCInputError, match=r"junk\.npz is not a readable \.npz file"):
         load_task(SRDCConfig(dataset="features", source=str(src), target=str(tmp_path / "junk.npz")))
+
+
+def headers_only(path, **shapes) -> None:
+    """A ``.npz`` whose members hold only a ``.npy`` header declaring each array's shape (float32), no data."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, shape in shapes.items():
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(
+                header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            archive.writestr(f"{name}.npy", header.getvalue())  # the magic string, then the header
+
+
+def features_error(tmp_path, target) -> str:
+    src = write_features(tmp_path / "a.npz", 6, 5, 3, seed=0)
+    with pytest.raises(SRDCInputError) as raised:
+        load_task(SRDCConfig(dataset="features", source=str(src), target=str(target)))
+    assert "\n" not in str(raised.value)
+    return str(raised.value)
+
+
+def test_a_features_file_too_large_for_memory_is_refused_by_its_headers_before_loading(tmp_path):
+    headers_only(tmp_path / "huge.npz", features=(10**9, 1024), labels=(10**9,))  # 3.7 TiB declared in 300 bytes
+    assert (tmp_path / "huge.npz").stat().st_size < 1000
+    error = features_error(tmp_path, tmp_path / "huge.npz")
+    assert f"{tmp_path / 'huge.npz'}: its arrays declare 3818.4 GiB, more than the" in error
+    assert error.endswith("use fewer samples or dimensions, or a machine with more memory")
+
+
+def test_a_compressed_npz_bomb_is_refused_by_its_declared_size(tmp_path, monkeypatch):
+    monkeypatch.setattr("srdc.data.features.memory_limit", lambda: 16 * 2**20)
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, features=np.zeros((2**18, 64), np.float32), labels=np.zeros(2**18, np.int64))
+    assert bomb.stat().st_size < 2**20 // 2  # 66 MiB of arrays in under half a MiB
+    error = features_error(tmp_path, bomb)
+    assert f"{bomb}: its arrays declare 0.1 GiB, more than the 0.0 GiB a features file may take" in error
+
+
+def test_features_with_more_dimensions_than_the_limit_are_refused_before_loading(tmp_path):
+    wide = write_features(tmp_path / "wide.npz", 2, MAX_FEATURE_DIM + 1, 2, seed=0)
+    error = features_error(tmp_path, wide)
+    assert error.startswith(f"{wide}: 'features' declares {MAX_FEATURE_DIM + 1} dimensions, more than "
+                            f"{MAX_FEATURE_DIM}")
 
 
 def test_train_on_features(tmp_path):

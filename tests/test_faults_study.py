@@ -433,3 +433,141 @@ def test_two_drivers_on_one_study_one_proceeds_and_a_payload_runs_no_code_then_t
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("srdc-studies").experiment_id])
     assert runs and all(run.info.status == "FINISHED" for run in runs)
+
+
+# -- a trial refused by its input ---------------------------------------------------------------------------------
+class RunsCode:
+    """A checkpoint payload that runs a shell command when unpickled."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_a_trial_refused_by_its_input_ends_at_once_not_retried_with_the_reason_in_its_folder(tmp_path, monkeypatch):
+    import ray.tune
+    import torch
+
+    from srdc.harness import trainable, tuner
+    from srdc.runio import CHECKPOINT_VERSION
+    from srdc.trialfiles import CHECKPOINT, REFUSED_FILE
+
+    config = {"dataset": "embedded", "task": "digits->digits_photo", "variant": "srdc", "seed": 0, "epochs": 2,
+              "max_samples": 100, "batch_size": 32, "study": "s"}
+    marker = tmp_path / "MARKER"
+    folder = tmp_path / "checkpoint_000001" / "digits-digits_photo.seed0"
+    folder.mkdir(parents=True)
+    torch.save({"format": "srdc-checkpoint", "version": CHECKPOINT_VERSION, "state": RunsCode(f"touch {marker}")},
+               folder / CHECKPOINT)
+    reports = []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
+    monkeypatch.setattr(ray.tune, "get_checkpoint",
+                        lambda: ray.tune.Checkpoint.from_directory(str(tmp_path / "checkpoint_000001")))
+    monkeypatch.setattr(trainable, "trial_threads", lambda: "threads: 1")
+    trial_dir = tmp_path / "trial"
+    trial_dir.mkdir()
+    monkeypatch.chdir(trial_dir)
+    trainable.run_trial(config)  # no exception: Tune would retry it --max-failures times
+    assert reports == [{trainable.REFUSED: 1}] and not marker.exists()
+    assert "could run code" in (trial_dir / REFUSED_FILE).read_text()
+
+    class Ended:  # what trial_status reads of Tune's saved trial
+        status, last_result = tuner.Trial.TERMINATED, reports[-1]
+
+    assert tuner.trial_status(Ended, epochs=2) == tuner.TrialStatus.FAILED
+
+
+# -- SIGTERM while Ray starts, and while the tables are written -------------------------------------------------
+def sigterm_self() -> None:
+    """A SIGTERM to this process, as a scheduler ending the job sends it; the interruption comes within the sleep."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    raise AssertionError("SIGTERM did not interrupt")
+
+
+def test_sigterm_while_ray_starts_is_an_interruption_in_one_line_with_the_resume_command(
+        tmp_path, monkeypatch, capsys, without_ray):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda **options: sigterm_self())
+    handler = signal.getsignal(signal.SIGTERM)
+    code = main(declaration("ablation_office31"), ["--smoke-test", *study_locations(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and err[-1].startswith("interrupted: continue it with: ") and "--resume" in err[-1], err
+    assert "Traceback" not in "\n".join(err) and signal.getsignal(signal.SIGTERM) == handler
+
+
+def test_sigterm_while_the_tables_are_written_leaves_the_earlier_results_whole(tmp_path, monkeypatch):
+    from srdc.base import sigterm_interrupts
+    from srdc.harness import outcome
+    from srdc.harness.options import Launch
+
+    launch = Launch(study_name="s", storage_path=str(tmp_path), data_root="/d", tracking_uri="sqlite:///m.db")
+    earlier = tmp_path / "s" / "results"
+    earlier.mkdir(parents=True)
+    (earlier / "table_oracle.md").write_text("the earlier run's table\n")
+    before = snapshot(tmp_path)
+
+    def write_half(results, folder: Path) -> list[Path]:
+        (folder / "table_oracle.md").write_text("half of the new tables\n")
+        sigterm_self()
+
+    monkeypatch.setattr(outcome, "write_study", write_half)
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        outcome.publish(launch, "s", results=None)
+    assert snapshot(tmp_path) == before  # no partial tables, no temporary folder
+
+
+def test_the_tables_replace_the_earlier_results_whole(tmp_path):
+    from srdc.trialfiles import write_folder
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "stale.md").write_text("an earlier run's table\n")
+
+    def write(into: Path) -> list[Path]:
+        (into / "table.md").write_text("new\n")
+        return [into / "table.md"]
+
+    assert write_folder(folder, write) == [folder / "table.md"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results"]
+    assert [path.name for path in folder.iterdir()] == ["table.md"]
+
+
+# -- a full disk under --storage-path ---------------------------------------------------------------------------
+def no_space(path: str) -> OSError:
+    import errno
+
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+@pytest.mark.parametrize("where", ["the sweep", "the launch file"])
+def test_a_full_disk_under_the_storage_is_one_line_naming_it_and_how_to_continue(where, tmp_path, monkeypatch, capsys):
+    from contextlib import nullcontext
+
+    from srdc.harness import outcome
+
+    state = str(tmp_path / "ray" / "ablation_office31-smoke" / "experiment_state.json")
+    if where == "the sweep":  # Tune cannot write its state: the error comes out of Tuner.fit, wrapped
+        def fit(*args, **kwargs):
+            try:
+                raise no_space(state)
+            except OSError as error:
+                raise RuntimeError("Tune's experiment state could not be saved") from error
+        monkeypatch.setattr(outcome, "ray_session", lambda *args: nullcontext())
+        monkeypatch.setattr(outcome, "fit", fit)
+    else:
+        def save_launch(launch):
+            raise no_space(f"{launch.path}/srdc_study.json")
+        monkeypatch.setattr(outcome, "save_launch", save_launch)
+    code = main(declaration("ablation_office31"), ["--smoke-test", *study_locations(tmp_path)])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "Traceback" not in err and "results are complete" not in err, err
+    assert last.startswith("error: the disk is full (No space left on device writing ") and "free space, then" in last
+    if where == "the sweep":
+        assert state in last and "continue it with: " in last and "--resume" in last
+    else:
+        assert "run the same command again" in last

@@ -214,6 +214,7 @@ BAD_INPUTS = {
     "folder locked by a live process": ([], _lock(os.getppid(), socket.gethostname()),
                                         f"is in use by another srdc-train (pid {os.getppid()} on"),
     "folder locked on another host": ([], _lock(1, "elsewhere.example"), "if that process is gone, delete"),
+    "out empty": (["--out", ""], None, "argument --out: empty; give the run's folder"),
     "out is a file": ([], lambda out: out.write_text("not a folder\n"), "as a run folder (File exists)"),
 }
 
@@ -254,3 +255,28 @@ def test_bad_input_is_exit_2_one_line_and_leaves_out_untouched(case, tmp_path, c
     assert message in err, err
     assert _snapshot(out) == before
     assert not _marker(out).exists()
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes_after_space_is_freed(tmp_path, capfd, monkeypatch):
+    import errno
+
+    from srdc import runio
+
+    out = tmp_path / "run"
+    write_history = runio.write_history
+
+    def disk_fills_at_epoch_2(folder: Path, history: list[dict]) -> None:
+        if len(history) > 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / HISTORY))
+        write_history(folder, history)
+
+    monkeypatch.setattr(runio, "write_history", disk_fills_at_epoch_2)
+    assert main([*TINY, "--out", str(out)]) == 1
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        f"error: the disk is full (No space left on device writing {out / HISTORY}); free space, then run the same "
+        "command with --resume (nothing saved so far is lost)")
+    assert len(read_jsonl(out / HISTORY)) == 2  # epochs 0 and 1 kept
+    monkeypatch.setattr(runio, "write_history", write_history)  # space freed
+    assert main([*TINY, "--out", str(out), "--resume"]) == 0
+    assert [row["epoch"] for row in read_jsonl(out / HISTORY)] == [0, 1, 2, 3]

@@ -336,6 +336,59 @@ def test_an_unreadable_record_is_a_warning_naming_it_and_the_rest_is_logged(trai
     assert set(recorder.files[None]) == {"summary.json"} and recorder.status == TrialStatus.FINISHED
 
 
+@pytest.mark.parametrize("wrong", [
+    {"picks": {ORACLE: "3", LABELFREE: "2"}},  # right keys, wrong types: the curves would compare str with int
+    {"history": [[("epoch", 0)]], "seed": 1.5},
+    {"snapshots": {LABELFREE: {"confusion": [[1, 0], [0, 1]], "features": "x"}}},
+    {"snapshots": {LABELFREE: {"confusion": torch.zeros(3), "features": torch.zeros(2)}}},  # tensors, bad shapes
+])
+def test_a_record_with_the_right_keys_and_wrong_types_is_one_warning_and_the_rest_is_logged(
+        trained, tmp_path, caplog, wrong):
+    trainer, recorder, _ = trained
+    good = record_of(trainer, recorder)
+    folder = trial_folder(tmp_path, good, "good.record.pt")
+    bad = folder / FIGURES_DIR / "bad.record.pt"
+    save_record(dataclasses.replace(good, **wrong), bad)
+    recorder = ArtifactRecorder()
+    with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
+        finish_trial(recorder, "run", [folder], TrialStatus.FINISHED)
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and "\n" not in warnings[0]
+    assert set(recorder.files[FIGURES_DIR]) == {f"good.{name}" for name in ALL_FIGURES}
+    assert not list(folder.glob(f"{FIGURES_DIR}/bad.*.png"))
+    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == TrialStatus.FINISHED
+
+
+def test_a_resume_logs_the_figures_and_end_of_a_trial_that_ended_before_its_driver_was_killed(
+        trained, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from srdc.harness.options import Launch
+    from srdc.harness.outcome import backfill_ended_trials
+    from srdc.tracking import MLflowTracker
+
+    trainer, recorder, _ = trained
+    config = {"task": "A->W", "variant": "srdc", "seed": 0, "epochs": 4}
+    folder = trial_folder(tmp_path / "ray" / "s" / "train_00000", record_of(trainer, recorder))
+    drawn = write_trial_figures(load_record(folder / FIGURES_DIR / "record.pt"), folder / FIGURES_DIR)
+    (folder / "params.json").write_text(json.dumps(config))
+    (folder / "result.json").write_text("".join(json.dumps({"epoch": epoch, "acc_target": 50.0 + epoch,
+                                                            "trial_id": "00000"}) + "\n" for epoch in range(5)))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MLflowTracker(uri, "e")  # as the killed driver left it: the run open, its epochs, no end
+    run_id, _ = tracker.attach_trial("s", tracker.attach_study("s", {"seeds": 1}), "00000", config)
+    launch = Launch(study_name="s", storage_path=str(tmp_path / "ray"), data_root="/d", tracking_uri=uri,
+                    experiment="e", resume=True)
+    assert backfill_ended_trials(launch, "s", {"seeds": 1}) is None
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("resume: MLflow checked against the 1 trial folders: the ended trials' summaries, "
+                           "figures and statuses logged where missing (0 runs created, 5 epochs added)")
+    client = MlflowClient(uri)
+    listed = {PurePosixPath(a.path).name: a.file_size for a in client.list_artifacts(run_id, FIGURES_DIR)}
+    assert listed == {path.name: path.stat().st_size for path in drawn} and set(listed) == ALL_FIGURES
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
 def ended_trial(logger: StudyLogger, trial_id: str, folder: Path) -> None:
     logger.trial_started(trial_id, {"seed": 0}, [folder])
     logger.trial_ended(trial_id, {"seed": 0}, [folder], TrialStatus.FINISHED)

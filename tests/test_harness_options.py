@@ -8,7 +8,7 @@ from study_helpers import load_declaration
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Study
 from srdc.harness.main import main
-from srdc.harness.options import Launch, read_launch, resolve_launch, save_launch
+from srdc.harness.options import Launch, read_launch, resolve_launch, resume_command, save_launch
 
 ABLATION = load_declaration("ablation_office31")
 
@@ -64,3 +64,46 @@ def test_bad_input_exits_2_with_one_message(argv, message, tmp_path, capsys):
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
 
 
+
+
+@pytest.mark.parametrize("name", ["d4 x;touch M", "étude-δ 2", "it's $HOME `id`", "-dash"])
+def test_the_resume_command_is_shell_quoted_so_pasting_it_runs_nothing_else(name, tmp_path, monkeypatch):
+    import shlex
+    import sys
+
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "my studies" / "ablation;rm.py")])
+    launch = Launch(study_name=name, storage_path=str(tmp_path / "a storage; touch M"), data_root="/d",
+                    tracking_uri="sqlite:///m.db")
+    words = shlex.split(resume_command(launch))
+    assert words == [sys.executable, sys.argv[0], "--resume", "--storage-path", launch.storage_path,
+                     "--study-name", name]
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("../escape", "contains a path separator"),
+    ("a/b", "contains a path separator"),
+    ("a\\b", "contains a path separator"),
+    ("..", "is not a folder name"),
+    (".", "is not a folder name"),
+    ("", "is not a folder name"),
+    ("two\nlines", "control character"),
+    ("bell\x07", "control character"),
+    ("rtl\u202eoverride", "control character"),
+    (" padded", "starts or ends with a blank"),
+    ("x" * 201, "longer than 200 bytes"),
+])
+def test_an_unsafe_study_name_is_refused_in_one_line_before_anything_is_written(name, problem, tmp_path, capsys):
+    storage = tmp_path / "ray"
+    code = main(ABLATION, ["--smoke-test", "--study-name", name, "--storage-path", str(storage)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --study-name ") and problem in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not storage.exists() and not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("name", ["étude δ", "d4 x;touch M", "研究-1", "a.b_c-d"])
+def test_a_unicode_or_punctuated_study_name_is_one_folder_under_the_storage(name, tmp_path):
+    launch = resolve_launch(ABLATION, ["--smoke-test", "--study-name", name, "--storage-path", str(tmp_path)])
+    save_launch(launch)
+    assert [path.name for path in tmp_path.iterdir() if path.is_dir()] == [name]
+    assert read_launch(launch.path) == launch

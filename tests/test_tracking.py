@@ -8,18 +8,21 @@ Tune callback does.
 
 import json
 import logging
+import os
 import pickle
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import free_port
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
 
 from srdc.base import TrialStatus
+from srdc.report_cli import main as report_main
 from srdc.tracking import (
     EpochRow,
     MLflowTracker,
@@ -27,6 +30,7 @@ from srdc.tracking import (
     StudyRef,
     SyncReport,
     TrackingRefused,
+    TrackingServerFailed,
     TrackingUnavailable,
     ended_run_status,
     epoch_row,
@@ -35,7 +39,7 @@ from srdc.tracking import (
     sync_study,
 )
 from srdc.tracking.base import TUNE_KEYS
-from srdc.tracking.mlflow_tracker import artifact_location
+from srdc.tracking.mlflow_tracker import artifact_location, tracking_error
 from srdc.trialfiles import TUNE_ERROR_FILE
 
 
@@ -382,6 +386,65 @@ def test_tracker_errors_say_refused_or_unreachable(mlflow_server):
     with pytest.raises(TrackingUnavailable) as raised:
         MLflowTracker(f"http://127.0.0.1:{free_port()}", "e").find_study("s")
     assert not isinstance(raised.value, TrackingRefused) and "\n" not in str(raised.value)
+
+
+class InternalError(BaseHTTPRequestHandler):
+    """A server that is up and answers every request with MLflow's internal error (the KeyError a telemetry race
+    raised in MLflow 3.17 right after a restart)."""
+
+    def answer(self) -> None:
+        body = json.dumps({"error_code": "INTERNAL_ERROR",
+                           "message": "KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'"}).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), InternalError)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_server_that_fails_inside_is_reported_as_up_not_as_to_be_started(failing_server, capsys):
+    with pytest.raises(TrackingServerFailed, match="too many 500 error responses"):
+        MLflowTracker(failing_server, "e").find_study("s")
+    assert main_error(["--study", "x", "--tracking-uri", failing_server], capsys) == (
+        f"error: MLflow at {failing_server} is up but failed inside")
+    answered = RestException({"error_code": "INTERNAL_ERROR", "message": "KeyError: 'x'"})
+    assert isinstance(tracking_error(answered), TrackingServerFailed)
+    unreachable = MlflowException("API request to http://h failed with exception Max retries exceeded "
+                                  "(Caused by NewConnectionError('Connection refused'))")
+    assert type(tracking_error(unreachable)) is TrackingUnavailable
+
+
+def main_error(argv: list[str], capsys) -> str:
+    """``srdc-report ARGV``'s one error line, up to its parenthesis (exit 2 asserted)."""
+    assert report_main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "start the server" not in err and "Traceback" not in err
+    return err.split(" (")[0]
+
+
+def test_a_tracker_turns_mlflows_telemetry_off_unless_the_user_set_it(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    MLflowTracker(f"sqlite:///{tmp_path}/a.db", "e")
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")
+    MLflowTracker(f"sqlite:///{tmp_path}/a.db", "e")
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"
 
 
 # -- StudyLogger against the server ----------------------------------------------------------------------------

@@ -14,10 +14,15 @@ it.
 A cache is two files in the cache folder, named after the domain, the resize geometry and a hash of both and of the
 images' common folder: ``NAME-GEOMETRY-HASH.pixels`` (every resized image as uint8 ``3 x H x W``, one after the other:
 the whole image, so random crops reach its margins as they do from the file) and ``NAME-GEOMETRY-HASH.json`` (the
-manifest: each source file's path, size, mtime and resized height and width). It is rebuilt, with one line saying
-why, when a source file's size or mtime changed, files were added, removed or reordered, or the cache files are
-unreadable or truncated. Builds are atomic (temporary file, then rename; the manifest is written last) and a lock
-file (``.lock``, ``flock``) lets one process build while others starting at the same time wait for it.
+manifest: each source file's path, size, mtime and resized height and width, and the identity of the pixel file it
+describes: its inode and mtime). It is rebuilt, with one line saying why, when a source file's size or mtime changed,
+files were added, removed or reordered, the cache files are unreadable or truncated, or the manifest does not
+describe the pixel file beside it (the two owned by different users: one swapped in by another user of a shared
+cache; another pixel file's inode or mtime; shapes that resizing at the geometry cannot give). A manifest is not
+signed: whoever may write the cache folder is trusted with the pixels. Builds are atomic (temporary files
+``NAME.pixels.tmpPID@HOST``, then rename; the manifest is written last) and a lock file (``.lock``, ``flock``) lets
+one process build while others starting at the same time wait for it; a build's temporary files left by a killed
+process (same host, no process with that pid) are removed by the next process that opens a cache in the folder.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -55,7 +61,9 @@ from srdc.errors import SRDCInputError
 
 CACHE_ENV = "SRDC_CACHE_DIR"
 CACHE_FOLDER = ".srdc-cache"  # under a benchmark's data root
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: the pixel file's inode and mtime
+# a build's temporary file: NAME.pixels.tmpPID@HOST (before the host was named: NAME.pixels.tmpPID, this host's)
+TEMPORARY = re.compile(r"\.tmp(\d+)(?:@(.+))?$")
 Geometry = tuple[str, int]
 FileStat = list[Any]  # [absolute path, size in bytes, mtime in ns]
 
@@ -110,12 +118,13 @@ def source_stats(samples: list[Sample]) -> list[FileStat]:
 @dataclass
 class Manifest:
     """A cache's ``.json``: the source files as they were when it was built, each image's resized ``[H, W]``, the
-    pixel file's size and the resize geometry."""
+    pixel file's size and ``[inode, mtime_ns]``, and the resize geometry."""
 
     files: list[FileStat]
     shapes: np.ndarray
     nbytes: int
     geometry: Geometry
+    pixels: list[int]
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -126,7 +135,8 @@ class Manifest:
                 raise ValueError(f"format {data['format']}, not {MANIFEST_FORMAT}")
             files = [entry[:3] for entry in data["files"]]
             shapes = np.array([entry[3:5] for entry in data["files"]], dtype=np.int64).reshape(-1, 2)
-            manifest = cls(files, shapes, int(data["bytes"]), (data["geometry"][0], int(data["geometry"][1])))
+            manifest = cls(files, shapes, int(data["bytes"]), (data["geometry"][0], int(data["geometry"][1])),
+                           [int(value) for value in data["pixels"]])
         except (OSError, KeyError, TypeError, IndexError) as error:
             raise ValueError(f"{type(error).__name__}: {error}") from None
         if int((3 * shapes[:, 0] * shapes[:, 1]).sum()) != manifest.nbytes or len(files) != len(shapes):
@@ -148,6 +158,22 @@ def _files_problem(recorded: list[FileStat], current: list[FileStat]) -> str | N
     return f"{len(changed)} file(s) changed size or modification time (first: {changed[0]})" if changed else None
 
 
+def pixel_identity(path: Path) -> list[int]:
+    """``[inode, mtime_ns]`` of the pixel file ``path``: kept by the rename that publishes a build, changed by any
+    other file put in its place."""
+    info = path.stat()
+    return [info.st_ino, info.st_mtime_ns]
+
+
+def _shapes_problem(shapes: np.ndarray, geometry: Geometry) -> str | None:
+    """Why the manifest's image shapes cannot come from resizing at ``geometry`` (``None``: they can)."""
+    mode, size = geometry
+    fits = (shapes == size).all(axis=1) if mode == "exact" else shapes.min(axis=1) == size
+    if not fits.all():
+        return f"its image shapes are not those of resize {geometry} (first: {shapes[~fits][0].tolist()})"
+    return None
+
+
 def stale_reason(manifest_path: Path, pixels_path: Path, geometry: Geometry, current: list[FileStat]) -> str | None:
     """Why the cache at these paths cannot be used for ``current`` files at ``geometry`` (``None``: it can)."""
     if not manifest_path.is_file():
@@ -162,7 +188,11 @@ def stale_reason(manifest_path: Path, pixels_path: Path, geometry: Geometry, cur
         return "its pixel file is missing"
     if pixels_path.stat().st_size != manifest.nbytes:
         return f"its pixel file holds {pixels_path.stat().st_size} bytes, the manifest says {manifest.nbytes}"
-    return _files_problem(manifest.files, current)
+    if manifest_path.stat().st_uid != pixels_path.stat().st_uid:
+        return "its manifest and pixel file belong to different users (one was replaced)"
+    if pixel_identity(pixels_path) != manifest.pixels:
+        return "its manifest describes another pixel file (replaced or copied from elsewhere)"
+    return _shapes_problem(manifest.shapes, geometry) or _files_problem(manifest.files, current)
 
 
 # -- build --------------------------------------------------------------------------------------------------
@@ -187,13 +217,15 @@ def build_cache(samples: list[Sample], geometry: Geometry, stem: Path, files: li
     build leaves no manifest, so the next open rebuilds."""
     pixels, manifest = stem.with_suffix(".pixels"), stem.with_suffix(".json")
     manifest.unlink(missing_ok=True)
-    tmp_pixels, tmp_manifest = (path.with_name(f"{path.name}.tmp{os.getpid()}") for path in (pixels, manifest))
+    suffix = f".tmp{os.getpid()}@{socket.gethostname()}"
+    tmp_pixels, tmp_manifest = (path.with_name(f"{path.name}{suffix}") for path in (pixels, manifest))
     try:
         shapes = _write_pixels(samples, geometry, tmp_pixels, progress)
         nbytes = tmp_pixels.stat().st_size
         entries = [[*stat, *shape] for stat, shape in zip(files, shapes, strict=True)]
         tmp_manifest.write_text(json.dumps({"format": MANIFEST_FORMAT, "geometry": list(geometry), "bytes": nbytes,
-                                            "files": entries}), encoding="utf-8")
+                                            "pixels": pixel_identity(tmp_pixels), "files": entries}),
+                                encoding="utf-8")
         os.replace(tmp_pixels, pixels)
         os.replace(tmp_manifest, manifest)
     except OSError as error:
@@ -208,6 +240,30 @@ def _unwritable(folder: Path, error: OSError) -> SRDCInputError:
         f"cannot write the decoded-image cache in {folder} ({error.strerror or error}); pass --image_cache DIR "
         f"(a writable folder with room), set {CACHE_ENV}, or --image_cache off"
     )
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` runs on this host (another user's included)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Remove the builds' temporary files in ``folder`` whose builder is gone (this host, no process with its
+    pid: a killed build); returns them. Another host's, or a live process's, are left."""
+    removed = []
+    for path in folder.glob("*.tmp*"):
+        named = TEMPORARY.search(path.name)
+        if named is None or named.group(2) not in (None, socket.gethostname()) or _pid_alive(int(named.group(1))):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -274,6 +330,8 @@ def open_cache(name: str, samples: list[Sample], geometry: Geometry, folder: Pat
     stem = folder / cache_stem(name, samples, geometry)
     pixels, manifest = stem.with_suffix(".pixels"), stem.with_suffix(".json")
     with _locked(stem.with_suffix(".lock")):
+        for orphan in remove_orphans(folder):
+            print(f"decoded-image cache: removed {orphan}, left by a killed build", file=sys.stderr)
         files = source_stats(samples)
         reason = stale_reason(manifest, pixels, geometry, files)
         if reason is not None:

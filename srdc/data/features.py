@@ -4,11 +4,15 @@ A file holds ``features`` (N x d float) and ``labels`` (N int), optionally ``cla
 ``srdc-data extract-features`` (:mod:`srdc.extract`). Held in memory; the default backbone is ``identity``, so
 only the head (bottleneck + classifier) trains. ``--feature_norm`` preprocesses each domain with statistics of
 its own features (:func:`normalize_features`). Class names are resolved as for image lists
-(:func:`srdc.data.user.resolve_classes`), the files' ``classes`` arrays standing in for a classes file.
+(:func:`srdc.data.user.resolve_classes`), the files' ``classes`` arrays standing in for a classes file. Before a
+file is loaded, the shapes its arrays declare (their ``.npy`` headers, read without decompressing) are checked
+against :data:`MAX_FEATURE_DIM` and :func:`memory_limit`: a compressed file cannot expand past them.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -24,14 +28,67 @@ from srdc.data.splits import kept_rows, stratified_split
 from srdc.data.user import resolve_classes
 from srdc.errors import SRDCInputError
 
+# the most dimensions a features file's rows may have: ResNet-50's pooled features have 2048, VGG's flattened
+# convolutional ones 25088; the bottleneck's weights (d x 256) and every checkpoint grow with d
+MAX_FEATURE_DIM = 32768
+MEMORY_SHARE = 4  # a features file may declare at most 1/MEMORY_SHARE of the machine's physical memory
+
+
+def memory_limit() -> int:
+    """The most bytes a features file's arrays may declare: a quarter of the machine's physical memory (a run holds
+    them, a float32 copy and the normalised copy; the study's trials share the machine)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // MEMORY_SHARE
+
+
+def declared_arrays(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The shape and dtype each array of the ``.npz`` (zip) file ``path`` declares in its ``.npy`` header, read
+    without decompressing the data (a compressed file's declared size is what loading it would take)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    declared = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.infolist():
+            if not member.filename.endswith(".npy"):
+                continue
+            with archive.open(member) as stream:
+                version = np.lib.format.read_magic(stream)
+                if version not in readers:
+                    raise ValueError(f"array {member.filename} has .npy format version {version}")
+                shape, _, dtype = readers[version](stream)
+            declared[member.filename.removesuffix(".npy")] = (shape, dtype)
+    return declared
+
+
+def _check_declared_size(path: Path) -> None:
+    """Refuse, before loading, a ``.npz`` file whose ``features`` have more than :data:`MAX_FEATURE_DIM` dimensions
+    or whose arrays declare more than :func:`memory_limit` bytes (as float32 at least: the run's copy)."""
+    if not zipfile.is_zipfile(path):
+        return  # a single .npy array or a damaged file: np.load's refusal names it
+    try:
+        declared = declared_arrays(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise SRDCInputError(f"{path} is not a readable .npz file ({one_line(error)}); write it again with "
+                             "srdc-data extract-features or numpy.savez") from None
+    shape = declared.get("features", ((), None))[0]
+    if len(shape) == 2 and shape[1] > MAX_FEATURE_DIM:
+        raise SRDCInputError(f"{path}: 'features' declares {shape[1]} dimensions, more than {MAX_FEATURE_DIM} (the "
+                             "bottleneck's weights and every checkpoint grow with them); reduce the features "
+                             "(e.g. pool or PCA them) before training")
+    size = sum(math.prod(shape) * max(dtype.itemsize, 4) for shape, dtype in declared.values())
+    if size > memory_limit():
+        raise SRDCInputError(f"{path}: its arrays declare {size / 2**30:.1f} GiB, more than the "
+                             f"{memory_limit() / 2**30:.1f} GiB a features file may take (a quarter of this "
+                             "machine's memory); use fewer samples or dimensions, or a machine with more memory")
+
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of a ``.npz`` file; a missing, unreadable or non-``.npz`` file is an ``SRDCInputError``."""
+    """Every array of a ``.npz`` file; a missing, unreadable, too large or non-``.npz`` file is an
+    ``SRDCInputError``."""
     if not path.is_file():
         raise SRDCInputError(
             f"features file {path} does not exist; make one with: srdc-data extract-features --dataset NAME "
             f"--domain X --root DIR --out {path}"
         )
+    _check_declared_size(path)
     try:
         loaded = np.load(path, allow_pickle=False)
         if not isinstance(loaded, NpzFile):

@@ -99,11 +99,49 @@ def load_record(path: Path) -> TrialRecord:
     import torch
 
     try:
-        return TrialRecord(**torch.load(path, weights_only=True))
+        values = torch.load(path, weights_only=True)
+        record = TrialRecord(**values)
+        _check_types(record)
+        return record
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, TypeError, KeyError) as error:
-        reason = next(iter(str(error).splitlines()), "")  # one line: weights_only's explanations run long
-        raise UnreadableRecord(f"cannot read the figure record {path} ({type(error).__name__}: {reason}); its "
-                               "figures are left out, the trial's results are complete") from None
+        raise _unreadable(path, "read", error) from None
+
+
+def _unreadable(path: Path, verb: str, error: Exception) -> UnreadableRecord:
+    """The one-line :class:`UnreadableRecord` of the record ``path`` that failed to ``verb`` with ``error``."""
+    reason = next(iter(str(error).splitlines()), "")  # one line: weights_only's explanations run long
+    return UnreadableRecord(f"cannot {verb} the figure record {path} ({type(error).__name__}: {reason}); its "
+                            "figures are left out, the trial's results are complete")
+
+
+def _require(condition: bool, what: str) -> None:
+    """A ``TypeError`` saying what a record's field should be, unless ``condition``."""
+    if not condition:
+        raise TypeError(f"{what} has the wrong type")
+
+
+def _check_types(record: TrialRecord) -> None:
+    """A ``TypeError`` naming the first field of ``record`` whose type is not what :func:`save_record` writes."""
+    import torch
+
+    _require(isinstance(record.history, list) and all(isinstance(row, dict) for row in record.history),
+             "history (a list of dicts)")
+    _require(isinstance(record.picks, dict) and all(isinstance(record.picks.get(name), int)
+                                                    for name in (ORACLE, LABELFREE)), "picks (an epoch each)")
+    _require(isinstance(record.selector, str), "selector (a string)")
+    for name in ("validators", "classes"):
+        values = getattr(record, name)
+        _require(isinstance(values, list) and all(isinstance(value, str) for value in values),
+                 f"{name} (a list of strings)")
+    _require(isinstance(record.seed, int), "seed (an integer)")
+    _require(isinstance(record.snapshots, dict) and all(
+        isinstance(snapshot, dict) and all(isinstance(value, torch.Tensor) for key, value in snapshot.items()
+                                           if key != "epoch")
+        for snapshot in record.snapshots.values()), "snapshots (dicts of tensors and the epoch)")
+    _require(isinstance(record.source_images, dict) and all(
+        isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], torch.Tensor)
+        and isinstance(entry[1], int) for entry in record.source_images.values()),
+        "source_images (image tensor and class)")
 
 
 def figure_prefix(record: Path) -> str:
@@ -123,27 +161,29 @@ def stale_records(folder: Path) -> list[Path]:
 
 
 def draw_records(records: list[Path]) -> DrawnFigures:
-    """Draw the figures of each record file beside it (:func:`write_trial_figures`); an unreadable record is left
-    out with its message (a failure to draw a readable one raises)."""
+    """Draw the figures of each record file beside it (:func:`write_trial_figures`); a record that cannot be read,
+    or whose values do not draw (the right types, the wrong shapes), is left out with its message."""
     written, unreadable = [], []
     for path in records:
         try:
             record = load_record(path)
+            written += write_trial_figures(record, path.parent, figure_prefix(path))
         except UnreadableRecord as error:
             unreadable.append(str(error))
-            continue
-        written += write_trial_figures(record, path.parent, figure_prefix(path))
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as error:
+            unreadable.append(str(_unreadable(path, "draw", error)))
     return DrawnFigures(written, unreadable)
 
 
 def write_trial_figures(record: TrialRecord, folder: Path, prefix: str = "") -> list[Path]:
-    """Draw every figure ``record`` allows into ``folder`` as ``PREFIXNAME.png``; returns the files written."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Draw every figure ``record`` allows into ``folder`` as ``PREFIXNAME.png``; returns the files written. Every
+    figure is drawn before the first is saved: a record that fails to draw leaves no partial set."""
     drawers = {"curves": draw_curves, "confusion": draw_confusion, "embedding": draw_embedding,
                "source_weights": draw_source_weights, "source_images": draw_source_images}
+    figures = {name: draw(record) for name, draw in drawers.items()}
+    folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, draw in drawers.items():
-        figure = draw(record)
+    for name, figure in figures.items():
         if figure is None:
             continue
         path = folder / f"{prefix}{name}.png"

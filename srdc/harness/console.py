@@ -15,8 +15,8 @@ from typing import Any, TextIO
 from ray import tune
 from ray.tune.experiment import Trial
 
-from srdc.harness.trainable import DIVERGED, FIGURES_FAILED
-from srdc.trialfiles import DIVERGED_FILE, FIGURES_ERROR, TRIAL_LOG, TUNE_ERROR_FILE
+from srdc.harness.trainable import DIVERGED, FIGURES_FAILED, REFUSED
+from srdc.trialfiles import DIVERGED_FILE, FIGURES_ERROR, REFUSED_FILE, TRIAL_LOG, TUNE_ERROR_FILE
 
 SUMMARY_EVERY_S = 30.0  # the compact console's summary line
 LIBRARY_INFO_FROM = 1  # the verbosity (-v) from which Ray's, MLflow's and Optuna's INFO lines show
@@ -85,6 +85,10 @@ class ConsoleProgress(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         last = trial.last_result or {}
         epoch = last.get("epoch", 0)
+        if last.get(REFUSED):
+            self.say(f"{self.name(trial)}: failed, refused by its input (not retried; why: "
+                     f"{trial.path}/{REFUSED_FILE})")
+            return
         if last.get(DIVERGED):
             self.say(f"{self.name(trial)}: diverged after epoch {epoch}/{self.epochs} (its loss or metrics became "
                      f"NaN or infinite; not retried; why: {trial.path}/{DIVERGED_FILE})")
@@ -113,16 +117,19 @@ class ConsoleProgress(tune.Callback):
 
     def summary(self, trials: list[Trial]) -> str:
         """``12/60 trials done, 4 running, 0 failed, elapsed 3m12s, best so far: ...`` (done: finished, stopped
-        early or diverged, out of the planned trials; the split is shown when not all finished)."""
+        early or diverged, out of the planned trials; the split is shown when not all finished; failed: crashed after
+        its retries, or refused by its input)."""
         self.last_summary = self.clock()
-        done = [trial for trial in trials if trial.status == Trial.TERMINATED]
+        refused = sum(1 for trial in trials if (trial.last_result or {}).get(REFUSED))
+        done = [trial for trial in trials if trial.status == Trial.TERMINATED
+                and not (trial.last_result or {}).get(REFUSED)]
         diverged = sum(1 for trial in done if (trial.last_result or {}).get(DIVERGED))
         early = sum(1 for trial in done if not (trial.last_result or {}).get(DIVERGED)
                     and (trial.last_result or {}).get("epoch", 0) < self.epochs)
         split = f" ({len(done) - diverged - early} finished, {early} stopped early, {diverged} diverged)" \
             if early or diverged else ""
         running = sum(1 for trial in trials if trial.status == Trial.RUNNING)
-        failed = sum(1 for trial in trials if trial.status == Trial.ERROR)
+        failed = sum(1 for trial in trials if trial.status == Trial.ERROR) + refused
         line = (f"{len(done)}/{max(self.planned, len(trials))} trials done{split}, {running} running, {failed} failed, "
                 f"elapsed {elapsed(self.clock() - self.start)}")
         return line + best_so_far(done, self.name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from srdc.base import run_main
+from srdc.base import EXIT_RUN_ERROR, disk_full, disk_full_line, run_main, sigterm_interrupts
 from srdc.harness.declarations import Search, Study
 from srdc.harness.options import Launch, read_launch, resolve_launch, resume_command
 
@@ -21,7 +21,8 @@ def interrupted_early(launch: Launch) -> str:
 
 def main(declaration: Study | Search, argv: list[str] | None = None) -> int:
     """Run the declared study or search as the command line ``argv`` asks, print its tables and where its runs
-    are; the exit status (bad input: one line and 2; interrupted: 130 with the ``--resume`` command)."""
+    are; the exit status (bad input: one line and 2; interrupted, by Ctrl-C or SIGTERM: 130 with the ``--resume``
+    command; a full disk: one line, 1, with it too)."""
 
     def run() -> int:
         search = declaration if isinstance(declaration, Search) else None
@@ -35,10 +36,19 @@ def main(declaration: Study | Search, argv: list[str] | None = None) -> int:
             print(dry_run(declaration, launch).describe(), end="")
             return 0
         try:
-            outcome = run_search(search, launch) if search is not None else run_study(study, launch)
+            with sigterm_interrupts():  # SIGTERM, also while Ray starts or the tables are written, is Ctrl-C
+                outcome = run_search(search, launch) if search is not None else run_study(study, launch)
         except KeyboardInterrupt:
             print(interrupted_early(launch), file=sys.stderr)
             return EXIT_INTERRUPTED
+        except Exception as error:  # a full disk under --storage-path: one line, and how to continue
+            full = disk_full(error)
+            if full is None:
+                raise
+            then = "run the same command again" if read_launch(launch.path) is None \
+                else f"continue it with: {resume_command(launch)}"
+            print(disk_full_line(full, then), file=sys.stderr)
+            return EXIT_RUN_ERROR
         print(outcome.describe())
         return outcome.exit_code
 

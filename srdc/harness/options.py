@@ -12,8 +12,10 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import tempfile
+import unicodedata
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracki
 from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, TRIAL_LOG, read_launch_file, write_launch_file
 
 DEFAULT_STORAGE = "ray_results"
+MAX_NAME_BYTES = 200  # a study name's longest (a folder name's limit is 255 bytes; phases add "-promoted")
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
 # (and the Ray cluster: a new head after the old one died has a new address; the dry run's own options; the console)
@@ -245,8 +248,32 @@ def absolute(path: str) -> str:
 
 
 def study_name(study: Study, args: argparse.Namespace) -> str:
-    """The sweep's and MLflow study's name: ``--study-name``, else the study's (``-smoke`` added)."""
-    return args.study_name or (f"{study.name}-smoke" if args.smoke_test else study.name)
+    """The sweep's and MLflow study's name: ``--study-name`` (checked: :func:`check_study_name`), else the study's
+    (``-smoke`` added)."""
+    if args.study_name is None:
+        return f"{study.name}-smoke" if args.smoke_test else study.name
+    return check_study_name(args.study_name)
+
+
+def check_study_name(name: str) -> str:
+    """``name`` when it is safe as one folder name everywhere (local, NFS, ``s3://``, ``gs://``) and in a printed
+    command: not empty, ``.`` or ``..``, no ``/`` or ``\\``, no newline or other control character, no blank at
+    either end, at most :data:`MAX_NAME_BYTES` bytes in UTF-8; unicode letters, blanks and punctuation are fine."""
+    problem = None
+    if name in ("", ".", ".."):
+        problem = "is not a folder name"
+    elif "/" in name or "\\" in name:
+        problem = "contains a path separator"
+    elif any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in name):
+        problem = "contains a newline or another control character"
+    elif name != name.strip():
+        problem = "starts or ends with a blank"
+    elif len(name.encode()) > MAX_NAME_BYTES:
+        problem = f"is longer than {MAX_NAME_BYTES} bytes"
+    if problem is not None:
+        raise SRDCInputError(f"--study-name {name!r} {problem}; choose a plain folder name such as "
+                             f"my-study_2 (letters, digits, '-', '_', '.', blanks inside)")
+    return name
 
 
 def check_ranges(args: argparse.Namespace) -> None:
@@ -349,9 +376,10 @@ def preflight(launch: Launch) -> list[str]:
 
 
 def resume_command(launch: Launch) -> str:
-    """The command line that continues the study of ``launch``."""
-    return (f"{sys.executable} {sys.argv[0]} --resume --storage-path {launch.storage_path} "
-            f"--study-name {launch.study_name}")
+    """The command line that continues the study of ``launch``, shell-quoted: safe to paste whatever the study
+    name, storage path or script path hold (blanks, ``;``, quotes, ``$``)."""
+    return shlex.join([sys.executable, sys.argv[0], "--resume", "--storage-path", launch.storage_path,
+                       "--study-name", launch.study_name])
 
 
 def save_launch(launch: Launch) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from srdc import report
 from srdc.base import SELECTIONS, TrialStatus, threads_for_cpus
+from srdc.errors import SRDCInputError
 from srdc.figures.study import CURVE_METRIC, HISTORY
 from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.lease import study_lease
@@ -24,10 +25,10 @@ from srdc.harness.plan import Plan, check_plan, grid_configs, param_space, plan_
 from srdc.harness.trainable import train_srdc
 from srdc.harness.tuner import Sweep, Trainable, fit, ray_session
 from srdc.tables import with_stand_ins
-from srdc.tracking import TrackingUnavailable, open_tracker, publish_results
+from srdc.tracking import TrackingUnavailable, open_tracker, publish_results, sync_study
 from srdc.tracking.results import write_study
 from srdc.tracking.ui import LOCAL_UI, runs_table_link, ui_command
-from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories
+from srdc.trialfiles import RESULTS_FOLDER, copy_into_storage, read_histories, write_folder
 
 EXIT_INTERRUPTED = 130
 GRID_COLUMNS = ("task", "variant", "seed")
@@ -138,10 +139,11 @@ def publish(launch: Launch, study: str, results: report.StudyResults) -> tuple[t
     the store cannot be read now) and a warning when the store could not take the results."""
     remote = "://" in launch.path
     with tempfile.TemporaryDirectory(prefix="srdc-results-") as scratch:
-        folder = Path(scratch) if remote else Path(launch.path) / RESULTS_FOLDER
-        paths = write_study(results, folder)
         if remote:
+            paths = write_study(results, Path(scratch))
             copy_into_storage(Path(scratch), f"{launch.path}/{RESULTS_FOLDER}")
+        else:  # whole or not at all: an interrupted write leaves the earlier results as they were
+            paths = write_folder(Path(launch.path) / RESULTS_FOLDER, lambda folder: write_study(results, folder))
         try:
             tracker = open_tracker(launch.tracking_uri, launch.experiment)
             found = tracker.find_study(study)
@@ -176,6 +178,25 @@ def find_parent_run(launch: Launch, study: str) -> tuple[str, str] | None:
     return (found.experiment_id, found.run_id) if found is not None else None
 
 
+def backfill_ended_trials(launch: Launch, study: str, params: dict[str, Any]) -> str | None:
+    """Before a sweep resumes: bring the study's MLflow runs up to date with its folders
+    (:func:`srdc.tracking.sync.sync_study`; a missing parent run is made with ``params``), so that the trials that
+    ended before a killed driver logged their end get their summary, files, figures (drawn first where their records
+    lack them) and status, which no callback of the resumed sweep would send. One line says what was done; a store
+    that cannot be reached is a warning, returned."""
+    try:
+        done = sync_study(launch.path, study, launch.tracking_uri, launch.experiment, params)
+    except SRDCInputError:  # no trial folder yet: nothing ended
+        return None
+    except TrackingUnavailable as error:
+        return (f"the MLflow runs of the trials that ended before this resume could not be checked ({error}); the "
+                "srdc.report_cli --sync command below logs their ends and figures once the store is back")
+    print(f"resume: MLflow checked against the {done.trials} trial folders: the ended trials' summaries, figures "
+          f"and statuses logged where missing ({done.runs_created} runs created, {done.epochs_logged} epochs "
+          "added)", file=sys.stderr)
+    return None
+
+
 def study_sweep(plan: Plan) -> Sweep:
     """The one sweep of a study: a trial per grid cell, logged into the study's MLflow parent."""
     return Sweep(name=plan.name, param_space=param_space(plan), epochs=plan.epochs, tracking=plan.name,
@@ -196,6 +217,10 @@ def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -
         if not launch.resume:
             save_launch(launch)
         announce_start(launch, f"study {plan.name}: {len(grid_configs(plan))} trials")
+        backfill = backfill_ended_trials(launch, plan.name, plan.study_params) if launch.resume else None
+        if backfill is not None:
+            announce([backfill])
+            warnings = [*warnings, backfill]
         with ray_session(launch.address, launch.verbose, launch.dashboard):
             records = fit(launch, study_sweep(plan), trainable)
         results = study_results(study, plan, with_trial_histories(launch, records))

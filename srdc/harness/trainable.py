@@ -69,6 +69,7 @@ from srdc.trialfiles import (
     write_figures_error,
     write_history,
     write_nodes,
+    write_refused,
     write_summary,
 )
 
@@ -84,6 +85,9 @@ TRIAL_KEYS = frozenset({"study", "search_objective", "checkpoint_every"})
 MULTI_KEYS = frozenset({"tasks", "seeds", "task", "seed"})
 # a trial whose loss or metrics became NaN or infinite reports this key, and why in its folder (DIVERGED_FILE)
 DIVERGED = "diverged"
+# a trial that its own input refuses (SRDCInputError: a checkpoint that would run code, missing data...) reports
+# this key, and why in its folder (REFUSED_FILE); like divergence, it is not retried
+REFUSED = "refused"
 # a trial whose figures could not be drawn reports this key with its last epoch, and why in its folder (FIGURES_ERROR)
 FIGURES_FAILED = "figures_failed"
 # each run's own metrics in a several-run report (``KEY.acc_target``, ...)
@@ -333,11 +337,20 @@ def checkpoint_every(trial_config: dict[str, Any]) -> int:
 
 def run_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None = None) -> None:
     """Train (or continue from the trial's latest checkpoint) every run of the trial, reporting every epoch;
-    ``after_epoch(trainer)`` follows each report (for tests that inject faults; the harness passes none)."""
-    import ray.tune
-
+    ``after_epoch(trainer)`` follows each report (for tests that inject faults; the harness passes none). A trial
+    that its input refuses (:class:`SRDCInputError`) ends at once, not retried (:func:`report_refusal`)."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # not a line per checkpoint in the study's console
     print(trial_threads())
+    try:
+        _train_trial(trial_config, after_epoch)
+    except SRDCInputError as error:
+        report_refusal(Path.cwd(), error)
+
+
+def _train_trial(trial_config: dict[str, Any], after_epoch: EpochHook | None) -> None:
+    """:func:`run_trial`'s training; an :class:`SRDCInputError` (the trial's input) propagates."""
+    import ray.tune
+
     every = checkpoint_every(trial_config)
     runs = Lockstep(trial_config)
     checkpoint = usable_checkpoint(ray.tune.get_checkpoint(), [member.key for member in runs.members])
@@ -376,6 +389,16 @@ def report_divergence(runs: Lockstep, trial_dir: Path, error: NonFiniteLossError
     write_diverged(trial_dir, str(error))
     epoch = min(len(member.trainer.history) for member in runs.members) - 1
     ray.tune.report({**(runs.report(epoch) if epoch >= 0 else {}), **placement(nodes), DIVERGED: 1})
+
+
+def report_refusal(trial_dir: Path, error: SRDCInputError) -> None:
+    """End a trial that its own input refuses: a retry would be refused the same way, so it is not retried. It
+    reports only the ``refused`` marker (its last checkpoint, if any, stays the latest), and the reason is written
+    in its folder (:func:`srdc.trialfiles.write_refused`)."""
+    import ray.tune
+
+    write_refused(trial_dir, str(error))
+    ray.tune.report({REFUSED: 1})
 
 
 def train_srdc(trial_config: dict[str, Any]) -> None:

@@ -26,7 +26,16 @@ import ray
 from ray import tune
 from ray.tune.experiment import Trial
 
-from srdc.base import LABELFREE, LAST, ORACLE, SEARCH_SELECTIONS, SELECTIONS, TrialStatus
+from srdc.base import (
+    LABELFREE,
+    LAST,
+    ORACLE,
+    SEARCH_SELECTIONS,
+    SELECTIONS,
+    TrialStatus,
+    sigterm_interrupts,
+    stop_gracefully,
+)
 from srdc.config import options
 from srdc.errors import SRDCInputError
 from srdc.harness.console import ECHO_TRIALS_FROM, ConsoleProgress, library_level, quiet_libraries
@@ -40,7 +49,7 @@ from srdc.harness.ray_compat import (
     set_tune_environment,
 )
 from srdc.harness.signatures import sign_files, sign_stored, verify_storage
-from srdc.harness.trainable import DIVERGED, run_configs, train_srdc
+from srdc.harness.trainable import DIVERGED, REFUSED, run_configs, train_srdc
 from srdc.methods import tracked_fields
 from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
 from srdc.trialfiles import TRIAL_LOG, is_trusted, recover_checkpoint, storage_location, trusted_files
@@ -90,26 +99,20 @@ def ray_session(address: str | None = None, verbose: int = 0, dashboard: bool = 
     quiet_libraries(verbose)
     started = not ray.is_initialized()
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) or signal.SIG_DFL  # None: a handler installed outside Python
-    try:
-        if started:
-            with dropped_log(AUTH_LOGGER, AUTH_NOTICE):
-                ray.init(address=address, include_dashboard=dashboard, log_to_driver=verbose >= ECHO_TRIALS_FROM,
-                         logging_level=library_level(verbose))
-        if on_main_thread:  # after ray.init, whose own handler would abort the driver on SIGTERM
-            signal.signal(signal.SIGTERM, _stop_gracefully)
-        yield
-    finally:
-        if on_main_thread:
-            signal.signal(signal.SIGTERM, previous)
-        if started:
-            ray.shutdown()
-
-
-def _stop_gracefully(signum: int, frame: Any) -> None:
-    """SIGTERM (a scheduler ending the job, ``kill``) stops a study as Ctrl-C does: Tune saves its state and the
-    study ends with the ``--resume`` command."""
-    os.kill(os.getpid(), signal.SIGINT)
+    # SIGTERM stops a study as Ctrl-C does (Tune saves its state, the study ends with the --resume command), from
+    # before ray.init (a SIGTERM while Ray starts is an interruption too)
+    with sigterm_interrupts():
+        try:
+            if started:
+                with dropped_log(AUTH_LOGGER, AUTH_NOTICE):
+                    ray.init(address=address, include_dashboard=dashboard, log_to_driver=verbose >= ECHO_TRIALS_FROM,
+                             logging_level=library_level(verbose))
+            if on_main_thread:  # again: ray.init's own handler would abort the driver on SIGTERM
+                signal.signal(signal.SIGTERM, stop_gracefully)
+            yield
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def tracked_config(trial_config: dict[str, Any]) -> dict[str, Any]:
@@ -149,8 +152,9 @@ class TuneTracking(tune.Callback):
         self.logger.trial_result(trial.trial_id, tracked_config(trial.config), trial_folders(trial), result)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        refused = (trial.last_result or {}).get(REFUSED)
         self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial),
-                                TrialStatus.FINISHED)
+                                TrialStatus.FAILED if refused else TrialStatus.FINISHED)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.logger.trial_ended(trial.trial_id, tracked_config(trial.config), trial_folders(trial),
@@ -309,7 +313,7 @@ def recover_checkpoints(path: str) -> list[str]:
 def trial_status(trial: Trial, epochs: int) -> TrialStatus:
     """The :class:`~srdc.base.TrialStatus` of one trial, from Tune's saved state of it and its last result."""
     last = trial.last_result or {}
-    if trial.status == Trial.ERROR:
+    if trial.status == Trial.ERROR or last.get(REFUSED):  # crashed after its retries, or refused by its input
         return TrialStatus.FAILED
     if trial.status != Trial.TERMINATED:  # pending, running or paused when the study stopped
         return TrialStatus.UNFINISHED

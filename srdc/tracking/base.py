@@ -37,6 +37,9 @@ NODE_TAGS = {NODE_KEY: "srdc.node", NODES_KEY: "srdc.nodes"}
 TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
 # fail fast instead of MLflow's default of 7 retries with backoff (minutes) and a 120 s timeout
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# MLflow's usage telemetry off in our processes: its client thread sets and unsets an environment variable
+# (_MLFLOW_TELEMETRY_SESSION_ID) unguarded, and a race raised a KeyError out of a request (issue 21, case 13)
+TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 class TrackingUnavailable(Exception):
@@ -48,6 +51,11 @@ class TrackingUnavailable(Exception):
 
 class TrackingRefused(TrackingUnavailable):
     """The store answered and refused the request (a client error other than rate limiting): retrying is futile."""
+
+
+class TrackingServerFailed(TrackingUnavailable):
+    """The store answered with an internal error (HTTP 5xx): it is up (starting it again is not the fix); the
+    request may succeed when run again, and the server's log says what failed."""
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from srdc.base import TrialStatus
 from srdc.tracking.base import (
     STEP_KEY,
+    TELEMETRY_ENV,
     EpochRow,
     StudyRef,
     TrackingRefused,
+    TrackingServerFailed,
     TrackingUnavailable,
     check_name,
     summary_metrics,
@@ -62,11 +64,30 @@ MLFLOW_STATUSES = {TrialStatus.RUNNING: "RUNNING", TrialStatus.FINISHED: "FINISH
 READ_STATUSES = {**{name: status for status, name in MLFLOW_STATUSES.items()},
                  "KILLED": TrialStatus.UNFINISHED, "SCHEDULED": TrialStatus.UNFINISHED}
 
+# urllib3's words when a server's error answers exhaust the retries (urllib3.exceptions.ResponseError), and the
+# status of a server that answered but failed inside (a proxy's 502-504 may stand for a server that is down)
+RETRIED_STATUS = re.compile(r"too many (\d{3}) error responses")
+INTERNAL_ERROR = 500
+
 Result = TypeVar("Result")
 
 
+def answered_status(error: Exception) -> int | None:
+    """The HTTP status a server answered the failed request with, where ``error`` says: a
+    :class:`~mlflow.exceptions.RestException`'s, or the one urllib3 names when the answers ran out of retries
+    ("too many 500 error responses"); ``None`` when no server answered (unreachable, timed out) or none is named."""
+    from mlflow.exceptions import RestException
+
+    if isinstance(error, RestException):
+        return error.get_http_status_code()
+    named = RETRIED_STATUS.search(str(error))
+    return int(named.group(1)) if named else None
+
+
 def tracking_error(error: Exception) -> TrackingUnavailable:
-    """``error`` (an MlflowException, or requests'/the OS's OSError) as the package's error, on one line."""
+    """``error`` (an MlflowException, or requests'/the OS's OSError) as the package's error, on one line: a server
+    that answered with an internal error (HTTP 500) is :class:`~srdc.tracking.base.TrackingServerFailed`, not an
+    unreachable one."""
     from mlflow.exceptions import MlflowException
 
     message = " ".join(str(error).split())
@@ -74,6 +95,8 @@ def tracking_error(error: Exception) -> TrackingUnavailable:
         status = error.get_http_status_code()
         if 400 <= status < 500 and status != 429:
             return TrackingRefused(message)
+        if answered_status(error) == INTERNAL_ERROR:
+            return TrackingServerFailed(message)
     return TrackingUnavailable(message)
 
 
@@ -164,6 +187,8 @@ class MLflowTracker:
         # MLflow prints a "View run ... at: URL" line to stdout when a run ends: it would break `srdc-report
         # --format csv > FILE` and a study's own console (the closing lines say where the runs are)
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        for name, value in TELEMETRY_ENV.items():
+            os.environ.setdefault(name, value)
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
