@@ -9,7 +9,8 @@ line per epoch) and :data:`SUMMARY`, written atomically after every epoch (:func
 Tune's own files (:data:`PARAMS_FILE`, :data:`RESULT_FILE`, :data:`TUNE_ERROR_FILE`), a diverged trial's
 :data:`DIVERGED_FILE`, a refused trial's :data:`REFUSED_FILE`, and Tune's checkpoint folders
 (``checkpoint_NNNNNN``), each with every run's ``KEY/CHECKPOINT`` and the trial's :data:`NODES_FILE`. The study's
-folder holds its :data:`LAUNCH_FILE`, its :data:`RESULTS_FOLDER` and a search's :data:`OPTUNA_DB`.
+folder holds its :data:`LAUNCH_FILE`, its :data:`RESULTS_FOLDER`, a search's :data:`OPTUNA_DB`, the driver's
+:data:`LEASE_FILE` and the :data:`SIGNATURES_FILE` of its :data:`TRUSTED_FILES`.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ TRIAL_LOG = "trial.log"
 CHECKPOINT_PREFIX = "checkpoint_"
 # a study's folder: its launch, its results (srdc.report.RESULT_FILES), a search's Optuna study
 LAUNCH_FILE = "srdc_study.json"
+# the study's driver lease (:mod:`srdc.harness.lease`) and the signatures of the files a --resume trusts
+# (:mod:`srdc.harness.signatures`), in its folder
+LEASE_FILE = "srdc_lease.json"
+SIGNATURES_FILE = "srdc_signatures.json"
+# the files of a sweep folder that Ray unpickles or the harness trusts on --resume: Tune's tuner.pkl, its experiment
+# state (JSON that may hold pickles), the searcher's and callbacks' state (pickles), and the launch file
+TRUSTED_FILES = ("*.pkl", "*state*", LAUNCH_FILE)
 RESULTS_FOLDER = "results"
 OPTUNA_DB = "optuna.db"
 # the filesystems Tune's storage takes through pyarrow
@@ -224,6 +232,55 @@ def read_launch_file(study_path: str) -> str | None:
     except (OSError, ValueError) as error:
         raise SRDCInputError(f"cannot read the study folder {study_path} ({error}); check --storage-path and its "
                              f"credentials") from None
+
+
+def read_storage_file(folder: str, name: str) -> bytes | None:
+    """The bytes of the file ``name`` in the storage folder ``folder`` (local, NFS, ``s3://``, ``gs://``); ``None``
+    when there is none."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(folder)
+    try:
+        with filesystem.open_input_stream(f"{root}/{name}") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_storage_file(folder: str, name: str, data: bytes) -> None:
+    """Write ``data`` as the file ``name`` of the storage folder ``folder`` (created when missing)."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(folder)
+    filesystem.create_dir(root, recursive=True)
+    with filesystem.open_output_stream(f"{root}/{name}") as out:
+        out.write(data)
+
+
+def remove_storage_file(folder: str, name: str) -> None:
+    """Remove the file ``name`` of the storage folder ``folder`` (nothing when it is gone already)."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(folder)
+    try:
+        filesystem.delete_file(f"{root}/{name}")
+    except FileNotFoundError:
+        pass
+
+
+def trusted_files(folder: str) -> list[str]:
+    """The names of the :data:`TRUSTED_FILES` directly in the storage folder ``folder`` (none when it is missing)."""
+    import pyarrow.fs
+
+    filesystem, root = pyarrow.fs.FileSystem.from_uri(folder)
+    found = filesystem.get_file_info(pyarrow.fs.FileSelector(root, allow_not_found=True))
+    return sorted(info.base_name for info in found
+                  if info.type == pyarrow.fs.FileType.File and is_trusted(info.base_name))
+
+
+def is_trusted(name: str) -> bool:
+    """Whether a file of a sweep folder named ``name`` is one of the :data:`TRUSTED_FILES`."""
+    return name not in (LEASE_FILE, SIGNATURES_FILE) and any(fnmatchcase(name, pattern) for pattern in TRUSTED_FILES)
 
 
 def copy_into_storage(folder: Path, uri: str) -> None:

@@ -32,6 +32,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # image runs build their decoded-image caches (--image_cache auto, the default) here, not in ~/.cache/srdc
 os.environ.setdefault("SRDC_CACHE_DIR", tempfile.mkdtemp(prefix="srdc-test-cache-"))
+# study storages are signed with this key, not the user's key file (srdc.harness.signatures)
+os.environ.setdefault("SRDC_STORAGE_KEY", "srdc-tests-storage-key")
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_PREFIXES = ("time_", "wall_s")  # wall-clock figures differ between runs; nothing else may

@@ -2,8 +2,11 @@
 starts, with nothing already written changed; a study driver interrupted (SIGINT, SIGTERM) or killed (SIGKILL) at
 any moment, first run or resumed, continues with ``--resume`` without rerunning a finished trial."""
 
+import json
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +17,7 @@ from conftest import assert_continued_after_interrupts, interrupt_when, read_jso
 from study_helpers import load_declaration
 
 from srdc import report_cli
+from srdc.errors import SRDCInputError
 from srdc.harness.main import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,6 +227,212 @@ def test_a_killed_driver_resumes_without_rerunning_or_duplicating(tmp_path):
         epochs = [row["epoch"] for row in rows]
         assert sorted(set(epochs)) == list(range(7)) and epochs[-1] == 6, name
     assert_every_epoch_logged_once(tmp_path)
+
+
+# -- one driver per study (the lease) and a signed study storage ---------------------------------------------------
+@pytest.fixture
+def quick_lease(monkeypatch):
+    """The lease's settle pause shortened: these tests run one driver in this process."""
+    from srdc.harness import lease
+
+    monkeypatch.setattr(lease, "SETTLE_S", 0.0)
+    return lease
+
+
+def write_holder(folder: Path, **changes) -> None:
+    from dataclasses import asdict
+
+    from srdc.harness.lease import Holder
+    from srdc.trialfiles import LEASE_FILE
+
+    now = time.time()
+    holder = Holder(**{"host": socket.gethostname(), "pid": os.getpid(), "token": "other", "started": now - 60,
+                       "heartbeat": now, **changes})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / LEASE_FILE).write_text(json.dumps(asdict(holder)))
+
+
+def test_a_live_drivers_lease_refuses_a_second_driver_in_one_line(tmp_path, quick_lease):
+    folder = tmp_path / "study"
+    with quick_lease.study_lease(str(folder)) as mine:
+        assert json.loads((folder / "srdc_lease.json").read_text())["token"] == mine.token
+        with pytest.raises(SRDCInputError, match=f"being run by the driver pid {os.getpid()} on host "
+                                                 f"{socket.gethostname()}, started "):
+            quick_lease.acquire(str(folder))
+    assert not (folder / "srdc_lease.json").exists()  # ended with the driver
+    write_holder(folder, host="another-host")  # a live driver elsewhere (fresh heartbeat)
+    with pytest.raises(SRDCInputError, match="being run by the driver pid .* on host another-host"):
+        quick_lease.acquire(str(folder))
+
+
+@pytest.mark.parametrize("holder", [{"pid": 2 ** 22 + 7}, {"host": "another-host", "heartbeat": 0.0}],
+                         ids=["a dead process on this host", "a stale heartbeat"])
+def test_a_dead_drivers_lease_is_taken_over_with_a_notice(holder, tmp_path, quick_lease, capsys):
+    folder = tmp_path / "study"
+    write_holder(folder, **holder)
+    mine = quick_lease.acquire(str(folder))
+    assert json.loads((folder / "srdc_lease.json").read_text())["token"] == mine.token
+    assert "notice: taking over the lease of study" in capsys.readouterr().err
+
+
+def test_of_two_drivers_started_together_the_one_whose_lease_stays_proceeds(tmp_path, quick_lease, monkeypatch):
+    folder = tmp_path / "study"
+    monkeypatch.setattr(quick_lease.time, "sleep", lambda seconds: write_holder(folder, host="another-host"))
+    with pytest.raises(SRDCInputError, match="on host another-host"):
+        quick_lease.acquire(str(folder))
+
+
+def test_the_lease_ends_with_an_interrupted_driver(tmp_path, quick_lease):
+    folder = tmp_path / "study"
+    with pytest.raises(KeyboardInterrupt), quick_lease.study_lease(str(folder)):
+        raise KeyboardInterrupt
+    assert not (folder / "srdc_lease.json").exists()
+
+
+class Payload:
+    """A pickle that touches a file when it is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def saved_study(tmp_path: Path) -> list[str]:
+    """A study folder as a first run leaves it (its signed launch file, a signed tuner.pkl); the argv that resumes
+    it."""
+    from srdc.harness.options import resolve_launch, save_launch
+    from srdc.harness.signatures import sign_files
+
+    argv = ["--smoke-test", *study_locations(tmp_path)]
+    launch = resolve_launch(declaration("ablation_office31"), argv)
+    save_launch(launch)
+    (Path(launch.path) / "tuner.pkl").write_bytes(pickle.dumps({"state": 1}))
+    sign_files(launch.path, {"tuner.pkl": pickle.dumps({"state": 1})})
+    return [*argv, "--resume"]
+
+
+def test_a_resume_beside_a_live_driver_is_refused_in_one_line(tmp_path, quick_lease, capsys):
+    argv = saved_study(tmp_path)
+    write_holder(tmp_path / "ray" / "ablation_office31-smoke", host="another-host", pid=4242)
+    line = one_line_exit_2(lambda: main(declaration("ablation_office31"), argv), capsys)
+    assert "being run by the driver pid 4242 on host another-host" in line and "wait for it to end" in line
+
+
+def test_a_tuner_pkl_replaced_by_a_payload_runs_no_code_and_is_refused_in_one_line(tmp_path, capsys):
+    argv = saved_study(tmp_path)
+    folder = tmp_path / "ray" / "ablation_office31-smoke"
+    (folder / "tuner.pkl").write_bytes(pickle.dumps(Payload(tmp_path / "pwned")))
+    line = one_line_exit_2(lambda: main(declaration("ablation_office31"), argv), capsys)
+    assert f"{folder}/tuner.pkl does not match its signature" in line and "SRDC_STORAGE_KEY" in line
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_an_edited_tracking_uri_in_the_launch_file_is_refused(tmp_path, capsys):
+    argv = saved_study(tmp_path)
+    path = tmp_path / "ray" / "ablation_office31-smoke" / "srdc_study.json"
+    launch = json.loads(path.read_text())
+    path.write_text(json.dumps({**launch, "tracking_uri": "http://attacker.example:5000"}))
+    line = one_line_exit_2(lambda: main(declaration("ablation_office31"), argv), capsys)
+    assert "srdc_study.json does not match its signature" in line
+
+
+def test_another_key_or_no_signatures_is_refused_and_trust_storage_reads_anyway(tmp_path, capsys, monkeypatch):
+    from srdc.harness.options import resolve_launch
+
+    argv = saved_study(tmp_path)
+    monkeypatch.setenv("SRDC_STORAGE_KEY", "another key")
+    assert "does not match its signature" in one_line_exit_2(
+        lambda: main(declaration("ablation_office31"), argv), capsys)
+    (tmp_path / "ray" / "ablation_office31-smoke" / "srdc_signatures.json").unlink()
+    assert "srdc_signatures.json is missing" in one_line_exit_2(
+        lambda: main(declaration("ablation_office31"), argv), capsys)
+    assert resolve_launch(declaration("ablation_office31"), [*argv, "--trust-storage"]).trust_storage
+
+
+def test_the_key_file_is_made_once_readable_by_its_user_alone(tmp_path, monkeypatch):
+    from srdc.harness.signatures import storage_key
+
+    monkeypatch.delenv("SRDC_STORAGE_KEY")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    key = storage_key()
+    assert len(key) == 64 and storage_key() == key
+    assert (tmp_path / "srdc" / "storage.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_last_versions_of_a_file_verify_as_tune_copies_them_in_the_background(tmp_path):
+    from srdc.harness.signatures import KEPT, sign_files, verify_storage
+
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    versions = [f"state {index}".encode() for index in range(KEPT + 1)]
+    for version in versions:
+        sign_files(str(folder), {"experiment_state-1.json": version})
+    for version in versions[1:]:  # the copy in the storage may lag the driver's
+        (folder / "experiment_state-1.json").write_bytes(version)
+        verify_storage(str(folder))
+    (folder / "experiment_state-1.json").write_bytes(versions[0])
+    with pytest.raises(SRDCInputError, match="experiment_state-1.json does not match its signature"):
+        verify_storage(str(folder))
+
+
+def driver_command(tmp_path: Path, *argv: str) -> list[str]:
+    """A one-trial, two-epoch study of :data:`SCRIPT` in ``tmp_path``."""
+    return [sys.executable, str(SCRIPT), "--smoke-test", "--tasks", "A->W", "--variants", "source_only", "--seeds",
+            "0", "--epochs", "2", *study_locations(tmp_path), *argv]
+
+
+def refused_quickly(command: list[str], cwd: Path) -> str:
+    """Run ``command``, which must exit 2 within seconds with one ``error:`` line; that line."""
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr + done.stdout
+    return lines[0]
+
+
+@pytest.mark.integration
+def test_two_drivers_on_one_study_one_proceeds_and_a_payload_runs_no_code_then_the_study_resumes(tmp_path):
+    """Two drivers started together: one proceeds, the other exits 2 in one line; a --resume beside the live
+    driver likewise; nothing is marked failed. Then a tuner.pkl replaced by a payload: no code runs, exit 2, one
+    line; with the original file back, the same study resumes normally with the key it was signed with."""
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    drivers = []
+    for log in logs:
+        with open(log, "w") as out:
+            drivers.append(subprocess.Popen(driver_command(tmp_path), stdout=out, stderr=subprocess.STDOUT,
+                                            cwd=tmp_path, start_new_session=True))
+    wait_for(lambda: any(driver.poll() is not None for driver in drivers), 60, "one of the two drivers to end")
+    (loser,) = [index for index, driver in enumerate(drivers) if driver.poll() is not None]
+    winner = drivers[1 - loser]
+    lines = logs[loser].read_text().strip().splitlines()
+    assert drivers[loser].returncode == 2 and len(lines) == 1, lines
+    assert "being run by the driver pid" in lines[0] or "pass --resume" in lines[0]
+
+    study = tmp_path / "ray" / "ablation_office31-smoke"
+    wait_for(lambda: (study / "srdc_study.json").exists(), 60, "the study's launch file (saved under its lease)")
+    assert winner.poll() is None  # starting Ray alone takes longer than this
+    line = refused_quickly(driver_command(tmp_path, "--resume"), tmp_path)
+    assert f"being run by the driver pid {winner.pid}" in line
+    assert winner.wait(timeout=600) == 0, logs[1 - loser].read_text()[-3000:]
+    assert "1 trials, 1 finished, 0 failed" in logs[1 - loser].read_text()
+    assert not (study / "srdc_lease.json").exists()
+
+    original = (study / "tuner.pkl").read_bytes()
+    (study / "tuner.pkl").write_bytes(pickle.dumps(Payload(tmp_path / "pwned")))
+    line = refused_quickly(driver_command(tmp_path, "--resume"), tmp_path)
+    assert "tuner.pkl does not match its signature" in line and not (tmp_path / "pwned").exists()
+    (study / "tuner.pkl").write_bytes(original)
+    resumed = subprocess.run(driver_command(tmp_path, "--resume"), cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "1 trials, 1 finished, 0 failed" in resumed.stdout
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("srdc-studies").experiment_id])
+    assert runs and all(run.info.status == "FINISHED" for run in runs)
 
 
 # -- a trial refused by its input ---------------------------------------------------------------------------------

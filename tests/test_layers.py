@@ -19,7 +19,7 @@ TRIAL_FILES = SRDC / "trialfiles.py"
 # what only srdc.trialfiles may spell in code (a docstring may name them)
 TRIAL_FILE_NAMES = ("summary.json", "history.jsonl", "checkpoint.pt", "srdc.lock", "record.pt", "diverged.txt",
                     "nodes.json", "params.json", "result.json", "error.txt", "srdc_study.json", "optuna.db",
-                    "trial.log")
+                    "trial.log", "srdc_lease.json", "srdc_signatures.json")
 
 # lowest first; a module belongs to the layer of its longest listed prefix
 LAYERS = [
@@ -41,6 +41,7 @@ LAYERS = [
     ("srdc.harness.ray_compat",),
     ("srdc.harness.costs",),
     ("srdc.harness.estimate",),
+    ("srdc.harness.signatures", "srdc.harness.lease"),
     ("srdc.harness.options",),
     ("srdc.harness.trainable",),
     ("srdc.harness.plan",),

@@ -12,6 +12,8 @@ from srdc.trialfiles import (
     CHECKPOINT,
     HISTORY,
     LAUNCH_FILE,
+    LEASE_FILE,
+    SIGNATURES_FILE,
     TRIAL_OUTPUTS,
     Selection,
     checkpoint_names,
@@ -20,10 +22,14 @@ from srdc.trialfiles import (
     nearest_complete_checkpoint,
     read_histories,
     read_launch_file,
+    read_storage_file,
     recover_checkpoint,
+    remove_storage_file,
     storage_location,
+    trusted_files,
     write_history,
     write_launch_file,
+    write_storage_file,
 )
 
 LOCAL = pyarrow.fs.LocalFileSystem()
@@ -97,3 +103,18 @@ def test_a_storage_path_is_local_a_uri_or_unknown(tmp_path):
     s3 = pyarrow.fs.S3FileSystem(anonymous=True, region="us-east-1")
     assert storage_location(s3, "bucket/study/trial") == "s3://bucket/study/trial"
     assert storage_location(pyarrow.fs.SubTreeFileSystem("/", LOCAL), "x") is None
+
+
+def test_a_storage_folders_files_are_written_read_removed_and_the_trusted_ones_listed(tmp_path):
+    folder = str(tmp_path / "study")
+    assert read_storage_file(folder, "x") is None and trusted_files(folder) == []
+    for name in ("tuner.pkl", "experiment_state-2026.json", "basic-variant-state-1.json", LAUNCH_FILE, LEASE_FILE,
+                 SIGNATURES_FILE, "optuna.db"):
+        write_storage_file(folder, name, name.encode())
+    (tmp_path / "study" / "trial_0").mkdir()
+    assert read_storage_file(folder, "tuner.pkl") == b"tuner.pkl"
+    assert trusted_files(folder) == sorted(["tuner.pkl", "experiment_state-2026.json", "basic-variant-state-1.json",
+                                            LAUNCH_FILE])
+    remove_storage_file(folder, LEASE_FILE)
+    remove_storage_file(folder, LEASE_FILE)  # gone already: nothing
+    assert read_storage_file(folder, LEASE_FILE) is None

@@ -24,6 +24,8 @@ from srdc.base import SEARCH_SELECTIONS, ArgumentParser
 from srdc.config import default_of, options
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import DATA_ROOT_ENV, GRID_KEYS, Search, Study, default_data_root
+from srdc.harness.lease import refuse_if_held
+from srdc.harness.signatures import KEY_ENV, TRUST_OPTION, sign_files, verify_storage
 from srdc.tracking import DEFAULT_EXPERIMENT, check_tracking_uri, resolve_tracking_uri
 from srdc.trialfiles import LAUNCH_FILE, STORAGE_SCHEMES, TRIAL_LOG, read_launch_file, write_launch_file
 
@@ -32,8 +34,9 @@ MAX_NAME_BYTES = 200  # a study name's longest (a folder name's limit is 255 byt
 FEATURES = "features"
 # options that say which study --resume continues: they may be given again
 # (and the Ray cluster: a new head after the old one died has a new address; the dry run's own options; the console)
+# (and --trust-storage: a resume's own choice)
 LOCATING = ("storage_path", "study_name", "smoke_test", "resume", "address", "dry_run", "plan_gpus", "verbose",
-            "dashboard")
+            "dashboard", "trust_storage")
 # --set may not touch what the study's own options set
 RESERVED = (*GRID_KEYS, "source", "target", "dataset", "epochs", "data_root")
 
@@ -78,6 +81,7 @@ class Launch:
     address: str | None = None
     dashboard: bool = False
     resume: bool = False
+    trust_storage: bool = False
     dry_run: bool = False
     plan_gpus: float | None = None
     verbose: int = 0
@@ -162,6 +166,10 @@ def build_parser(study: Study, search: Search | None = None) -> argparse.Argumen
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted study STORAGE/NAME with its original settings: finished "
                              "trials are kept, unfinished and errored ones continue from their last checkpoint")
+    parser.add_argument(TRUST_OPTION, action="store_true",
+                        help=f"with --resume: read the study's files without verifying their signatures (by "
+                             f"default Tune's state and the launch file must be signed with the key ${KEY_ENV}, "
+                             f"else ~/.config/srdc/storage.key; see docs/cluster.md)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="the console: by default one line per trial event (started, finished with its "
                              "accuracies, stopped early, diverged, retried, failed) and a summary line every 30 s, "
@@ -300,8 +308,8 @@ def launch_from_args(study: Study, args: argparse.Namespace) -> Launch:
         overrides=tuple(args.overrides), gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, keep_checkpoints=args.keep_checkpoints,
         checkpoint_every=args.checkpoint_every, address=args.address or os.environ.get("RAY_ADDRESS") or None,
-        dashboard=args.dashboard, resume=args.resume, dry_run=args.dry_run, plan_gpus=args.plan_gpus,
-        verbose=args.verbose, search=search)
+        dashboard=args.dashboard, resume=args.resume, trust_storage=args.trust_storage, dry_run=args.dry_run,
+        plan_gpus=args.plan_gpus, verbose=args.verbose, search=search)
 
 
 def resolve_launch(study: Study, argv: list[str] | None, search: Search | None = None) -> Launch:
@@ -313,6 +321,12 @@ def resolve_launch(study: Study, argv: list[str] | None, search: Search | None =
     launch = launch_from_args(study, args)
     if not launch.dry_run:
         check_storage(launch.storage_path)
+    if launch.trust_storage and not launch.resume:
+        raise SRDCInputError(f"{TRUST_OPTION} goes with --resume; drop it")
+    if launch.resume and not launch.dry_run:
+        refuse_if_held(launch.path)
+        if not launch.trust_storage:
+            verify_storage(launch.path)
     saved = read_launch(launch.path)
     if launch.resume and saved is None:
         raise SRDCInputError(f"--resume: no study {launch.study_name} in {launch.path}; drop --resume to start it")
@@ -369,8 +383,11 @@ def resume_command(launch: Launch) -> str:
 
 
 def save_launch(launch: Launch) -> None:
-    """Write ``launch`` into its sweep folder (local, NFS, ``s3://``, ``gs://``)."""
-    write_launch_file(launch.path, launch.to_json())
+    """Write ``launch`` into its sweep folder (local, NFS, ``s3://``, ``gs://``), signed
+    (:mod:`srdc.harness.signatures`)."""
+    text = launch.to_json()
+    write_launch_file(launch.path, text)
+    sign_files(launch.path, {LAUNCH_FILE: text.encode()})
 
 
 def read_launch(path: str) -> Launch | None:

@@ -19,6 +19,7 @@ from srdc.base import SELECTIONS, TrialStatus, threads_for_cpus
 from srdc.errors import SRDCInputError
 from srdc.figures.study import CURVE_METRIC, HISTORY
 from srdc.harness.declarations import SMOKE_NOTE, Study
+from srdc.harness.lease import study_lease
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, grid_configs, param_space, plan_study
 from srdc.harness.trainable import train_srdc
@@ -205,20 +206,23 @@ def study_sweep(plan: Plan) -> Sweep:
 
 def run_study(study: Study, launch: Launch, trainable: Trainable = train_srdc) -> StudyOutcome:
     """Run (or with ``launch.resume`` continue) ``study``; ``trainable`` is for tests that wrap
-    :func:`srdc.harness.trainable.train_srdc` (fault injection)."""
+    :func:`srdc.harness.trainable.train_srdc` (fault injection). The driver holds the study's lease
+    (:mod:`srdc.harness.lease`) throughout: a second driver of the same study is refused."""
     warnings = preflight(launch)
     announce(warnings)
     plan = plan_study(study, launch)
     if not launch.resume:
         check_plan(plan)
-        save_launch(launch)
-    announce_start(launch, f"study {plan.name}: {len(grid_configs(plan))} trials")
-    backfill = backfill_ended_trials(launch, plan.name, plan.study_params) if launch.resume else None
-    if backfill is not None:
-        announce([backfill])
-        warnings = [*warnings, backfill]
-    with ray_session(launch.address, launch.verbose, launch.dashboard):
-        records = fit(launch, study_sweep(plan), trainable)
-    results = study_results(study, plan, with_trial_histories(launch, records))
-    parent_run, warning = publish(launch, plan.name, results)
+    with study_lease(launch.path):
+        if not launch.resume:
+            save_launch(launch)
+        announce_start(launch, f"study {plan.name}: {len(grid_configs(plan))} trials")
+        backfill = backfill_ended_trials(launch, plan.name, plan.study_params) if launch.resume else None
+        if backfill is not None:
+            announce([backfill])
+            warnings = [*warnings, backfill]
+        with ray_session(launch.address, launch.verbose, launch.dashboard):
+            records = fit(launch, study_sweep(plan), trainable)
+        results = study_results(study, plan, with_trial_histories(launch, records))
+        parent_run, warning = publish(launch, plan.name, results)
     return StudyOutcome(plan, launch, records, results.printed, parent_run, [*warnings, *filter(None, [warning])])

@@ -39,6 +39,7 @@ from srdc.base import TrialStatus, parse_task
 from srdc.config import SRDCConfig
 from srdc.harness.console import library_level
 from srdc.harness.declarations import Search
+from srdc.harness.lease import study_lease
 from srdc.harness.options import FEATURES, Launch, preflight, save_launch
 from srdc.harness.outcome import announce, announce_start, find_parent_run, run_study
 from srdc.harness.plan import check_plan, lockstep_space
@@ -159,15 +160,17 @@ def run_search(search: Search, launch: Launch) -> SearchOutcome:
     setup = resolve(search, launch)
     if not launch.resume:
         check_plan(setup.plan)
-        save_launch(launch)
-    promoted = f", the best {setup.options.promote} promoted" if setup.options.promote else ""
-    announce_start(launch, f"search {setup.name}: {setup.num_samples} trials{promoted}, then the winner's re-run")
-    with ray_session(launch.address, launch.verbose, launch.dashboard):
-        outcome = run_phases(setup)
-    parent = find_parent_run(launch, setup.name)
-    outcome.parent_run_id = parent[1] if parent is not None else None
-    if not outcome.search.interrupted:
-        log_to_parent(outcome, write_search_files(outcome))
+    with study_lease(launch.path):
+        if not launch.resume:
+            save_launch(launch)
+        promoted = f", the best {setup.options.promote} promoted" if setup.options.promote else ""
+        announce_start(launch, f"search {setup.name}: {setup.num_samples} trials{promoted}, then the winner's re-run")
+        with ray_session(launch.address, launch.verbose, launch.dashboard):
+            outcome = run_phases(setup)
+        parent = find_parent_run(launch, setup.name)
+        outcome.parent_run_id = parent[1] if parent is not None else None
+        if not outcome.search.interrupted:
+            log_to_parent(outcome, write_search_files(outcome))
     return outcome
 
 

@@ -13,6 +13,7 @@ record per trial with its :class:`~srdc.base.TrialStatus`.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -47,10 +48,11 @@ from srdc.harness.ray_compat import (
     restored_run_config,
     set_tune_environment,
 )
+from srdc.harness.signatures import sign_files, sign_stored, verify_storage
 from srdc.harness.trainable import DIVERGED, REFUSED, run_configs, train_srdc
 from srdc.methods import tracked_fields
 from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
-from srdc.trialfiles import TRIAL_LOG, recover_checkpoint, storage_location
+from srdc.trialfiles import TRIAL_LOG, is_trusted, recover_checkpoint, storage_location, trusted_files
 
 Trainable = Callable[[dict[str, Any]], None]
 # what Tune's status table (--verbose) shows of each trial's latest result
@@ -162,6 +164,45 @@ class TuneTracking(tune.Callback):
         self.logger.sweep_ended()
 
 
+class SignState(tune.Callback):
+    """Sign Tune's state as Tune writes it (:mod:`srdc.harness.signatures`): the trusted files of the driver's
+    staging folder, from which Tune copies them to the sweep folder ``folder`` in the background, after each step of
+    Tune's loop in which one changed (Tune saves its state within a step, then starts the copy), and when the sweep
+    ends (after Tune's last copy of its state, also when the sweep was interrupted or failed)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.staging: str | None = None
+        self.seen: dict[str, tuple[int, int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its RunConfig into tuner.pkl
+        return {"folder": self.folder, "staging": None, "seen": {}}
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if trials:
+            self.staging = trials[0].storage.experiment_driver_staging_path
+            self.sign()
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        self.sign()
+
+    def sign(self) -> None:
+        """Sign the staging folder's trusted files that changed (time or size) since they were last signed."""
+        if self.staging is None or not os.path.isdir(self.staging):
+            return
+        changed = {}
+        for entry in os.scandir(self.staging):
+            if not entry.is_file() or not is_trusted(entry.name):
+                continue
+            stat = entry.stat()
+            if self.seen.get(entry.name) != (stat.st_mtime_ns, stat.st_size):
+                self.seen[entry.name] = (stat.st_mtime_ns, stat.st_size)
+                with open(entry.path, "rb") as stream:
+                    changed[entry.name] = stream.read()
+        if changed:
+            sign_files(self.folder, changed)
+
+
 def trial_folders(trial: Trial) -> list[Folder]:
     """Where the trial's files may be: the driver's copy (``local_path``) first, then its folder in the storage
     (``path`` on the storage's filesystem: a local path, or as an ``s3://``/``gs://`` URI)."""
@@ -187,7 +228,7 @@ def run_config(launch: Launch, sweep: Sweep) -> tune.RunConfig:
         storage_path=launch.storage_path,
         failure_config=tune.FailureConfig(max_failures=launch.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=launch.keep_checkpoints),
-        callbacks=[TuneTracking(logger), progress],
+        callbacks=[TuneTracking(logger), progress, SignState(sweep_path(launch, sweep))],
         progress_reporter=table,
         verbose=min(launch.verbose, 3),
         log_to_file=TRIAL_LOG,
@@ -200,8 +241,8 @@ def follow_console(restored: tune.RunConfig, launch: Launch, sweep: Sweep) -> No
     """``Tuner.restore`` brings back the first run's ``RunConfig`` whole (Ray 2.60 takes none on restore): give it the
     console of the continuing launch (``--verbose``, the trials' log file); its other callbacks (tracking) stay."""
     progress, table = console(launch, sweep)
-    kept = [callback for callback in restored.callbacks or [] if not isinstance(callback, ConsoleProgress)]
-    restored.callbacks = [*kept, progress]
+    kept = [callback for callback in restored.callbacks or [] if not isinstance(callback, ConsoleProgress | SignState)]
+    restored.callbacks = [*kept, progress, SignState(sweep_path(launch, sweep))]
     restored.progress_reporter, restored.verbose = table, min(launch.verbose, 3)
     restored.log_to_file = TRIAL_LOG
 
@@ -221,6 +262,8 @@ def fit(launch: Launch, sweep: Sweep, trainable: Trainable = train_srdc) -> list
     runnable = tune.with_resources(trainable, trial_resources(launch))
     path = sweep_path(launch, sweep)
     if exists(path):
+        if not launch.trust_storage:
+            verify_storage(path)
         recover_checkpoints(path)
         # resume_errored: an errored trial continues from its checkpoint under its own trial id (and MLflow run),
         # which gives what a restart would, since resuming is exact; restart_errored would make a new trial
@@ -233,6 +276,7 @@ def fit(launch: Launch, sweep: Sweep, trainable: Trainable = train_srdc) -> list
                                       if sweep.searcher is None else None, reuse_actors=True)
         tuner = tune.Tuner(runnable, param_space=param_space(launch, sweep), tune_config=tune_config,
                            run_config=run_config(launch, sweep))
+        sign_stored(path, trusted_files(path))  # the tuner.pkl it has just written
     tuner.fit()
     return trial_records(path, sweep.epochs)
 
