@@ -259,10 +259,13 @@ def draw_curves(record: TrialRecord) -> Any:
 
 
 def draw_confusion(record: TrialRecord) -> Any:
-    """The target confusion matrix at the label-free pick (and at the oracle's pick)."""
+    """The target confusion matrix at the label-free pick, and beside it the oracle's where it picks another epoch
+    (one matrix, titled with both picks, where they agree)."""
     selections = [name for name in (LABELFREE, ORACLE) if name in record.snapshots]
     if not selections:
         return None
+    agree = len(selections) == 2 and record.picks[LABELFREE] == record.picks[ORACLE]
+    selections = selections[:1] if agree else selections
     figure, axes = _figure(len(selections), len(selections), (5.0, 4.8),
                            Margins(left=1.0, bottom=1.0, top=0.5))
     for axis, selection in zip(axes, selections, strict=True):
@@ -270,7 +273,8 @@ def draw_confusion(record: TrialRecord) -> Any:
         rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         axis.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
         accuracy = 100.0 * np.trace(counts) / max(counts.sum(), 1)
-        axis.set_title(f"{_pick_label(record, selection)}\ntarget accuracy {accuracy:.2f}%", fontsize="small")
+        picked = f"{_pick_label(record, selection)} = oracle pick" if agree else _pick_label(record, selection)
+        axis.set_title(f"{picked}\ntarget accuracy {accuracy:.2f}%", fontsize="small")
         axis.set_xlabel("predicted class")
         axis.set_ylabel("true class")
         classes = len(counts)
@@ -343,20 +347,29 @@ def draw_source_weights(record: TrialRecord) -> Any:
 
 
 def draw_source_images(record: TrialRecord) -> Any:
-    """The highest-weighted source images (first row) and the lowest-weighted ones (second row)."""
+    """The highest-weighted source images (first row) and the lowest-weighted ones (second row), each captioned with
+    its weight and class: one mosaic in one axes (an axes per image cost a figure's worth of ticks each)."""
     snapshot = record.snapshots.get(LABELFREE)
     if snapshot is None or "source_weights" not in snapshot or not record.source_images:
         return None
     weights = snapshot["source_weights"].float().numpy()
-    rows = {"highest": snapshot["weights_top"].tolist(), "lowest": snapshot["weights_bottom"].tolist()}
-    columns = max(len(indices) for indices in rows.values())
-    figure, axes = _figure(2 * columns, columns, (1.3, 1.6),
-                           Margins(left=0.05, right=0.05, bottom=0.05, top=0.4))
-    cells = iter(axes)
-    for name, indices in rows.items():
-        for index, axis in zip(indices, cells, strict=False):
+    rows = [snapshot["weights_top"].tolist(), snapshot["weights_bottom"].tolist()]  # highest, lowest
+    columns = max(len(indices) for indices in rows)
+    first = next(iter(record.source_images.values()))[0].numpy()
+    side, gap = max(first.shape[:2]), max(first.shape[0] // 2, 4)
+    channels = () if first.ndim == 2 else (first.shape[2],)
+    mosaic = np.full((2 * (side + gap), columns * (side + gap), *channels), 255, dtype=np.uint8)
+    figure, (axis,) = _figure(1, 1, (1.3 * columns, 2.8), Margins(left=0.05, right=0.05, bottom=0.05, top=0.3))
+    for row, indices in enumerate(rows):
+        for column, index in enumerate(indices):
             image, label = record.source_images[index]
-            axis.imshow(image.numpy(), cmap="gray" if image.ndim == 2 else None)
-            axis.set_title(f"{name}\nw={weights[index]:.3f} {record.classes[label][:10]}", fontsize="xx-small")
-            axis.axis("off")
+            pixels = image.numpy()
+            top, left = row * (side + gap) + gap, column * (side + gap)
+            mosaic[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
+            axis.text(left + side / 2, top - 1, f"w={weights[index]:.3f} {record.classes[label][:10]}",
+                      ha="center", va="bottom", fontsize="xx-small")
+    axis.imshow(mosaic, cmap="gray" if mosaic.ndim == 2 else None, vmin=0, vmax=255)
+    axis.set_title("source images: highest weights (top row), lowest weights (bottom row) at the label-free pick",
+                   fontsize="x-small")
+    axis.axis("off")
     return figure
