@@ -4,6 +4,7 @@ reported, not fatal), the logger that only logs them, the backfill (``srdc-repor
 missing, and the figures as MLflow artifacts of a study's child runs."""
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -322,33 +323,28 @@ def test_a_trials_figures_are_drawn_from_its_records_and_logged_under_figures_fr
     assert set(remote.files[FIGURES_DIR]) == ALL_FIGURES and remote.status == TrialStatus.FINISHED
 
 
-def test_an_unreadable_record_is_a_warning_naming_it_and_the_rest_is_logged(trained, tmp_path, caplog):
-    trainer, recorder, _ = trained
-    folder = trial_folder(tmp_path, record_of(trainer, recorder), "good.record.pt")
-    broken = folder / FIGURES_DIR / "broken.record.pt"
-    broken.write_bytes((folder / FIGURES_DIR / "good.record.pt").read_bytes()[:1000])
-    recorder = ArtifactRecorder()
-    with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
-        finish_trial(recorder, "run", [folder], TrialStatus.FINISHED)
-    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert len(warnings) == 1 and str(broken) in warnings[0] and "\n" not in warnings[0]
-    assert set(recorder.files[FIGURES_DIR]) == {f"good.{name}" for name in ALL_FIGURES}
-    assert set(recorder.files[None]) == {"summary.json"} and recorder.status == TrialStatus.FINISHED
+def truncated(record: TrialRecord, path: Path) -> None:
+    save_record(record, path)
+    path.write_bytes(path.read_bytes()[:1000])
 
 
-@pytest.mark.parametrize("wrong", [
+def ill_typed(wrong: dict, record: TrialRecord, path: Path) -> None:
+    save_record(dataclasses.replace(record, **wrong), path)
+
+
+@pytest.mark.parametrize("spoil", [truncated, *(functools.partial(ill_typed, wrong) for wrong in [
     {"picks": {ORACLE: "3", LABELFREE: "2"}},  # right keys, wrong types: the curves would compare str with int
     {"history": [[("epoch", 0)]], "seed": 1.5},
     {"snapshots": {LABELFREE: {"confusion": [[1, 0], [0, 1]], "features": "x"}}},
     {"snapshots": {LABELFREE: {"confusion": torch.zeros(3), "features": torch.zeros(2)}}},  # tensors, bad shapes
-])
-def test_a_record_with_the_right_keys_and_wrong_types_is_one_warning_and_the_rest_is_logged(
-        trained, tmp_path, caplog, wrong):
+])], ids=["truncated", "picks", "history", "snapshot values", "snapshot shapes"])
+def test_a_truncated_or_ill_typed_record_is_one_warning_naming_it_and_the_rest_is_logged(trained, tmp_path, caplog,
+                                                                                          spoil):
     trainer, recorder, _ = trained
     good = record_of(trainer, recorder)
     folder = trial_folder(tmp_path, good, "good.record.pt")
     bad = folder / FIGURES_DIR / "bad.record.pt"
-    save_record(dataclasses.replace(good, **wrong), bad)
+    spoil(good, bad)
     recorder = ArtifactRecorder()
     with caplog.at_level(logging.WARNING, logger="srdc.tracking"):
         finish_trial(recorder, "run", [folder], TrialStatus.FINISHED)

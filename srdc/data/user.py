@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from srdc.config import SRDCConfig
-from srdc.data.base import BackboneChoice, DatasetSpec, Domain, DomainFacts, register
+from srdc.data.base import DATASETS, BackboneChoice, DatasetSpec, Domain, DomainFacts, register
 from srdc.data.decoded import load_image_domain
 from srdc.data.images import (
     Sample,
@@ -105,29 +106,12 @@ def _list_labels(path: str, config: SRDCConfig) -> np.ndarray:
     return np.array([label for _, label in read_image_list(Path(path), _prefix(config))], dtype=np.int64)
 
 
-def _list_samples(domain: str, config: SRDCConfig) -> list[Sample]:
-    samples = read_image_list(Path(domain), _prefix(config))
-    check_files_exist(samples, domain)
-    return samples
-
-
 def imagelist_samples(domain: str, config: SRDCConfig) -> tuple[list[str], list[Sample]]:
     """The classes of the pair and the samples of ``domain``, checked (files present, labels in range)."""
-    samples = _list_samples(domain, config)
+    samples = read_image_list(Path(domain), _prefix(config))
+    check_files_exist(samples, domain)
     classes = resolve_classes(config, _list_labels(config.source, config), _list_labels(config.target, config))
     return classes, samples
-
-
-def load_imagelist_domain(domain: str, config: SRDCConfig) -> Domain:
-    classes, samples = imagelist_samples(domain, config)
-    backbone = IMAGELIST.backbone(config).name
-    return load_image_domain(domain, classes, samples, config, data_root=None, default_backbone=backbone)
-
-
-def describe_imagelist_domain(domain: str, config: SRDCConfig) -> DomainFacts:
-    """A list's size, checked as loading would check it, no image read."""
-    classes, samples = imagelist_samples(domain, config)
-    return DomainFacts(len(samples), len(classes), in_memory=False)
 
 
 # -- folder --------------------------------------------------------------------------------------------------
@@ -152,15 +136,21 @@ def folder_samples(domain: str, config: SRDCConfig) -> tuple[list[str], list[Sam
     return scan_class_folders(Path(domain))
 
 
-def load_folder_domain(domain: str, config: SRDCConfig) -> Domain:
-    classes, samples = folder_samples(domain, config)
-    backbone = FOLDER.backbone(config).name
+# -- either layout ------------------------------------------------------------------------------------------
+SamplesOf = Callable[[str, SRDCConfig], tuple[list[str], list[Sample]]]  # the classes and samples of a domain
+
+
+def load_user_domain(samples_of: SamplesOf, domain: str, config: SRDCConfig) -> Domain:
+    """One domain of your images as ``samples_of`` lists them, read through the transforms of the run's backbone
+    (``auto``: :func:`auto_backbone`)."""
+    classes, samples = samples_of(domain, config)
+    backbone = DATASETS.lookup(config.dataset).backbone(config).name
     return load_image_domain(domain, classes, samples, config, data_root=None, default_backbone=backbone)
 
 
-def describe_folder_domain(domain: str, config: SRDCConfig) -> DomainFacts:
-    """The class folders' size, checked as loading would check them, no image read."""
-    classes, samples = folder_samples(domain, config)
+def describe_user_domain(samples_of: SamplesOf, domain: str, config: SRDCConfig) -> DomainFacts:
+    """The size of one domain of your images, checked as loading would check it, no image read."""
+    classes, samples = samples_of(domain, config)
     return DomainFacts(len(samples), len(classes), in_memory=False)
 
 
@@ -190,24 +180,26 @@ def choose_by_size(side: int) -> BackboneChoice:
                           "at 224 px unless --image_size")
 
 
-def auto_backbone(samples_of: Callable[[str, SRDCConfig], list[Sample]]) -> Callable[[SRDCConfig], BackboneChoice]:
+def auto_backbone(samples_of: SamplesOf) -> Callable[[SRDCConfig], BackboneChoice]:
     """``--backbone auto`` for a user layout whose samples ``samples_of(domain, config)`` lists: by the size of the
     largest probed image of source and target (:func:`choose_by_size`)."""
     def choose(config: SRDCConfig) -> BackboneChoice:
         domains = (config.source, config.target)
-        return choose_by_size(max(largest_side(samples_of(domain, config)) for domain in domains))
+        return choose_by_size(max(largest_side(samples_of(domain, config)[1]) for domain in domains))
     return choose
 
 
 IMAGELIST = register(DatasetSpec(
-    name="imagelist", load_domain=load_imagelist_domain, describe_domain=describe_imagelist_domain,
+    name="imagelist", load_domain=partial(load_user_domain, imagelist_samples),
+    describe_domain=partial(describe_user_domain, imagelist_samples),
     default_backbone="resnet50",
     description="your image lists: --source SRC.txt --target TGT.txt ('PATH LABEL' lines)",
-    auto_backbone=auto_backbone(_list_samples),
+    auto_backbone=auto_backbone(imagelist_samples),
 ))
 FOLDER = register(DatasetSpec(
-    name="folder", load_domain=load_folder_domain, describe_domain=describe_folder_domain,
+    name="folder", load_domain=partial(load_user_domain, folder_samples),
+    describe_domain=partial(describe_user_domain, folder_samples),
     default_backbone="resnet50",
     description="your class folders: --source DIR --target DIR (DIR/CLASS/*.jpg)",
-    auto_backbone=auto_backbone(lambda domain, config: folder_samples(domain, config)[1]),  # the samples alone
+    auto_backbone=auto_backbone(folder_samples),
 ))
