@@ -33,12 +33,11 @@ from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args
 from srdc.harness.outcome import StudyOutcome, publish, study_results, tracking_lines
 from srdc.harness.plan import grid_configs
-from srdc.harness.trainable import run_configs
-from srdc.harness.tuner import tracked_config
 from srdc.methods import tracked_fields
 from srdc.report import METRIC_DECIMALS, RESULT_FILES
 from srdc.tracking import MLflowTracker
 from srdc.trainer import Trainer
+from srdc.trial_config import run_configs, tracked_config
 from srdc.trialfiles import RESULTS_FOLDER
 
 REPO = Path(__file__).resolve().parents[1]

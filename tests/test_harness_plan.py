@@ -18,8 +18,8 @@ from srdc.harness.declarations import Study
 from srdc.harness.options import build_parser, launch_from_args
 from srdc.harness.outcome import summary_tables
 from srdc.harness.plan import check_plan, grid_configs, param_space
-from srdc.harness.trainable import run_configs
 from srdc.harness.tuner import trial_resources
+from srdc.trial_config import run_configs
 
 SMOKE_TASKS = {"digits->digits_photo": "A->W", "digits->digits_color": "A->D", "digits_color->digits": "D->A",
                "digits_photo->digits": "W->A"}

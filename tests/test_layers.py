@@ -32,7 +32,7 @@ LAYERS = [
     ("srdc.validators", "srdc.selection"),
     ("srdc.methods",),
     ("srdc.figures", "srdc.figures.snapshot", "srdc.figures.trial"),
-    ("srdc.runio", "srdc.trainer", "srdc.extract"),
+    ("srdc.runio", "srdc.trainer", "srdc.extract", "srdc.trial_config"),
     ("srdc.cli", "srdc.data.cli", "srdc.paper_results", "srdc.tables", "srdc.report", "srdc.factorial",
      "srdc.validator_report", "srdc.figures.study"),
     ("srdc.tracking",),

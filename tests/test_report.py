@@ -457,6 +457,13 @@ def test_cli_sync_backfills_from_tune_files_then_reports(tmp_path, capsys):
     figures = ["ablation_oracle.png", "ablation_labelfree.png", "learning_curves.png"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \
         {f"results/{name}" for name in [*RESULT_FILES.values(), *figures]}
+    # the trial's params as a live study logs them: the options its method reads, with their defaults
+    (child,) = client.search_runs([client.get_experiment_by_name("srdc-studies").experiment_id],
+                                  "tags.`srdc.role` = 'child'")
+    params = child.data.params
+    assert (params["variant"], params["epochs"], params["lambda_scale"]) == ("srdc", "2", "1.0")
+    assert params["centres_lr_mult"] == "0.1"  # SRDC's own option, at its default
+    assert "cdan_map" not in params and "cdan_entropy" not in params  # the adversarial options: not SRDC's
 
 
 def test_cli_sync_needs_a_sweep_folder(tracking_uri, tmp_path, capsys):

@@ -23,8 +23,9 @@ from srdc.base import TrialStatus
 from srdc.harness.declarations import Study
 from srdc.harness.options import Launch, resolve_launch
 from srdc.harness.outcome import run_study
-from srdc.harness.trainable import run_configs, run_key, run_trial
+from srdc.harness.trainable import run_key, run_trial
 from srdc.tracking.trial_end import finish_trial
+from srdc.trial_config import run_configs
 from srdc.trialfiles import LAUNCH_FILE
 
 # the trials train EPOCHS epochs (a checkpoint each, and one of the untrained model), keep the latest KEEP; the

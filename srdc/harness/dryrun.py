@@ -45,8 +45,8 @@ from srdc.harness.estimate import TABLE_NAME, Estimator, Pricing
 from srdc.harness.options import FEATURES, Launch
 from srdc.harness.plan import Plan, grid_configs, lockstep_space, plan_study
 from srdc.harness.search_setup import RERUN, PhaseSpec, Setup, rerun_launch, rerun_study, resolve
-from srdc.harness.trainable import run_configs
 from srdc.harness.tuner import ray_session
+from srdc.trial_config import run_configs
 
 HOUR = 3600.0
 ACCELERATOR = "accelerator_type:"  # Ray's resource naming a node's GPU model

@@ -17,8 +17,8 @@ from srdc.data import check_task
 from srdc.errors import SRDCInputError
 from srdc.harness.declarations import Study, is_grid, tune_domain
 from srdc.harness.options import Launch, parse_overrides
-from srdc.harness.trainable import run_configs
 from srdc.methods import METHODS
+from srdc.trial_config import run_configs
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.figures.trial import figure_prefix, save_record, write_trial_figures
 from srdc.runio import read_checkpoint, write_checkpoint
 from srdc.selection import search_score, summarize
+from srdc.trial_config import run_configs
 from srdc.trialfiles import (
     CHECKPOINT,
     holds_every_run,
@@ -79,10 +80,6 @@ if TYPE_CHECKING:
     from srdc.figures.recorder import FigureRecorder
     from srdc.trainer import Trainer
 
-# trial-config keys that describe the trial, not a run
-TRIAL_KEYS = frozenset({"study", "search_objective", "checkpoint_every"})
-# with ``tasks``/``seeds`` (a search trial), ``task``/``seed`` only display the trial's runs
-MULTI_KEYS = frozenset({"tasks", "seeds", "task", "seed"})
 # a trial whose loss or metrics became NaN or infinite reports this key, and why in its folder (DIVERGED_FILE)
 DIVERGED = "diverged"
 # a trial that its own input refuses (SRDCInputError: a checkpoint that would run code, missing data...) reports
@@ -101,16 +98,6 @@ def run_key(config: SRDCConfig) -> str:
     """A run's name in metric keys and checkpoint folders: ``digits-digits_photo.seed0`` (features: file stems)."""
     names = [re.sub(r"[^\w.\- ]", "_", Path(side).name.removesuffix(".npz")) for side in (config.source, config.target)]
     return f"{names[0]}-{names[1]}.seed{config.seed}"
-
-
-def run_configs(trial_config: dict[str, Any]) -> list[SRDCConfig]:
-    """The configs of the trial's runs (unknown fields are an error, not silently dropped)."""
-    base = {key: value for key, value in trial_config.items() if key not in TRIAL_KEYS}
-    if "tasks" not in base:
-        return [SRDCConfig.from_dict(base)]
-    shared = {key: value for key, value in base.items() if key not in MULTI_KEYS}
-    return [SRDCConfig.from_dict({**shared, **entry, "seed": seed})
-            for entry in base["tasks"] for seed in base["seeds"]]
 
 
 @dataclass

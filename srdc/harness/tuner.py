@@ -36,8 +36,6 @@ from srdc.base import (
     sigterm_interrupts,
     stop_gracefully,
 )
-from srdc.config import options
-from srdc.errors import SRDCInputError
 from srdc.harness.console import ECHO_TRIALS_FROM, ConsoleProgress, library_level, quiet_libraries
 from srdc.harness.options import Launch
 from srdc.harness.ray_compat import (
@@ -49,9 +47,9 @@ from srdc.harness.ray_compat import (
     set_tune_environment,
 )
 from srdc.harness.signatures import sign_files, sign_stored, verify_storage
-from srdc.harness.trainable import DIVERGED, REFUSED, run_configs, train_srdc
-from srdc.methods import tracked_fields
+from srdc.harness.trainable import DIVERGED, REFUSED, train_srdc
 from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
+from srdc.trial_config import tracked_config
 from srdc.trialfiles import TRIAL_LOG, is_trusted, recover_checkpoint, storage_location, trusted_files
 
 Trainable = Callable[[dict[str, Any]], None]
@@ -113,25 +111,6 @@ def ray_session(address: str | None = None, verbose: int = 0, dashboard: bool = 
         finally:
             if started:
                 ray.shutdown()
-
-
-def tracked_config(trial_config: dict[str, Any]) -> dict[str, Any]:
-    """What a trial's run holds as params: the config fields its method reads (:func:`srdc.methods.tracked_fields`:
-    the common groups and the method's own) as the trial's run resolves them (defaults included), then the trial
-    config's own keys as they are (``study``, ``task``...) but the config fields the method does not read. A search
-    trial (``tasks``/``seeds``, several runs) gets the fields its runs share, beside its ``tasks`` and ``seeds``. A
-    config that makes no valid run stays as it is: the trial fails with that error itself."""
-    try:
-        first = run_configs(trial_config)[0]
-    except SRDCInputError:
-        return dict(trial_config)
-    read = tracked_fields(first.variant)
-    tracked = {name: value for name, value in first.to_dict().items() if name in read}
-    if "tasks" in trial_config:
-        per_run = {"source", "target", "seed", *(key for entry in trial_config["tasks"] for key in entry)}
-        tracked = {key: value for key, value in tracked.items() if key not in per_run}
-    unread = set(options()) - set(read)
-    return {**tracked, **{key: value for key, value in trial_config.items() if key not in unread}}
 
 
 class TuneTracking(tune.Callback):

@@ -13,6 +13,7 @@ from srdc.errors import SRDCInputError
 from srdc.tracking.base import DEFAULT_EXPERIMENT, EpochRow, Tracker, epoch_row, node_tags
 from srdc.tracking.mlflow_tracker import open_tracker
 from srdc.tracking.trial_end import finish_trial
+from srdc.trial_config import tracked_config
 from srdc.trialfiles import (
     BACKFILL_FILES,
     PARAMS_FILE,
@@ -106,7 +107,7 @@ def new_rows(results: list[dict[str, Any]], held: set[int]) -> list[EpochRow]:
 
 def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk) -> tuple[bool, int]:
     """Backfill one trial: whether its run was created now, and how many epochs were logged."""
-    run_id, created = tracker.attach_trial(study, parent_id, trial.trial_id, trial.config)
+    run_id, created = tracker.attach_trial(study, parent_id, trial.trial_id, tracked_config(trial.config))
     rows = new_rows(trial.results, set() if created else tracker.logged_steps(run_id))
     tracker.log_rows(run_id, rows)
     for key, value in node_tags(trial.results[-1]).items():

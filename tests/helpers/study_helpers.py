@@ -12,8 +12,9 @@ import torch
 from srdc.harness.declarations import Study
 from srdc.harness.options import build_parser, launch_from_args
 from srdc.harness.plan import Plan, plan_study
-from srdc.harness.trainable import run_configs, run_trial
+from srdc.harness.trainable import run_trial
 from srdc.trainer import Trainer
+from srdc.trial_config import run_configs
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
