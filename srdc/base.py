@@ -291,9 +291,15 @@ def disk_full_line(error: OSError, then: str) -> str:
 
 
 def stop_gracefully(signum: int, frame: Any) -> None:
-    """A SIGTERM handler: SIGTERM (a scheduler ending the job, ``kill``) stops the process as Ctrl-C does
-    (``KeyboardInterrupt``), so that what it was doing ends the way an interruption does."""
-    os.kill(os.getpid(), signal.SIGINT)
+    """A SIGTERM handler: SIGTERM (a scheduler ending the job, ``kill``) stops the process as Ctrl-C does, so that
+    what it was doing ends the way an interruption does: the SIGINT handler in place is called here and now (Tune's
+    own while trials run; Python's ``KeyboardInterrupt`` otherwise). Not a SIGINT sent to ourselves: that one may be
+    taken by another thread and handled later, outside the block that expects it, and is lost where SIGINT is
+    ignored (a study started in the background by a script)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):  # SIG_IGN, SIG_DFL or a handler installed outside Python
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
 
 
 @contextmanager

@@ -481,9 +481,11 @@ def test_a_trial_refused_by_its_input_ends_at_once_not_retried_with_the_reason_i
 
 # -- SIGTERM while Ray starts, and while the tables are written -------------------------------------------------
 def sigterm_self() -> None:
-    """A SIGTERM to this process, as a scheduler ending the job sends it; the interruption comes within the sleep."""
+    """A SIGTERM to this process, as a scheduler ending the job sends it; the interruption comes within the wait
+    (short sleeps: the kernel may hand the signal to another thread, whose delivery does not cut a sleep short)."""
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(5)
+    for _ in range(500):
+        time.sleep(0.01)
     raise AssertionError("SIGTERM did not interrupt")
 
 
@@ -497,6 +499,18 @@ def test_sigterm_while_ray_starts_is_an_interruption_in_one_line_with_the_resume
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130 and err[-1].startswith("interrupted: continue it with: ") and "--resume" in err[-1], err
     assert "Traceback" not in "\n".join(err) and signal.getsignal(signal.SIGTERM) == handler
+
+
+def test_sigterm_calls_the_sigint_handler_in_place_at_once_and_interrupts_where_sigint_is_ignored(monkeypatch):
+    from srdc.base import stop_gracefully
+
+    called = []
+    monkeypatch.setattr(signal, "getsignal", lambda signum: lambda *args: called.append(args))
+    stop_gracefully(signal.SIGTERM, None)  # Tune's handler, as while trials run: it ends the run, nothing raised
+    assert called == [(signal.SIGINT, None)]
+    monkeypatch.setattr(signal, "getsignal", lambda signum: signal.SIG_IGN)  # a study started by `script &`
+    with pytest.raises(KeyboardInterrupt):
+        stop_gracefully(signal.SIGTERM, None)
 
 
 def test_sigterm_while_the_tables_are_written_leaves_the_earlier_results_whole(tmp_path, monkeypatch):
