@@ -1,0 +1,170 @@
+"""One run on 2 data-parallel gloo workers (``srdc-train --workers 2``, :mod:`srdc.parallel`) against the same run on
+one worker: the embedded pair, the smoke config, 3 epochs, ``--batchnorm_sync sync``, for SRDC and DANN.
+
+Exact: the preparation pass before training (sharded over the ranks and gathered): history row 0, K-means labels,
+predictions, centres and source weights, bit for bit; the K-means labels and predictions after the first epoch; the
+oracle's and the label-free validator's picks; every rank's weights, centres and plan (a checksum each, gathered);
+2 epochs and a resumed third on 2 workers (srdc-train --workers 2 --resume) against 3 straight epochs.
+
+Within float tolerance, measured on this machine's CPU (torch 2.14), tolerance with margin: the first iteration's
+gradients (the maths of the gather with autograd, the gradient average and the synchronised BatchNorm) within 1e-4
+of the network's largest gradient (measured 8e-6: SRDC 3.8e-6 of 0.49, DANN 2.4e-6 of 0.32). Training then grows
+the rounding of the batch's sums split in two, as it grows any rounding (one worker with the synchronised
+BatchNorm's formula on a group of one drifts to 9e-4 in 3 epochs): parameters within 0.02 (measured 0.0036 after 3
+epochs), losses within 2e-3 relative (measured 3.3e-4, DANN epoch 3), accuracies within 5 points (measured 2.5:
+SRDC's pooled K-means accuracy at epoch 3; classifier accuracies 1.0, i.e. 2 of 200 samples), K-means labels and
+predictions differing on at most 20 of 200 target samples (measured 12, SRDC's bottleneck K-means at epoch 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import read_jsonl, roundtrip, without_timings
+
+from srdc.cli import main
+from srdc.config import SRDCConfig
+from srdc.harness.declarations import SMOKE_CONFIG
+from srdc.methods import Step
+from srdc.parallel import Group, launch
+from srdc.runio import save_run
+from srdc.selection import summarize
+from srdc.trainer import Trainer
+from srdc.trialfiles import CHECKPOINT, HISTORY, SUMMARY
+
+pytestmark = pytest.mark.integration  # starts the worker processes
+
+EPOCHS = 3
+GRADIENT_TOLERANCE = 1e-4
+PARAMETER_TOLERANCE = 0.02
+LOSS_TOLERANCE = 2e-3
+ACCURACY_TOLERANCE = 5.0
+LABELS_TOLERANCE = 20
+
+
+def config(variant: str, workers: int) -> SRDCConfig:
+    return SRDCConfig(**SMOKE_CONFIG, dataset="embedded", variant=variant, epochs=EPOCHS, device="cpu",
+                      figures=False, workers=workers)
+
+
+def first_gradients(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """The network's gradients of the first training iteration (lambda 0.5), averaged over the ranks."""
+    trainer.initialise()
+    draw = trainer.method.draw(0)
+    trainer.method.start_epoch(trainer.plan, 0)
+    source = next(trainer._stream(trainer.task.source, draw.source)) if draw.source else None
+    target = next(trainer._stream(trainer.task.target, draw.target)) if draw.target else None
+    trainer.model.train()
+    trainer.method.loss(Step(trainer._forward, source, target, trainer.plan, 0, draw.phase, 0.5)).total.backward()
+    if trainer.group is not None:
+        trainer.group.average_gradients(list(trainer.model.parameters()))
+    return {name: param.grad.clone() for name, param in trainer.model.named_parameters()}
+
+
+def plan_of(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """The plan's tensors by a flat name (K-means labels, predictions, centres, source weights)."""
+    flat = {}
+    for key, value in trainer.method.plan_state(trainer.plan).items():
+        for space, tensor in (value.items() if isinstance(value, dict) else [("", value)]):
+            flat[f"{key}.{space}"] = tensor.detach().clone()
+    return flat
+
+
+def train(trainer: Trainer, after_epoch_2: Any = None) -> dict[str, Any]:
+    """Fit, with the plan and the weights after each epoch; ``after_epoch_2(trainer)`` once 2 epochs are trained."""
+    trainer.initialise()
+    plans, weights = [plan_of(trainer)], []
+    while not trainer.done:
+        trainer.step()
+        plans.append(plan_of(trainer))
+        weights.append({key: value.clone() for key, value in trainer.model.state_dict().items()})
+        if trainer.epoch == 2 and after_epoch_2 is not None:
+            after_epoch_2(trainer)
+    return {"history": trainer.history, "plans": plans, "weights": weights}
+
+
+def worker(group: Group, variant: str, folder: Path) -> None:
+    """One rank: the first gradients, then the run (rank 0 saves the run's files after 2 epochs into
+    ``folder/resumed``), then the checksum of weights, centres and plan of every rank."""
+    gradients = first_gradients(Trainer(config(variant, group.size), group=group))
+    saved = (lambda trainer: save_run(folder / "resumed", trainer)) if group.leader else None
+    trainer = Trainer(config(variant, group.size), group=group)
+    run = train(trainer, saved)
+    state = [*trainer.model.state_dict().values(), *plan_of(trainer).values(),
+             *[p for p in trainer.method.state_dict().values() if isinstance(p, torch.Tensor)]]
+    checksums = group.checksum([tensor.float() for tensor in state])
+    if group.leader:
+        torch.save(roundtrip({"gradients": gradients, **run, "checksums": checksums}), folder / "two.pt")
+
+
+@pytest.fixture(scope="module", params=["srdc", "dann"])
+def runs(request, tmp_path_factory) -> dict[str, Any]:
+    variant = request.param
+    folder = tmp_path_factory.mktemp(variant)
+    torch.set_num_threads(1)
+    launch(2, worker, (variant, folder))
+    one = train(Trainer(config(variant, 1)))
+    one["gradients"] = first_gradients(Trainer(config(variant, 1)))
+    two = torch.load(folder / "two.pt", weights_only=True)
+    return {"variant": variant, "folder": folder, "one": one, "two": two}
+
+
+def test_the_preparation_before_training_is_the_same_bit_for_bit(runs):
+    one, two = runs["one"], runs["two"]
+    assert without_timings(one["history"][:1]) == without_timings(two["history"][:1])
+    assert one["plans"][0].keys() == two["plans"][0].keys()
+    for name, tensor in one["plans"][0].items():
+        assert torch.equal(tensor, two["plans"][0][name]), name
+
+
+def test_the_first_gradients_are_one_workers(runs):
+    one, two = runs["one"]["gradients"], runs["two"]["gradients"]
+    largest = max(float(gradient.abs().max()) for gradient in one.values())
+    for name, gradient in one.items():
+        assert float((gradient - two[name]).abs().max()) <= GRADIENT_TOLERANCE * largest, name
+
+
+def test_three_epochs_match_one_worker_within_the_stated_tolerances(runs):
+    one, two = runs["one"], runs["two"]
+    for epoch, (plan_one, plan_two) in enumerate(zip(one["plans"], two["plans"], strict=True)):
+        for name, tensor in plan_one.items():
+            if not tensor.is_floating_point():
+                differing = int((tensor != plan_two[name]).sum())
+                assert differing <= (0 if epoch <= 1 else LABELS_TOLERANCE), (epoch, name, differing)
+    for row_one, row_two in zip(one["history"], two["history"], strict=True):
+        for key, value in row_one.items():
+            if key.startswith("acc"):
+                assert abs(value - row_two[key]) <= ACCURACY_TOLERANCE, (row_one["epoch"], key)
+            elif key.startswith("loss"):
+                assert abs(value - row_two[key]) <= LOSS_TOLERANCE * max(abs(value), 1.0), (row_one["epoch"], key)
+    for epoch_one, epoch_two in zip(one["weights"], two["weights"], strict=True):
+        for name, tensor in epoch_one.items():
+            assert float((tensor.double() - epoch_two[name].double()).abs().max()) <= PARAMETER_TOLERANCE, name
+
+
+def test_the_oracle_and_the_label_free_validator_pick_the_same_epochs(runs):
+    one, two = (summarize(runs[workers]["history"], "infomax") for workers in ("one", "two"))
+    assert (one["best_oracle_epoch"], one["labelfree_epoch"]) == (two["best_oracle_epoch"], two["labelfree_epoch"])
+
+
+def test_every_rank_holds_the_same_weights_centres_and_plan(runs):
+    first, second = runs["two"]["checksums"]
+    assert first == second
+
+
+@pytest.mark.parametrize("runs", ["srdc"], indirect=True)
+def test_two_epochs_and_a_resumed_third_on_two_workers_equal_three_straight(runs):
+    """Rank 0 alone writes the run folder: its three files, no other rank's temporary file."""
+    out = runs["folder"] / "resumed"
+    args = ["--variant", "srdc", "--dataset", "embedded", "--epochs", str(EPOCHS), "--device", "cpu",
+            "--figures", "false", "--quiet", "--workers", "2", "--threads", "1",
+            *[part for key, value in SMOKE_CONFIG.items() for part in (f"--{key}", str(value))]]
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    resumed = read_jsonl(out / HISTORY)
+    straight = runs["two"]["history"]
+    assert [row["epoch"] for row in resumed] == [0, 1, 2, 3]
+    assert without_timings(resumed) == without_timings(straight)
+    assert sorted(path.name for path in out.iterdir()) == sorted([CHECKPOINT, HISTORY, SUMMARY])
