@@ -75,13 +75,6 @@ class Group:
         for buffer in model.buffers():
             dist.broadcast(buffer, src=0)
 
-    def checksum(self, tensors: list[torch.Tensor]) -> list[float]:
-        """Every rank's sum of ``tensors`` (float64), in rank order: equal when the ranks hold the same values."""
-        total = torch.stack([tensor.double().sum() for tensor in tensors]).sum().reshape(1)
-        parts = [torch.empty_like(total) for _ in range(self.size)]
-        dist.all_gather(parts, total)
-        return [float(part) for part in parts]
-
 
 class SyncBatchNorm(_BatchNorm):
     """BatchNorm over the global batch of all ranks (``--batchnorm_sync sync``), on a CPU as on CUDA (torch's
@@ -102,7 +95,7 @@ class SyncBatchNorm(_BatchNorm):
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = torch.full((1,), x.numel() // x.size(1), dtype=x.dtype, device=x.device)
         total = dist_nn.all_reduce(torch.cat([x.sum(dims), count]))
-        n = total[-1]
+        n = total[-1].detach()
         mean = total[:-1] / n
         centred = x - mean.view(shape)
         var = dist_nn.all_reduce((centred * centred).sum(dims)) / n

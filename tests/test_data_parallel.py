@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.distributed
 from conftest import read_jsonl, roundtrip, without_timings
 
 from srdc.cli import main
@@ -86,6 +87,22 @@ def train(trainer: Trainer, after_epoch_2: Any = None) -> dict[str, Any]:
     return {"history": trainer.history, "plans": plans, "weights": weights}
 
 
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """Every tensor in ``value`` (tensors in dicts and lists)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else []
+    return [tensor for item in items for tensor in tensors_in(item)]
+
+
+def checksum(group: Group, tensors: list[torch.Tensor]) -> list[float]:
+    """Every rank's sum of ``tensors`` (float64), in rank order: equal when the ranks hold the same values."""
+    total = torch.stack([tensor.double().sum() for tensor in tensors]).sum().reshape(1)
+    parts = [torch.empty_like(total) for _ in range(group.size)]
+    torch.distributed.all_gather(parts, total)
+    return [float(part) for part in parts]
+
+
 def worker(group: Group, variant: str, folder: Path) -> None:
     """One rank: the first gradients, then the run (rank 0 saves the run's files after 2 epochs into
     ``folder/resumed``), then the checksum of weights, centres and plan of every rank."""
@@ -93,9 +110,8 @@ def worker(group: Group, variant: str, folder: Path) -> None:
     saved = (lambda trainer: save_run(folder / "resumed", trainer)) if group.leader else None
     trainer = Trainer(config(variant, group.size), group=group)
     run = train(trainer, saved)
-    state = [*trainer.model.state_dict().values(), *plan_of(trainer).values(),
-             *[p for p in trainer.method.state_dict().values() if isinstance(p, torch.Tensor)]]
-    checksums = group.checksum([tensor.float() for tensor in state])
+    state = trainer.state_dict()
+    checksums = {part: checksum(group, tensors_in(state[part])) for part in ("model", "method", "optimizer", "plan")}
     if group.leader:
         torch.save(roundtrip({"gradients": gradients, **run, "checksums": checksums}), folder / "two.pt")
 
@@ -150,9 +166,10 @@ def test_the_oracle_and_the_label_free_validator_pick_the_same_epochs(runs):
     assert (one["best_oracle_epoch"], one["labelfree_epoch"]) == (two["best_oracle_epoch"], two["labelfree_epoch"])
 
 
-def test_every_rank_holds_the_same_weights_centres_and_plan(runs):
-    first, second = runs["two"]["checksums"]
-    assert first == second
+def test_every_rank_holds_the_same_weights_centres_optimizer_and_plan(runs):
+    """The method's state: SRDC's centres and their gradients, DANN's discriminator too."""
+    for part, (first, second) in runs["two"]["checksums"].items():
+        assert first == second != 0.0, part
 
 
 @pytest.mark.parametrize("runs", ["srdc"], indirect=True)
@@ -168,3 +185,12 @@ def test_two_epochs_and_a_resumed_third_on_two_workers_equal_three_straight(runs
     assert [row["epoch"] for row in resumed] == [0, 1, 2, 3]
     assert without_timings(resumed) == without_timings(straight)
     assert sorted(path.name for path in out.iterdir()) == sorted([CHECKPOINT, HISTORY, SUMMARY])
+
+
+def test_a_worker_s_diverged_run_is_one_line_and_exit_1(tmp_path, capsys):
+    args = ["--lr", "1e12", "--epochs", "2", "--max_samples", "200", "--batch_size", "32", "--quiet", "--figures",
+            "false", "--workers", "2", "--threads", "1", "--out", str(tmp_path)]
+    assert main(args) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("error: the run diverged: ") and "lower --lr" in last
+    assert [row["epoch"] for row in read_jsonl(tmp_path / HISTORY)] == [0]
