@@ -80,16 +80,16 @@ class SyncBatchNorm(_BatchNorm):
     """BatchNorm over the global batch of all ranks (``--batchnorm_sync sync``), on a CPU as on CUDA (torch's
     ``SyncBatchNorm`` refuses CPU tensors): the mean, then the biased variance about it, each summed over the ranks
     by an all-reduce with autograd; running statistics with the global count (unbiased variance), as one worker's
-    ``BatchNorm`` on the whole batch. Evaluation mode normalises with the running statistics."""
+    ``BatchNorm`` on the whole batch. Evaluation mode, and a pass without gradients (the preparation pass's
+    statistics with ``prep_batchnorm domain``: every rank runs it on the same batches), are plain BatchNorm's."""
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0,
-                                self.eps)
+        if not (self.training and torch.is_grad_enabled()):
+            return super().forward(input)
         x = input.float()
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
