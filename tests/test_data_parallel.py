@@ -105,6 +105,17 @@ def checksum(group: Group, tensors: list[torch.Tensor]) -> list[float]:
     return [float(part) for part in parts]
 
 
+def uneven_gather(group: Group, rows: int = 5) -> dict[str, torch.Tensor]:
+    """``rows`` rows gathered from uneven shares (3 + 2), and the gradient of the shares of ``(gathered * full).sum()``
+    in every rank's loss."""
+    full = torch.arange(rows * 2, dtype=torch.float32).reshape(rows, 2)
+    start, stop = group.bounds(rows)
+    local = full[start:stop].clone().requires_grad_()
+    gathered = group.gather_rows(local, rows)
+    (gathered * full).sum().backward()
+    return {"full": full, "gathered": gathered.detach(), "gradient": local.grad}
+
+
 def worker(group: Group, variant: str, folder: Path) -> None:
     """One rank: the first gradients, then the run (rank 0 saves the run's files after 2 epochs into
     ``folder/resumed``), then the checksum of weights, centres and plan of every rank."""
@@ -115,8 +126,10 @@ def worker(group: Group, variant: str, folder: Path) -> None:
     run = train(trainer, saved)
     state = trainer.state_dict()
     checksums = {part: checksum(group, tensors_in(state[part])) for part in ("model", "method", "optimizer", "plan")}
+    uneven = uneven_gather(group)
     if group.leader:
-        saved_run = {"gradients": gradients, "per_device": per_device, **run, "checksums": checksums}
+        saved_run = {"gradients": gradients, "per_device": per_device, **run, "checksums": checksums,
+                     "uneven": uneven}
         torch.save(roundtrip(saved_run), folder / "two.pt")
 
 
@@ -138,6 +151,12 @@ def test_the_preparation_before_training_is_the_same_bit_for_bit(runs):
     assert one["plans"][0].keys() == two["plans"][0].keys()
     for name, tensor in one["plans"][0].items():
         assert torch.equal(tensor, two["plans"][0][name]), name
+
+
+def test_uneven_shares_gather_in_order_and_their_gradient_sums_the_ranks_losses(runs):
+    uneven = runs["two"]["uneven"]
+    assert torch.equal(uneven["gathered"], uneven["full"])
+    assert torch.equal(uneven["gradient"], 2 * uneven["full"][:3])
 
 
 def test_the_first_gradients_are_one_workers(runs):
