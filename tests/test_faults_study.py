@@ -493,9 +493,11 @@ def test_sigterm_while_ray_starts_is_an_interruption_in_one_line_with_the_resume
         tmp_path, monkeypatch, capsys, without_ray):
     import ray
 
-    monkeypatch.setattr(ray, "init", lambda **options: sigterm_self())
     handler = signal.getsignal(signal.SIGTERM)
-    code = main(declaration("ablation_office31"), ["--smoke-test", *study_locations(tmp_path)])
+    # ray.init restored at the block's end: without_ray's teardown starts the suite's Ray session again with it
+    with monkeypatch.context() as patched:
+        patched.setattr(ray, "init", lambda **options: sigterm_self())
+        code = main(declaration("ablation_office31"), ["--smoke-test", *study_locations(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130 and err[-1].startswith("interrupted: continue it with: ") and "--resume" in err[-1], err
     assert "Traceback" not in "\n".join(err) and signal.getsignal(signal.SIGTERM) == handler

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -67,3 +69,22 @@ class ProgressTable(tune.CLIReporter):
 
     def _print(self, msg: str) -> None:
         super()._print("\n".join(line for line in msg.splitlines() if not line.startswith("Result logdir: ")))
+
+
+@contextmanager
+def sigint_handler_restored() -> Iterator[None]:
+    """Within the block, a ``Tuner.fit``; after it, the SIGINT and SIGUSR1 handlers it found. Ray 2.60's fit installs
+    its own (``ray.tune.tune._setup_signal_catching``: the first Ctrl-C ends the run, saving Tune's state) and puts
+    the earlier one back only when such a signal arrives: after a run that ended otherwise, a Ctrl-C (or a SIGTERM,
+    :func:`srdc.base.stop_gracefully`) while the tables are written or between a search's phases would only mark
+    that finished run as interrupted, and the driver would go on."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGUSR1)}
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: installed outside Python, nothing to put back
+                signal.signal(signum, handler)

@@ -45,6 +45,7 @@ from srdc.harness.ray_compat import (
     dropped_log,
     restored_run_config,
     set_tune_environment,
+    sigint_handler_restored,
 )
 from srdc.harness.signatures import sign_files, sign_stored, verify_storage
 from srdc.harness.trainable import DIVERGED, REFUSED, train_srdc
@@ -256,7 +257,8 @@ def fit(launch: Launch, sweep: Sweep, trainable: Trainable = train_srdc) -> list
         tuner = tune.Tuner(runnable, param_space=param_space(launch, sweep), tune_config=tune_config,
                            run_config=run_config(launch, sweep))
         sign_stored(path, trusted_files(path))  # the tuner.pkl it has just written
-    tuner.fit()
+    with sigint_handler_restored():
+        tuner.fit()
     return trial_records(path, sweep.epochs)
 
 
