@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from srdc.data.base import Domain
 
@@ -52,13 +52,15 @@ def endless_batches(domain: Domain, batch_size: int, generator: torch.Generator,
         yield from _load(domain, index_batches, generator, num_workers, pin_memory)
 
 
-def ordered_batches(domain: Domain, batch_size: int, num_workers: int = 0,
-                    pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The evaluation view in index order, for the no-grad preparation pass."""
+def ordered_batches(domain: Domain, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                    rows: tuple[int, int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The evaluation view in index order, for the no-grad preparation pass; only its rows ``[start, stop)`` when
+    ``rows`` is given (a data-parallel worker's share)."""
     dataset = domain.eval_set
+    start, stop = rows if rows is not None else (0, len(dataset))
     if isinstance(dataset, TensorDataset):
-        inputs, labels = dataset.tensors
+        inputs, labels = (tensor[start:stop] for tensor in dataset.tensors)
         yield from zip(inputs.split(batch_size), labels.split(batch_size), strict=True)
         return
-    yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                          pin_memory=pin_memory)
+    yield from DataLoader(Subset(dataset, range(start, stop)) if rows is not None else dataset, batch_size=batch_size,
+                          shuffle=False, num_workers=num_workers, pin_memory=pin_memory)

@@ -4,7 +4,9 @@ Every option of :mod:`srdc.config` is an option under its own name (``--lambda_s
 ``--data-root``), listed by group in ``--help``. Writes ``OUT/summary.json``, ``OUT/history.jsonl`` and
 ``OUT/checkpoint.pt`` after every epoch, and the run's figures into ``OUT/figures`` at its end (unless ``--figures
 false``); ``--resume`` continues from the checkpoint in OUT, bit for bit (``--resume-or-start``: continue it, or start
-the run when OUT holds no checkpoint). One process at a time owns OUT (:class:`srdc.runio.RunLock`).
+the run when OUT holds no checkpoint). One process at a time owns OUT (:class:`srdc.runio.RunLock`). ``--workers N``
+trains the run on N data-parallel worker processes (:mod:`srdc.parallel`); rank 0 prints and writes OUT, the others
+write nothing.
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from srdc.base import THREADS_HELP, ArgumentParser, run_main, set_torch_threads
+from srdc.base import THREADS_HELP, ArgumentParser, resolve_device, run_main, set_torch_threads
 from srdc.config import Option, SRDCConfig, groups, options
 from srdc.errors import SRDCInputError
 from srdc.figures.trial import write_trial_figures
 from srdc.methods import METHODS
 from srdc.runio import RunLock, read_checkpoint, save_run
-from srdc.trialfiles import CHECKPOINT, FIGURES_DIR, HISTORY, SUMMARY
+from srdc.trialfiles import CHECKPOINT, FIGURES_DIR, HISTORY, SUMMARY, read_json
 from srdc.validators import VALIDATORS
+
+if TYPE_CHECKING:
+    from srdc.parallel import Group
 
 # fields whose values are registry names: the registered methods and label-free validators
 REGISTRY_CHOICES = {registry.kind: registry for registry in (METHODS, VALIDATORS)}
@@ -136,35 +141,54 @@ def run(config: SRDCConfig, out: Path, resume: bool, progress: bool, or_start: b
     the line :func:`srdc.base.set_torch_threads` returned) ends the run's header line, printed once its inputs and
     checkpoint are checked, so that bad input stays one line; the line names the backbone and why (``auto``: the
     dataset's default, or for your own images their size). The backbone's weights are found before the data is
-    loaded: no network or a missing weights file is reported before any image is decoded."""
+    loaded: no network or a missing weights file is reported before any image is decoded. With ``workers`` above 1
+    the run's N worker processes train it (each reads the checkpoint), and the summary is the one rank 0 wrote."""
     with RunLock(out):
-        return _run_locked(config, out, checkpoint_to_resume(out, resume, or_start), progress, threads)
+        state = checkpoint_to_resume(out, resume, or_start)
+        if config.workers == 1:
+            return _run_locked(config, out, state, progress, threads)
+        from srdc.parallel import launch  # here: srdc-train --help imports no torch
+
+        launch(config.workers, _run_rank, (config, out, state is not None, progress, threads),
+               cuda=resolve_device(config.device).type == "cuda")
+        return read_json(out / SUMMARY) or {}
+
+
+def _run_rank(group: Group, config: SRDCConfig, out: Path, resumed: bool, progress: bool, threads: str) -> None:
+    """One worker of a ``--workers N`` run: the run from the checkpoint in ``out`` when ``resumed``."""
+    _run_locked(config, out, read_checkpoint(out) if resumed else None, progress and group.leader, threads, group)
 
 
 def _run_locked(config: SRDCConfig, out: Path, state: dict[str, Any] | None, progress: bool,
-                threads: str) -> dict[str, Any]:
+                threads: str, group: Group | None = None) -> dict[str, Any]:
     from srdc.data import load_task
     from srdc.figures.recorder import recorder_for
     from srdc.trainer import Trainer, check_backbone
 
+    leader = group is None or group.leader
+    say = (lambda line: print(line, file=sys.stderr)) if leader else (lambda line: None)
     backbone = check_backbone(config)
-    recorder = recorder_for(config)
-    trainer = Trainer(config, load_task(config), progress=progress, observers=[recorder] if recorder else [])
+    recorder = recorder_for(config) if leader else None
+    trainer = Trainer(config, load_task(config), progress=progress, observers=[recorder] if recorder else [],
+                      group=group)
     if state is not None:
         trainer.load_state_dict(state)
-        print(f"resumed {out} at epoch {trainer.epoch}/{config.epochs}", file=sys.stderr)
-    print(f"{config.dataset} {config.task_name} variant={config.variant} seed={config.seed} device={trainer.device} "
-          f"backbone={backbone.name} ({backbone.reason}) source={len(trainer.task.source)} "
-          f"target={len(trainer.task.target)} out={out}" + (f"; {threads}" if threads else ""), file=sys.stderr)
-    print(f"transforms: {trainer.task.source.transform}", file=sys.stderr)
+        say(f"resumed {out} at epoch {trainer.epoch}/{config.epochs}")
+    say(f"{config.dataset} {config.task_name} variant={config.variant} seed={config.seed} device={trainer.device} "
+        f"backbone={backbone.name} ({backbone.reason}) source={len(trainer.task.source)} "
+        f"target={len(trainer.task.target)} out={out}" + (f"; {threads}" if threads else "")
+        + (f"; {config.workers} workers" if group is not None else ""))
+    say(f"transforms: {trainer.task.source.transform}")
     trainer.initialise()
     if trainer.epoch == 0:
-        print(format_row(trainer.history[0], config.epochs), file=sys.stderr)
-    save_run(out, trainer)
+        say(format_row(trainer.history[0], config.epochs))
+    if leader:
+        save_run(out, trainer)
 
     def on_epoch(trainer: Trainer, row: dict[str, Any]) -> None:
-        print(format_row(row, config.epochs), file=sys.stderr)
-        save_run(out, trainer)
+        say(format_row(row, config.epochs))
+        if leader:
+            save_run(out, trainer)
 
     summary = trainer.fit(on_epoch)
     if recorder is not None:

@@ -326,6 +326,12 @@ class SRDCConfig:
     compile: bool = option(False, "execution", identity=False, help=
         "torch.compile the network (minutes of compilation at the start, faster epochs after: see "
         "benchmarks/gpu_throughput.py); checkpoints stay loadable either way")
+    workers: int = option(1, "execution", range=Range(1), identity=False, help=
+        "data-parallel worker processes of one srdc-train run on this machine, each on a slice of the global batch "
+        "(gloo on a CPU, nccl and one GPU each on CUDA; README, --workers); 1: one process")
+    batchnorm_sync: str = option("sync", "execution", choices=("sync", "per_device"), help=
+        "BatchNorm with --workers above 1: statistics of the global batch (sync, as one worker) or of each worker's "
+        "slice (per_device, as the released code's DataParallel; docs/fidelity_notes.md)")
     figures: bool = option(True, "execution", identity=False, help=
         "draw the run's figures at its end into OUT/figures (a study: the trial's folder and MLflow run): learning "
         "curves, confusion matrices, a t-SNE of the features, the source weights; never changes the training")

@@ -68,7 +68,7 @@ class DigitsCNN(nn.Module):
         return self.features(x)
 
 
-BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+BATCHNORMS = (nn.modules.batchnorm._BatchNorm,)  # every BatchNorm, the synchronised ones included (srdc.parallel)
 BATCHNORM_STATE = ("running_mean", "running_var", "num_batches_tracked")
 
 

@@ -8,6 +8,11 @@ iterations follow, with the losses of the run's method (:mod:`srdc.methods`, cho
 that follows epoch e doubles as the evaluation of the model after e epochs and the preparation of epoch e+1, so
 the target set is never passed twice.
 
+With ``group`` (``srdc-train --workers N``, :mod:`srdc.parallel`) the run is one of N data-parallel ranks: every rank
+draws the global batch, trains the network on its slice of it (BatchNorm of the global batch with ``batchnorm_sync``
+``sync``) and computes the method's loss on the gathered global outputs; the preparation pass is sharded over the
+ranks and gathered, so K-means, the plan and the validators see the whole data once, the same on every rank.
+
 History keys of the training part: ``loss_total`` and ``loss_<part>`` for each part the method reports (SRDC and
 the baselines: ``loss_target``, the label-free target term of eq. 6, and ``loss_source``, the supervised term),
 ``lr``, ``lambda`` (their values in the epoch; with ``schedule_unit`` ``iteration``, their means over it),
@@ -50,6 +55,7 @@ from srdc.model import (
     feature_space_dims,
     is_pretrained,
 )
+from srdc.parallel import Group, synchronise_batchnorm
 from srdc.schedules import lambda_at, lr_at, progress_at
 from srdc.selection import summarize
 from srdc.validators import VALIDATORS, ValidationInput, validate
@@ -88,7 +94,7 @@ class Trainer:
     ``observers`` follow it (:class:`EpochObserver`)."""
 
     def __init__(self, config: SRDCConfig, task: TaskData | None = None, progress: bool = False,
-                 observers: Sequence[EpochObserver] = ()) -> None:
+                 observers: Sequence[EpochObserver] = (), group: Group | None = None) -> None:
         METHODS.check(config.variant)
         VALIDATORS.check(config.labelfree_selector)
         self.config = config
@@ -99,6 +105,8 @@ class Trainer:
             check_backbone(config)
             task = load_task(config)
         self.task = task
+        self.group = group
+        _check_workers(config, task, group)
         self.progress = progress
         random.seed(config.seed)
         np.random.seed(config.seed)
@@ -123,6 +131,8 @@ class Trainer:
         model = SRDCNet(backbone, dim, self.task.num_classes, self.config.bottleneck_dim).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if self.group is not None and self.config.batchnorm_sync == "sync":
+            model = synchronise_batchnorm(model)
         if self.config.compile:
             model.compile()  # in place: the state dict keeps its keys (no "_orig_mod." prefix)
         dims = feature_space_dims(self.config.feature_spaces, dim, self.config.bottleneck_dim)
@@ -182,18 +192,24 @@ class Trainer:
             return self._extract(domain)
 
     def _extract(self, domain: Domain) -> Features:
+        """The outputs of every sample of ``domain``; with ``group``, each rank runs its share of the samples and
+        the shares are gathered."""
         self.model.eval()
         config, outputs = self.config, []
-        for inputs, _ in ordered_batches(domain, config.eval_batch_size, config.num_workers, config.pin_memory):
+        rows = self.group.bounds(len(domain)) if self.group is not None else None
+        for inputs, _ in ordered_batches(domain, config.eval_batch_size, config.num_workers, config.pin_memory, rows):
             with torch.inference_mode(), self._autocast():
                 outputs.append(self.model(self._to_device(inputs)))
-        pooled, bottleneck, logits = (torch.cat(parts).float() for parts in zip(*outputs, strict=True))
+        pooled, bottleneck, logits = (self._gathered(torch.cat(parts).float(), len(domain))
+                                      for parts in zip(*outputs, strict=True))
         labels = torch.as_tensor(domain.labels, device=self.device)
         return Features({"pooled": pooled, "bottleneck": bottleneck}, logits, labels)
 
     def prepare(self) -> dict[str, Any]:
         """The epoch's preparation pass: evaluation, the method's preparation, the validators; returns metrics."""
         start = time.perf_counter()
+        if self.group is not None:
+            self.group.broadcast_buffers(self.model)
         source, target = self.extract(self.task.source), self.extract(self.task.target)
         test = self.extract(self.task.target_test, statistics=self.task.target) \
             if self.task.target_test is not None else None
@@ -236,10 +252,19 @@ class Trainer:
                 for inputs, labels, index in batches)
 
     def _forward(self, inputs: torch.Tensor) -> Outputs:
-        """The network on a training batch, under autocast, outputs in float32."""
+        """The network on a training batch, under autocast, outputs in float32; with ``group``, on this rank's
+        slice of the global batch, the outputs of the whole batch gathered with autograd."""
+        rows = len(inputs)
+        if self.group is not None:
+            start, stop = self.group.bounds(rows)
+            inputs = inputs[start:stop]
         with self._autocast():
             out = self.model(inputs)
-        return Outputs(*(t.float() for t in out))
+        return Outputs(*(self._gathered(t.float(), rows) for t in out))
+
+    def _gathered(self, local: torch.Tensor, rows: int) -> torch.Tensor:
+        """``local``, this rank's share of ``rows`` rows, as all the rows (itself without ``group``)."""
+        return local if self.group is None else self.group.gather_rows(local, rows)
 
     def train_epoch(self) -> dict[str, Any]:
         """The training iterations of one epoch (Algorithm 1, lines 3-9) with the method's losses."""
@@ -267,6 +292,8 @@ class Trainer:
                 )
             _zero_grads(self.optimizer, kept=self.method.persistent_grad_params())
             loss.total.backward()
+            if self.group is not None:
+                self.group.average_gradients(list(self.model.parameters()))
             self.optimizer.step()
             for name, value in {"total": float(loss.total.detach()), **loss.parts}.items():
                 sums[f"loss_{name}"] = sums.get(f"loss_{name}", 0.0) + value
@@ -357,7 +384,8 @@ class Trainer:
 
     def execution(self) -> dict[str, Any]:
         """How the run executes, the config's auto choices resolved for its device (``bf16``, ``channels_last``)."""
-        return {"device": str(self.device), "precision": "bf16" if self.bf16 else "fp32",
+        return {"device": str(self.device), "workers": self.config.workers,
+                "precision": "bf16" if self.bf16 else "fp32",
                 "channels_last": self.channels_last, "compile": self.config.compile,
                 "sgd": "fused" if self._sgd_kernels()["fused"] else "foreach"}
 
@@ -428,6 +456,19 @@ def _zero_grads(optimizer: torch.optim.Optimizer, kept: list[torch.Tensor]) -> N
     optimizer.zero_grad(set_to_none=True)
     for param, grad in zip(kept, grads, strict=True):
         param.grad = grad
+
+
+def _check_workers(config: SRDCConfig, task: TaskData, group: Group | None) -> None:
+    """``workers`` is the process group's size (1 without one), and no batch or domain is smaller than it."""
+    size = group.size if group is not None else 1
+    if config.workers != size:
+        raise SRDCInputError(f"workers={config.workers} runs through srdc-train --workers {config.workers} only (a "
+                             f"study's trial is one worker in this version); set workers=1")
+    domains = [task.source, task.target, *([task.target_test] if task.target_test is not None else [])]
+    smallest = min(config.batch_size, *(len(domain) for domain in domains))
+    if smallest < size:
+        raise SRDCInputError(f"--workers {size} splits every batch and domain over the workers, but one holds "
+                             f"{smallest} samples; use at most {smallest} workers")
 
 
 def _accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:

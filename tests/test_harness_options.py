@@ -55,6 +55,7 @@ def test_a_wrong_declaration_is_one_clear_error(declaration, message):
     (["--smoke-test", "--tasks", "A->C"], "not in the study's tasks"),
     (["--smoke-test", "--set", "lamda=1"], "FIELD a config field"),
     (["--smoke-test", "--set", "variant=srdc"], "use --tasks/--variants"),
+    (["--smoke-test", "--set", "workers=2"], "a study's trial is one worker"),
     (["--smoke-test", "--resume"], "no study ablation_office31-smoke"),
     ([], "srdc-data download office31"),
 ])

@@ -27,7 +27,7 @@ LAYERS = [
     ("srdc.trialfiles",),
     ("srdc", "srdc.config"),
     ("srdc.data", "srdc.batches"),
-    ("srdc.model",),
+    ("srdc.model", "srdc.parallel"),
     ("srdc.losses", "srdc.clustering", "srdc.schedules", "srdc.divergence"),
     ("srdc.validators", "srdc.selection"),
     ("srdc.methods",),

@@ -238,6 +238,9 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, Any]:
         if key in RESERVED:
             raise SRDCInputError(f"--set {key}: use --tasks/--variants/--seeds/--epochs/--data-root or the study")
         values[key] = getattr(parser.parse_args([f"--{key}", text]), key)
+        if key == "workers" and values[key] != 1:
+            raise SRDCInputError(f"--set workers={values[key]}: a study's trial is one worker in this version; "
+                                 f"srdc-train --workers N trains one run on N")
     return values
 
 
