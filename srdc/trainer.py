@@ -459,11 +459,15 @@ def _zero_grads(optimizer: torch.optim.Optimizer, kept: list[torch.Tensor]) -> N
 
 
 def _check_workers(config: SRDCConfig, task: TaskData, group: Group | None) -> None:
-    """``workers`` is the process group's size (1 without one), and no batch or domain is smaller than it."""
+    """``workers`` is the process group's size (1 without one), no batch or domain is smaller than it, and the
+    synchronised BatchNorm is not compiled (its autograd all-reduce is not supported under torch.compile)."""
     size = group.size if group is not None else 1
     if config.workers != size:
         raise SRDCInputError(f"workers={config.workers} runs through srdc-train --workers {config.workers} only (a "
                              f"study's trial is one worker in this version); set workers=1")
+    if size > 1 and config.compile and config.batchnorm_sync == "sync":
+        raise SRDCInputError("--compile true cannot compile --batchnorm_sync sync's BatchNorm (torch.compile does "
+                             "not support its autograd all-reduce); use --compile false or --batchnorm_sync per_device")
     domains = [task.source, task.target, *([task.target_test] if task.target_test is not None else [])]
     smallest = min(config.batch_size, *(len(domain) for domain in domains))
     if smallest < size:

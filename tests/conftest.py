@@ -159,8 +159,10 @@ class MLflowServer:
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.home / "server.log", "a") as log:
             logged = log.tell()
-            self.process = subprocess.Popen([str(REPO / "mlflow_server" / "start.sh")], env=env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            # SIGINT at its default, as from a terminal: a test runner started with `&` by a script ignores it, and
+            # bash cannot trap a signal ignored when it starts (env execs the script: the same pid)
+            self.process = subprocess.Popen(["env", "--default-signal=INT", str(REPO / "mlflow_server" / "start.sh")],
+                                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while not (self.ready_line(logged) and self.healthy()):
             assert self.process.poll() is None, (self.home / "server.log").read_text()

@@ -19,6 +19,7 @@ predictions differing on at most 20 of 200 target samples (measured 12, SRDC's b
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from torch import nn
 
 from srdc.cli import main
 from srdc.config import SRDCConfig
+from srdc.errors import SRDCInputError
 from srdc.harness.declarations import SMOKE_CONFIG
 from srdc.methods import Step
 from srdc.parallel import Group, launch, synchronise_batchnorm
@@ -272,3 +274,9 @@ def test_the_synchronised_batchnorm_of_one_rank_is_batchnorm(group_of_one):
     inputs = torch.randn(4, 3, 8, 8)
     differences.append(largest_difference(plain(inputs), synced(inputs)))
     assert max(differences) <= 5e-5
+
+
+def test_compiling_the_synchronised_batchnorm_is_refused_in_one_line_before_any_training():
+    compiled = dataclasses.replace(config("srdc", 2), compile=True)
+    with pytest.raises(SRDCInputError, match="use --compile false or --batchnorm_sync per_device"):
+        Trainer(compiled, group=Group(0, 2))
