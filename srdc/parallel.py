@@ -26,6 +26,7 @@ from torch.multiprocessing.spawn import ProcessException
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from srdc.errors import NonFiniteLossError, SRDCInputError
+from srdc.model import BATCHNORM_STATE
 
 # a worker's errors that its parent raises again as they are (the command line's one-line errors)
 RAISED_AGAIN = (SRDCInputError, NonFiniteLossError, OSError)
@@ -120,7 +121,7 @@ def synchronise_batchnorm(module: nn.Module) -> nn.Module:
         synced = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
                                module.track_running_stats)
         synced.weight, synced.bias = module.weight, module.bias
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
+        for name in BATCHNORM_STATE:
             setattr(synced, name, getattr(module, name))
         synced.train(module.training)
         return synced
