@@ -17,6 +17,8 @@ Figures, for each of the two (medians over ``--repeats``):
   the last (the first holds the trial's start, the last its figures). Target: <= 1.02.
 * stdout: lines holding ``pid=``, an ANSI escape or `` INFO `` (Ray's worker echo, colours, library logging).
   Target: none.
+* figures: the trial runs that drew their figures and those that kept their record undrawn, over their
+  ``figures_budget`` (``--figures-budget``: the study's default unless given; ``1e9`` draws every run's).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from srdc.trialfiles import RESULT_FILE
+from srdc.figures.trial import figure_prefix
+from srdc.trialfiles import RECORD_FILES, RESULT_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = ("pid=", "\x1b[", " INFO ")
@@ -46,6 +49,8 @@ class StudyRun:
     tail_s: float
     epoch_ratios: list[float]
     noisy_lines: list[str]
+    drawn: int
+    deferred: int
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,6 +63,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", nargs="+", default=["0"], help="seeds, or 'all' (the study's)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs per trial (default: the smoke study's 2)")
     parser.add_argument("--repeats", type=int, default=1, help="runs with and without figures, alternately")
+    parser.add_argument("--figures-budget", type=float, default=None,
+                        help="--set figures_budget= for the runs with figures (default: the study's; 1e9: draw all)")
     return parser.parse_args()
 
 
@@ -70,6 +77,7 @@ def run_study(args: argparse.Namespace, figures: bool, folder: Path) -> StudyRun
     command += [] if args.tasks == ["all"] else ["--tasks", *args.tasks]
     command += [] if args.seeds == ["all"] else ["--seeds", *args.seeds]
     command += [] if args.epochs is None else ["--epochs", str(args.epochs)]
+    command += [] if args.figures_budget is None else ["--set", f"figures_budget={args.figures_budget}"]
     start = time.time()
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True,
                           env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
@@ -80,7 +88,9 @@ def run_study(args: argparse.Namespace, figures: bool, folder: Path) -> StudyRun
     last_report = max(path.stat().st_mtime for path in results)
     ratios = [ratio for path in results for ratio in middle_epoch_ratios(path)]
     noisy = [line for line in done.stdout.splitlines() if any(mark in line for mark in NOISE)]
-    return StudyRun(end - start, end - last_report, ratios, noisy)
+    records = list((folder / "ray").glob(f"*/*/{RECORD_FILES}"))
+    drawn = sum(path.with_name(f"{figure_prefix(path)}curves.png").is_file() for path in records)
+    return StudyRun(end - start, end - last_report, ratios, noisy, drawn, len(records) - drawn)
 
 
 def middle_epoch_ratios(result_file: Path) -> list[float]:
@@ -99,7 +109,7 @@ def main() -> None:
                 run = run_study(args, figures, Path(folder))
             runs[figures].append(run)
             print(f"repeat {repeat + 1}/{args.repeats}, figures {figures}: wall {run.wall_s:.1f} s, tail "
-                  f"{run.tail_s:.1f} s", flush=True)
+                  f"{run.tail_s:.1f} s, figures drawn by {run.drawn} run(s), deferred by {run.deferred}", flush=True)
     data = "its smoke test" if args.data_root is None else f"data from {args.data_root}"
     print(f"\n{args.study} on {data}, tasks {' '.join(args.tasks)}, variants {' '.join(args.variants)}, seeds "
           f"{' '.join(args.seeds)}, epochs {args.epochs or 'the study default'}; medians of {args.repeats}")

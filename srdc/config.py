@@ -335,6 +335,11 @@ class SRDCConfig:
     figures: bool = option(True, "execution", identity=False, help=
         "draw the run's figures at its end into OUT/figures (a study: the trial's folder and MLflow run): learning "
         "curves, confusion matrices, a t-SNE of the features, the source weights; never changes the training")
+    figures_budget: float = option(0.25, "execution", range=Range(0), identity=False, help=
+        "a study's trial draws its figures only where that takes at most this share of its training time (judged "
+        "by the worker's last drawing; its first is always made); past it the trial keeps their record and "
+        "srdc-report --sync draws them (the study's closing lines say how many): a smoke trial trains in half a "
+        "second and draws in one, a real one trains for minutes")
     added: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -39,6 +39,15 @@ REPO = Path(__file__).resolve().parents[1]
 TIMING_PREFIXES = ("time_", "wall_s")  # wall-clock figures differ between runs; nothing else may
 
 
+@pytest.fixture(autouse=True)
+def fresh_drawing_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a fresh process: its first drawing of a run's figures is made whatever its budget
+    (srdc.figures.trial.DRAWING_CLOCK), not judged by what an earlier test drew."""
+    from srdc.figures.trial import DRAWING_CLOCK
+
+    monkeypatch.setattr(DRAWING_CLOCK, "last_drawing_s", None)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """The JSON objects of a ``.jsonl`` file (history.jsonl, Tune's result.json)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

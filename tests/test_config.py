@@ -203,6 +203,6 @@ def test_the_identity_leaves_out_where_and_how_fast_a_run_goes_and_nothing_else(
     config = SRDCConfig()
     left_out = set(config.to_dict()) - set(config.identity())
     assert left_out == {"device", "num_workers", "pin_memory", "data_root", "path_prefix", "eval_batch_size",
-                        "compile", "image_cache", "figures", "workers"}
+                        "compile", "image_cache", "figures", "figures_budget", "workers"}
     assert SRDCConfig(device="cpu", figures=False).identity() == config.identity()
     assert SRDCConfig(lr=0.02).identity() != config.identity()

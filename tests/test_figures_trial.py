@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -24,17 +25,19 @@ from srdc.config import SRDCConfig
 from srdc.figures.recorder import FigureRecorder, recorder_for, selected_epochs
 from srdc.figures.snapshot import EXTREMES, POINTS, confusion_matrix, figure_subset
 from srdc.figures.trial import (
+    DRAWING_CLOCK,
     LABELFREE,
     ORACLE,
     TrialRecord,
     draw_curves,
     draw_records,
+    draw_within_budget,
     load_record,
     save_record,
     stale_records,
     write_trial_figures,
 )
-from srdc.harness.trainable import Lockstep
+from srdc.harness.trainable import FIGURES_DEFERRED, FIGURES_FAILED, Lockstep
 from srdc.tracking.logger import StudyLogger
 from srdc.tracking.trial_end import finish_trial
 from srdc.trainer import Trainer
@@ -218,11 +221,11 @@ def test_without_source_weights_or_images_those_figures_are_left_out(tmp_path):
 
 def test_a_trial_saves_a_record_per_run_and_draws_its_figures_named_by_run(tmp_path):
     config = {"tasks": [{"task": "digits->digits_photo"}], "seeds": [0, 1], "epochs": 1, "batch_size": 32,
-              "max_samples": 120, "device": "cpu", "variant": "srdc"}
+              "max_samples": 120, "device": "cpu", "variant": "srdc", "figures_budget": 1e6}
     runs = Lockstep(config)
     runs.initialise()
     runs.step()
-    assert runs.draw_figures(tmp_path)
+    assert runs.draw_figures(tmp_path) == {}
     keys = [f"digits-digits_photo.seed{seed}" for seed in (0, 1)]
     names = {path.name for path in (tmp_path / FIGURES_DIR).iterdir()}
     assert names == {f"{key}.{name}" for key in keys for name in (*ALL_FIGURES, "record.pt")}
@@ -246,8 +249,48 @@ def test_a_trial_saves_a_record_per_run_and_draws_its_figures_named_by_run(tmp_p
     without = Lockstep({**config, "figures": False, "seeds": [0]})
     without.initialise()
     without.step()
-    assert without.draw_figures(tmp_path / "without")
+    assert without.draw_figures(tmp_path / "without") == {}
     assert not (tmp_path / "without").exists()
+
+
+def test_a_run_whose_drawing_would_exceed_its_budget_keeps_its_record_for_a_backfill(tmp_path, monkeypatch):
+    config = {"tasks": [{"task": "digits->digits_photo"}], "seeds": [0, 1], "epochs": 1, "batch_size": 32,
+              "max_samples": 120, "device": "cpu", "variant": "srdc"}
+    runs = Lockstep(config)
+    runs.initialise()
+    runs.step()
+    training_s = [sum(row["wall_s_epoch"] for row in member.trainer.history if "wall_s_epoch" in row)
+                  for member in runs.members]
+    assert min(training_s) > 0
+    # this process's last drawing took 4x the budget of the run with the longer training: both runs defer
+    monkeypatch.setattr(DRAWING_CLOCK, "last_drawing_s", 4 * 0.25 * max(training_s))
+    assert runs.draw_figures(tmp_path) == {FIGURES_DEFERRED: 2}
+    assert sorted(path.name for path in (tmp_path / FIGURES_DIR).iterdir()) == \
+        [f"digits-digits_photo.seed{seed}.record.pt" for seed in (0, 1)]
+    assert len(stale_records(tmp_path)) == 2  # what a backfill (srdc-report --sync) draws
+    assert DRAWING_CLOCK.last_drawing_s == 4 * 0.25 * max(training_s)  # nothing drawn, nothing measured
+
+    # within the budget (0.9x the shorter training's) the first run draws, and its measured drawing judges the second
+    monkeypatch.setattr(DRAWING_CLOCK, "last_drawing_s", 0.9 * 0.25 * min(training_s))
+    reported = runs.draw_figures(tmp_path / "within")
+    assert DRAWING_CLOCK.last_drawing_s != 0.9 * 0.25 * min(training_s)  # measured
+    pngs = {path.name for path in (tmp_path / "within" / FIGURES_DIR).glob("*.png")}
+    drawn = [seed for seed in (0, 1) if {f"digits-digits_photo.seed{seed}.{name}" for name in ALL_FIGURES} <= pngs]
+    assert reported in ({}, {FIGURES_DEFERRED: 1})
+    assert drawn == ([0, 1] if reported == {} else [0]) and len(pngs) == len(drawn) * len(ALL_FIGURES)
+
+
+def test_a_process_always_makes_its_first_drawing_and_measures_it(trained, tmp_path, monkeypatch):
+    trainer, figures, _ = trained
+    monkeypatch.setattr(DRAWING_CLOCK, "last_drawing_s", None)
+    record = record_of(trainer, figures)
+    path = tmp_path / FIGURES_DIR / "record.pt"
+    save_record(record, path)
+    start = time.perf_counter()
+    assert draw_within_budget(record, path, training_s=1e-9, budget=0.0)
+    assert 0 < DRAWING_CLOCK.last_drawing_s <= time.perf_counter() - start
+    assert stale_records(tmp_path) == []
+    assert not draw_within_budget(record, path, training_s=1e-9, budget=0.0)  # the next one is over budget
 
 
 def test_remote_copies_pick_the_records_in_the_figures_folder_but_not_deeper_files():
@@ -400,8 +443,8 @@ def test_a_figure_that_cannot_be_drawn_leaves_the_trials_results_and_names_its_t
     def broken(*args, **kwargs):
         raise ValueError("a drawing defect")
 
-    monkeypatch.setattr("srdc.harness.trainable.write_trial_figures", broken)
-    assert not runs.draw_figures(tmp_path)
+    monkeypatch.setattr("srdc.figures.trial.write_trial_figures", broken)
+    assert runs.draw_figures(tmp_path) == {FIGURES_FAILED: 1}
     error = (tmp_path / FIGURES_DIR / "error.txt").read_text()
     assert "ValueError: a drawing defect" in error and "Traceback" in error
     assert (tmp_path / FIGURES_DIR / "record.pt").is_file()  # a backfill can still draw them

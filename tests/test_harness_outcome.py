@@ -33,6 +33,7 @@ from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args
 from srdc.harness.outcome import StudyOutcome, publish, study_results, tracking_lines
 from srdc.harness.plan import grid_configs
+from srdc.harness.trainable import FIGURES_DEFERRED
 from srdc.methods import tracked_fields
 from srdc.report import METRIC_DECIMALS, RESULT_FILES
 from srdc.tracking import MLflowTracker
@@ -158,6 +159,22 @@ def test_the_closing_lines_name_the_html_page_the_results_folder_holds(tmp_path)
     text = StudyOutcome(plan, launch, [], "the tables", None).describe()
     folder = f"{launch.path}/{RESULTS_FOLDER}"
     assert f"in {folder}/, all in one HTML page: {folder}/{RESULT_FILES['html']}\n" in text
+
+
+def test_the_closing_lines_count_the_runs_whose_figures_were_deferred_and_name_the_command_that_draws_them(
+        tmp_path):
+    launch = launch_of(str(tmp_path), f"sqlite:///{tmp_path / 'mlflow.db'}", "--tasks", "A->W", "--seeds", "0")
+    plan = plan_of(ABLATION, "--smoke-test", "--tasks", "A->W", "--seeds", "0")
+    drawn = [{"status": "FINISHED"}, {"status": "FINISHED"}]
+    assert "figures:" not in StudyOutcome(plan, launch, drawn, "the tables", None).describe()
+    deferred = [{"status": "FINISHED", FIGURES_DEFERRED: 1}, {"status": "FINISHED"}, {"status": "FINISHED",
+                                                                                     FIGURES_DEFERRED: 2}]
+    (line,) = [line for line in StudyOutcome(plan, launch, deferred, "the tables", None).describe().splitlines()
+               if line.startswith("figures:")]
+    assert line.startswith("figures: 3 trial run(s) kept their figures' record undrawn")
+    command = shlex.split(line.split("MLflow runs with: ")[1])
+    assert command[1:3] == ["-m", "srdc.report_cli"] and command[-3:] == [
+        "--sync", "--storage-path", f"{launch.storage_path}/{plan.name}"]
 
 
 def test_the_closing_lines_link_the_studys_runs_table_and_serve_a_local_store_leanly(tmp_path):

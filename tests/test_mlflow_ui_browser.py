@@ -58,8 +58,9 @@ SCREENSHOTS_ENV = "SRDC_UI_SCREENSHOTS"
 SCREENSHOT_MAX_BYTES = 300_000
 STUDY = "ablation_office31-smoke"
 EXPERIMENT = "ui-browser"
+# every trial draws its figures (a smoke trial's drawing is over the default budget: the worker's first one draws)
 ARGV = ["--smoke-test", "--tasks", "A->W", "--seeds", "0", "--cpus-per-trial", "0.5", "--max-concurrent", "4",
-        "--experiment", EXPERIMENT]
+        "--experiment", EXPERIMENT, "--set", "figures_budget=1e9"]
 VARIANTS = 5
 NAME_COLUMN = "attributes.`Run Name`"  # col-id of the runs list's columns
 METRIC_COLUMNS = ("acc_best_oracle", "acc_labelfree")  # shown in the runs list, as docs/mlflow_ui.md suggests

@@ -17,8 +17,9 @@ selections pick, with matplotlib (imported when the first figure is drawn, and u
 At its end a run saves its :class:`TrialRecord` (:func:`save_record`, milliseconds) as ``figures/record.pt``
 (``figures/KEY.record.pt`` for each run of a trial of several) and draws its figures from it in its own process
 (:func:`write_trial_figures`, each as ``PREFIXNAME.png`` beside its record; the prefix is what precedes
-``record.pt``): a study's trial before its last report (:mod:`srdc.harness.trainable`), ``srdc-train`` before it
-exits. A backfill (``srdc-report --sync``) draws the records that lack their figures (:func:`draw_records`).
+``record.pt``): a study's trial before its last report (:mod:`srdc.harness.trainable`), within its drawing budget
+(:func:`draw_within_budget`), ``srdc-train`` before it exits. A backfill (``srdc-report --sync``) draws the records
+that lack their figures (:func:`draw_records`).
 
 Cost: each panel sits in a fixed cell with fixed margins (:class:`Margins`: matplotlib's constrained layout measured
 every text twice and was half the drawing), and the t-SNE runs on at most :data:`srdc.figures.snapshot.POINTS`
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -173,6 +175,34 @@ def draw_records(records: list[Path]) -> DrawnFigures:
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as error:
             unreadable.append(str(_unreadable(path, "draw", error)))
     return DrawnFigures(written, unreadable)
+
+
+@dataclass
+class DrawingClock:
+    """How long this process's last drawing of a record's figures took (imports apart): what the next is expected to
+    cost. One per process (:data:`DRAWING_CLOCK`): a study's worker process draws trial after trial."""
+
+    last_drawing_s: float | None = None
+
+
+DRAWING_CLOCK = DrawingClock()
+
+
+def draw_within_budget(record: TrialRecord, path: Path, training_s: float, budget: float) -> bool:
+    """Draw the figures of ``record``, saved at ``path``, beside it (:func:`write_trial_figures`) unless this
+    process's last drawing (:data:`DRAWING_CLOCK`) took more than ``budget`` times ``training_s``, the run's own
+    training time: ``False`` then, the drawing deferred (the record stays, and :func:`stale_records` names it: a
+    backfill draws it). A process's first drawing is always made, and measured."""
+    expected = DRAWING_CLOCK.last_drawing_s
+    if expected is not None and expected > budget * training_s:
+        return False
+    import matplotlib.figure  # noqa: F401  the imports apart from the measured drawing
+    import sklearn.manifold  # noqa: F401
+
+    start = time.perf_counter()
+    write_trial_figures(record, path.parent, figure_prefix(path))
+    DRAWING_CLOCK.last_drawing_s = time.perf_counter() - start
+    return True
 
 
 def write_trial_figures(record: TrialRecord, folder: Path, prefix: str = "") -> list[Path]:

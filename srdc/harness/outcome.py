@@ -22,7 +22,7 @@ from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.lease import study_lease
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
 from srdc.harness.plan import Plan, check_plan, grid_configs, param_space, plan_study
-from srdc.harness.trainable import train_srdc
+from srdc.harness.trainable import FIGURES_DEFERRED, train_srdc
 from srdc.harness.tuner import Sweep, Trainable, fit, ray_session
 from srdc.tables import with_stand_ins
 from srdc.tracking import TrackingUnavailable, open_tracker, publish_results, sync_study
@@ -70,6 +70,11 @@ class StudyOutcome:
                  f"every selection's tables (md, csv, LaTeX) and the study's figures (PNG) in "
                  f"{launch.path}/{RESULTS_FOLDER}/, all in one HTML page: "
                  f"{launch.path}/{RESULTS_FOLDER}/{report.RESULT_FILES['html']}"]
+        deferred = sum(record.get(FIGURES_DEFERRED, 0) for record in self.records)
+        if deferred:
+            lines.append(f"figures: {deferred} trial run(s) kept their figures' record undrawn (drawing would take "
+                         "more than their --set figures_budget share of their training); draw them into their "
+                         f"folders and MLflow runs with: {shlex.join(report_command(launch, plan.name, sync=True))}")
         if self.interrupted:
             lines.append(f"interrupted: continue it with: {resume_command(launch)}")
         lines += [f"warning: {warning}" for warning in self.warnings]
@@ -91,11 +96,16 @@ def tracking_lines(launch: Launch, study: str, parent_run: tuple[str, str] | Non
         lines.append(f"  browse: {ui_command(sys.executable, uri)}  # then {url}")
     elif parent_run:
         lines.append(f"  browse: {runs_table_link(uri, *parent_run)}")
-    table = [sys.executable, "-m", "srdc.report_cli", "--study", study, "--tracking-uri", uri, "--experiment",
-             experiment]
-    sync = [] if parent_run else ["--sync", "--storage-path", f"{launch.storage_path}/{study}"]
-    lines.append(f"  table: {shlex.join([*table, *sync])}")
+    lines.append(f"  table: {shlex.join(report_command(launch, study, sync=parent_run is None))}")
     return lines
+
+
+def report_command(launch: Launch, study: str, sync: bool) -> list[str]:
+    """The command that prints the study's tables from MLflow, with ``sync`` after backfilling the store from the
+    study's folders (the ended trials' missing figures drawn first: :func:`srdc.tracking.sync.sync_study`)."""
+    table = [sys.executable, "-m", "srdc.report_cli", "--study", study, "--tracking-uri", launch.tracking_uri,
+             "--experiment", launch.experiment]
+    return [*table, *(["--sync", "--storage-path", f"{launch.storage_path}/{study}"] if sync else [])]
 
 
 def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> report.StudyResults:

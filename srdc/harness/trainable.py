@@ -20,7 +20,10 @@ checkpoint's folder holds only the checkpoints, serialised once (Tune copies the
 last epoch, before its report, each run saves what its figures are drawn from into the trial folder's ``figures/``
 (``record.pt``; with several runs ``KEY.record.pt``: :mod:`srdc.figures.trial`) and draws its figures beside it, in
 the trial's process on the CPUs the trial holds (about a second for a smoke run, a few for a full one, most of it the
-t-SNE), so that a study's end never waits for a drawing; the MLflow callback logs them as the run's artifacts. A
+t-SNE), so that a study's end never waits for a drawing; the MLflow callback logs them as the run's artifacts. A run
+whose drawing would take more than ``figures_budget`` of its training time (a smoke run's: half a second of training,
+a second of drawing) keeps its record undrawn, and the last report counts it in ``figures_deferred`` (the study's
+closing lines name the command that draws them). A
 figure that cannot be drawn does not fail the trial, whose results stand: the traceback goes to
 ``figures/error.txt`` and the last report carries ``figures_failed`` (the console names the file). Each
 report also names the Ray node it comes from (``node_id``) and every node the trial ran on so far (``node_ids``,
@@ -55,7 +58,7 @@ from srdc.base import (
 from srdc.config import SRDCConfig
 from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
-from srdc.figures.trial import figure_prefix, save_record, write_trial_figures
+from srdc.figures.trial import draw_within_budget, save_record
 from srdc.runio import read_checkpoint, write_checkpoint
 from srdc.selection import search_score, summarize
 from srdc.trial_config import run_configs
@@ -87,6 +90,8 @@ DIVERGED = "diverged"
 REFUSED = "refused"
 # a trial whose figures could not be drawn reports this key with its last epoch, and why in its folder (FIGURES_ERROR)
 FIGURES_FAILED = "figures_failed"
+# a trial reports with its last epoch how many of its runs kept their figures' record undrawn (figures_budget)
+FIGURES_DEFERRED = "figures_deferred"
 # each run's own metrics in a several-run report (``KEY.acc_target``, ...)
 RUN_METRICS = ("acc_target", "infomax", "acc_best_oracle", "acc_labelfree")
 
@@ -199,24 +204,29 @@ class Lockstep:
                 for member in self.members}
         return {**self.report(self.epoch), "epochs": self.epoch, "runs": runs}
 
-    def draw_figures(self, trial_dir: Path) -> bool:
+    def draw_figures(self, trial_dir: Path) -> dict[str, int]:
         """Save each run's figure record (with its config's ``figures``) into ``trial_dir/figures`` (``record.pt``,
-        with several runs ``KEY.record.pt``) and draw its figures beside it; ``False`` when a figure could not be
-        drawn (the traceback in ``figures/error.txt``: the results stand, the figures are missing)."""
+        with several runs ``KEY.record.pt``) and draw its figures beside it within the run's ``figures_budget``
+        (:func:`srdc.figures.trial.draw_within_budget`). Returns the last report's keys: :data:`FIGURES_DEFERRED`
+        (the runs whose drawing was left to a backfill), or :data:`FIGURES_FAILED` when a figure could not be drawn
+        (the traceback in ``figures/error.txt``: the results stand, the figures are missing)."""
         several = len(self.members) > 1
+        deferred = 0
         for member in self.members:
             if member.recorder is None:
                 continue
-            record = member.recorder.trial_record(member.trainer.history, member.trainer.task.source)
+            history = member.trainer.history
+            record = member.recorder.trial_record(history, member.trainer.task.source)
             path = record_path(trial_dir, f"{member.key}." if several else "")
             save_record(record, path)
+            training_s = sum(row.get("wall_s_epoch", 0.0) for row in history)
             try:
-                write_trial_figures(record, path.parent, figure_prefix(path))
+                deferred += not draw_within_budget(record, path, training_s, member.trainer.config.figures_budget)
             except Exception:  # a defect of the drawing: reported by the trial's last report and the console
                 write_figures_error(trial_dir, traceback.format_exc())
                 logging.getLogger(__name__).exception("the figures of %s could not be drawn", member.key)
-                return False
-        return True
+                return {FIGURES_FAILED: 1}
+        return {FIGURES_DEFERRED: deferred} if deferred else {}
 
     def save(self, folder: Path) -> None:
         """Every run's complete state into ``folder/KEY/checkpoint.pt``."""
@@ -303,8 +313,8 @@ def report_epoch(runs: Lockstep, trial_dir: Path, nodes: list[str], checkpoint: 
     write_summary(trial_dir, runs.summary())
     report = {**runs.report(runs.epoch), **placement(nodes)}
     # the figures before the last report, whose checkpoint makes Tune sync the trial folder to the storage
-    if runs.done and not runs.draw_figures(trial_dir):
-        report[FIGURES_FAILED] = 1
+    if runs.done:
+        report.update(runs.draw_figures(trial_dir))
     if not checkpoint:
         ray.tune.report(report)
         return

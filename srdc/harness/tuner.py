@@ -48,7 +48,7 @@ from srdc.harness.ray_compat import (
     sigint_handler_restored,
 )
 from srdc.harness.signatures import sign_files, sign_stored, verify_storage
-from srdc.harness.trainable import DIVERGED, REFUSED, train_srdc
+from srdc.harness.trainable import DIVERGED, FIGURES_DEFERRED, REFUSED, train_srdc
 from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
 from srdc.trial_config import tracked_config
 from srdc.trialfiles import TRIAL_LOG, is_trusted, recover_checkpoint, storage_location, trusted_files
@@ -311,7 +311,7 @@ def trial_records(path: str, epochs: int) -> list[dict[str, Any]]:
         last = trial.last_result or {}
         record = {**trial.config, "status": trial_status(trial, epochs).value, "path": trial.path,
                   "trial_id": trial.trial_id}
-        record.update({key: last[key] for key in RECORD_METRICS if key in last})
+        record.update({key: last[key] for key in (*RECORD_METRICS, FIGURES_DEFERRED) if key in last})
         record.setdefault("labelfree_selector", last.get("labelfree_selector", "infomax"))
         records.append(record)
     return records
