@@ -10,6 +10,7 @@ one line ``VALIDATORS["name"] = Validator(...)`` (a :class:`srdc.base.Registry`)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
     import torch
 
     from srdc.model import Features
+
+
+SMALLEST = 1e-12  # probabilities are clamped to this before their logarithm
+SND_TEMPERATURE = 0.05  # Saito et al.'s, and pytorch-adapt's default
+SND_ROWS = 1024  # the soft neighbourhood density's similarities are computed this many target rows at a time
 
 
 @dataclass(frozen=True)
@@ -61,10 +67,60 @@ def clustering_objective(view: ValidationInput) -> float:
                      for p in [view.target_probs, *feature_p]))
 
 
+def entropy(view: ValidationInput) -> float:
+    """The mean entropy ``mean_i H(p_i)`` of the target predictions (lower is better: confident predictions);
+    pytorch-adapt's ``EntropyValidator`` is its negative (Musgrave et al., "Benchmarking Validation Methods for
+    Unsupervised Domain Adaptation", 2022). Cost: one pass over the N_t x K predictions."""
+    probs = view.target_probs
+    return float(-(probs * probs.clamp_min(SMALLEST).log()).sum(dim=1).mean())
+
+
+def diversity(view: ValidationInput) -> float:
+    """The entropy ``H(mean_i p_i)`` of the mean target prediction (higher is better: predictions spread over the
+    classes); pytorch-adapt's ``DiversityValidator``. Cost: one pass over the N_t x K predictions."""
+    marginal = view.target_probs.mean(dim=0)
+    return float(-(marginal * marginal.clamp_min(SMALLEST).log()).sum())
+
+
+def batch_nuclear_norm(view: ValidationInput) -> float:
+    """The nuclear norm of the N_t x K target prediction matrix over N_t (higher is better: confident and diverse
+    predictions; Cui et al., "Towards Discriminability and Diversity: Batch Nuclear-norm Maximization", CVPR 2020;
+    pytorch-adapt's ``BNMValidator``). Cost: the singular values of an N_t x K matrix."""
+    import torch
+
+    probs = view.target_probs.double()
+    if not bool(torch.isfinite(probs).all()):  # a diverged model: NaN, as the other validators say
+        return math.nan
+    return float(torch.linalg.svdvals(probs).sum() / len(probs))
+
+
+def soft_neighbourhood_density(view: ValidationInput, temperature: float = SND_TEMPERATURE) -> float:
+    """Soft neighbourhood density (Saito et al., "Tune it the Right Way: Unsupervised Validation of Domain
+    Adaptation via Soft Neighborhood Density", ICCV 2021; pytorch-adapt's ``SNDValidator``): the mean entropy of each
+    target sample's softmax (temperature 0.05) over its cosine similarities to every other target sample's
+    prediction; higher is better (neighbourhoods that are dense, not collapsed to a point). Cost: N_t x N_t
+    similarities, computed :data:`SND_ROWS` rows at a time (digits' 10,000 targets: about a second on one core)."""
+    import torch
+
+    normalised = torch.nn.functional.normalize(view.target_probs.double(), dim=1)
+    total = 0.0
+    for start in range(0, len(normalised), SND_ROWS):
+        rows = normalised[start:start + SND_ROWS]
+        similarity = rows @ normalised.T / temperature
+        similarity[torch.arange(len(rows)), torch.arange(start, start + len(rows))] = -math.inf  # not itself
+        neighbours = torch.softmax(similarity, dim=1)
+        total += float(-(neighbours * neighbours.clamp_min(SMALLEST).log()).sum())
+    return total / len(normalised)
+
+
 # the validators by the name ``labelfree_selector`` gives them
 VALIDATORS: Registry[Validator] = Registry("labelfree_selector", entries={
     "infomax": Validator("infomax", "infomax", "max", infomax),
     "clustering": Validator("clustering", "clustering_objective", "min", clustering_objective),
+    "entropy": Validator("entropy", "entropy", "min", entropy),
+    "diversity": Validator("diversity", "diversity", "max", diversity),
+    "bnm": Validator("bnm", "bnm", "max", batch_nuclear_norm),
+    "snd": Validator("snd", "snd", "max", soft_neighbourhood_density),
 })
 
 

@@ -24,8 +24,9 @@ def view(probs: torch.Tensor, centres: dict | None = None, features: torch.Tenso
 
 def test_registry_names_metrics_and_directions():
     assert {name: (v.metric, v.better) for name, v in VALIDATORS.items()} == {
-        "infomax": ("infomax", "max"), "clustering": ("clustering_objective", "min")}
-    message = "^unknown labelfree_selector 'vibes'; choose one of: infomax, clustering$"
+        "infomax": ("infomax", "max"), "clustering": ("clustering_objective", "min"), "entropy": ("entropy", "min"),
+        "diversity": ("diversity", "max"), "bnm": ("bnm", "max"), "snd": ("snd", "max")}
+    message = "^unknown labelfree_selector 'vibes'; choose one of: infomax, clustering, entropy, diversity, bnm, snd$"
     with pytest.raises(SRDCInputError, match=message):
         VALIDATORS.check("vibes")
     with pytest.raises(SRDCInputError, match=message):
@@ -38,6 +39,46 @@ def test_infomax_is_log_k_for_confident_balanced_predictions_and_zero_for_unifor
     uniform = torch.full((4, 4), 0.25)
     assert validate(view(confident))["infomax"] == pytest.approx(math.log(4))
     assert validate(view(uniform))["infomax"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_entropy_and_diversity_by_hand():
+    probs = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    scores = validate(view(probs))
+    # H(1, 0) = 0, H(.5, .5) = log 2: mean log 2 / 2; the mean prediction (.75, .25)
+    assert scores["entropy"] == pytest.approx(math.log(2) / 2)
+    assert scores["diversity"] == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert scores["infomax"] == pytest.approx(scores["diversity"] - scores["entropy"])
+
+
+def test_batch_nuclear_norm_by_hand_and_as_pytorch_adapts_formula():
+    # orthogonal rows: the singular values are the rows' norms, 1 and sqrt(.5)
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    assert validate(view(probs))["bnm"] == pytest.approx((1 + math.sqrt(0.5)) / 2)
+    logits = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(logits, dim=1)  # pytorch-adapt: -BNMLoss = ||softmax(x)||_* / N
+    assert validate(view(probs))["bnm"] == pytest.approx(float(torch.linalg.norm(probs, "nuc") / len(probs)))
+    assert validate(view(torch.full((3, 2), math.nan)))["bnm"] != validate(view(torch.full((3, 2), math.nan)))["bnm"]
+
+
+def snd_as_pytorch_adapt_tests_it(probs: torch.Tensor, temperature: float) -> float:
+    """pytorch-adapt's reference computation in its SNDValidator test, on predictions (after the softmax)."""
+    normalised = torch.nn.functional.normalize(probs, dim=1)
+    similarity = normalised @ normalised.T
+    n = len(similarity)
+    similarity = similarity[~torch.eye(n, dtype=torch.bool)].view(n, n - 1)
+    neighbours = torch.softmax(similarity / temperature, dim=1)
+    return float(-(neighbours * neighbours.log()).sum(dim=1).mean())
+
+
+def test_soft_neighbourhood_density_by_hand_and_as_pytorch_adapts_test_computes_it(monkeypatch):
+    # three identical predictions: each sees its two others equally, the entropy of (1/2, 1/2)
+    probs = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    assert validate(view(probs))["snd"] == pytest.approx(math.log(2))
+    probs = torch.softmax(torch.randn(50, 5, generator=torch.Generator().manual_seed(1)) * 3, dim=1)
+    expected = snd_as_pytorch_adapt_tests_it(probs.double(), 0.05)
+    assert validate(view(probs))["snd"] == pytest.approx(expected, rel=1e-9)
+    monkeypatch.setattr("srdc.validators.SND_ROWS", 7)  # in blocks of rows: the same number
+    assert validate(view(probs))["snd"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_clustering_objective_adds_one_term_per_feature_space_with_centres():
