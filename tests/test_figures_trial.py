@@ -410,22 +410,28 @@ def test_a_resume_logs_the_figures_and_end_of_a_trial_that_ended_before_its_driv
     config = {"task": "A->W", "variant": "srdc", "seed": 0, "epochs": 4}
     folder = trial_folder(tmp_path / "ray" / "s" / "train_00000", record_of(trainer, recorder))
     drawn = write_trial_figures(load_record(folder / FIGURES_DIR / "record.pt"), folder / FIGURES_DIR)
-    (folder / "params.json").write_text(json.dumps(config))
-    (folder / "result.json").write_text("".join(json.dumps({"epoch": epoch, "acc_target": 50.0 + epoch,
-                                                            "trial_id": "00000"}) + "\n" for epoch in range(5)))
+    deferred = trial_folder(tmp_path / "ray" / "s" / "train_00001", record_of(trainer, recorder))  # over budget
+    for trial_id, trial in (("00000", folder), ("00001", deferred)):
+        (trial / "params.json").write_text(json.dumps({**config, "seed": int(trial_id)}))
+        (trial / "result.json").write_text("".join(json.dumps({"epoch": epoch, "acc_target": 50.0 + epoch,
+                                                               "trial_id": trial_id}) + "\n" for epoch in range(5)))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracker = MLflowTracker(uri, "e")  # as the killed driver left it: the run open, its epochs, no end
-    run_id, _ = tracker.attach_trial("s", tracker.attach_study("s", {"seeds": 1}), "00000", config)
+    tracker = MLflowTracker(uri, "e")  # as the killed driver left it: the runs open, their epochs, no end
+    parent = tracker.attach_study("s", {"seeds": 2})
+    run_ids = [tracker.attach_trial("s", parent, trial_id, {**config, "seed": seed})[0]
+               for seed, trial_id in enumerate(("00000", "00001"))]
     launch = Launch(study_name="s", storage_path=str(tmp_path / "ray"), data_root="/d", tracking_uri=uri,
                     experiment="e", resume=True)
-    assert backfill_ended_trials(launch, "s", {"seeds": 1}) is None
+    assert backfill_ended_trials(launch, "s", {"seeds": 2}) is None
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("resume: MLflow checked against the 1 trial folders: the ended trials' summaries, "
-                           "figures and statuses logged where missing (0 runs created, 5 epochs added)")
+    assert line.startswith("resume: MLflow checked against the 2 trial folders: the ended trials' summaries, "
+                           "figures and statuses logged where missing (0 runs created, 10 epochs added)")
     client = MlflowClient(uri)
-    listed = {PurePosixPath(a.path).name: a.file_size for a in client.list_artifacts(run_id, FIGURES_DIR)}
+    listed = {PurePosixPath(a.path).name: a.file_size for a in client.list_artifacts(run_ids[0], FIGURES_DIR)}
     assert listed == {path.name: path.stat().st_size for path in drawn} and set(listed) == ALL_FIGURES
-    assert client.get_run(run_id).info.status == "FINISHED"
+    # the deferred drawing stays deferred: a resume does not spend the driver's time on it
+    assert client.list_artifacts(run_ids[1], FIGURES_DIR) == [] and stale_records(deferred) != []
+    assert [client.get_run(run_id).info.status for run_id in run_ids] == ["FINISHED", "FINISHED"]
 
 
 def ended_trial(logger: StudyLogger, trial_id: str, folder: Path) -> None:

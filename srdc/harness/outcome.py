@@ -191,11 +191,12 @@ def find_parent_run(launch: Launch, study: str) -> tuple[str, str] | None:
 def backfill_ended_trials(launch: Launch, study: str, params: dict[str, Any]) -> str | None:
     """Before a sweep resumes: bring the study's MLflow runs up to date with its folders
     (:func:`srdc.tracking.sync.sync_study`; a missing parent run is made with ``params``), so that the trials that
-    ended before a killed driver logged their end get their summary, files, figures (drawn first where their records
-    lack them) and status, which no callback of the resumed sweep would send. One line says what was done; a store
-    that cannot be reached is a warning, returned."""
+    ended before a killed driver logged their end get their summary, files, the figures they drew and status, which
+    no callback of the resumed sweep would send; the figures a trial deferred over its budget stay deferred (the
+    closing lines name the command that draws them). One line says what was done; a store that cannot be reached is
+    a warning, returned."""
     try:
-        done = sync_study(launch.path, study, launch.tracking_uri, launch.experiment, params)
+        done = sync_study(launch.path, study, launch.tracking_uri, launch.experiment, params, draw_figures=False)
     except SRDCInputError:  # no trial folder yet: nothing ended
         return None
     except TrackingUnavailable as error:

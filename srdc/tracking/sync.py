@@ -12,7 +12,7 @@ from srdc.base import TrialStatus
 from srdc.errors import SRDCInputError
 from srdc.tracking.base import DEFAULT_EXPERIMENT, EpochRow, Tracker, epoch_row, node_tags
 from srdc.tracking.mlflow_tracker import open_tracker
-from srdc.tracking.trial_end import finish_trial
+from srdc.tracking.trial_end import draw_records, finish_trial
 from srdc.trial_config import tracked_config
 from srdc.trialfiles import (
     BACKFILL_FILES,
@@ -105,8 +105,10 @@ def new_rows(results: list[dict[str, Any]], held: set[int]) -> list[EpochRow]:
     return list(rows.values())
 
 
-def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk) -> tuple[bool, int]:
-    """Backfill one trial: whether its run was created now, and how many epochs were logged."""
+def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk,
+               draw_figures: bool = True) -> tuple[bool, int]:
+    """Backfill one trial (its missing figures drawn first with ``draw_figures``): whether its run was created now,
+    and how many epochs were logged."""
     run_id, created = tracker.attach_trial(study, parent_id, trial.trial_id, tracked_config(trial.config))
     rows = new_rows(trial.results, set() if created else tracker.logged_steps(run_id))
     tracker.log_rows(run_id, rows)
@@ -114,26 +116,27 @@ def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk)
         tracker.set_tag(run_id, key, value)
     status = ended_run_status(trial.folder, trial.config)
     if status is not None:
-        finish_trial(tracker, run_id, [trial.folder], status)
+        finish_trial(tracker, run_id, [trial.folder], status, draw_records if draw_figures else None)
     return created, len(rows)
 
 
 def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT,
-               study_params: dict[str, Any] | None = None) -> SyncReport:
+               study_params: dict[str, Any] | None = None, draw_figures: bool = True) -> SyncReport:
     """Backfill the tracking store from the sweep folder ``storage_dir`` (or ``storage_dir/study``), a
     local folder or a URI (``s3://``, ``gs://``: the trials' files are fetched first).
 
     Creates the missing parent and child runs, logs the epochs the runs lack, and for ended trials the summary
-    metrics, the artifacts (the figures drawn here, in-process, from the trial's records where the folder lacks
-    them) and the status; the parent is FINISHED when every trial has ended. Running it twice
-    changes nothing. A missing parent is created with ``study_params``, by default ``{"seeds": <number of
-    distinct seeds on disk>}``. Trials that have not reported yet are skipped. Raises
-    :class:`~srdc.tracking.base.TrackingUnavailable` when the store fails (it must be up).
+    metrics, the artifacts (with ``draw_figures`` the figures drawn here first, in-process, from the trial's records
+    where the folder lacks them: those a trial deferred over its budget, or could not draw) and the status; the
+    parent is FINISHED when every trial has ended. Running it twice changes nothing. A missing parent is created
+    with ``study_params``, by default ``{"seeds": <number of distinct seeds on disk>}``. Trials that have not
+    reported yet are skipped. Raises :class:`~srdc.tracking.base.TrackingUnavailable` when the store fails (it must
+    be up).
     """
     if "://" in str(storage_dir):
         with tempfile.TemporaryDirectory(prefix="srdc-sync-") as copy:
             fetched = fetch_trial_files(str(storage_dir), Path(copy), BACKFILL_FILES, on_error="raise")
-            return sync_study(fetched, study, tracking_uri, experiment, study_params)
+            return sync_study(fetched, study, tracking_uri, experiment, study_params, draw_figures)
     trials = reported_trials(Path(storage_dir), study)
     tracker = open_tracker(tracking_uri, experiment)
     found = tracker.find_study(study)
@@ -144,7 +147,7 @@ def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experimen
         parent_id = tracker.attach_study(study, params)
     created = logged = 0
     for trial in trials:
-        new, epochs = sync_trial(tracker, study, parent_id, trial)
+        new, epochs = sync_trial(tracker, study, parent_id, trial, draw_figures)
         created += new
         logged += epochs
     if all(ended_run_status(trial.folder, trial.config) is not None for trial in trials):
