@@ -291,6 +291,10 @@ class SRDCConfig:
     bottleneck_kmeans_labels: str = option("pooled", "release", choices=("own", "pooled"), help=
         "K-means labels of the bottleneck term's one-hot q: its own K-means (own) or the pooled space's (pooled, "
         "released code)")
+    forward_order: str = option("target_first", "release", choices=("target_first", "source_first"), help=
+        "the order of an adaptation step's two forwards: the target batch first (released code) or the source batch "
+        "first; the gradients are the same, BatchNorm's running statistics (which normalise the preparation pass) "
+        "weigh the domain forwarded last more (docs/fidelity_notes.md)")
     # the adversarial baselines (srdc/methods/adversarial.py): the domain discriminator Linear-ReLU-Dropout x2 then
     # Linear (DANN's and CDAN's released code), its gradient reversed with coefficient lambda_p
     disc_hidden: int = option(1024, "adversarial", range=Range(1), help=

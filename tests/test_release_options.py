@@ -21,12 +21,12 @@ CPU = torch.device("cpu")
 DIMS = {"pooled": 2, "bottleneck": 2}
 # our code path where the released code's differs (the defaults are the release's)
 OURS = {"centre_grad_accumulate": False, "bottleneck_kmeans_labels": "own", "kmeans_labels": "final",
-        "empty_centre": "source"}
+        "empty_centre": "source", "forward_order": "source_first"}
 
 
 def test_the_defaults_are_the_released_codes_and_the_other_values_ours():
     release = {"centre_grad_accumulate": True, "bottleneck_kmeans_labels": "pooled", "kmeans_labels": "before_update",
-               "empty_centre": "zero", "aux_kmeans_weight": 0.0}
+               "empty_centre": "zero", "aux_kmeans_weight": 0.0, "forward_order": "target_first"}
     assert {field: getattr(SRDCConfig(), field) for field in release} == release
     assert {field: getattr(SRDCConfig(**OURS), field) for field in OURS} == OURS
 
@@ -283,3 +283,52 @@ def test_bad_values_are_one_line_errors_naming_the_field(field, value, says):
         SRDCConfig(**{field: value})
     assert "\n" not in str(error.value) and field in str(error.value) and says in str(error.value)
 
+
+
+# -- (e) forward_order ----------------------------------------------------------------------------------------
+def first_step_batchnorm(monkeypatch, order: str) -> tuple[list[str], torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """The first training step of a run with ``forward_order`` ``order``, seen by the network's first BatchNorm: the
+    domains forwarded in order, its running mean before, its input's batch mean in each forward, its running mean
+    after."""
+    trainer = Trainer(small_config(forward_order=order))
+    trainer.initialise()
+    norm = next(module for module in trainer.model.modules()
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm))
+    domains, means, running = [], [], [norm.running_mean.clone()]
+    loss_of, forward_of = trainer.method.loss, trainer._forward
+    steps = []
+
+    def loss_spy(step):
+        steps.append(step)
+        return loss_of(step)
+
+    def forward_spy(inputs):
+        if norm.training and len(steps) == 1:
+            domains.append("target" if inputs is steps[0].target.inputs else "source")
+        return forward_of(inputs)
+
+    def batch_mean(module, args):
+        if module.training and len(steps) == 1:
+            means.append(args[0].detach().double().mean(dim=[d for d in range(args[0].dim()) if d != 1]))
+
+    def after(module, args, output):
+        if module.training and len(steps) == 1:
+            running.append(module.running_mean.clone())
+
+    monkeypatch.setattr(trainer.method, "loss", loss_spy)
+    monkeypatch.setattr(trainer, "_forward", forward_spy)
+    norm.register_forward_pre_hook(batch_mean)
+    norm.register_forward_hook(after)
+    trainer.step()
+    return domains, running[0], means, running[-1]
+
+
+@pytest.mark.parametrize("order, domains", [("target_first", ["target", "source"]),
+                                            ("source_first", ["source", "target"])])
+def test_the_domain_forwarded_last_weighs_most_in_batchnorms_running_statistics(monkeypatch, order, domains):
+    forwarded, before, (first, last), after = first_step_batchnorm(monkeypatch, order)
+    assert forwarded == domains
+    # the running-average recurrence r <- 0.9 r + 0.1 mean over the two forwards, by hand
+    expected = 0.81 * before.double() + 0.09 * first + 0.1 * last
+    assert torch.allclose(after.double(), expected, atol=1e-5)
+    assert not torch.allclose(after.double(), 0.81 * before.double() + 0.09 * last + 0.1 * first, atol=1e-5)

@@ -28,7 +28,7 @@ BASELINE = "9bb66b4"
 # fields whose default changed since the record (the released code's behaviour became the default, issue 13; the
 # smoke test's schedule steps per iteration), at the values the record's code had: the record's configs run with these
 LEGACY = {"centre_grad_accumulate": False, "bottleneck_kmeans_labels": "own", "kmeans_labels": "final",
-          "empty_centre": "source", "schedule_unit": "epoch"}
+          "empty_centre": "source", "schedule_unit": "epoch", "forward_order": "source_first"}
 # run by the baseline's code: the trials' configs on stdin -> their results on stdout, as in the record
 REPLAY = """
 import json, sys, torch
