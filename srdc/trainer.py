@@ -227,8 +227,7 @@ class Trainer:
                                self.config.feature_kernel)
         metrics = {
             "acc_target": _accuracy(target.logits.argmax(dim=1), target.labels),
-            "acc_source": _accuracy(source.logits.argmax(dim=1), source.labels),
-            **validate(view),
+            **validate(view),  # acc_source among them (the source_accuracy validator)
             **prepared.metrics,
             "time_prepare_s": time_prepare,
         }

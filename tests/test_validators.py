@@ -25,8 +25,10 @@ def view(probs: torch.Tensor, centres: dict | None = None, features: torch.Tenso
 def test_registry_names_metrics_and_directions():
     assert {name: (v.metric, v.better) for name, v in VALIDATORS.items()} == {
         "infomax": ("infomax", "max"), "clustering": ("clustering_objective", "min"), "entropy": ("entropy", "min"),
-        "diversity": ("diversity", "max"), "bnm": ("bnm", "max"), "snd": ("snd", "max")}
-    message = "^unknown labelfree_selector 'vibes'; choose one of: infomax, clustering, entropy, diversity, bnm, snd$"
+        "diversity": ("diversity", "max"), "bnm": ("bnm", "max"), "snd": ("snd", "max"),
+        "class_ami": ("class_ami", "max"), "mmd": ("mmd", "min"), "source_accuracy": ("acc_source", "max")}
+    message = ("^unknown labelfree_selector 'vibes'; choose one of: infomax, clustering, entropy, diversity, bnm, snd, "
+               "class_ami, mmd, source_accuracy$")
     with pytest.raises(SRDCInputError, match=message):
         VALIDATORS.check("vibes")
     with pytest.raises(SRDCInputError, match=message):
@@ -76,9 +78,66 @@ def test_soft_neighbourhood_density_by_hand_and_as_pytorch_adapts_test_computes_
     assert validate(view(probs))["snd"] == pytest.approx(math.log(2))
     probs = torch.softmax(torch.randn(50, 5, generator=torch.Generator().manual_seed(1)) * 3, dim=1)
     expected = snd_as_pytorch_adapt_tests_it(probs.double(), 0.05)
-    assert validate(view(probs))["snd"] == pytest.approx(expected, rel=1e-9)
+    assert validate(view(probs))["snd"] == pytest.approx(expected, rel=1e-5)  # float32 against float64
     monkeypatch.setattr("srdc.validators.SND_ROWS", 7)  # in blocks of rows: the same number
-    assert validate(view(probs))["snd"] == pytest.approx(expected, rel=1e-9)
+    assert validate(view(probs))["snd"] == pytest.approx(expected, rel=1e-5)
+
+
+def two_domains(source: torch.Tensor, target: torch.Tensor, probs: torch.Tensor | None = None,
+                source_logits: torch.Tensor | None = None,
+                source_labels: torch.Tensor | None = None) -> ValidationInput:
+    """A view with pooled features of both domains (target predictions uniform unless given)."""
+    probs = probs if probs is not None else torch.full((len(target), 2), 0.5)
+    logits = source_logits if source_logits is not None else torch.zeros(len(source), 2)
+    labels = source_labels if source_labels is not None else torch.zeros(len(source), dtype=torch.long)
+    source_view = Features({"pooled": source}, logits, labels)
+    target_view = Features({"pooled": target}, probs.log(), torch.full((len(target),), -1))  # no target label read
+    return ValidationInput(probs, target_view, source_view, {}, "paper")
+
+
+def test_class_cluster_ami_by_hand_and_as_scikit_learn_scores_the_refined_clusters():
+    # two tight groups of features; the predictions split them right (AMI 1) or put one point of the first group
+    # in the second class: K-means from those classes' centres moves it back, and the AMI of the two labellings
+    # is scikit-learn's
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    features = torch.tensor([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [5.1, 5.0], [5.0, 5.1]])
+    right = torch.tensor([[0.9, 0.1]] * 3 + [[0.1, 0.9]] * 3)
+    assert validate(two_domains(features, features, right))["class_ami"] == pytest.approx(1.0)
+    wrong = right.clone()
+    wrong[2] = torch.tensor([0.1, 0.9])
+    expected = adjusted_mutual_info_score([0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1])
+    assert validate(two_domains(features, features, wrong))["class_ami"] == pytest.approx(expected)
+    assert expected < 1.0
+
+
+def test_feature_mmd_by_hand():
+    same = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    assert validate(two_domains(same, same))["mmd"] == pytest.approx(0.0, abs=1e-12)
+    zeros = torch.zeros(3, 4)  # a dead network's identical features: 0, not NaN
+    assert validate(two_domains(zeros, zeros))["mmd"] == 0.0
+    # one point each at squared distance 4: the pooled sample's mean squared distance over its 2 ordered pairs is 4,
+    # MMD^2 = k(x,x) + k(y,y) - 2 k(x,y) with k the mean of exp(-4 / (4 2^p)), p = -2..2
+    x, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 0.0]])
+    cross = sum(math.exp(-1 / 2.0 ** power) for power in range(-2, 3)) / 5
+    assert validate(two_domains(x, y))["mmd"] == pytest.approx(2 - 2 * cross)
+
+
+def test_feature_mmd_takes_evenly_spaced_samples_beyond_its_limit(monkeypatch):
+    source = torch.arange(10.0).unsqueeze(1)
+    target = source + 3
+    monkeypatch.setattr("srdc.validators.MMD_POINTS", 4)
+    limited = validate(two_domains(source, target))["mmd"]
+    chosen = torch.tensor([0, 3, 6, 9])  # linspace(0, 9, 4) rounded
+    monkeypatch.setattr("srdc.validators.MMD_POINTS", 100)
+    assert limited == pytest.approx(validate(two_domains(source[chosen], target[chosen]))["mmd"])
+
+
+def test_source_accuracy_is_the_histories_acc_source_in_percent():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    labels = torch.tensor([0, 1, 1, 1])
+    scores = validate(two_domains(torch.zeros(4, 2), torch.zeros(2, 2), source_logits=logits, source_labels=labels))
+    assert scores["acc_source"] == pytest.approx(75.0)
 
 
 def test_clustering_objective_adds_one_term_per_feature_space_with_centres():
