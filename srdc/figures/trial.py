@@ -269,7 +269,8 @@ def draw_curves(record: TrialRecord) -> Any:
     keys = {key for row in record.history for key in row}
     accuracies = sorted(key for key in keys if key.startswith(ACCURACY_PREFIX))
     losses = sorted(key for key in keys if key.startswith(LOSS_PREFIX))
-    panels = [("accuracy (%)", accuracies), *[(key, [key]) for key in record.validators if key in keys]]
+    validators = [key for key in record.validators if key in keys and not key.startswith(ACCURACY_PREFIX)]
+    panels = [("accuracy (%)", accuracies), *[(key, [key]) for key in validators]]  # acc_source: with the accuracies
     if losses:
         panels.append(("loss", losses))
     panels += [(key, [key]) for key in SCHEDULE_KEYS if key in keys]
