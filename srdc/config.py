@@ -171,7 +171,10 @@ class SRDCConfig:
         "transductive: train and evaluate on the whole target domain; inductive: train on half of it, also report the "
         "other half (acc_target_test)")
     split_seed: int = option(0, "data", range=Range(0), help=
-        "the seed of the inductive 50/50 split and of --max_samples' subset")
+        "the seed of the inductive 50/50 split, of --source_val_fraction's split and of --max_samples' subset")
+    source_val_fraction: float = option(0.0, "data", range=Range(0, high=1), help=
+        "hold this share of each source class out of training (stratified, seeded by --split_seed) for the label-free "
+        "validators that need held-out source data (source_val_accuracy); 0: train on the whole source (the paper)")
     path_prefix: str | None = option(None, "data", identity=False, help=
         "OLD=NEW: rewrite absolute paths in image lists (docs/datasets.md)")
     classes_file: str | None = option(None, "data", help=

@@ -58,7 +58,7 @@ from srdc.model import (
 from srdc.parallel import Group, synchronise_batchnorm
 from srdc.schedules import lambda_at, lr_at, progress_at
 from srdc.selection import summarize
-from srdc.validators import VALIDATORS, ValidationInput, validate
+from srdc.validators import ValidationInput, check_selector, validate
 
 TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s",
                          "time_observers_s"})
@@ -96,7 +96,7 @@ class Trainer:
     def __init__(self, config: SRDCConfig, task: TaskData | None = None, progress: bool = False,
                  observers: Sequence[EpochObserver] = (), group: Group | None = None) -> None:
         METHODS.check(config.variant)
-        VALIDATORS.check(config.labelfree_selector)
+        check_selector(config.labelfree_selector, config.source_val_fraction)
         self.config = config
         self.device = resolve_device(config.device)
         cuda = self.device.type == "cuda"
@@ -213,6 +213,8 @@ class Trainer:
         source, target = self.extract(self.task.source), self.extract(self.task.target)
         test = self.extract(self.task.target_test, statistics=self.task.target) \
             if self.task.target_test is not None else None
+        source_val = self.extract(self.task.source_val, statistics=self.task.source) \
+            if self.task.source_val is not None else None
         time_prepare = time.perf_counter() - start
 
         target_probs = torch.softmax(target.logits, dim=1)
@@ -224,7 +226,7 @@ class Trainer:
 
         start = time.perf_counter()
         view = ValidationInput(target_probs, target, source, self.method.validation_centres(self.plan),
-                               self.config.feature_kernel)
+                               self.config.feature_kernel, source_val)
         metrics = {
             "acc_target": _accuracy(target.logits.argmax(dim=1), target.labels),
             **validate(view),  # acc_source among them (the source_accuracy validator)

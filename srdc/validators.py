@@ -39,16 +39,19 @@ class ValidationInput:
     source: Features
     centres: dict[str, torch.Tensor]  # the method's cluster centres mu per feature space (may be empty)
     feature_kernel: str  # the config's soft assignment of eqs. (4)/(9)
+    source_val: Features | None = None  # the held-out source samples (source_val_fraction > 0), else None
 
 
 @dataclass(frozen=True)
 class Validator:
-    """``compute`` scores the model; ``metric`` is its history key; ``better`` is ``"max"`` or ``"min"``."""
+    """``compute`` scores the model; ``metric`` is its history key; ``better`` is ``"max"`` or ``"min"``;
+    ``held_out_source``: it reads :attr:`ValidationInput.source_val`, and a run without one has no value of it."""
 
     name: str
     metric: str
     better: str
     compute: Callable[[ValidationInput], float]
+    held_out_source: bool = False
 
 
 def infomax(view: ValidationInput) -> float:
@@ -169,6 +172,14 @@ def source_accuracy(view: ValidationInput) -> float:
     return float((view.source.logits.argmax(dim=1) == view.source.labels).float().mean() * 100.0)
 
 
+def source_val_accuracy(view: ValidationInput) -> float:
+    """Accuracy (%) of the classifier on the held-out source samples (``source_val_fraction``; Musgrave et al.
+    2022's "source val accuracy", the usual practice of selecting on a source validation split); higher is better.
+    Cost: one more pass over the held-out samples."""
+    assert view.source_val is not None  # validate() leaves it out without them
+    return float((view.source_val.logits.argmax(dim=1) == view.source_val.labels).float().mean() * 100.0)
+
+
 # the validators by the name ``labelfree_selector`` gives them
 VALIDATORS: Registry[Validator] = Registry("labelfree_selector", entries={
     "infomax": Validator("infomax", "infomax", "max", infomax),
@@ -180,9 +191,23 @@ VALIDATORS: Registry[Validator] = Registry("labelfree_selector", entries={
     "class_ami": Validator("class_ami", "class_ami", "max", class_cluster_ami),
     "mmd": Validator("mmd", "mmd", "min", feature_mmd),
     "source_accuracy": Validator("source_accuracy", "acc_source", "max", source_accuracy),
+    "source_val_accuracy": Validator("source_val_accuracy", "acc_source_val", "max", source_val_accuracy,
+                                     held_out_source=True),
 })
 
 
 def validate(view: ValidationInput) -> dict[str, float]:
-    """Every registered validator's score, under its metric key."""
-    return {validator.metric: validator.compute(view) for validator in VALIDATORS.values()}
+    """Every registered validator's score, under its metric key (those that need held-out source data only where the
+    view has it)."""
+    return {validator.metric: validator.compute(view) for validator in VALIDATORS.values()
+            if view.source_val is not None or not validator.held_out_source}
+
+
+def check_selector(selector: str, source_val_fraction: float) -> None:
+    """An :class:`srdc.errors.SRDCInputError` naming the fix when ``selector`` is unknown, or needs held-out source
+    data that ``source_val_fraction`` 0 does not keep."""
+    from srdc.errors import SRDCInputError
+
+    if VALIDATORS.lookup(selector).held_out_source and source_val_fraction == 0:
+        raise SRDCInputError(f"labelfree_selector {selector} scores held-out source samples: set --source_val_fraction "
+                             "(e.g. 0.1) to keep some out of training")

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from toys import TOY_VALIDATOR
@@ -26,9 +27,10 @@ def test_registry_names_metrics_and_directions():
     assert {name: (v.metric, v.better) for name, v in VALIDATORS.items()} == {
         "infomax": ("infomax", "max"), "clustering": ("clustering_objective", "min"), "entropy": ("entropy", "min"),
         "diversity": ("diversity", "max"), "bnm": ("bnm", "max"), "snd": ("snd", "max"),
-        "class_ami": ("class_ami", "max"), "mmd": ("mmd", "min"), "source_accuracy": ("acc_source", "max")}
+        "class_ami": ("class_ami", "max"), "mmd": ("mmd", "min"), "source_accuracy": ("acc_source", "max"),
+        "source_val_accuracy": ("acc_source_val", "max")}
     message = ("^unknown labelfree_selector 'vibes'; choose one of: infomax, clustering, entropy, diversity, bnm, snd, "
-               "class_ami, mmd, source_accuracy$")
+               "class_ami, mmd, source_accuracy, source_val_accuracy$")
     with pytest.raises(SRDCInputError, match=message):
         VALIDATORS.check("vibes")
     with pytest.raises(SRDCInputError, match=message):
@@ -168,3 +170,29 @@ def test_a_toy_validator_registered_with_one_line_is_recorded_and_selects(monkey
     assert summary["labelfree_epoch_infomax"] == max(
         range(1, len(scores)), key=lambda epoch: (trainer.history[epoch]["infomax"], -epoch))
     assert "acc_labelfree_clustering" in summary
+
+
+def test_a_held_out_source_split_keeps_a_share_of_each_class_out_of_training_and_scores_the_model_on_it():
+    config = SRDCConfig(**RUN, source_val_fraction=0.25, labelfree_selector="source_val_accuracy")
+    whole = Trainer(SRDCConfig(**RUN)).task.source
+    trainer = Trainer(config)
+    train, held_out = trainer.task.source, trainer.task.source_val
+    assert len(train) + len(held_out) == len(whole)
+    for label in np.unique(whole.labels):  # about a quarter of each class, stratified
+        total = int((whole.labels == label).sum())
+        assert int((held_out.labels == label).sum()) == total - round(0.75 * total)
+    again = Trainer(config).task
+    assert np.array_equal(again.source_val.labels, held_out.labels)  # seeded by split_seed
+    summary = trainer.fit()
+    last = trainer.history[-1]
+    predictions = trainer.extract(held_out).logits.argmax(dim=1)
+    assert last["acc_source_val"] == float((predictions == torch.as_tensor(held_out.labels)).float().mean() * 100.0)
+    assert summary["labelfree_selector"] == "source_val_accuracy"
+    assert summary["acc_labelfree_source_val_accuracy"] == summary["acc_labelfree"]
+
+
+def test_without_a_held_out_split_its_validator_has_no_value_and_cannot_select():
+    assert "acc_source_val" not in validate(view(torch.eye(3)))
+    with pytest.raises(SRDCInputError, match="^labelfree_selector source_val_accuracy scores held-out source samples: "
+                                             "set --source_val_fraction"):
+        Trainer(SRDCConfig(**RUN, labelfree_selector="source_val_accuracy"))

@@ -38,7 +38,8 @@ def load_one_domain(dataset: str, domain: str, config: SRDCConfig) -> Domain:
 
 
 def load_task(config: SRDCConfig) -> TaskData:
-    """Load source and target for ``config``; in the inductive setting split the target 50/50 (stratified).
+    """Load source and target for ``config``; in the inductive setting split the target 50/50 (stratified); with
+    ``source_val_fraction`` hold that share of each source class out of training (``source_val``).
 
     Unknown dataset or domain, missing files and label-space mismatches raise ``SRDCInputError``.
     """
@@ -49,6 +50,11 @@ def load_task(config: SRDCConfig) -> TaskData:
     if config.max_samples is not None:
         source = source.subset(kept_rows(source.labels, config.max_samples, config.split_seed))
         target = target.subset(kept_rows(target.labels, config.max_samples, config.split_seed))
+    source_val = None
+    if config.source_val_fraction > 0:
+        train_idx, val_idx = stratified_split(source.labels, config.split_seed, 1.0 - config.source_val_fraction)
+        source, source_val = source.subset(train_idx, f"{source.name}/train"), source.subset(
+            val_idx, f"{source.name}/val")
     target_test = None
     if config.setting == "inductive":
         train_idx, test_idx = stratified_split(target.labels, config.split_seed)
@@ -57,7 +63,7 @@ def load_task(config: SRDCConfig) -> TaskData:
         )
     auto = spec.backbone(dataclasses.replace(config, backbone="auto"))
     return TaskData(source=source, target=target, target_test=target_test, default_backbone=auto.name,
-                    backbone_reason=auto.reason)
+                    backbone_reason=auto.reason, source_val=source_val)
 
 
 def describe_domain(dataset: str, domain: str, config: SRDCConfig) -> DomainFacts:

@@ -117,6 +117,7 @@ class TaskData:
     inductive setting ``target_test`` holds the held-out half of the target domain; in the transductive
     setting it is ``None`` and the target training set is also the evaluation set (paper protocol).
     ``default_backbone`` is what ``backbone="auto"`` resolves to for this data, ``backbone_reason`` why.
+    ``source_val`` (with ``source_val_fraction``) holds the source samples kept out of training for the validators.
     """
 
     source: Domain
@@ -124,6 +125,7 @@ class TaskData:
     target_test: Domain | None
     default_backbone: str
     backbone_reason: str = ""
+    source_val: Domain | None = None
 
     @property
     def num_classes(self) -> int:
