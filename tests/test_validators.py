@@ -12,7 +12,7 @@ from srdc.config import SRDCConfig
 from srdc.errors import SRDCInputError
 from srdc.model import Features
 from srdc.trainer import Trainer
-from srdc.validators import VALIDATORS, ValidationInput, validate
+from srdc.validators import VALIDATORS, ValidationInput, dev_risk, validate
 
 RUN = {"epochs": 3, "batch_size": 32, "max_samples": 200, "device": "cpu"}
 
@@ -28,9 +28,9 @@ def test_registry_names_metrics_and_directions():
         "infomax": ("infomax", "max"), "clustering": ("clustering_objective", "min"), "entropy": ("entropy", "min"),
         "diversity": ("diversity", "max"), "bnm": ("bnm", "max"), "snd": ("snd", "max"),
         "class_ami": ("class_ami", "max"), "mmd": ("mmd", "min"), "source_accuracy": ("acc_source", "max"),
-        "source_val_accuracy": ("acc_source_val", "max")}
+        "source_val_accuracy": ("acc_source_val", "max"), "dev": ("dev", "min")}
     message = ("^unknown labelfree_selector 'vibes'; choose one of: infomax, clustering, entropy, diversity, bnm, snd, "
-               "class_ami, mmd, source_accuracy, source_val_accuracy$")
+               "class_ami, mmd, source_accuracy, source_val_accuracy, dev$")
     with pytest.raises(SRDCInputError, match=message):
         VALIDATORS.check("vibes")
     with pytest.raises(SRDCInputError, match=message):
@@ -192,7 +192,27 @@ def test_a_held_out_source_split_keeps_a_share_of_each_class_out_of_training_and
 
 
 def test_without_a_held_out_split_its_validator_has_no_value_and_cannot_select():
-    assert "acc_source_val" not in validate(view(torch.eye(3)))
+    scores = validate(view(torch.eye(3)))
+    assert "acc_source_val" not in scores and "dev" not in scores
     with pytest.raises(SRDCInputError, match="^labelfree_selector source_val_accuracy scores held-out source samples: "
                                              "set --source_val_fraction"):
         Trainer(SRDCConfig(**RUN, labelfree_selector="source_val_accuracy"))
+
+
+def test_dev_risk_by_hand():
+    # weights that do not vary: no control variate, the mean loss
+    assert dev_risk(torch.tensor([1.0, 2.0, 3.0]), torch.ones(3)) == pytest.approx(2.0)
+    # wL = (2, 0): mean 1; w = (1, 3): mean 2, Var 2, Cov(wL, w) = -2, eta = 1: 1 + 1 * 2 - 1
+    assert dev_risk(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 3.0])) == pytest.approx(2.0)
+
+
+def test_dev_weighs_the_held_out_losses_about_equally_when_the_domains_cannot_be_told_apart():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(400, 6, generator=generator)
+    held_out = Features({"pooled": torch.randn(50, 6, generator=generator)},
+                        torch.randn(50, 3, generator=generator), torch.randint(0, 3, (50,), generator=generator))
+    same = Features({"pooled": features}, torch.zeros(400, 3), torch.zeros(400, dtype=torch.long))
+    scores = validate(ValidationInput(torch.full((400, 3), 1 / 3), same, same, {}, "paper", held_out))
+    mean_loss = float(torch.nn.functional.cross_entropy(held_out.logits, held_out.labels))
+    assert scores["dev"] == pytest.approx(mean_loss, rel=0.02)
+    assert scores["acc_source_val"] == float((held_out.logits.argmax(1) == held_out.labels).float().mean() * 100)
