@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,11 +87,27 @@ def load_study(tracker: Tracker, study: str, where: str) -> tuple[list[dict[str,
     return records, planned_seeds(params.get("seeds")), params
 
 
+PROGRESS_EVERY_S = 10.0
+
+
+class ProgressLine:
+    """``what: DONE/TOTAL`` on stderr at most every :data:`PROGRESS_EVERY_S` seconds, and at the last one (a backfill
+    that draws a study's deferred figures takes about a second a trial)."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.said = what, time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if done == total or time.monotonic() - self.said >= PROGRESS_EVERY_S:
+            print(f"{self.what}: {done}/{total}", file=sys.stderr, flush=True)
+            self.said = time.monotonic()
+
+
 def sync(args: argparse.Namespace, uri: str) -> None:
     """Backfill the store from the study's sweep folder; a line on stderr says what it did."""
     if args.storage_path is None:
         raise SRDCInputError("--sync needs --storage-path: the study's sweep folder")
-    done = sync_study(args.storage_path, args.study, uri, args.experiment)
+    done = sync_study(args.storage_path, args.study, uri, args.experiment, progress=ProgressLine("sync: trial folders"))
     print(f"synced {done.trials} trial(s) into {uri}: {done.runs_created} run(s) created, "
           f"{done.epochs_logged} epoch(s) logged", file=sys.stderr)
 

@@ -243,8 +243,16 @@ def test_a_trial_saves_a_record_per_run_and_draws_its_figures_named_by_run(tmp_p
     assert stale_records(tmp_path) == []
     newer = tmp_path / FIGURES_DIR / f"{keys[1]}.record.pt"
     drawn = (tmp_path / FIGURES_DIR / f"{keys[1]}.curves.png").stat().st_mtime_ns
-    os.utime(newer, ns=(drawn + 10**9,) * 2)  # a restored trial that ended again
+    os.utime(newer, ns=(drawn + 10**9,) * 2)  # a copy of the folder (Tune's into its storage) reorders the times
+    assert stale_records(tmp_path) == []  # the figures are stamped with their record's digest
+    first = load_record(tmp_path / FIGURES_DIR / f"{keys[0]}.record.pt")
+    save_record(first, newer)  # a restored trial that ended again with another record
     assert stale_records(tmp_path) == [newer]
+    unstamped = tmp_path / "unstamped"  # figures drawn before the stamp: judged by their time
+    write_trial_figures(first, unstamped / FIGURES_DIR, f"{keys[0]}.")
+    save_record(first, unstamped / FIGURES_DIR / f"{keys[0]}.record.pt")
+    os.utime(unstamped / FIGURES_DIR / f"{keys[0]}.curves.png", ns=(drawn - 10**9,) * 2)
+    assert [path.name for path in stale_records(unstamped)] == [f"{keys[0]}.record.pt"]
 
     without = Lockstep({**config, "figures": False, "seeds": [0]})
     without.initialise()

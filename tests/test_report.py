@@ -472,3 +472,14 @@ def test_cli_sync_needs_a_sweep_folder(tracking_uri, tmp_path, capsys):
     assert main(["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--sync",
                  "--storage-path", str(tmp_path)]) == 2
     assert "no Tune trial folders" in capsys.readouterr().err
+
+
+def test_a_backfills_progress_line_comes_every_ten_seconds_and_at_the_end(monkeypatch, capsys):
+    from srdc.report_cli import ProgressLine
+
+    clock = iter([0.0, 3.0, 10.5, 10.5, 12.0, 13.0, 13.0])  # creation, then each call (and each line said)
+    monkeypatch.setattr("srdc.report_cli.time.monotonic", lambda: next(clock))
+    progress = ProgressLine("sync: trial folders")
+    for done in range(1, 5):
+        progress(done, 4)
+    assert capsys.readouterr().err.splitlines() == ["sync: trial folders: 2/4", "sync: trial folders: 4/4"]

@@ -29,6 +29,7 @@ points per domain; a smoke run's five figures take about a second on one core, a
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 import time
@@ -46,6 +47,7 @@ DPI = 72
 # trustworthiness and neighbours' classes on a smoke run's 400 points) 25% faster than 500
 TSNE_ITERATIONS, SMALL_TSNE_ITERATIONS, SMALL_TSNE = 500, 350, 500
 TSNE_PERPLEXITY = 30.0
+DRAWN_FROM = "srdc-record-sha256"  # a figure's PNG text entry: the digest of the record file it was drawn from
 ANNOTATED_CLASSES = 12  # confusion matrices up to this many classes print their counts
 # history keys of the curves' panels besides the accuracies and the validators
 LOSS_PREFIX, ACCURACY_PREFIX = "loss_", "acc_"
@@ -151,13 +153,30 @@ def figure_prefix(record: Path) -> str:
     return record.name.removesuffix(RECORD_NAME)
 
 
+def record_digest(path: Path) -> str:
+    """The SHA-256 of the record file ``path``: what its figures are stamped with (:data:`DRAWN_FROM`)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def stale_records(folder: Path) -> list[Path]:
-    """The records in the trial folder ``folder`` whose figures are missing or older than the record (their
-    ``curves.png``, which every record draws, tells)."""
+    """The records in the trial folder ``folder`` whose figures are missing or were drawn from another record: their
+    ``curves.png``, which every record draws, is stamped with the record's digest (:data:`DRAWN_FROM`; a copy of the
+    folder keeps it, whatever the times of the copied files); one drawn before the stamp, by being older."""
+    from PIL import Image
+
     stale = []
     for record in sorted(folder.glob(RECORD_FILES)):
         curves = record.with_name(f"{figure_prefix(record)}curves.png")
-        if not curves.is_file() or curves.stat().st_mtime_ns < record.stat().st_mtime_ns:
+        if not curves.is_file():
+            stale.append(record)
+            continue
+        with Image.open(curves) as image:
+            stamp = image.info.get(DRAWN_FROM)
+        if stamp is None:  # drawn before figures were stamped: judged by its time
+            drawn_from_another = curves.stat().st_mtime_ns < record.stat().st_mtime_ns
+        else:
+            drawn_from_another = stamp != record_digest(record)
+        if drawn_from_another:
             stale.append(record)
     return stale
 
@@ -169,7 +188,7 @@ def draw_records(records: list[Path]) -> DrawnFigures:
     for path in records:
         try:
             record = load_record(path)
-            written += write_trial_figures(record, path.parent, figure_prefix(path))
+            written += write_trial_figures(record, path.parent, figure_prefix(path), drawn_from=path)
         except UnreadableRecord as error:
             unreadable.append(str(error))
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as error:
@@ -200,24 +219,27 @@ def draw_within_budget(record: TrialRecord, path: Path, training_s: float, budge
     import sklearn.manifold  # noqa: F401
 
     start = time.perf_counter()
-    write_trial_figures(record, path.parent, figure_prefix(path))
+    write_trial_figures(record, path.parent, figure_prefix(path), drawn_from=path)
     DRAWING_CLOCK.last_drawing_s = time.perf_counter() - start
     return True
 
 
-def write_trial_figures(record: TrialRecord, folder: Path, prefix: str = "") -> list[Path]:
-    """Draw every figure ``record`` allows into ``folder`` as ``PREFIXNAME.png``; returns the files written. Every
-    figure is drawn before the first is saved: a record that fails to draw leaves no partial set."""
+def write_trial_figures(record: TrialRecord, folder: Path, prefix: str = "",
+                        drawn_from: Path | None = None) -> list[Path]:
+    """Draw every figure ``record`` allows into ``folder`` as ``PREFIXNAME.png``, each stamped with the digest of the
+    record file ``drawn_from`` where given (:func:`stale_records`); returns the files written. Every figure is drawn
+    before the first is saved: a record that fails to draw leaves no partial set."""
     drawers = {"curves": draw_curves, "confusion": draw_confusion, "embedding": draw_embedding,
                "source_weights": draw_source_weights, "source_images": draw_source_images}
     figures = {name: draw(record) for name, draw in drawers.items()}
     folder.mkdir(parents=True, exist_ok=True)
+    metadata = {DRAWN_FROM: record_digest(drawn_from)} if drawn_from is not None else {}
     written = []
     for name, figure in figures.items():
         if figure is None:
             continue
         path = folder / f"{prefix}{name}.png"
-        figure.savefig(path, dpi=DPI)
+        figure.savefig(path, dpi=DPI, metadata=metadata)
         written.append(path)
     return written
 

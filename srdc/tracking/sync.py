@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,8 @@ def sync_trial(tracker: Tracker, study: str, parent_id: str, trial: TrialOnDisk,
 
 
 def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT,
-               study_params: dict[str, Any] | None = None, draw_figures: bool = True) -> SyncReport:
+               study_params: dict[str, Any] | None = None, draw_figures: bool = True,
+               progress: Callable[[int, int], None] | None = None) -> SyncReport:
     """Backfill the tracking store from the sweep folder ``storage_dir`` (or ``storage_dir/study``), a
     local folder or a URI (``s3://``, ``gs://``: the trials' files are fetched first).
 
@@ -130,13 +132,13 @@ def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experimen
     where the folder lacks them: those a trial deferred over its budget, or could not draw) and the status; the
     parent is FINISHED when every trial has ended. Running it twice changes nothing. A missing parent is created
     with ``study_params``, by default ``{"seeds": <number of distinct seeds on disk>}``. Trials that have not
-    reported yet are skipped. Raises :class:`~srdc.tracking.base.TrackingUnavailable` when the store fails (it must
-    be up).
+    reported yet are skipped. ``progress(done, total)`` follows each trial. Raises
+    :class:`~srdc.tracking.base.TrackingUnavailable` when the store fails (it must be up).
     """
     if "://" in str(storage_dir):
         with tempfile.TemporaryDirectory(prefix="srdc-sync-") as copy:
             fetched = fetch_trial_files(str(storage_dir), Path(copy), BACKFILL_FILES, on_error="raise")
-            return sync_study(fetched, study, tracking_uri, experiment, study_params, draw_figures)
+            return sync_study(fetched, study, tracking_uri, experiment, study_params, draw_figures, progress)
     trials = reported_trials(Path(storage_dir), study)
     tracker = open_tracker(tracking_uri, experiment)
     found = tracker.find_study(study)
@@ -146,10 +148,12 @@ def sync_study(storage_dir: str | Path, study: str, tracking_uri: str, experimen
         params = study_params if study_params is not None else {"seeds": count_seeds([t.config for t in trials])}
         parent_id = tracker.attach_study(study, params)
     created = logged = 0
-    for trial in trials:
+    for done, trial in enumerate(trials, 1):
         new, epochs = sync_trial(tracker, study, parent_id, trial, draw_figures)
         created += new
         logged += epochs
+        if progress is not None:
+            progress(done, len(trials))
     if all(ended_run_status(trial.folder, trial.config) is not None for trial in trials):
         tracker.set_status(parent_id, TrialStatus.FINISHED)
     return SyncReport(trials=len(trials), runs_created=created, epochs_logged=logged)
