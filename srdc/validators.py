@@ -2,7 +2,8 @@
 
 A validator is one registry entry (:class:`Validator`): its name (what ``labelfree_selector`` names), the history
 key it writes (``metric``), whether higher or lower is better, and a function of what the epoch's preparation
-pass already holds (:class:`ValidationInput`), so validating costs no extra pass. The trainer computes every
+pass already holds (:class:`ValidationInput`), so validating costs no extra pass (but the held-out source
+samples', where ``source_val_fraction`` keeps some). The trainer computes every
 registered validator every epoch; :mod:`srdc.selection` picks an epoch by each. Adding one is one function and
 one line ``VALIDATORS["name"] = Validator(...)`` (a :class:`srdc.base.Registry`). The registry imports no torch
 (``--help`` lists its names); the scores load :mod:`srdc.losses` when first computed.
