@@ -67,6 +67,23 @@ SELECTIONS = {selection.name: selection for selection in (
               "the best label-free validator value so far ({selector}; no target labels)"),
     Selection(LAST, "acc_last", "final epoch", "last epoch"),
 )}
+# "labelfree_NAME": the label-free selection by the validator NAME (selection_named)
+LABELFREE_BY = f"{LABELFREE}_"
+
+
+def selection_named(name: str) -> Selection:
+    """The selection ``name``: one of :data:`SELECTIONS`, or ``labelfree_NAME``, the label-free selection by the
+    validator NAME (each run's summary holds ``acc_labelfree_NAME`` for every validator it recorded); ``KeyError``
+    otherwise."""
+    if name in SELECTIONS:
+        return SELECTIONS[name]
+    if not name.startswith(LABELFREE_BY) or name == LABELFREE_BY:
+        raise KeyError(name)
+    validator = name.removeprefix(LABELFREE_BY)
+    return Selection(name, f"acc_{name}", f"epoch chosen without target labels by {validator}",
+                     f"label-free selection by {validator}")
+
+
 # the selections a study prints at its end (and its parent run shows as its description)
 PRINTED_SELECTIONS = (ORACLE, LABELFREE)
 # the selections a search may optimise (its --objective), the default first

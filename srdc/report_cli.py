@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srdc.base import ORACLE, SELECTIONS, ArgumentParser, TrialStatus, run_main
+from srdc.base import LABELFREE_BY, ORACLE, SELECTIONS, ArgumentParser, TrialStatus, run_main
 from srdc.errors import SRDCInputError
 from srdc.figures.study import study_figures
 from srdc.report import FORMATS, RESULT_FILES, planned_seeds, render, stand_ins_param
@@ -37,6 +37,7 @@ from srdc.tracking import (
     sync_study,
 )
 from srdc.tracking.results import grid_fields
+from srdc.validators import VALIDATORS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="md",
                         help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page with "
                              "every selection's tables and the study's figures (default: md)")
-    parser.add_argument("--selection", choices=tuple(SELECTIONS), default=ORACLE,
+    parser.add_argument("--selection", choices=(*SELECTIONS, *(f"{LABELFREE_BY}{name}" for name in VALIDATORS)),
+                        default=ORACLE, metavar="SELECTION",
                         help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
-                             f"without them (labelfree), or the final one (last) (default: {ORACLE}; the HTML "
-                             "page holds every selection's tables)")
+                             "without them by the study's validator (labelfree) or by another one (labelfree_NAME: "
+                             f"{', '.join(VALIDATORS)}), or the final one (last) (default: {ORACLE}; the HTML "
+                             "page holds the oracle, labelfree and last tables)")
     parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
     parser.add_argument("--validators", action="store_true",
                         help="instead of the results: for every label-free validator, the accuracy of the epoch "

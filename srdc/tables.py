@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from srdc.base import ORACLE, SELECTIONS, TrialStatus
+from srdc.base import ORACLE, TrialStatus, selection_named
 from srdc.errors import SRDCInputError
 from srdc.methods import BASELINES, VARIANTS
 from srdc.paper_results import (
@@ -92,7 +92,7 @@ def order_tasks(dataset: str, tasks: set[str]) -> list[str]:
 
 def selection_caption(selection: str, selectors: set[str]) -> str:
     """``"oracle = epoch chosen with target labels (...)"`` and so on."""
-    description = SELECTIONS[selection].chosen
+    description = selection_named(selection).chosen
     selector = "/".join(sorted(selectors)) or "the label-free selector"
     return f"{selection} = {description.format(selector=selector)}"
 
@@ -120,7 +120,7 @@ def aggregate(records: list[dict[str, Any]], selection: str = ORACLE, rows: str 
     ``planned``: the seeds planned per cell (default: the most any cell has). The title names the study, the
     ``group`` (see :func:`grouped_tables`), the dataset, the setting and the selection.
     """
-    metric = SELECTIONS[selection].metric
+    metric = selection_named(selection).metric
     groups = {dataset_setting(record) for record in records}
     if len(groups) != 1:
         raise ValueError(f"aggregate() takes the records of one dataset and setting, got {sorted(groups)}")
@@ -146,7 +146,7 @@ def aggregate(records: list[dict[str, Any]], selection: str = ORACLE, rows: str 
     planned = planned or max((cell.n for cell in cells.values()), default=0)
     selectors = {str(r["labelfree_selector"]) for _, _, r in finished if "labelfree_selector" in r}
     label = " ".join(part for part in (study, group) if part)
-    what = f"{dataset}, {setting}, {SELECTIONS[selection].title}"
+    what = f"{dataset}, {setting}, {selection_named(selection).title}"
     title = f"Study {label}: {what}" if label else what
     papers = {cell.source for cell in cells.values() if cell.paper is not None}
     incomplete = any(cell.n < planned for cell in cells.values())

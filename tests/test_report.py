@@ -352,6 +352,14 @@ def test_paper_task_names():
     assert paper_task("digits", "mnist->usps") == "mnist->usps"
 
 
+def test_a_table_under_any_validators_label_free_pick():
+    records = [record("srdc", AW, seed, 80.0 + seed, acc_labelfree_snd=70.0 + 2 * seed) for seed in (0, 1, 2)]
+    table = aggregate(records, "labelfree_snd", planned=3)
+    assert cells(table)["srdc", "A->W"][:3] == (72.0, 2.0, 3)  # 70, 72, 74
+    assert "labelfree_snd = epoch chosen without target labels by snd" in table.caption
+    assert table.title.endswith("label-free selection by snd")
+
+
 # -- the command line ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tracking_uri(tmp_path_factory):
@@ -364,7 +372,7 @@ def tracking_uri(tmp_path_factory):
                   "setting": "transductive", "labelfree_selector": "infomax", "epochs": 2}
         run_id, _ = tracker.attach_trial("cli", parent_id, f"c_{seed}", config)
         tracker.log_summary(run_id, {"acc_last": accuracy, "acc_best_oracle": accuracy, "acc_labelfree": accuracy,
-                                     "epochs": 2})
+                                     "acc_labelfree_snd": accuracy - 10.0, "epochs": 2})
         tracker.set_status(run_id, status)
     return uri
 
@@ -395,7 +403,8 @@ def test_cli_help_names_the_selection_default_and_what_the_html_page_holds(capsy
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: oracle; the HTML page holds every selection's tables)" in text
+    assert "(default: oracle; the HTML page holds the oracle, labelfree and last tables)" in text
+    assert "labelfree_NAME: infomax, clustering, entropy" in text  # every registered validator named
 
 
 def test_cli_unknown_study_names_the_known_ones(tracking_uri, capsys):
@@ -483,3 +492,13 @@ def test_a_backfills_progress_line_comes_every_ten_seconds_and_at_the_end(monkey
     for done in range(1, 5):
         progress(done, 4)
     assert capsys.readouterr().err.splitlines() == ["sync: trial folders: 2/4", "sync: trial folders: 4/4"]
+
+
+def test_cli_prints_the_table_under_another_validators_pick_and_refuses_an_unknown_one(tracking_uri, capsys):
+    argv = ["--study", "cli", "--tracking-uri", tracking_uri, "--experiment", "tests", "--selection"]
+    assert main([*argv, "labelfree_snd"]) == 0
+    out = capsys.readouterr().out
+    assert "| srdc | 72.0±2.8 n=2" in out and "labelfree_snd = epoch chosen without target labels by snd" in out
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "labelfree_vibes"])
+    assert exited.value.code == 2 and "invalid choice: 'labelfree_vibes'" in capsys.readouterr().err
