@@ -12,7 +12,8 @@ from srdc.config import SRDCConfig
 from srdc.errors import SRDCInputError
 from srdc.model import Features
 from srdc.trainer import Trainer
-from srdc.validators import VALIDATORS, ValidationInput, dev_risk, validate
+from srdc.validators import VALIDATORS, ValidationInput, validate
+from srdc.validators.dev import dev_risk
 
 RUN = {"epochs": 3, "batch_size": 32, "max_samples": 200, "device": "cpu"}
 
@@ -81,7 +82,7 @@ def test_soft_neighbourhood_density_by_hand_and_as_pytorch_adapts_test_computes_
     probs = torch.softmax(torch.randn(50, 5, generator=torch.Generator().manual_seed(1)) * 3, dim=1)
     expected = snd_as_pytorch_adapt_tests_it(probs.double(), 0.05)
     assert validate(view(probs))["snd"] == pytest.approx(expected, rel=1e-5)  # float32 against float64
-    monkeypatch.setattr("srdc.validators.SND_ROWS", 7)  # in blocks of rows: the same number
+    monkeypatch.setattr("srdc.validators.snd.SND_ROWS", 7)  # in blocks of rows: the same number
     assert validate(view(probs))["snd"] == pytest.approx(expected, rel=1e-5)
 
 
@@ -128,10 +129,10 @@ def test_feature_mmd_by_hand():
 def test_feature_mmd_takes_evenly_spaced_samples_beyond_its_limit(monkeypatch):
     source = torch.arange(10.0).unsqueeze(1)
     target = source + 3
-    monkeypatch.setattr("srdc.validators.MMD_POINTS", 4)
+    monkeypatch.setattr("srdc.validators.mmd.MMD_POINTS", 4)
     limited = validate(two_domains(source, target))["mmd"]
     chosen = torch.tensor([0, 3, 6, 9])  # linspace(0, 9, 4) rounded
-    monkeypatch.setattr("srdc.validators.MMD_POINTS", 100)
+    monkeypatch.setattr("srdc.validators.mmd.MMD_POINTS", 100)
     assert limited == pytest.approx(validate(two_domains(source[chosen], target[chosen]))["mmd"])
 
 
