@@ -149,15 +149,15 @@ def html_report(tracker: Tracker, study: str, rows: str) -> str:
 
 def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str) -> str:
     """The validator comparison (:mod:`srdc.validator_report`) over the study's finished runs."""
-    from srdc.validator_report import ACCURACY, render_scores, validator_scores
-    from srdc.validators import VALIDATORS
+    from srdc.validator_report import ACCURACY, render_gaps, render_scores, scores_by, validator_scores
 
     keys = [ACCURACY, *(validator.metric for validator in VALIDATORS.values())]
     finished = [{**record, "history": tracker.epoch_history(record["run_id"], keys)} for record in records
                 if record.get("status") == TrialStatus.FINISHED]
     if not finished:
         return f"study {study}: no finished trials yet ({len(records)} started)\n"
-    return render_scores(validator_scores(finished), study)
+    by_field = [render_gaps(scores_by(finished, field), field) for field in ("variant", "task")]
+    return "\n".join([render_scores(validator_scores(finished), study), *by_field])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,9 @@ For every registered validator (:mod:`srdc.validators`), from records (one per t
   accuracy of the run whose best validator value is the best, its gap to the best run by the oracle, and rho
   between the runs' best validator values and their accuracies at the validator's epoch; averaged over tasks.
 
-Pure functions of the records; ``srdc-report --validators`` reads them from the tracking store.
+The same epoch-pick gaps and rank correlations per method and per task (:func:`scores_by`, :func:`render_gaps`),
+the validators ranked by their mean gap. Pure functions of the records; ``srdc-report --validators`` reads them from
+the tracking store.
 """
 
 from __future__ import annotations
@@ -126,6 +128,30 @@ def validator_scores(records: list[dict[str, Any]]) -> list[ValidatorScore]:
             config_rho=_mean([rho for _, _, rho in per_task]),
         ))
     return scores
+
+
+def scores_by(records: list[dict[str, Any]], field: str) -> dict[str, dict[str, ValidatorScore]]:
+    """:func:`validator_scores` over the records of each value of ``field`` (``variant``: per method; ``task``:
+    per task), by value, then by validator name."""
+    values = sorted({str(record[field]) for record in records if field in record})
+    return {value: {score.name: score for score in validator_scores(
+        [record for record in records if str(record.get(field)) == value])} for value in values}
+
+
+def render_gaps(by_value: dict[str, dict[str, ValidatorScore]], field: str) -> str:
+    """Per value of ``field`` (a column each), every validator's mean gap of its epoch pick to the oracle's and its
+    rho across epochs; the validators ranked by their gap averaged over the values (the smallest first)."""
+    names = list(VALIDATORS)
+    mean_gap = {name: _mean([scores[name].epoch_gap for scores in by_value.values() if name in scores])
+                for name in names}
+    ranked = sorted(names, key=lambda name: (mean_gap[name] is None, mean_gap[name] or 0.0))
+    lines = [f"**by {field}: gap of the epoch pick to the oracle's (rho across epochs)**", "",
+             "| validator | mean gap | " + " | ".join(by_value) + " |", "|---" * (len(by_value) + 2) + "|"]
+    for name in ranked:
+        cells = [f"{_text(scores[name].epoch_gap)} ({_text(scores[name].epoch_rho, 2)})" if name in scores else "—"
+                 for scores in by_value.values()]
+        lines.append(f"| {name} | {_text(mean_gap[name])} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, ""])
 
 
 def _text(value: float | None, digits: int = 1) -> str:

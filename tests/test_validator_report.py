@@ -5,7 +5,8 @@ import pytest
 from srdc.base import TrialStatus
 from srdc.report_cli import main
 from srdc.tracking import EpochRow, open_tracker
-from srdc.validator_report import ranks, spearman, validator_scores
+from srdc.validator_report import ranks, render_gaps, scores_by, spearman, validator_scores
+from srdc.validators import VALIDATORS
 
 
 def test_ranks_average_ties_and_spearman_matches_hand_values():
@@ -80,7 +81,20 @@ def test_srdc_report_validators_reads_the_runs_from_mlflow(tmp_path, capsys):
         tracker.log_summary(run_id, {**{k: v for k, v in record.items() if k.startswith("acc_")}, "epochs": 3})
         tracker.set_status(run_id, TrialStatus.FINISHED)
     assert main(["--study", "s", "--tracking-uri", uri, "--experiment", "validators", "--validators"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out
+    lines = out.split("**by variant")[0].splitlines()  # the overall table
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
     assert rows["infomax"][1:6] == ["max", "4", "58.8", "0.0", "1.00"]  # 58.75 rounds to 58.8
     assert rows["clustering"][1:6] == ["min", "4", "46.2", "12.5", "0.50"]
+    assert "| infomax | 0.0 | 0.0 (1.00) |" in out.split("**by variant")[1]  # one method: srdc
+
+
+def test_the_gaps_per_task_rank_the_validators_by_their_mean_gap():
+    table = render_gaps(scores_by(RUNS, "task"), "task").splitlines()
+    assert table[2] == "| validator | mean gap | A->W | D->A |"
+    rows = [line for line in table if line.startswith("| ") and not line.startswith("| validator")]
+    # infomax: gaps 0 and 0; clustering: A->W (0 + 40) / 2 = 20, rho (1 - 0.5) / 2; D->A (0 + 10) / 2 = 5,
+    # rho (1 + 0.5) / 2; mean gap 12.5; the validators these runs do not hold come last, without numbers
+    assert rows[0] == "| infomax | 0.0 | 0.0 (1.00) | 0.0 (1.00) |"
+    assert rows[1] == "| clustering | 12.5 | 20.0 (0.25) | 5.0 (0.75) |"
+    assert all(" | — | " in row for row in rows[2:]) and len(rows) == len(VALIDATORS)
