@@ -178,12 +178,17 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    @property
+    def prep_batchnorm(self) -> str:
+        """The preparation pass's BatchNorm regime: the method's where it fixes one (AdaBN), else the config's."""
+        return self.method.preparation_batchnorm or self.config.prep_batchnorm
+
     def extract(self, domain: Domain, statistics: Domain | None = None) -> Features:
         """Pooled and bottleneck features and logits of every sample of ``domain`` (eval transform), in batches of
         ``eval_batch_size`` under inference mode; concatenated outside it, into normal tensors that the method's
         plan may use in training. With ``prep_batchnorm`` ``domain``, BatchNorm normalises with the statistics of
         ``statistics`` (default: ``domain`` itself), gathered by one pass over it first."""
-        if self.config.prep_batchnorm == "running":
+        if self.prep_batchnorm == "running":
             return self._extract(domain)
         config = self.config
         batches = (self._to_device(inputs) for inputs, _ in
@@ -375,13 +380,14 @@ class Trainer:
         """The one place where the run's ``auto`` and unset options are resolved, as the run uses them (summary.json's
         ``resolved``; the trial's MLflow run has each as a tag ``resolved.KEY``): the backbone and why, what each
         data view applies (augment, normalize, size; decoded from the cache or in memory), the backbone's lr
-        multiplier, SRDC's components (:func:`srdc.methods.switches`), the method's own choices
+        multiplier, SRDC's components (:func:`srdc.methods.switches`), the preparation pass's BatchNorm regime
+        (:attr:`prep_batchnorm`), the method's own choices
         (:meth:`~srdc.methods.Method.resolved`, e.g. CDAN's map) and how the run executes (:meth:`execution`)."""
         reason = self.task.backbone_reason if self.config.backbone == "auto" else "--backbone"
         return {"backbone": self._backbone_name(), "backbone_reason": reason,
                 "transforms": {"source": self.task.source.transform, "target": self.task.target.transform},
                 "backbone_lr_mult": self._backbone_lr_mult(), "switches": dataclasses.asdict(switches(self.config)),
-                **self.method.resolved(), **self.execution()}
+                "prep_batchnorm": self.prep_batchnorm, **self.method.resolved(), **self.execution()}
 
     def execution(self) -> dict[str, Any]:
         """How the run executes, the config's auto choices resolved for its device (``bf16``, ``channels_last``)."""

@@ -35,7 +35,7 @@ def test_unknown_variant_is_one_line_naming_the_known_ones():
     message = str(error.value)
     assert "\n" not in message
     assert message == ("unknown variant 'magic'; choose one of: source_only, srdc_no_struct, srdc_no_featdisc, "
-                       "srdc_no_softsel, srdc, oracle, dann, cdan")
+                       "srdc_no_softsel, srdc, oracle, adabn, dann, cdan")
     assert METHODS.check("srdc") == "srdc"
     with pytest.raises(SRDCInputError, match="^unknown variant 'magic'; choose one of: source_only, .*, cdan$"):
         METHODS.lookup("magic")
@@ -171,3 +171,16 @@ def test_a_toy_method_resumes_exactly(monkeypatch):
     resumed.fit()
     assert without_timings(resumed.history) == without_timings(uninterrupted.history)
     assert torch.equal(resumed.method.anchor, uninterrupted.method.anchor)
+
+
+def test_adabn_is_the_source_model_evaluated_with_each_domains_own_batchnorm_statistics():
+    run = {"epochs": 2, "batch_size": 32, "max_samples": 120, "device": "cpu"}
+    adabn = Trainer(SRDCConfig(**run, variant="adabn"))
+    by_hand = Trainer(SRDCConfig(**run, variant="source_only", prep_batchnorm="domain"))
+    plain = Trainer(SRDCConfig(**run, variant="source_only"))
+    adabn.fit(), by_hand.fit(), plain.fit()
+    assert without_timings(adabn.history) == without_timings(by_hand.history)
+    assert without_timings(adabn.history) != without_timings(plain.history)  # the same weights, other statistics
+    for name, value in adabn.model.state_dict().items():
+        assert torch.equal(value, plain.model.state_dict()[name]), name
+    assert (adabn.resolved()["prep_batchnorm"], plain.resolved()["prep_batchnorm"]) == ("domain", "running")

@@ -50,13 +50,15 @@ METHODS = MethodRegistry("variant", {
     "srdc_no_softsel": "srdc.methods.srdc:SRDC",
     "srdc": "srdc.methods.srdc:SRDC",
     "oracle": "srdc.methods.oracle:Oracle",
+    "adabn": "srdc.methods.adabn:AdaBN",
     "dann": "srdc.methods.dann:DANN",
     "cdan": "srdc.methods.cdan:CDAN",
 })
 # the paper's variants, in the order of its Table 1 (reports and studies list them so)
 VARIANTS = ("source_only", "srdc_no_struct", "srdc_no_featdisc", "srdc_no_softsel", "srdc", "oracle")
-# other methods of the paper's comparison tables, run through the same method seam: DANN [16] and CDAN+E [35]
-BASELINES = ("dann", "cdan")
+# other methods, run through the same method seam: AdaBN (the source model with per-domain BatchNorm statistics) and
+# those of the paper's comparison tables, DANN [16] and CDAN+E [35]
+BASELINES = ("adabn", "dann", "cdan")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class Switches:
 # outside the paper's (a method added to the registry) has none of SRDC's components unless set
 VARIANT_SWITCHES: dict[str, tuple[bool, bool, bool, bool]] = {
     "source_only": (True, False, False, False),
+    "adabn": (True, False, False, False),  # source-only training
     "srdc_no_struct": (False, True, False, True),
     "srdc_no_featdisc": (True, False, True, True),
     "srdc_no_softsel": (True, True, False, True),

@@ -110,10 +110,12 @@ class Method:
 
     ``reads``: the option groups the method reads beyond :data:`srdc.config.COMMON_GROUPS` (its trials log those);
     ``options``: a dataclass of :func:`srdc.config.option` fields, the method's own options (registering the method
-    makes them config fields, their groups read too)."""
+    makes them config fields, their groups read too); ``preparation_batchnorm``: the BatchNorm regime of the
+    preparation pass the method fixes (AdaBN's ``domain``), ``None``: the config's ``prep_batchnorm``."""
 
     reads: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[type | None] = None
+    preparation_batchnorm: ClassVar[str | None] = None
 
     def __init__(self, config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
                  device: torch.device) -> None:
