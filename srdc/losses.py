@@ -138,12 +138,20 @@ def source_weights(features: torch.Tensor, labels: torch.Tensor, target_centres:
     return (0.5 * (1.0 + cosine)).clamp(0.0, 1.0)
 
 
+def mean_entropy(p: torch.Tensor) -> torch.Tensor:
+    """``mean_i H(p_i)``, the mean entropy of the rows of ``p`` (N x K probabilities): low when each is confident."""
+    return -(p * torch.log(p.clamp_min(_EPS))).sum(dim=1).mean()
+
+
+def marginal_entropy(p: torch.Tensor) -> torch.Tensor:
+    """``H(mean_i p_i)``, the entropy of the mean row of ``p``: high when the rows spread over the classes."""
+    marginal = p.mean(dim=0)
+    return -(marginal * torch.log(marginal.clamp_min(_EPS))).sum()
+
+
 def information_maximization(p: torch.Tensor) -> torch.Tensor:
     """Label-free validator: ``H(mean_i p_i) - mean_i H(p_i)``, in [0, log K].
 
     High when predictions are individually confident and collectively balanced over the classes.
     """
-    mean_entropy = -(p * torch.log(p.clamp_min(_EPS))).sum(dim=1).mean()
-    marginal = p.mean(dim=0)
-    marginal_entropy = -(marginal * torch.log(marginal.clamp_min(_EPS))).sum()
-    return marginal_entropy - mean_entropy
+    return marginal_entropy(p) - mean_entropy(p)
