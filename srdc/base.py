@@ -67,16 +67,24 @@ SELECTIONS = {selection.name: selection for selection in (
               "the best label-free validator value so far ({selector}; no target labels)"),
     Selection(LAST, "acc_last", "final epoch", "last epoch"),
 )}
+# the inductive setting's two further accuracies, those the released code logs beside the oracle's (srdc.selection):
+# tabled and printed for inductive studies only
+INDUCTIVE_SELECTIONS = {selection.name: selection for selection in (
+    Selection("oracle_train_half", "acc_best_target_train", "the best accuracy of the target training half itself "
+              "(the released code's 'best val acc'; target labels)", "oracle, target training-half accuracy"),
+    Selection("oracle_test_half", "acc_best_target_test", "epoch chosen on the target test half itself (the released "
+              "code's 'best test acc'; target test labels: the most optimistic)", "oracle on the target test half"),
+)}
 # "labelfree_NAME": the label-free selection by the validator NAME (selection_named)
 LABELFREE_BY = f"{LABELFREE}_"
 
 
 def selection_named(name: str) -> Selection:
-    """The selection ``name``: one of :data:`SELECTIONS`, or ``labelfree_NAME``, the label-free selection by the
-    validator NAME (each run's summary holds ``acc_labelfree_NAME`` for every validator it recorded); ``KeyError``
-    otherwise."""
-    if name in SELECTIONS:
-        return SELECTIONS[name]
+    """The selection ``name``: one of :data:`SELECTIONS` or :data:`INDUCTIVE_SELECTIONS`, or ``labelfree_NAME``,
+    the label-free selection by the validator NAME (each run's summary holds ``acc_labelfree_NAME`` for every
+    validator it recorded); ``KeyError`` otherwise."""
+    if name in SELECTIONS or name in INDUCTIVE_SELECTIONS:
+        return {**SELECTIONS, **INDUCTIVE_SELECTIONS}[name]
     if not name.startswith(LABELFREE_BY) or name == LABELFREE_BY:
         raise KeyError(name)
     validator = name.removeprefix(LABELFREE_BY)
@@ -86,6 +94,20 @@ def selection_named(name: str) -> Selection:
 
 # the selections a study prints at its end (and its parent run shows as its description)
 PRINTED_SELECTIONS = (ORACLE, LABELFREE)
+
+
+def tabled_selections(inductive: bool) -> tuple[str, ...]:
+    """The selections a study's results hold tables of: :data:`SELECTIONS`, and for an inductive study the
+    :data:`INDUCTIVE_SELECTIONS` too."""
+    return (*SELECTIONS, *(INDUCTIVE_SELECTIONS if inductive else ()))
+
+
+def printed_selections(inductive: bool) -> tuple[str, ...]:
+    """The selections a study prints at its end: :data:`PRINTED_SELECTIONS`, and for an inductive study the
+    :data:`INDUCTIVE_SELECTIONS` too (the released code's three accuracies)."""
+    return (*PRINTED_SELECTIONS, *(INDUCTIVE_SELECTIONS if inductive else ()))
+
+
 # the selections a search may optimise (its --objective), the default first
 SEARCH_SELECTIONS = (LABELFREE, ORACLE)
 

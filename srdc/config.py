@@ -33,6 +33,9 @@ GROUPS: dict[str, str] = {
     "selection": "selection: model selection without target labels",
     "execution": "execution: the device, speed and outputs",
 }
+# the choices of the selection options whose values srdc.selection reads, the default first
+SELECTION_EPOCHS = ("trained", "release")
+ORACLE_TIES = ("release", "earliest")
 # the groups every method reads; the others belong to the methods that name them (srdc.methods)
 COMMON_GROUPS = ("data", "run", "model", "optimisation", "selection", "execution")
 
@@ -171,7 +174,11 @@ class SRDCConfig:
         "transductive: train and evaluate on the whole target domain; inductive: train on half of it, also report the "
         "other half (acc_target_test)")
     split_seed: int = option(0, "data", range=Range(0), help=
-        "the seed of the inductive 50/50 split, of --source_val_fraction's split and of --max_samples' subset")
+        "the seed of the seeded inductive split, of --source_val_fraction's split and of --max_samples' subset")
+    inductive_split: str = option("auto", "data", choices=("auto", "release", "seeded"), help=
+        "the inductive setting's split of the target: release (the authors' fixed half lists, Office-31 only; fetched "
+        "by srdc-data download), seeded (a stratified 50/50 split seeded by --split_seed); auto: release where the "
+        "release ships lists, else seeded")
     source_val_fraction: float = option(0.0, "data", range=Range(0, high=1), help=
         "hold this share of each source class out of training (stratified, seeded by --split_seed) for the label-free "
         "validators that need held-out source data (source_val_accuracy); 0: train on the whole source (the paper)")
@@ -212,6 +219,9 @@ class SRDCConfig:
         "the backbone's initial weights: imagenet, none (random), or a .pth file")
     bottleneck_dim: int = option(512, "model", range=Range(1), help=
         "width of the bottleneck layer after the backbone (Appendix A)")
+    head_bn_init: str = option("ones", "model", choices=("ones", "uniform"), help=
+        "the initial scale of the bottleneck's BatchNorm: ones (PyTorch >= 1.2) or uniform, U(0, 1) (PyTorch <= 1.1, "
+        "under which the released code ran; docs/fidelity_notes.md)")
     feature_spaces: str = option("both", "model", choices=("both", "pooled", "bottleneck"), help=
         "the feature spaces clustered with centres mu: the pooled backbone features, the bottleneck, or both (Appendix"
         " A)")
@@ -314,6 +324,12 @@ class SRDCConfig:
     # model selection without target labels
     labelfree_selector: str = option("infomax", "selection", help=
         "the label-free validator that picks acc_labelfree's epoch (without target labels)")
+    selection_epochs: str = option(SELECTION_EPOCHS[0], "selection", choices=SELECTION_EPOCHS, help=
+        "the models a selection may pick: trained (after epochs 1..E) or release (before epochs 1..E, i.e. the "
+        "untrained model and epochs 1..E-1: the released code evaluates before each epoch, never after the last)")
+    inductive_oracle_ties: str = option(ORACLE_TIES[0], "selection", choices=ORACLE_TIES, help=
+        "inductive: among epochs of equal best target-training-half accuracy, the oracle reports the highest "
+        "test-half accuracy (release: the released code's cond_best_test_prec1) or the earliest epoch's (earliest)")
     # execution
     device: str = option("auto", "execution", choices=("auto", "cpu", "cuda"), identity=False, help=
         "auto: CUDA when available, else the CPU")

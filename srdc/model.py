@@ -168,14 +168,17 @@ def is_pretrained(name: str, weights: str) -> bool:
 
 
 class SRDCNet(nn.Module):
-    """phi (backbone) + bottleneck + classifier; ``forward`` returns pooled, bottleneck and logits."""
+    """phi (backbone) + bottleneck + classifier; ``forward`` returns pooled, bottleneck and logits. ``bn_init``:
+    the bottleneck BatchNorm's initial scale, ``ones`` or ``uniform`` (U(0, 1), PyTorch <= 1.1's)."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, bottleneck_dim: int = 512) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, bottleneck_dim: int = 512,
+                 bn_init: str = "ones") -> None:
         super().__init__()
         self.backbone = backbone
-        self.bottleneck = nn.Sequential(
-            nn.Linear(feature_dim, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim), nn.ReLU(inplace=True)
-        )
+        linear, norm = nn.Linear(feature_dim, bottleneck_dim), nn.BatchNorm1d(bottleneck_dim)
+        if bn_init == "uniform":  # PyTorch <= 1.1's BatchNorm init, drawn where its constructor drew it
+            nn.init.uniform_(norm.weight)
+        self.bottleneck = nn.Sequential(linear, norm, nn.ReLU(inplace=True))
         self.classifier = nn.Linear(bottleneck_dim, num_classes)
         self.feature_dim = feature_dim
 

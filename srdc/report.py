@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from srdc.base import PRINTED_SELECTIONS, SELECTIONS, TrialStatus
+from srdc.base import TrialStatus, printed_selections, tabled_selections
 from srdc.tables import Cell, Table, dataset_setting, grouped_tables
 
 FORMATS = ("md", "csv", "latex", "html")
@@ -227,10 +227,11 @@ def study_tags(records: list[dict[str, Any]], planned: int | None, paper_table: 
 
 @dataclass(frozen=True)
 class StudyResults:
-    """What a study ends with, for its parent run: the tables of every selection (:data:`srdc.base.SELECTIONS`), each
-    selection's tables as Markdown (the study's own table text where it has one), and the study's tags; and what
-    its figures (:mod:`srdc.figures.study`) are drawn from: its records (with their epoch histories where known),
-    the field of the rows and the grid fields that split the tables."""
+    """What a study ends with, for its parent run: the tables of every selection (:func:`srdc.base.tabled_selections`:
+    an ``inductive`` study's add the released code's further accuracies), each selection's tables as Markdown (the
+    study's own table text where it has one), and the study's tags; and what its figures (:mod:`srdc.figures.study`)
+    are drawn from: its records (with their epoch histories where known), the field of the rows and the grid fields
+    that split the tables."""
 
     study: str
     tables: list[Table]
@@ -239,12 +240,13 @@ class StudyResults:
     records: list[dict[str, Any]] = field(default_factory=list)
     rows: str = "variant"
     split: tuple[str, ...] = ()
+    inductive: bool = False
 
     @property
     def printed(self) -> str:
-        """The tables the study prints at its end (:data:`srdc.base.PRINTED_SELECTIONS`): its parent run's
+        """The tables the study prints at its end (:func:`srdc.base.printed_selections`): its parent run's
         description."""
-        return "\n".join(self.markdown[selection] for selection in PRINTED_SELECTIONS)
+        return "\n".join(self.markdown[selection] for selection in printed_selections(self.inductive))
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -255,7 +257,7 @@ class StudyResults:
         """File name (:data:`RESULT_FILES`) -> content: every selection's tables as Markdown and as a
         self-contained HTML page of that Markdown that embeds ``images`` (the study's figures) after it, and the
         mean±std tables as CSV and LaTeX (also for a study that prints tables of its own)."""
-        markdown = "\n".join(self.markdown[selection] for selection in SELECTIONS)
+        markdown = "\n".join(self.markdown[selection] for selection in tabled_selections(self.inductive))
         return {RESULT_FILES["md"]: markdown, RESULT_FILES["csv"]: render(self.tables, "csv"),
                 RESULT_FILES["latex"]: render(self.tables, "latex"),
                 RESULT_FILES["html"]: html_page(f"Study {self.study}", markdown, images)}
@@ -266,7 +268,14 @@ def study_results(records: list[dict[str, Any]], study: str, rows: str = "varian
                   markdown: dict[str, str] | None = None) -> StudyResults:
     """A study's results from its records: :func:`grouped_tables` of every selection, their Markdown (``markdown``,
     selection -> text, when the study prints its own tables), :func:`study_tags`, and the records themselves."""
-    tables = {selection: grouped_tables(records, selection, rows, planned, study, split) for selection in SELECTIONS}
-    texts = markdown or {selection: render(tables[selection], "md") for selection in SELECTIONS}
-    return StudyResults(study, [table for selection in SELECTIONS for table in tables[selection]], texts,
-                        study_tags(records, planned, paper_table), list(records), rows, tuple(split))
+    selections = tabled_selections(is_inductive(records))
+    tables = {selection: grouped_tables(records, selection, rows, planned, study, split) for selection in selections}
+    texts = markdown or {selection: render(tables[selection], "md") for selection in selections}
+    return StudyResults(study, [table for selection in selections for table in tables[selection]], texts,
+                        study_tags(records, planned, paper_table), list(records), rows, tuple(split),
+                        is_inductive(records))
+
+
+def is_inductive(records: Sequence[dict[str, Any]]) -> bool:
+    """Whether the records are of an inductive study (its tables then add :data:`srdc.base.INDUCTIVE_SELECTIONS`)."""
+    return any(dataset_setting(record)[1] == "inductive" for record in records)

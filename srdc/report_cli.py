@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from srdc.base import LABELFREE_BY, ORACLE, SELECTIONS, ArgumentParser, TrialStatus, run_main
+from srdc.base import INDUCTIVE_SELECTIONS, LABELFREE_BY, ORACLE, SELECTIONS, ArgumentParser, TrialStatus, run_main
 from srdc.errors import SRDCInputError
 from srdc.figures.study import study_figures
 from srdc.report import FORMATS, RESULT_FILES, planned_seeds, render, stand_ins_param
@@ -52,12 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=FORMATS, default="md",
                         help="Markdown, CSV (one line per cell), LaTeX, or one self-contained HTML page with "
                              "every selection's tables and the study's figures (default: md)")
-    parser.add_argument("--selection", choices=(*SELECTIONS, *(f"{LABELFREE_BY}{name}" for name in VALIDATORS)),
+    parser.add_argument("--selection", choices=(*SELECTIONS, *INDUCTIVE_SELECTIONS,
+                                                *(f"{LABELFREE_BY}{name}" for name in VALIDATORS)),
                         default=ORACLE, metavar="SELECTION",
                         help="which epoch of each run: chosen with target labels (oracle, the paper's protocol), "
                              "without them by the study's validator (labelfree) or by another one (labelfree_NAME: "
-                             f"{', '.join(VALIDATORS)}), or the final one (last) (default: {ORACLE}; the HTML "
-                             "page holds the oracle, labelfree and last tables)")
+                             f"{', '.join(VALIDATORS)}), or the final one (last); an inductive study's also by the "
+                             "best training-half or test-half accuracy (oracle_train_half, oracle_test_half: the "
+                             f"released code's other two) (default: {ORACLE}; the HTML page holds the oracle, "
+                             "labelfree and last tables, and an inductive study's those two)")
     parser.add_argument("--rows", default="variant", help="config field for the rows (default: variant)")
     parser.add_argument("--validators", action="store_true",
                         help="instead of the results: for every label-free validator, the accuracy of the epoch "

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from srdc.base import ORACLE, TrialStatus, selection_named
+from srdc.config import default_of
 from srdc.errors import SRDCInputError
-from srdc.methods import BASELINES, VARIANTS
+from srdc.methods import BASELINES, METHODS, VARIANTS
 from srdc.paper_results import (
     Reference,
     paper_average,
@@ -31,9 +32,29 @@ from srdc.paper_results import (
 )
 
 AVG = "Avg"
-# the inductive setting (paper Table 2): where the epoch is chosen and where the accuracy is measured
-INDUCTIVE_NOTE = (" Inductive setting: epochs are chosen on the target training half, accuracies are those of the "
-                  "held-out target test half.")
+# the inductive setting (paper Table 2): where each selection's epoch is chosen and its accuracy measured
+INDUCTIVE_WHERE = {
+    "oracle_train_half": "the epoch is chosen on the target training half and its accuracy is that half's",
+    "oracle_test_half": "the epoch is chosen on the held-out target test half and its accuracy is that half's",
+}
+INDUCTIVE_TIES = {"release": "the highest test-half accuracy (the released code's rule)",
+                  "earliest": "the earliest epoch"}
+
+
+def inductive_note(selection: str, records: Sequence[dict[str, Any]]) -> str:
+    """The caption's sentence on the inductive setting: where ``selection`` chooses its epoch and measures its
+    accuracy; for the oracle, how ties between epochs of equal training-half accuracy go (the records'
+    ``inductive_oracle_ties``); and which of the released code's three accuracies paper Table 2 reports."""
+    where = INDUCTIVE_WHERE.get(selection, "epochs are chosen on the target training half, accuracies are those of "
+                                           "the held-out target test half")
+    note = f" Inductive setting: {where}."
+    if selection == ORACLE:
+        rules = sorted({str(record.get("inductive_oracle_ties", default_of("inductive_oracle_ties")))
+                        for record in records})
+        note += (" Among epochs of equal training-half accuracy the oracle takes "
+                 + " or ".join(INDUCTIVE_TIES[rule] for rule in rules) + ".")
+    return note + (" Paper Table 2 reports the oracle's (the test half at the model best on the training half, "
+                   "Section 5.2); the released code also logs oracle_train_half and oracle_test_half.")
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,25 @@ def order_rows(values: set[str]) -> list[str]:
         return known + sorted(others, key=float)
     except ValueError:
         return known + sorted(others)
+
+
+def batchnorm_note(records: Sequence[dict[str, Any]], row_names: Sequence[str]) -> str:
+    """The caption's sentence naming the BatchNorm statistics each row (a registered variant) is evaluated with: each
+    domain's own (AdaBN, or ``prep_batchnorm domain``), or the running statistics of training and what they average
+    (:attr:`srdc.methods.Method.training_batchnorm`). Empty when the rows are not variants."""
+    regimes: dict[str, list[str]] = {}
+    for variant in row_names:
+        if variant not in METHODS:
+            return ""
+        method = METHODS.lookup(variant)
+        chosen = {method.preparation_batchnorm or str(record.get("prep_batchnorm", default_of("prep_batchnorm")))
+                  for record in records if record.get("variant") == variant}
+        for regime in sorted(chosen):
+            text = "each domain's own statistics" if regime == "domain" else \
+                f"the running statistics of training, over {method.training_batchnorm}"
+            regimes.setdefault(text, []).append(variant)
+    return "" if not regimes else " BatchNorm at evaluation: " + "; ".join(
+        f"{text} ({', '.join(variants)})" for text, variants in regimes.items()) + "."
 
 
 def order_tasks(dataset: str, tasks: set[str]) -> list[str]:
@@ -156,7 +196,9 @@ def aggregate(records: list[dict[str, Any]], selection: str = ORACLE, rows: str 
         caption += (f" In parentheses: the number the paper named published "
                     f"({reference_note(dataset, setting, papers)}) and ours minus it.")
     if setting == "inductive":
-        caption += INDUCTIVE_NOTE
+        caption += inductive_note(selection, records)
+    if rows == "variant":
+        caption += batchnorm_note(records, row_names)
     return Table(title, caption, rows, row_names, [*tasks, AVG], cells, planned, selection, group)
 
 

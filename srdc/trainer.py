@@ -42,6 +42,7 @@ from srdc.batches import endless_batches, ordered_batches
 from srdc.config import SRDCConfig
 from srdc.data import BackboneChoice, TaskData, backbone_choice, load_task
 from srdc.data.base import Domain
+from srdc.data.release_splits import inductive_split
 from srdc.divergence import check_finite, diverged_fix
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.methods import METHODS, Batch, Method, Preparation, Step, build_method, switches
@@ -57,7 +58,7 @@ from srdc.model import (
 )
 from srdc.parallel import Group, synchronise_batchnorm
 from srdc.schedules import lambda_at, lr_at, progress_at
-from srdc.selection import summarize
+from srdc.selection import summarize_run
 from srdc.validators import ValidationInput, check_selector, validate
 
 TIMING_KEYS = frozenset({"wall_s_epoch", "time_train_s", "time_prepare_s", "time_kmeans_s", "time_eval_s",
@@ -128,7 +129,8 @@ class Trainer:
         name = self._backbone_name()
         sample = self.task.source.train_set[0][0]
         backbone, dim = build_backbone(name, self.config.weights, in_dim=int(sample.numel()))
-        model = SRDCNet(backbone, dim, self.task.num_classes, self.config.bottleneck_dim).to(self.device)
+        model = SRDCNet(backbone, dim, self.task.num_classes, self.config.bottleneck_dim,
+                        self.config.head_bn_init).to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.group is not None and self.config.batchnorm_sync == "sync":
@@ -373,7 +375,7 @@ class Trainer:
         """acc_last / acc_best_oracle / acc_labelfree with their epochs (and per validator), plus epochs (the
         history's last: the last finite one after a :class:`NonFiniteLossError`), wall time, config, what the
         what the config's ``auto`` and unset options resolved to (``resolved``: :meth:`resolved`)."""
-        return {**summarize(self.history, self.config.labelfree_selector), "epochs": self.history[-1]["epoch"],
+        return {**summarize_run(self.history, self.config), "epochs": self.history[-1]["epoch"],
                 "wall_s": self.wall_s, "config": self.config.to_dict(), RESOLVED_KEY: self.resolved()}
 
     def resolved(self) -> dict[str, Any]:
@@ -381,13 +383,18 @@ class Trainer:
         ``resolved``; the trial's MLflow run has each as a tag ``resolved.KEY``): the backbone and why, what each
         data view applies (augment, normalize, size; decoded from the cache or in memory), the backbone's lr
         multiplier, SRDC's components (:func:`srdc.methods.switches`), the preparation pass's BatchNorm regime
-        (:attr:`prep_batchnorm`), the method's own choices
+        (:attr:`prep_batchnorm`), the inductive split (``--inductive_split``), the method's own choices
         (:meth:`~srdc.methods.Method.resolved`, e.g. CDAN's map) and how the run executes (:meth:`execution`)."""
         reason = self.task.backbone_reason if self.config.backbone == "auto" else "--backbone"
         return {"backbone": self._backbone_name(), "backbone_reason": reason,
                 "transforms": {"source": self.task.source.transform, "target": self.task.target.transform},
                 "backbone_lr_mult": self._backbone_lr_mult(), "switches": dataclasses.asdict(switches(self.config)),
-                "prep_batchnorm": self.prep_batchnorm, **self.method.resolved(), **self.execution()}
+                "prep_batchnorm": self.prep_batchnorm, "inductive_split": self._inductive_split(),
+                **self.method.resolved(), **self.execution()}
+
+    def _inductive_split(self) -> str | None:
+        """The inductive split the target was divided by (``release`` or ``seeded``); ``None``: transductive."""
+        return inductive_split(self.config) if self.config.setting == "inductive" else None
 
     def execution(self) -> dict[str, Any]:
         """How the run executes, the config's auto choices resolved for its device (``bf16``, ``channels_last``)."""

@@ -1,8 +1,8 @@
-"""Paper Table 3 (all methods: Table 6): SRDC and the source model on all six Office-31 tasks (transductive,
+"""Paper Table 3 (all methods: Table 6): SRDC, the source model and AdaBN on all six Office-31 tasks (transductive,
 ResNet-50).
 
-    python studies/benchmark_office31.py --data-root DATA          # the table: 2 variants x 6 tasks x 3 seeds
-    python studies/benchmark_office31.py --smoke-test              # the same 36 trials on the embedded data
+    python studies/benchmark_office31.py --data-root DATA          # the table: 3 variants x 6 tasks x 3 seeds
+    python studies/benchmark_office31.py --smoke-test              # the same 54 trials on the embedded data
 
 Needs Office-31 under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
 ``srdc/harness/``.
@@ -20,11 +20,12 @@ STUDY = Study(
     paper_table="Table 3/6",
     dataset="office31",
     tasks=TASKS,
-    variants=("source_only", "srdc"),
+    variants=("source_only", "srdc", "adabn"),
     seeds=(0, 1, 2),
     task_config=office31_task_config(TASKS),
     smoke=OFFICE31_SMOKE,
-    description="Rows: the source-only model and SRDC.",
+    description="Rows: the source-only model, SRDC and AdaBN (the source model, each domain normalised with its "
+                "own BatchNorm statistics).",
 )
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
-"""Paper Table 2: inductive UDA on four Office-31 tasks (ResNet-50): the source model, SRDC and the oracle.
+"""Paper Table 2: inductive UDA on four Office-31 tasks (ResNet-50): the source model, AdaBN, SRDC and the oracle.
 
-Every target domain is split 50/50 (stratified, ``split_seed``): SRDC trains on the whole labelled source and
+Every target domain is split in two halves, the authors' released lists by default (``--set
+inductive_split=seeded``: a stratified 50/50 split by ``split_seed``): SRDC trains on the whole labelled source and
 the unlabelled target training half, the oracle on the labelled target training half. The epoch is chosen on
-the target training half and its accuracy is reported on the held-out target test half (as the paper does).
+the target training half and its accuracy is reported on the held-out target test half (as the paper does); the
+study also prints the released code's other two accuracies (the best of each half).
 
-    python studies/inductive_office31.py --data-root DATA          # the table: 3 variants x 4 tasks x 3 seeds
-    python studies/inductive_office31.py --smoke-test              # the same 36 trials on the embedded data
+    python studies/inductive_office31.py --data-root DATA          # the table: 4 variants x 4 tasks x 3 seeds
+    python studies/inductive_office31.py --smoke-test              # the same 48 trials on the embedded data
 
-Needs Office-31 under --data-root (``srdc-data`` fetches it). Every option: ``--help``; the harness is
-``srdc/harness/``.
+Needs Office-31 and the released half lists under --data-root (``srdc-data download office31`` fetches both).
+Every option: ``--help``; the harness is ``srdc/harness/``.
 """
 
 import sys
@@ -23,7 +25,7 @@ STUDY = Study(
     paper_table="Table 2",
     dataset="office31",
     tasks=TASKS,
-    variants=("source_only", "srdc", "oracle"),
+    variants=("source_only", "srdc", "oracle", "adabn"),
     seeds=(0, 1, 2),
     config={"setting": "inductive"},
     task_config=office31_task_config(TASKS),

@@ -98,7 +98,7 @@ def test_each_selection_keeps_the_snapshot_of_the_epoch_it_picks(trained):
     trainer, recorder, seen = trained
     summary = trainer.summary()
     picks = {ORACLE: summary["best_oracle_epoch"], LABELFREE: summary["labelfree_epoch"]}
-    assert selected_epochs(trainer.history, trainer.config.labelfree_selector) == picks
+    assert selected_epochs(trainer.history, trainer.config) == picks
     assert min(picks.values()) < trainer.config.epochs, f"the picks {picks} should include an earlier epoch"
     for selection, epoch in picks.items():
         snapshot = recorder.snapshots[selection]
@@ -138,7 +138,7 @@ def test_a_saved_record_draws_valid_pngs_with_the_picks_counts_and_its_curves_sk
     path = record_path(tmp_path)
     save_record(record_of(trainer, recorder), path)
     record = load_record(path)  # weights_only=True: plain values and tensors only
-    assert record.picks == selected_epochs(trainer.history, trainer.config.labelfree_selector)
+    assert record.picks == selected_epochs(trainer.history, trainer.config)
     for selection, snapshot in recorder.snapshots.items():
         assert torch.equal(record.snapshots[selection]["confusion"], snapshot["confusion"])
         assert record.snapshots[selection]["epoch"] == record.picks[selection]

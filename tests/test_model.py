@@ -109,3 +109,17 @@ def test_batchnorm_statistics_of_normalises_with_the_batches_then_puts_the_runni
     assert model.training and norm.momentum == 0.1
     assert all(torch.equal(getattr(norm, key), value) for key, value in before.items())
 
+
+
+def test_the_uniform_head_batchnorm_init_is_pytorch_1_1s_drawn_in_its_constructors_order():
+    torch.manual_seed(0)
+    net = SRDCNet(nn.Identity(), 8, 3, bottleneck_dim=4, bn_init="uniform")
+    torch.manual_seed(0)  # PyTorch <= 1.1: Linear, then BatchNorm1d drawing its weight from U(0, 1), then Linear
+    linear = nn.Linear(8, 4)
+    scale = torch.empty(4).uniform_(0, 1)
+    classifier = nn.Linear(4, 3)
+    assert torch.equal(net.bottleneck[0].weight, linear.weight)
+    assert torch.equal(net.bottleneck[1].weight.detach(), scale) and bool((scale < 1).all()) and bool((scale > 0).all())
+    assert torch.equal(net.bottleneck[1].bias.detach(), torch.zeros(4))
+    assert torch.equal(net.classifier.weight, classifier.weight)
+    assert torch.equal(SRDCNet(nn.Identity(), 8, 3, bottleneck_dim=4).bottleneck[1].weight.detach(), torch.ones(4))

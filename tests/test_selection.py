@@ -6,6 +6,7 @@ import math
 import pytest
 
 from srdc.base import LABELFREE, ORACLE, SELECTIONS
+from srdc.config import SRDCConfig
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.selection import labelfree_score, search_score, summarize
 from srdc.validators import VALIDATORS, Validator
@@ -43,6 +44,41 @@ def test_inductive_selects_on_target_train_and_reports_target_test():
     assert summary["acc_last"] == pytest.approx(60.0)
 
 
+INDUCTIVE_HISTORY = [  # epochs 2 and 4 tie on the training half (80.0); epoch 0, untrained, is the best on the test
+    {"epoch": 0, "acc_target": 50.0, "acc_target_test": 95.0, "infomax": 0.0, "clustering_objective": 0.0},
+    {"epoch": 1, "acc_target": 70.0, "acc_target_test": 66.0, "infomax": 1.0, "clustering_objective": 0.0},
+    {"epoch": 2, "acc_target": 80.0, "acc_target_test": 61.0, "infomax": 3.0, "clustering_objective": 0.0},
+    {"epoch": 3, "acc_target": 75.0, "acc_target_test": 72.0, "infomax": 2.0, "clustering_objective": 0.0},
+    {"epoch": 4, "acc_target": 80.0, "acc_target_test": 64.0, "infomax": 1.5, "clustering_objective": 0.0},
+]
+
+
+def test_inductive_summaries_hold_the_released_codes_three_accuracies_under_either_tie_rule():
+    release = summarize(INDUCTIVE_HISTORY, "infomax", ties="release")
+    assert (release["acc_best_oracle"], release["best_oracle_epoch"]) == (64.0, 4)  # the tie's best test half
+    earliest = summarize(INDUCTIVE_HISTORY, "infomax", ties="earliest")
+    assert (earliest["acc_best_oracle"], earliest["best_oracle_epoch"]) == (61.0, 2)
+    for summary in (release, earliest):
+        assert summary["acc_best_target_train"] == 80.0
+        assert (summary["acc_best_target_test"], summary["best_target_test_epoch"]) == (72.0, 3)
+        assert (summary["acc_labelfree"], summary["acc_last"]) == (61.0, 64.0)
+    assert summarize(INDUCTIVE_HISTORY, "infomax") == release  # the default: the released code's rule
+    assert "acc_best_target_test" not in summarize(HISTORY, "infomax")  # transductive: one target set
+
+
+def test_the_releases_candidates_are_the_models_before_each_epoch_and_last_stays_the_final_model():
+    release = summarize(INDUCTIVE_HISTORY, "infomax", epochs="release")  # epochs 0..3
+    assert (release["acc_best_oracle"], release["best_oracle_epoch"]) == (61.0, 2)
+    assert (release["acc_best_target_test"], release["best_target_test_epoch"]) == (95.0, 0)
+    assert (release["acc_labelfree"], release["labelfree_epoch"]) == (61.0, 2)
+    assert release["acc_last"] == 64.0
+    assert summarize(HISTORY, "clustering", epochs="release")["labelfree_epoch"] == 0  # -2.3: the untrained model
+    assert summarize(HISTORY[:1], "infomax", epochs="release")["best_oracle_epoch"] == 0  # nothing trained yet
+    best_last = [*HISTORY[:4], {**HISTORY[4], "infomax": 5.0}]
+    assert labelfree_score(best_last, "infomax") == 5.0
+    assert labelfree_score(best_last, "infomax", epochs="release") == 2.0  # epoch 4 is no candidate there
+
+
 def test_every_registered_validator_in_the_history_gets_its_own_selection():
     summary = summarize(HISTORY, "infomax")
     assert {selection.metric for selection in SELECTIONS.values()} <= set(summary)
@@ -72,9 +108,10 @@ def test_the_search_scores_read_the_history_as_the_epoch_selections_do():
     history = [{"epoch": 0, "infomax": 0.9, "clustering_objective": 0.1, "acc_target": 95.0},
                {"epoch": 1, "infomax": 0.2, "clustering_objective": 3.0, "acc_target": 80.0},
                {"epoch": 2, "infomax": 0.5, "clustering_objective": 2.0, "acc_target": 30.0}]
-    assert search_score(history, "labelfree", "infomax") == 0.5  # epoch 0 (untrained) is no candidate
-    assert search_score(history, "labelfree", "clustering") == -2.0  # lower is better: negated
-    assert search_score(history, "oracle", "infomax") == 80.0
+    assert search_score(history, "labelfree", SRDCConfig()) == 0.5  # epoch 0 (untrained) is no candidate
+    clustering = SRDCConfig(labelfree_selector="clustering")
+    assert search_score(history, "labelfree", clustering) == -2.0  # lower is better: negated
+    assert search_score(history, "oracle", SRDCConfig()) == 80.0
 
 
 def test_unknown_selector_is_one_clear_error():

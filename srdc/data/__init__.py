@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from srdc.config import SRDCConfig
 from srdc.data.base import (
     DATASETS,
@@ -20,6 +22,7 @@ from srdc.data.base import (
     check_same_label_space,
     domain_facts,
 )
+from srdc.data.release_splits import check_release_lists, inductive_split, release_train_mask
 from srdc.data.splits import kept_rows, stratified_split
 
 __all__ = ["DATASETS", "BackboneChoice", "DatasetSpec", "Domain", "DomainFacts", "TaskData", "backbone_choice",
@@ -38,7 +41,8 @@ def load_one_domain(dataset: str, domain: str, config: SRDCConfig) -> Domain:
 
 
 def load_task(config: SRDCConfig) -> TaskData:
-    """Load source and target for ``config``; in the inductive setting split the target 50/50 (stratified); with
+    """Load source and target for ``config``; in the inductive setting split the target in two halves (the
+    release's lists or a seeded stratified 50/50 split: ``--inductive_split``, :mod:`srdc.data.release_splits`); with
     ``source_val_fraction`` hold that share of each source class out of training (``source_val``).
 
     Unknown dataset or domain, missing files and label-space mismatches raise ``SRDCInputError``.
@@ -47,9 +51,15 @@ def load_task(config: SRDCConfig) -> TaskData:
     source = spec.load_domain(spec.resolve_domain(config.source), config)
     target = spec.load_domain(spec.resolve_domain(config.target), config)
     check_same_label_space(source, target)
+    in_release_train_half = None
+    if config.setting == "inductive" and inductive_split(config) == "release":
+        in_release_train_half = release_train_mask(config, spec.resolve_domain(config.target))
     if config.max_samples is not None:
         source = source.subset(kept_rows(source.labels, config.max_samples, config.split_seed))
-        target = target.subset(kept_rows(target.labels, config.max_samples, config.split_seed))
+        target_rows = kept_rows(target.labels, config.max_samples, config.split_seed)
+        target = target.subset(target_rows)
+        if in_release_train_half is not None:
+            in_release_train_half = in_release_train_half[target_rows]
     source_val = None
     if config.source_val_fraction > 0:
         train_idx, val_idx = stratified_split(source.labels, config.split_seed, 1.0 - config.source_val_fraction)
@@ -57,7 +67,8 @@ def load_task(config: SRDCConfig) -> TaskData:
             val_idx, f"{source.name}/val")
     target_test = None
     if config.setting == "inductive":
-        train_idx, test_idx = stratified_split(target.labels, config.split_seed)
+        train_idx, test_idx = stratified_split(target.labels, config.split_seed) if in_release_train_half is None \
+            else (np.flatnonzero(in_release_train_half), np.flatnonzero(~in_release_train_half))
         target, target_test = target.subset(train_idx, f"{target.name}/train"), target.subset(
             test_idx, f"{target.name}/test"
         )
@@ -78,7 +89,10 @@ def describe_domain(dataset: str, domain: str, config: SRDCConfig) -> DomainFact
 
 def check_task(config: SRDCConfig) -> None:
     """What :func:`load_task` would fail on, checked as cheaply as the dataset allows (:func:`describe_domain`):
-    an unknown dataset or domain, missing files, a class-count mismatch, an empty domain."""
+    an unknown dataset or domain, missing files, a class-count mismatch, an empty domain, the release's half lists
+    missing where the run uses them."""
     source = describe_domain(config.dataset, config.source, config)
     target = describe_domain(config.dataset, config.target, config)
     check_same_classes(config.source, source, config.target, target)
+    if config.setting == "inductive" and inductive_split(config) == "release":
+        check_release_lists(config, DATASETS.lookup(config.dataset).resolve_domain(config.target))

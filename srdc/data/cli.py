@@ -2,6 +2,7 @@
 
     srdc-data list [--root DIR]
     srdc-data download NAME --root DIR [--archive FILE] [--keep-archive] [--accept-unverified]
+                       [--release-lists-url URL]
     srdc-data verify NAME --root DIR
     srdc-data fingerprint ARCHIVE [--out MANIFEST.json | --check MANIFEST.json] [--benchmark NAME]
     srdc-data split NAME --domain X --root DIR --seed 0 --out DIR
@@ -25,6 +26,13 @@ from srdc.config import SRDCConfig, options
 from srdc.data import load_one_domain
 from srdc.data.base import Domain
 from srdc.data.benchmarks import BENCHMARKS, Benchmark, find_domain_path, get_benchmark, verify_benchmark
+from srdc.data.release_splits import (
+    LISTS_FOLDER,
+    RELEASE_COMMIT,
+    RELEASE_HALVES,
+    RELEASE_LISTS_URL,
+    fetch_release_lists,
+)
 from srdc.data.splits import stratified_split
 from srdc.errors import SRDCInputError
 
@@ -62,6 +70,10 @@ def cmd_download(args: argparse.Namespace) -> int:
                                accept_unverified=args.accept_unverified)
     counts = verify_benchmark(bench, final)
     print(f"{bench.name} is at {final}: " + ", ".join(f"{name} {n}" for name, n in counts.items()))
+    if bench.name in RELEASE_HALVES:
+        lists = fetch_release_lists(bench.name, final, args.release_lists_url, progress=not args.quiet)
+        print(f"the release's {len(lists)} inductive half lists (commit {RELEASE_COMMIT[:7]}) are at "
+              f"{final / LISTS_FOLDER}")
     return 0
 
 
@@ -213,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--accept-unverified", action="store_true",
                           help="extract an archive that cannot be verified (no published or first-seen md5, a "
                                "different md5, or another layout); its md5 is printed")
+    download.add_argument("--release-lists-url", "--release_lists_url", dest="release_lists_url",
+                          default=RELEASE_LISTS_URL, metavar="URL",
+                          help="office31: where to fetch the authors' inductive half lists from (a mirror holding "
+                               "LIST/images.txt; default: their repository at the pinned commit)")
     download.set_defaults(run=cmd_download)
 
     verify = commands.add_parser("verify", help="check ROOT/NAME: every domain, its classes and image count")

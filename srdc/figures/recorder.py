@@ -21,25 +21,25 @@ from srdc.data.base import Domain
 from srdc.figures.snapshot import PassView, figure_subset, take_snapshot
 from srdc.figures.trial import TrialRecord
 from srdc.methods import Preparation
-from srdc.selection import summarize
+from srdc.selection import summarize_run
 from srdc.validators import VALIDATORS
 
 
-def selected_epochs(history: list[dict[str, Any]], selector: str) -> dict[str, int]:
-    """The epoch the oracle (best target accuracy) and the label-free ``selector`` pick in ``history``
-    (:func:`srdc.selection.summarize`)."""
-    summary = summarize(history, selector)
+def selected_epochs(history: list[dict[str, Any]], config: SRDCConfig) -> dict[str, int]:
+    """The epoch the oracle (best target accuracy) and the label-free selector pick in ``history`` under ``config``'s
+    selection options (:func:`srdc.selection.summarize_run`)."""
+    summary = summarize_run(history, config)
     return {ORACLE: summary["best_oracle_epoch"], LABELFREE: summary["labelfree_epoch"]}
 
 
 class FigureRecorder:
-    """Snapshots of the passes the selections pick, for a run of label-free validator ``selector`` and ``seed``
-    (the seed of the fixed subset of points the t-SNE shows)."""
+    """Snapshots of the passes the selections pick, for a run of ``config`` (its selection options, and its seed:
+    the seed of the fixed subset of points the t-SNE shows)."""
 
     name = "figures"
 
-    def __init__(self, selector: str, seed: int) -> None:
-        self.selector, self.seed = selector, seed
+    def __init__(self, config: SRDCConfig) -> None:
+        self.config, self.selector, self.seed = config, config.labelfree_selector, config.seed
         self.snapshots: dict[str, dict[str, Any]] = {}
         self._pass: PassView | None = None  # the latest preparation pass, until its row is recorded
         self._subset: tuple[np.ndarray, np.ndarray] | None = None
@@ -56,7 +56,7 @@ class FigureRecorder:
         view, self._pass = self._pass, None
         if view is None:
             return
-        picked = [selection for selection, pick in selected_epochs(history, self.selector).items()
+        picked = [selection for selection, pick in selected_epochs(history, self.config).items()
                   if pick == history[-1]["epoch"]]
         if not picked:
             return
@@ -80,7 +80,7 @@ class FigureRecorder:
         extremes = [*snapshot["weights_top"].tolist(), *snapshot["weights_bottom"].tolist()] \
             if "source_weights" in snapshot else []
         return TrialRecord(
-            history=[dict(row) for row in history], picks=selected_epochs(history, self.selector),
+            history=[dict(row) for row in history], picks=selected_epochs(history, self.config),
             selector=self.selector, validators=[v.metric for v in VALIDATORS.values()], snapshots=self.snapshots,
             classes=[str(name) for name in source.classes], seed=self.seed,
             source_images=source_images(source, extremes))
@@ -88,7 +88,7 @@ class FigureRecorder:
 
 def recorder_for(config: SRDCConfig) -> FigureRecorder | None:
     """The recorder of the run of ``config``; ``None`` when its ``figures`` option is off."""
-    return FigureRecorder(config.labelfree_selector, config.seed) if config.figures else None
+    return FigureRecorder(config) if config.figures else None
 
 
 def source_images(source: Domain, indices: list[int]) -> dict[int, tuple[torch.Tensor, int]]:

@@ -20,6 +20,7 @@ import torch
 from srdc.config import SRDCConfig
 from srdc.data import DATASETS, DomainFacts, describe_domain
 from srdc.data.benchmarks import BENCHMARKS
+from srdc.data.release_splits import inductive_split, release_half_sizes
 from srdc.harness.costs import COSTS_FILE, CPU, CostKey, CostRow, dtype_name, find_row, input_size, measure_command
 from srdc.methods import METHODS
 
@@ -71,14 +72,16 @@ class DataFacts:
         return self.known[key]
 
     def run(self, config: SRDCConfig) -> RunData:
-        """What ``config``'s run trains and prepares on (``max_samples`` and the 50/50 inductive split applied
-        as counts: within a few images of the stratified ones)."""
+        """What ``config``'s run trains and prepares on (``max_samples`` and the inductive split applied as counts:
+        the release's list sizes, or 50/50, within a few images of the stratified split)."""
         facts = self.domain(config, config.source)
         source, classes, target = facts.images, facts.classes, self.domain(config, config.target).images
         if config.max_samples is not None:
             source, target = min(source, config.max_samples), min(target, config.max_samples)
         test = 0
-        if config.setting == "inductive":
+        if config.setting == "inductive" and config.max_samples is None and inductive_split(config) == "release":
+            target, test = release_half_sizes(config, DATASETS.lookup(config.dataset).resolve_domain(config.target))
+        elif config.setting == "inductive":
             target, test = round(target / 2), target - round(target / 2)
         spec = DATASETS.lookup(config.dataset)
         backbone = spec.backbone(config).name

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from srdc import report
-from srdc.base import SELECTIONS, TrialStatus, threads_for_cpus
+from srdc.base import TrialStatus, tabled_selections, threads_for_cpus
 from srdc.errors import SRDCInputError
 from srdc.figures.study import CURVE_METRIC, HISTORY
 from srdc.harness.declarations import SMOKE_NOTE, Study
@@ -115,7 +115,8 @@ def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> re
     planned = len(plan.seeds)
     records = with_stand_ins(records, report.stand_ins_param(plan.study_params.get("stand_ins")))
     markdown = None if study.tables is None else {
-        selection: study.tables(records, selection, planned, plan.name) for selection in SELECTIONS}
+        selection: study.tables(records, selection, planned, plan.name)
+        for selection in tabled_selections(report.is_inductive(records))}
     split = [key for key in plan.grid if key != plan.rows]
     return report.study_results(records, plan.name, plan.rows, planned, split,
                                 str(plan.study_params.get("paper_table", "")), markdown)
@@ -138,7 +139,7 @@ def with_trial_histories(launch: Launch, records: list[dict[str, Any]]) -> list[
 
 
 def summary_tables(study: Study, plan: Plan, records: list[dict[str, Any]]) -> str:
-    """The tables of every printed selection (:data:`srdc.base.PRINTED_SELECTIONS`), as Markdown."""
+    """The tables of every printed selection (:func:`srdc.base.printed_selections`), as Markdown."""
     return study_results(study, plan, records).printed
 
 

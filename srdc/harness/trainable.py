@@ -60,7 +60,7 @@ from srdc.data import load_task
 from srdc.errors import NonFiniteLossError, SRDCInputError
 from srdc.figures.trial import draw_within_budget, save_record
 from srdc.runio import read_checkpoint, write_checkpoint
-from srdc.selection import search_score, summarize
+from srdc.selection import search_score, summarize_run
 from srdc.trial_config import run_configs
 from srdc.trialfiles import (
     CHECKPOINT,
@@ -170,14 +170,14 @@ class Lockstep:
     def report(self, epoch: int) -> dict[str, Any]:
         """What the trial reports for ``epoch``; see the module docstring."""
         histories = [member.trainer.history[:epoch + 1] for member in self.members]
-        selectors = [member.trainer.config.labelfree_selector for member in self.members]
-        values = [{**history[-1], **summarize(history, selector)}
-                  for history, selector in zip(histories, selectors, strict=True)]
+        configs = [member.trainer.config for member in self.members]
+        values = [{**history[-1], **summarize_run(history, config)}
+                  for history, config in zip(histories, configs, strict=True)]
         report = _mean_numbers(values)
         report["wall_s"] = sum(row["wall_s_epoch"] for history in histories for row in history)
         if self.selection is not None:
-            objectives = {name: statistics.mean(search_score(history, name, selector) for history, selector
-                                                in zip(histories, selectors, strict=True))
+            objectives = {name: statistics.mean(search_score(history, name, config) for history, config
+                                                in zip(histories, configs, strict=True))
                           for name in SEARCH_SELECTIONS}
             report["objective"] = objectives[self.selection]
             report.update({f"objective_{name}": value for name, value in objectives.items()})

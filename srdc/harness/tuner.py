@@ -27,6 +27,7 @@ from ray import tune
 from ray.tune.experiment import Trial
 
 from srdc.base import (
+    INDUCTIVE_SELECTIONS,
     LABELFREE,
     LAST,
     ORACLE,
@@ -57,7 +58,8 @@ Trainable = Callable[[dict[str, Any]], None]
 # what Tune's status table (--verbose) shows of each trial's latest result
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
-RECORD_METRICS = (*(SELECTIONS[selection].metric for selection in (LAST, ORACLE, LABELFREE)), "objective",
+RECORD_METRICS = (*(SELECTIONS[selection].metric for selection in (LAST, ORACLE, LABELFREE)),
+                  *(selection.metric for selection in INDUCTIVE_SELECTIONS.values()), "objective",
                   *(f"objective_{selection}" for selection in SEARCH_SELECTIONS), "epoch")
 
 

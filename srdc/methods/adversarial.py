@@ -72,6 +72,7 @@ class Adversarial(SourceOnly):
     accuracy and the other diagnostics of the SRDC rows it is compared with)."""
 
     reads = ("clustering", "adversarial")
+    training_batchnorm = "concatenated source and target batches"
 
     def __init__(self, config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
                  device: torch.device) -> None:

@@ -111,11 +111,14 @@ class Method:
     ``reads``: the option groups the method reads beyond :data:`srdc.config.COMMON_GROUPS` (its trials log those);
     ``options``: a dataclass of :func:`srdc.config.option` fields, the method's own options (registering the method
     makes them config fields, their groups read too); ``preparation_batchnorm``: the BatchNorm regime of the
-    preparation pass the method fixes (AdaBN's ``domain``), ``None``: the config's ``prep_batchnorm``."""
+    preparation pass the method fixes (AdaBN's ``domain``), ``None``: the config's ``prep_batchnorm``;
+    ``training_batchnorm``: the batches BatchNorm's running statistics average in training, which normalise the
+    evaluation in the ``running`` regime (a results table's caption names each row's)."""
 
     reads: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[type | None] = None
     preparation_batchnorm: ClassVar[str | None] = None
+    training_batchnorm: ClassVar[str] = "the batches it trains on"
 
     def __init__(self, config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
                  device: torch.device) -> None:

@@ -13,6 +13,7 @@ class Oracle(SRDC):
     pass is SRDC's, so its history has the same diagnostics as the SRDC rows it is compared with."""
 
     reads = ("clustering",)
+    training_batchnorm = "labelled target batches"
 
     def draw(self, epoch: int) -> Draw:
         return ORACLE

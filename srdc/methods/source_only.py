@@ -11,6 +11,7 @@ class SourceOnly(SRDC):
     masses), so its history has the same diagnostics as the SRDC rows it is compared with."""
 
     reads = ("clustering",)
+    training_batchnorm = "source batches"
 
     def draw(self, epoch: int) -> Draw:
         return SOURCE

@@ -46,6 +46,7 @@ class SRDC(Method):
     structural source regularisation (eq. 10), source samples weighted by eq. (12)."""
 
     reads = ("clustering", "srdc", "release")
+    training_batchnorm = "source and target batches, forwarded apart"
 
     def __init__(self, config: SRDCConfig, num_classes: int, feature_dims: dict[str, int],
                  device: torch.device) -> None:
