@@ -20,6 +20,7 @@ from typing import Any
 
 from srdc.base import TrialStatus, printed_selections, tabled_selections
 from srdc.tables import Cell, Table, dataset_setting, grouped_tables
+from srdc.validator_report import validator_report
 
 FORMATS = ("md", "csv", "latex", "html")
 # what a study's results are saved as: format -> file name
@@ -231,7 +232,9 @@ class StudyResults:
     an ``inductive`` study's add the released code's further accuracies), each selection's tables as Markdown (the
     study's own table text where it has one), and the study's tags; and what its figures (:mod:`srdc.figures.study`)
     are drawn from: its records (with their epoch histories where known), the field of the rows and the grid fields
-    that split the tables."""
+    that split the tables; ``validators``: the label-free validators judged against the oracle over its runs
+    (:func:`srdc.validator_report.validator_report`, when the records carry their histories), after the tables in
+    the Markdown and HTML files."""
 
     study: str
     tables: list[Table]
@@ -241,6 +244,7 @@ class StudyResults:
     rows: str = "variant"
     split: tuple[str, ...] = ()
     inductive: bool = False
+    validators: str = ""
 
     @property
     def printed(self) -> str:
@@ -257,7 +261,8 @@ class StudyResults:
         """File name (:data:`RESULT_FILES`) -> content: every selection's tables as Markdown and as a
         self-contained HTML page of that Markdown that embeds ``images`` (the study's figures) after it, and the
         mean±std tables as CSV and LaTeX (also for a study that prints tables of its own)."""
-        markdown = "\n".join(self.markdown[selection] for selection in tabled_selections(self.inductive))
+        markdown = "\n".join([*(self.markdown[selection] for selection in tabled_selections(self.inductive)),
+                              *filter(None, [self.validators])])
         return {RESULT_FILES["md"]: markdown, RESULT_FILES["csv"]: render(self.tables, "csv"),
                 RESULT_FILES["latex"]: render(self.tables, "latex"),
                 RESULT_FILES["html"]: html_page(f"Study {self.study}", markdown, images)}
@@ -273,7 +278,7 @@ def study_results(records: list[dict[str, Any]], study: str, rows: str = "varian
     texts = markdown or {selection: render(tables[selection], "md") for selection in selections}
     return StudyResults(study, [table for selection in selections for table in tables[selection]], texts,
                         study_tags(records, planned, paper_table), list(records), rows, tuple(split),
-                        is_inductive(records))
+                        is_inductive(records), validator_report(records, f"Study {study}"))
 
 
 def is_inductive(records: Sequence[dict[str, Any]]) -> bool:

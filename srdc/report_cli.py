@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of ``srdc-report``."""
     parser = ArgumentParser(
         prog="srdc-report", description="A study's results table from MLflow (mean±std over seeds) and the paper's.")
-    parser.add_argument("--study", required=True, help="the study's name (tag srdc.study)")
+    parser.add_argument("--study", required=True, nargs="+", metavar="STUDY",
+                        help="the study's name (tag srdc.study); with --validators several studies, judged together "
+                             "and per study")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT,
@@ -113,33 +115,40 @@ def sync(args: argparse.Namespace, uri: str) -> None:
     """Backfill the store from the study's sweep folder; a line on stderr says what it did."""
     if args.storage_path is None:
         raise SRDCInputError("--sync needs --storage-path: the study's sweep folder")
-    done = sync_study(args.storage_path, args.study, uri, args.experiment, progress=ProgressLine("sync: trial folders"))
+    done = sync_study(args.storage_path, args.study[0], uri, args.experiment,
+                      progress=ProgressLine("sync: trial folders"))
     print(f"synced {done.trials} trial(s) into {uri}: {done.runs_created} run(s) created, "
           f"{done.epochs_logged} epoch(s) logged", file=sys.stderr)
 
 
 def report(args: argparse.Namespace) -> str:
     """Sync if asked, then the rendered tables (or a line saying that nothing has finished yet)."""
+    if len(args.study) > 1 and (not args.validators or args.sync):
+        raise SRDCInputError("several --study names are for --validators (without --sync): pass one study")
     uri = resolve_tracking_uri(args.tracking_uri)
     if args.sync:
         sync(args, uri)
     else:
         check_store_exists(uri)
     tracker = open_tracker(uri, args.experiment)
-    records, planned, params = load_study(tracker, args.study, f"experiment {args.experiment!r} at {uri}")
+    where = f"experiment {args.experiment!r} at {uri}"
     if args.validators:
-        return validators_table(tracker, records, args.study)
+        return validators_table(tracker, [{**record, "study": study} for study in args.study
+                                          for record in load_study(tracker, study, where)[0]], ", ".join(args.study),
+                                several=len(args.study) > 1)
+    study = args.study[0]
+    records, planned, params = load_study(tracker, study, where)
     if records and args.rows not in records[0]:
-        raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {args.study!r}")
+        raise SRDCInputError(f"--rows {args.rows!r} is not a config field of study {study!r}")
     # one set of tables per value of the grid fields besides the rows (the factorial study's switches...)
-    tables = grouped_tables(records, args.selection, args.rows, planned, args.study, grid_fields(params, args.rows))
-    if args.sync and publish_study(tracker, args.study, args.rows):
-        print(f"published the results of study {args.study} on its parent run", file=sys.stderr)
+    tables = grouped_tables(records, args.selection, args.rows, planned, study, grid_fields(params, args.rows))
+    if args.sync and publish_study(tracker, study, args.rows):
+        print(f"published the results of study {study} on its parent run", file=sys.stderr)
     if not any(table.cells for table in tables):
-        return f"study {args.study}: no finished trials yet ({len(records)} started)\n"
+        return f"study {study}: no finished trials yet ({len(records)} started)\n"
     if args.format == "html":
-        return html_report(tracker, args.study, args.rows)
-    return render(tables, args.format, f"Study {args.study}")
+        return html_report(tracker, study, args.rows)
+    return render(tables, args.format, f"Study {study}")
 
 
 def html_report(tracker: Tracker, study: str, rows: str) -> str:
@@ -150,17 +159,17 @@ def html_report(tracker: Tracker, study: str, rows: str) -> str:
         return results.files(study_figures(results, Path(folder)))[RESULT_FILES["html"]]
 
 
-def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str) -> str:
-    """The validator comparison (:mod:`srdc.validator_report`) over the study's finished runs."""
-    from srdc.validator_report import ACCURACY, render_gaps, render_scores, scores_by, validator_scores
+def validators_table(tracker: Tracker, records: list[dict[str, Any]], study: str, several: bool = False) -> str:
+    """The validator comparison (:mod:`srdc.validator_report`) over the finished runs of ``study`` (of several
+    studies, ``several``: then also per study), their histories read from the store."""
+    from srdc.validator_report import ACCURACY, validator_report
 
     keys = [ACCURACY, *(validator.metric for validator in VALIDATORS.values())]
     finished = [{**record, "history": tracker.epoch_history(record["run_id"], keys)} for record in records
                 if record.get("status") == TrialStatus.FINISHED]
     if not finished:
         return f"study {study}: no finished trials yet ({len(records)} started)\n"
-    by_field = [render_gaps(scores_by(finished, field), field) for field in ("variant", "task")]
-    return "\n".join([render_scores(validator_scores(finished), study), *by_field])
+    return validator_report(finished, study, ("variant", "task", *(("study",) if several else ())))
 
 
 def main(argv: list[str] | None = None) -> int:

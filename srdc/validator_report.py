@@ -40,6 +40,7 @@ class ValidatorScore:
     runs: int
     epoch_accuracy: float | None
     epoch_gap: float | None
+    epoch_gap_se: float | None
     epoch_rho: float | None
     config_accuracy: float | None
     config_gap: float | None
@@ -92,6 +93,11 @@ def _mean(values: list[float | None]) -> float | None:
     return statistics.fmean(known) if known else None
 
 
+def _standard_error(values: list[float]) -> float | None:
+    """The standard error of the mean of ``values`` (sample std / sqrt(n)); ``None`` below two values."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else None
+
+
 def config_scores(validator: Validator, runs: list[dict[str, Any]]) -> tuple[float, float, float | None] | None:
     """Among the ``runs`` of one task: the accuracy of the validator's pick, its gap to the oracle's best run and
     rho between best validator values and accuracies; ``None`` with fewer than two comparable runs."""
@@ -106,9 +112,14 @@ def config_scores(validator: Validator, runs: list[dict[str, Any]]) -> tuple[flo
     return picked[pick_key], oracle - picked[pick_key], rho
 
 
+def finished_with_history(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished ``records`` that carry a per-epoch ``history``."""
+    return [record for record in records if record.get("status") == TrialStatus.FINISHED and record.get("history")]
+
+
 def validator_scores(records: list[dict[str, Any]]) -> list[ValidatorScore]:
     """One :class:`ValidatorScore` per registered validator over the finished ``records`` that carry a history."""
-    runs = [record for record in records if record.get("status") == TrialStatus.FINISHED and record.get("history")]
+    runs = finished_with_history(records)
     by_task: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         by_task.setdefault(run["task"], []).append(run)
@@ -116,12 +127,13 @@ def validator_scores(records: list[dict[str, Any]]) -> list[ValidatorScore]:
     for validator in VALIDATORS.values():
         pick_key = f"acc_labelfree_{validator.name}"
         picked = [run for run in runs if pick_key in run]
+        gaps = [run["acc_best_oracle"] - run[pick_key] for run in picked]
         per_task = [config_scores(validator, task_runs) for task_runs in by_task.values()]
         per_task = [scores_ for scores_ in per_task if scores_ is not None]
         scores.append(ValidatorScore(
             name=validator.name, better=validator.better, runs=len(picked),
             epoch_accuracy=_mean([run[pick_key] for run in picked]),
-            epoch_gap=_mean([run["acc_best_oracle"] - run[pick_key] for run in picked]),
+            epoch_gap=_mean(list(gaps)), epoch_gap_se=_standard_error(gaps),
             epoch_rho=_mean([epoch_rho(validator, run["history"]) for run in picked]),
             config_accuracy=_mean([accuracy for accuracy, _, _ in per_task]),
             config_gap=_mean([gap for _, gap, _ in per_task]),
@@ -161,15 +173,29 @@ def _text(value: float | None, digits: int = 1) -> str:
 def render_scores(scores: list[ValidatorScore], study: str) -> str:
     """The scores as a Markdown table with its caption."""
     lines = [f"**{study}: label-free validators against the oracle**", "",
-             "| validator | better | runs | epoch pick acc | gap to oracle | rho (epochs) | config pick acc "
-             "| gap to oracle | rho (configs) |", "|---" * 9 + "|"]
+             "| validator | better | runs | epoch pick acc | gap to oracle | se | rho (epochs) | config pick acc "
+             "| gap to oracle | rho (configs) |", "|---" * 10 + "|"]
     for score in scores:
         cells = [score.name, score.better, str(score.runs), _text(score.epoch_accuracy), _text(score.epoch_gap),
-                 _text(score.epoch_rho, 2), _text(score.config_accuracy), _text(score.config_gap),
-                 _text(score.config_rho, 2)]
+                 _text(score.epoch_gap_se), _text(score.epoch_rho, 2), _text(score.config_accuracy),
+                 _text(score.config_gap), _text(score.config_rho, 2)]
         lines.append("| " + " | ".join(cells) + " |")
     caption = ("*Epoch pick: target accuracy at the epoch each validator picks, mean over runs; gap: the oracle's "
-               "pick (target labels) minus it. rho: Spearman's rank correlation of the validator with target "
-               "accuracy, across a run's epochs (mean over runs) and across a task's runs at their best "
-               "validator values (mean over tasks). Config pick: per task, the run with the best validator value.*")
+               "pick (target labels) minus it, se its standard error over runs (sample std / sqrt(runs)). rho: "
+               "Spearman's rank correlation of the validator with target accuracy, across a run's epochs (mean over "
+               "runs) and across a task's runs at their best validator values (mean over tasks). Config pick: per "
+               "task, the run with the best validator value.*")
     return "\n".join([*lines, "", caption, ""])
+
+
+def validator_report(records: list[dict[str, Any]], title: str, fields: Sequence[str] = ("variant", "task")) -> str:
+    """The validator comparison over ``records`` (finished runs with their ``history``): the scores of every
+    validator (:func:`render_scores`), then its epoch-pick gaps per value of each of ``fields``
+    (:func:`render_gaps`: per method, per task, per study). Empty when no finished record has a history and a
+    validator's pick."""
+    finished = finished_with_history(records)
+    scores = validator_scores(finished)
+    if not any(score.runs for score in scores):
+        return ""
+    return "\n".join([render_scores(scores, title),
+                      *(render_gaps(scores_by(finished, field), field) for field in fields)])

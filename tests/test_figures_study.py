@@ -280,7 +280,7 @@ def test_a_real_studys_parent_run_and_folder_hold_its_figures(tmp_path, monkeypa
     argv = ["--smoke-test", "--tasks", "A->W", "--variants", "source_only", "srdc", "--seeds", "0", "1",
             "--storage-path", str(tmp_path / "ray"), "--tracking-uri", uri]
     assert study_main(load_declaration("ablation_office31"), argv) == 0, capsys.readouterr().out
-    figures = ["ablation_oracle.png", "ablation_labelfree.png", "learning_curves.png"]
+    figures = ["ablation_oracle.png", "ablation_labelfree.png", "learning_curves.png", "validator_gaps.png"]
     folder = tmp_path / "ray" / "ablation_office31-smoke" / "results"
     assert all(png(folder / name) for name in figures)
     assert [alt for _, alt in DATA_URI.findall((folder / RESULT_FILES["html"]).read_text())] == figures

@@ -28,7 +28,7 @@ from study_helpers import children, epochs_logged, load_declaration, plan_of
 
 from srdc import report_cli
 from srdc.config import SRDCConfig, options_in
-from srdc.figures.study import CURVES_FILE
+from srdc.figures.study import CURVES_FILE, VALIDATORS_FILE
 from srdc.harness.main import main
 from srdc.harness.options import build_parser, launch_from_args
 from srdc.harness.outcome import StudyOutcome, publish, study_results, tracking_lines
@@ -311,7 +311,10 @@ def test_a_study_logs_one_parent_and_one_child_per_trial_to_a_real_mlflow_server
     page = Path(client.download_artifacts(parent.info.run_id, "results/report.html", str(tmp_path)))
     assert page.read_text() == (storage / RESULTS_FOLDER / "report.html").read_text()
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "results")} == \
-        {f"results/{name}" for name in [*RESULT_FILES.values(), *ABLATION_CHARTS, CURVES_FILE]}
+        {f"results/{name}" for name in [*RESULT_FILES.values(), *ABLATION_CHARTS, CURVES_FILE, VALIDATORS_FILE]}
+    # the validators judged against the oracle, after the tables
+    markdown = Path(client.download_artifacts(parent.info.run_id, "results/tables.md", str(tmp_path))).read_text()
+    assert "**Study ablation_office31-smoke: label-free validators against the oracle**" in markdown
     # every config field its method reads is a param of each child run, and no field of another method's
     for run in runs:
         read = set(tracked_fields(run.data.params["variant"]))

@@ -48,6 +48,7 @@ def test_scores_of_each_validator_against_hand_computed_picks():
     # the clustering objective (lower is better) picks 70, 40, 30, 45: gaps 0, 40, 0, 10
     assert clustering.epoch_accuracy == pytest.approx((70 + 40 + 30 + 45) / 4)
     assert clustering.epoch_gap == pytest.approx(12.5)
+    assert clustering.epoch_gap_se == pytest.approx((1075 / 3) ** 0.5 / 2)  # sample std of 0, 40, 0, 10 / sqrt(4)
     # per run, rho of -objective with accuracy: 1, rho([-1,-2,-3], [40,80,60]) = -0.5, 1, rho([-3,-1,-2], ...) = 0.5
     assert clustering.epoch_rho == pytest.approx((1 - 0.5 + 1 + 0.5) / 4)
     # configurations: A->W infomax bests 0.3 vs 0.9 -> the second run (80, the best oracle run: gap 0);
@@ -84,8 +85,9 @@ def test_srdc_report_validators_reads_the_runs_from_mlflow(tmp_path, capsys):
     out = capsys.readouterr().out
     lines = out.split("**by variant")[0].splitlines()  # the overall table
     rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines if line.startswith("| ")}
-    assert rows["infomax"][1:6] == ["max", "4", "58.8", "0.0", "1.00"]  # 58.75 rounds to 58.8
-    assert rows["clustering"][1:6] == ["min", "4", "46.2", "12.5", "0.50"]
+    assert rows["infomax"][1:7] == ["max", "4", "58.8", "0.0", "0.0", "1.00"]  # 58.75 rounds to 58.8
+    # gaps 0, 40, 0, 10: sample std sqrt(1075 / 3) = 18.93, over sqrt(4) runs: se 9.46
+    assert rows["clustering"][1:7] == ["min", "4", "46.2", "12.5", "9.5", "0.50"]
     assert "| infomax | 0.0 | 0.0 (1.00) |" in out.split("**by variant")[1]  # one method: srdc
 
 
@@ -98,3 +100,59 @@ def test_the_gaps_per_task_rank_the_validators_by_their_mean_gap():
     assert rows[0] == "| infomax | 0.0 | 0.0 (1.00) | 0.0 (1.00) |"
     assert rows[1] == "| clustering | 12.5 | 20.0 (0.25) | 5.0 (0.75) |"
     assert all(" | — | " in row for row in rows[2:]) and len(rows) == len(VALIDATORS)
+
+
+def study_record(index: int, variant: str) -> dict:
+    """RUNS[index] as a finished trial of a study's grid (variant and seed), as the study's records hold it."""
+    source, target = RUNS[index]["task"].split("->")
+    return {**RUNS[index], "dataset": "office31", "setting": "transductive", "variant": variant, "seed": index,
+            "source": source, "target": target, "acc_labelfree": RUNS[index]["acc_labelfree_infomax"],
+            "acc_last": RUNS[index]["history"][-1]["acc_target"], "labelfree_selector": "infomax"}
+
+
+def test_a_studys_results_hold_the_validator_report_and_draw_its_gaps(tmp_path):
+    from srdc.figures.study import VALIDATORS_FILE, study_figures
+    from srdc.report import RESULT_FILES, study_results
+
+    records = [study_record(0, "srdc"), study_record(2, "srdc"), study_record(1, "dann"), study_record(3, "dann")]
+    results = study_results(records, "demo")
+    markdown = results.files()[RESULT_FILES["md"]]
+    assert markdown.index("**Study demo: label-free validators against the oracle**") > markdown.index("| variant |")
+    gaps = markdown.split("**by variant")[1].split("**by task")[0]
+    # clustering: srdc gaps 0 (run 0) and 0 (run 2), dann 40 (run 1) and 10 (run 3): mean over methods 12.5
+    assert "| validator | mean gap | dann | srdc |" in gaps
+    assert "| clustering | 12.5 | 25.0 (0.00) | 0.0 (1.00) |" in gaps and "| infomax | 0.0 |" in gaps
+    paths = study_figures(results, tmp_path)
+    assert tmp_path / VALIDATORS_FILE in paths
+    assert (tmp_path / VALIDATORS_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "validator_gaps.png" in results.files(paths)[RESULT_FILES["html"]]
+    without = study_results([{**record, "history": []} for record in records], "demo")
+    assert without.validators == "" and "validators against" not in without.files()[RESULT_FILES["md"]]
+    assert tmp_path / VALIDATORS_FILE not in study_figures(without, tmp_path / "none")
+
+
+def test_srdc_report_validators_judges_several_studies_together_and_per_study(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = open_tracker(uri, "validators")
+    for study, indices in (("first", (0, 2)), ("second", (1, 3))):
+        parent = tracker.attach_study(study, {"seeds": 1})
+        for index in indices:
+            record = RUNS[index]
+            source, target = record["task"].split("->")
+            run_id, _ = tracker.attach_trial(study, parent, f"{study}{index}", {"variant": "srdc", "source": source,
+                                                                                 "target": target, "seed": index})
+            tracker.log_rows(run_id, [EpochRow(row["epoch"], 1000, {k: float(v) for k, v in row.items()})
+                                      for row in record["history"]])
+            tracker.log_summary(run_id, {**{k: v for k, v in record.items() if k.startswith("acc_")}, "epochs": 3})
+            tracker.set_status(run_id, TrialStatus.FINISHED)
+    argv = ["--study", "first", "second", "--tracking-uri", uri, "--experiment", "validators"]
+    assert main([*argv, "--validators"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("**first, second: label-free validators against the oracle**")
+    overall = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in out.split("**by variant")[0].splitlines()
+               if line.startswith("| ")}
+    assert overall["clustering"][2:5] == ["4", "46.2", "12.5"]  # all four runs, as one study of them
+    by_study = out.split("**by study")[1]
+    assert "| validator | mean gap | first | second |" in by_study
+    assert "| clustering | 12.5 | 0.0 (1.00) | 25.0 (0.00) |" in by_study
+    assert main(argv) == 2 and "several --study names are for --validators" in capsys.readouterr().err

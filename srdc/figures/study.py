@@ -8,7 +8,9 @@
   row and a panel per task, from the records' epoch histories (:data:`HISTORY`);
 * :func:`interaction_plot`, for the factorial study (its grid holds the switches of :mod:`srdc.factorial`): the mean
   accuracy with one switch off and on, a line per level of another;
-* :func:`search_chart`, for a search: the accuracies of its trials against each searched parameter.
+* :func:`search_chart`, for a search: the accuracies of its trials against each searched parameter;
+* :func:`validator_chart`, when the records' histories hold the label-free validators: each validator's mean gap of
+  its epoch pick to the oracle's, a bar per method with the standard error over runs (:mod:`srdc.validator_report`).
 
 :func:`study_figures` draws every figure a study's results call for. matplotlib is imported only when a figure is
 drawn, and used without pyplot (a :class:`matplotlib.figure.Figure` saved by the Agg canvas): no display, no global
@@ -30,20 +32,26 @@ from srdc.factorial import LETTERS, SWITCHES, cell_label, cell_levels, cell_tabl
 from srdc.paper_results import PAPERS, paper_task
 from srdc.report import StudyResults
 from srdc.tables import Table, order_rows
+from srdc.validator_report import ValidatorScore, finished_with_history, scores_by
+from srdc.validators import VALIDATORS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-# a record's epoch history, where known: one dict per epoch holding ``epoch`` and :data:`CURVE_METRIC`
+# a record's epoch history, where known: one dict per epoch holding what it has of :data:`HISTORY_KEYS`
 HISTORY = "history"
 # the per-epoch metric of the learning curves: the target accuracy of that epoch's model
 CURVE_METRIC = "acc_target"
+# what a record's history holds of each epoch: its number, the target accuracy and every validator's value (the
+# validators' figure and report, srdc.validator_report)
+HISTORY_KEYS = ("epoch", CURVE_METRIC, *(validator.metric for validator in VALIDATORS.values()))
 # the figures' file names
 ABLATION_FILE = "ablation_{selection}.png"
 CURVES_FILE = "learning_curves.png"
 INTERACTION_FILE = "interaction.png"
 SEARCH_FILE = "search_accuracy.png"
+VALIDATORS_FILE = "validator_gaps.png"
 DPI = 100
 ACCURACY_LABEL = "target accuracy (%)"
 # the line style of each paper's numbers across the bars, in the order of srdc.paper_results.PAPERS
@@ -283,10 +291,35 @@ def search_chart(records: Sequence[dict[str, Any]], log_scale: dict[str, bool], 
     return save(figure, path)
 
 
+def validator_chart(by_variant: dict[str, dict[str, ValidatorScore]], title: str, path: Path) -> Path:
+    """Per validator (ranked by its gap averaged over the methods, the smallest at the top), the mean gap of its
+    epoch pick to the oracle's, a bar per method with its standard error over runs; into ``path``."""
+    mean_gap = {name: statistics.fmean(gaps) for name in VALIDATORS if (gaps := [
+        scores[name].epoch_gap for scores in by_variant.values() if scores[name].epoch_gap is not None])}
+    ranked = sorted(mean_gap, key=mean_gap.get)
+    variants = order_rows(set(by_variant))
+    height = 0.8 / len(variants)
+    figure = new_figure(7.0, 1.2 + 0.25 * len(ranked) * max(len(variants), 2))
+    axes = figure.subplots()
+    for index, variant in enumerate(variants):
+        scores = by_variant[variant]
+        ys = [position + (index - (len(variants) - 1) / 2) * height for position in range(len(ranked))]
+        gaps = [scores[name].epoch_gap if scores[name].epoch_gap is not None else math.nan for name in ranked]
+        errors = [scores[name].epoch_gap_se if scores[name].epoch_gap_se is not None else math.nan for name in ranked]
+        axes.barh(ys, gaps, height, xerr=errors, capsize=2, color=colour(index), label=variant)
+    axes.set_yticks(range(len(ranked)), ranked)
+    axes.invert_yaxis()
+    axes.set_xlabel("gap of the epoch pick to the oracle's (points of target accuracy)")
+    axes.legend(fontsize="small", loc="lower right")
+    axes.set_title(title, fontsize=9)
+    return save(figure, path)
+
+
 def study_figures(results: StudyResults, folder: Path) -> list[Path]:
     """Every figure of ``results`` that has something to show, as PNGs in ``folder`` (made when missing): the
     ablation chart of each printed selection (for the factorial study its cells are the rows), the learning curves
-    when records hold histories, the interaction plot of the factorial study. Their paths."""
+    when records hold histories, the interaction plot of the factorial study, the validators' gaps when the histories
+    hold them. Their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     factorial = is_factorial(results)
     records = with_switches(results.records) if factorial else list(results.records)
@@ -303,4 +336,8 @@ def study_figures(results: StudyResults, folder: Path) -> list[Path]:
     if factorial and any(record.get("status") == TrialStatus.FINISHED for record in records):
         paths.append(interaction_plot(records, f"Study {results.study}: interactions of the switches",
                                       folder / INTERACTION_FILE))
+    by_variant = scores_by(finished_with_history(records), "variant")
+    if any(score.epoch_gap is not None for scores in by_variant.values() for score in scores.values()):
+        title = f"Study {results.study}: label-free validators, epoch pick against the oracle's, mean ± se over runs"
+        paths.append(validator_chart(by_variant, title, folder / VALIDATORS_FILE))
     return paths

@@ -17,7 +17,7 @@ from typing import Any
 from srdc import report
 from srdc.base import TrialStatus, tabled_selections, threads_for_cpus
 from srdc.errors import SRDCInputError
-from srdc.figures.study import CURVE_METRIC, HISTORY
+from srdc.figures.study import CURVE_METRIC, HISTORY, HISTORY_KEYS
 from srdc.harness.declarations import SMOKE_NOTE, Study
 from srdc.harness.lease import study_lease
 from srdc.harness.options import Launch, preflight, resume_command, save_launch
@@ -123,8 +123,9 @@ def study_results(study: Study, plan: Plan, records: list[dict[str, Any]]) -> re
 
 
 def with_trial_histories(launch: Launch, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records, each finished trial's with its target accuracy by epoch (:data:`srdc.figures.study.HISTORY`)
-    from the history (:data:`srdc.trialfiles.HISTORY`) of its folder in the study's storage (a local folder, or ``s3://``/``gs://``)."""
+    """The records, each finished trial's with its target accuracy and validators by epoch
+    (:data:`srdc.figures.study.HISTORY_KEYS`) from the history (:data:`srdc.trialfiles.HISTORY`) of its folder in the
+    study's storage (a local folder, or ``s3://``/``gs://``)."""
     finished = [PurePosixPath(record["path"]).name for record in records if record["status"] == TrialStatus.FINISHED]
     histories = read_histories(launch.path, finished)
     found = []
@@ -133,7 +134,7 @@ def with_trial_histories(launch: Launch, records: list[dict[str, Any]]) -> list[
         if record["status"] != TrialStatus.FINISHED or rows is None:
             found.append(record)
             continue
-        history = [{"epoch": row["epoch"], CURVE_METRIC: row[CURVE_METRIC]} for row in rows if CURVE_METRIC in row]
+        history = [{key: row[key] for key in HISTORY_KEYS if key in row} for row in rows if CURVE_METRIC in row]
         found.append({**record, HISTORY: history})
     return found
 

@@ -53,13 +53,15 @@ from srdc.harness.trainable import DIVERGED, FIGURES_DEFERRED, REFUSED, train_sr
 from srdc.tracking import Folder, StudyLogger, limit_http_retries, local_folders
 from srdc.trial_config import tracked_config
 from srdc.trialfiles import TRIAL_LOG, is_trusted, recover_checkpoint, storage_location, trusted_files
+from srdc.validators import VALIDATORS
 
 Trainable = Callable[[dict[str, Any]], None]
 # what Tune's status table (--verbose) shows of each trial's latest result
 PROGRESS_METRICS = {"epoch": "epoch", "acc_target": "acc", "acc_best_oracle": "best(oracle)",
                     "acc_labelfree": "labelfree", "infomax": "infomax"}
 RECORD_METRICS = (*(SELECTIONS[selection].metric for selection in (LAST, ORACLE, LABELFREE)),
-                  *(selection.metric for selection in INDUCTIVE_SELECTIONS.values()), "objective",
+                  *(selection.metric for selection in INDUCTIVE_SELECTIONS.values()),
+                  *(f"{SELECTIONS[LABELFREE].metric}_{name}" for name in VALIDATORS), "objective",
                   *(f"objective_{selection}" for selection in SEARCH_SELECTIONS), "epoch")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from srdc.base import TrialStatus
-from srdc.figures.study import CURVE_METRIC, HISTORY, study_figures
+from srdc.figures.study import HISTORY, HISTORY_KEYS, study_figures
 from srdc.report import StudyResults, planned_seeds, stand_ins_param, study_results
 from srdc.tables import with_stand_ins
 from srdc.tracking.base import Tracker
@@ -59,9 +59,9 @@ def grid_fields(params: dict[str, str], rows: str) -> list[str]:
 
 
 def with_histories(tracker: Tracker, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records, each finished run's with its target accuracy by epoch (:data:`srdc.figures.study.HISTORY`,
-    its metric history in the store)."""
-    return [{**record, HISTORY: tracker.epoch_history(record["run_id"], [CURVE_METRIC])}
+    """The records, each finished run's with its target accuracy and validators by epoch
+    (:data:`srdc.figures.study.HISTORY_KEYS`, their metric histories in the store)."""
+    return [{**record, HISTORY: tracker.epoch_history(record["run_id"], list(HISTORY_KEYS[1:]))}
             if record.get("status") == TrialStatus.FINISHED else record for record in records]
 
 
