@@ -292,25 +292,25 @@ def search_chart(records: Sequence[dict[str, Any]], log_scale: dict[str, bool], 
 
 
 def validator_chart(by_variant: dict[str, dict[str, ValidatorScore]], title: str, path: Path) -> Path:
-    """Per validator (ranked by its gap averaged over the methods, the smallest at the top), the mean gap of its
-    epoch pick to the oracle's, a bar per method with its standard error over runs; into ``path``."""
+    """Per validator (ranked by its gap averaged over the methods, the smallest first), the mean gap of its epoch
+    pick to the oracle's, a bar per method with its standard error over runs; into ``path``."""
     mean_gap = {name: statistics.fmean(gaps) for name in VALIDATORS if (gaps := [
         scores[name].epoch_gap for scores in by_variant.values() if scores[name].epoch_gap is not None])}
     ranked = sorted(mean_gap, key=mean_gap.get)
     variants = order_rows(set(by_variant))
-    height = 0.8 / len(variants)
-    figure = new_figure(7.0, 1.2 + 0.25 * len(ranked) * max(len(variants), 2))
+    width = 0.8 / len(variants)
+    figure = new_figure(max(7.0, 1.5 + 0.25 * len(ranked) * len(variants)), 3.6)
     axes = figure.subplots()
     for index, variant in enumerate(variants):
         scores = by_variant[variant]
-        ys = [position + (index - (len(variants) - 1) / 2) * height for position in range(len(ranked))]
+        xs = [position + (index - (len(variants) - 1) / 2) * width for position in range(len(ranked))]
         gaps = [scores[name].epoch_gap if scores[name].epoch_gap is not None else math.nan for name in ranked]
         errors = [scores[name].epoch_gap_se if scores[name].epoch_gap_se is not None else math.nan for name in ranked]
-        axes.barh(ys, gaps, height, xerr=errors, capsize=2, color=colour(index), label=variant)
-    axes.set_yticks(range(len(ranked)), ranked)
-    axes.invert_yaxis()
-    axes.set_xlabel("gap of the epoch pick to the oracle's (points of target accuracy)")
-    axes.legend(fontsize="small", loc="lower right")
+        axes.bar(xs, gaps, width, yerr=errors, capsize=2, color=colour(index), label=variant)
+    axes.set_xticks(range(len(ranked)), ranked, rotation=30, ha="right", fontsize=8)
+    axes.set_ylim(bottom=0.0)
+    axes.set_ylabel("gap to the oracle's pick\n(points of target accuracy)", fontsize=8)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axes.set_title(title, fontsize=9)
     return save(figure, path)
 
@@ -338,6 +338,6 @@ def study_figures(results: StudyResults, folder: Path) -> list[Path]:
                                       folder / INTERACTION_FILE))
     by_variant = scores_by(finished_with_history(records), "variant")
     if any(score.epoch_gap is not None for scores in by_variant.values() for score in scores.values()):
-        title = f"Study {results.study}: label-free validators, epoch pick against the oracle's, mean ± se over runs"
+        title = f"Study {results.study}: label-free validators' epoch picks against the oracle's (mean ± se over runs)"
         paths.append(validator_chart(by_variant, title, folder / VALIDATORS_FILE))
     return paths
