@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from srdc.config import SRDCConfig
-from srdc.data.fingerprint import DownloadError, md5_of
 from srdc.errors import SRDCInputError
 
 RELEASE_REPOSITORY = "Gorilla-Lab-SCUT/SRDC-CVPR2020"
@@ -77,6 +76,8 @@ def _all_halves(dataset: str) -> list[HalfList]:
 
 def _problem(path: Path, half: HalfList) -> str | None:
     """Why the file at ``path`` is not ``half`` (missing, another md5), or ``None``."""
+    from srdc.data.fingerprint import md5_of  # imports the image reader (torch): not at --help
+
     if not path.is_file():
         return f"{path} is missing"
     got = md5_of(path)
@@ -90,6 +91,7 @@ def fetch_release_lists(dataset: str, dataset_dir: Path, base_url: str = RELEASE
     (md5, line count) before it is renamed into place; a failure raises :class:`DownloadError` and installs nothing
     of that list."""
     from srdc.data.download import fetch
+    from srdc.data.fingerprint import DownloadError
 
     installed = []
     for half in _all_halves(dataset):
