@@ -1,12 +1,12 @@
 """Real data: USPS and MNIST from ``$SRDC_DATA_ROOT`` (default ``../shared/data`` beside the repository)."""
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from data_helpers import SHARED_DATA
 
 from srdc.config import SRDCConfig
 from srdc.data import load_task
@@ -14,7 +14,7 @@ from srdc.data.digits import PHOTO_SEED, load_mnist, read_idx
 from srdc.data.embedded import photo_patches
 from srdc.trainer import Trainer
 
-DATA_ROOT = Path(os.environ.get("SRDC_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_ROOT = SHARED_DATA
 needs_digits = pytest.mark.skipif(
     not (DATA_ROOT / "digits" / "usps" / "usps.bz2").is_file()
     or not (DATA_ROOT / "digits" / "mnist" / "t10k-images-idx3-ubyte.gz").is_file(),

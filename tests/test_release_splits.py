@@ -2,13 +2,12 @@
 copy in ``$SRDC_DATA_ROOT/office31_release_splits`` (default ``../shared/data``), checked, and used by
 ``--setting inductive`` on a generated Office-31 tree holding exactly the listed file names."""
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import make_jpeg
+from data_helpers import SHARED_DATA, make_jpeg
 
 from srdc.config import SRDCConfig
 from srdc.data import check_task, load_task
@@ -26,7 +25,7 @@ from srdc.data.release_splits import (
 from srdc.errors import SRDCInputError
 from srdc.harness.estimate import DataFacts
 
-DATA_ROOT = Path(os.environ.get("SRDC_DATA_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_ROOT = SHARED_DATA
 MIRROR = DATA_ROOT / "office31_release_splits"
 needs_lists = pytest.mark.skipif(not (MIRROR / "amazon_half" / "images.txt").is_file(), reason=(
     f"the release's half lists are not under {MIRROR}; set SRDC_DATA_ROOT to a folder with office31_release_splits"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import tarfile
 import threading
 import zipfile
@@ -21,6 +22,8 @@ from PIL import Image
 from srdc.base import SELECTIONS
 from srdc.data.benchmarks import Benchmark, BenchmarkDomain
 
+# the real data of the real-data tests: $SRDC_DATA_ROOT, default ../shared/data beside the repository
+SHARED_DATA = Path(os.environ.get("SRDC_DATA_ROOT", Path(__file__).resolve().parents[3] / "shared" / "data"))
 # "TV" < "Table" < "back_pack": the canonical order is Python's sorted(), upper case first
 TINY_CLASSES = ("TV", "Table", "back_pack")
 TINY_COUNTS = {"amazon": (3, 2, 2), "webcam": (2, 3, 2)}
